@@ -1,0 +1,366 @@
+"""Run the Pulumi program fully offline under Pulumi's mock runtime and record what it declares.
+
+Used by the tests and by `tools.plan`. Each run gets a fresh event loop and a fresh context, so
+runs do not leak the root stack, config or outstanding RPCs into each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import contextvars
+import hashlib
+import json
+import runpy
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
+from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "quorum-ha"
+ACCOUNT_ID = "123456789012"
+MASK = "[secret]"
+
+
+@dataclass(frozen=True)
+class DeclaredResource:
+    """One resource the program registered, as the engine would have received it."""
+
+    urn: str
+    type: str
+    name: str
+    parent_urn: str
+    custom: bool
+    inputs: dict[str, Any]  # secrets appear unwrapped here; see `secret_paths`
+    secret_paths: frozenset[str]
+    state: dict[str, Any]
+
+    @property
+    def masked_inputs(self) -> dict[str, Any]:
+        return _mask(self.inputs, self.secret_paths, "")
+
+
+@dataclass
+class OfflineRun:
+    """What one offline run of the program declared and exported."""
+
+    resources: list[DeclaredResource]
+    outputs: dict[str, Any]
+    secret_outputs: frozenset[str]
+    invokes: list[str] = field(default_factory=list)
+
+    def of_type(self, type_: str) -> list[DeclaredResource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def named(self, name: str) -> DeclaredResource:
+        found = [r for r in self.resources if r.name == name]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} resources are named {name!r}")
+        return found[0]
+
+    def children_of(self, parent: DeclaredResource) -> list[DeclaredResource]:
+        return [r for r in self.resources if r.parent_urn == parent.urn]
+
+
+class OfflineProgramError(Exception):
+    """The program stopped (bad config, or a bug); the message is what the operator would see."""
+
+
+def _mask(value: Any, secret_paths: frozenset[str], path: str) -> Any:
+    if path in secret_paths:
+        return MASK
+    if isinstance(value, dict):
+        return {k: _mask(v, secret_paths, f"{path}.{k}" if path else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v, secret_paths, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:
+    """Strip the RPC secret wrappers, remembering where they were."""
+    if rpc.is_rpc_secret(value):
+        secrets.add(path)
+        return _unwrap(rpc.unwrap_rpc_secret(value), path, secrets)
+    if isinstance(value, dict):
+        return {
+            k: _unwrap(v, f"{path}.{k}" if path else k, secrets)
+            for k, v in value.items()
+            if k != rpc._special_sig_key
+        }
+    if isinstance(value, list):
+        return [_unwrap(v, f"{path}[{i}]", secrets) for i, v in enumerate(value)]
+    return value
+
+
+def _digest(*parts: str, size: int = 32) -> bytes:
+    out = b""
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256("/".join((*parts, str(counter))).encode()).digest()
+        counter += 1
+    return out[:size]
+
+
+def _service_of(type_: str) -> str:
+    # "aws:ec2/instance:Instance" -> "ec2"
+    return type_.split(":")[1].split("/", maxsplit=1)[0] if type_.count(":") >= 2 else "resource"
+
+
+def _computed_state(type_: str, name: str, inputs: dict[str, Any], region: str) -> dict[str, Any]:
+    """Plausible provider-computed outputs, deterministic per resource name."""
+    token = hashlib.sha256(f"{type_}/{name}".encode()).hexdigest()[:12]
+    service = _service_of(type_)
+    state: dict[str, Any] = {
+        "arn": f"arn:aws:{service}:{region}:{ACCOUNT_ID}:{name}-{token}",
+        "id": f"{name}-{token}",
+    }
+    if type_ == "aws:lb/loadBalancer:LoadBalancer":
+        state["dnsName"] = f"{name}-{token}.elb.{region}.amazonaws.com"
+        state["zoneId"] = "Z26RNL4JYFTOTI"
+    elif type_ in ("aws:rds/instance:Instance",):
+        host = f"{name}.{token}.{region}.rds.amazonaws.com"
+        state["address"] = host
+        state["endpoint"] = f"{host}:5432"
+        state["port"] = inputs.get("port", 5432)
+        state["identifier"] = inputs.get("identifier", name)
+    elif type_ == "aws:ec2/instance:Instance":
+        octet = int(token[:2], 16)
+        state["privateIp"] = f"10.0.{octet}.{int(token[2:4], 16) or 1}"
+        state["privateDns"] = f"ip-10-0-{octet}.{region}.compute.internal"
+    elif type_ == "aws:ecr/repository:Repository":
+        state["repositoryUrl"] = f"{ACCOUNT_ID}.dkr.ecr.{region}.amazonaws.com/{name}"
+    elif type_ == "aws:kms/key:Key":
+        state["keyId"] = f"{token}-key"
+    elif type_ == "aws:route53/zone:Zone":
+        state["zoneId"] = f"Z{token.upper()}"
+    elif type_ == "aws:ec2/vpc:Vpc":
+        state["defaultSecurityGroupId"] = f"sg-default-{token}"
+    elif type_ == "random:index/randomPassword:RandomPassword":
+        length = int(inputs.get("length", 32))
+        state["result"] = rpc.wrap_rpc_secret(_digest(type_, name, size=length).hex()[:length])
+    elif type_ == "random:index/randomBytes:RandomBytes":
+        raw = _digest(type_, name, size=int(inputs.get("length", 32)))
+        state["base64"] = rpc.wrap_rpc_secret(base64.b64encode(raw).decode())
+        state["hex"] = rpc.wrap_rpc_secret(raw.hex())
+    elif type_ == "random:index/randomId:RandomId":
+        raw = _digest(type_, name, size=int(inputs.get("byteLength", 8)))
+        state["hex"] = raw.hex()
+        state["b64Url"] = raw.hex()
+        state["dec"] = str(int.from_bytes(raw, "big"))
+    return state
+
+
+def _call_result(token: str, args: dict[str, Any], region: str) -> dict[str, Any]:
+    """Answers for the data sources (invokes) the program may call."""
+    if token == "aws:index/getRegion:getRegion":
+        return {"name": region, "region": region, "id": region}
+    if token == "aws:index/getCallerIdentity:getCallerIdentity":
+        return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci", "id": "x"}
+    if token == "aws:index/getPartition:getPartition":
+        return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+    if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+        names = [f"{region}{s}" for s in "abc"]
+        return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 4)], "id": region}
+    if token == "aws:ec2/getAmi:getAmi":
+        return {"id": "ami-0123456789abcdef0", "architecture": "x86_64", "name": "al2023-ami"}
+    if token == "aws:ssm/getParameter:getParameter":
+        return {"value": "ami-0123456789abcdef0", "name": args.get("name", ""), "id": "x"}
+    if token == "aws:iam/getPolicyDocument:getPolicyDocument":
+        return {"json": json.dumps({"Version": "2012-10-17", "Statement": args.get("statements")})}
+    if token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+        return {
+            "userName": "AWS",
+            "password": rpc.wrap_rpc_secret("ecr-token"),
+            "proxyEndpoint": f"https://{ACCOUNT_ID}.dkr.ecr.{region}.amazonaws.com",
+            "authorizationToken": rpc.wrap_rpc_secret("ecr-token"),
+            "id": region,
+        }
+    return {}
+
+
+class _Mocks(pulumi.runtime.Mocks):
+    def __init__(self, region: str, stack_outputs: Mapping[str, Mapping[str, Any]]) -> None:
+        self.region = region
+        self.stack_outputs = stack_outputs
+        self.invokes: list[str] = []
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict]:
+        if args.typ == "pulumi:pulumi:StackReference":
+            ref = str(args.inputs.get("name", args.name))
+            if ref not in self.stack_outputs:
+                raise OfflineProgramError(f"no outputs given for stack reference {ref!r}")
+            outputs = dict(self.stack_outputs[ref])
+            return ref, {**args.inputs, "name": ref, "outputs": outputs, "secretOutputNames": []}
+        state = _computed_state(args.typ, args.name, args.inputs, self.region)
+        resource_id = state.pop("id")
+        return resource_id, {**args.inputs, **state}
+
+    def call(self, args: pulumi_mocks.MockCallArgs) -> dict:  # type: ignore[override]
+        self.invokes.append(args.token)
+        return _call_result(args.token, args.args, self.region)
+
+
+class _RecordingMonitor(pulumi_mocks.MockMonitor):
+    def __init__(self, mocks: _Mocks) -> None:
+        super().__init__(mocks)
+        self.declared: list[DeclaredResource] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        secrets: set[str] = set()
+        inputs = _unwrap(rpc.deserialize_properties(request.object), "", secrets)
+        urn = self.make_urn(request.parent, request.type, request.name)
+        state = _unwrap(self.resources[urn].state, "", set())
+        self.declared.append(
+            DeclaredResource(
+                urn=urn,
+                type=request.type,
+                name=request.name,
+                parent_urn=request.parent,
+                custom=bool(request.custom),
+                inputs=inputs,
+                secret_paths=frozenset(secrets),
+                state=state,
+            )
+        )
+        return response
+
+
+def load_stack_config(stack: str, root: Path = ROOT) -> dict[str, Any]:
+    """The `config:` block of Pulumi.<stack>.yaml, keys as written (`quorum-ha:setup`)."""
+    path = root / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no stack file {path.name} in {root}")
+    data = yaml.safe_load(path.read_text()) or {}
+    config = data.get("config") or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path.name}: 'config' must be a mapping")
+    return config
+
+
+def _engine_config(config: Mapping[str, Any]) -> dict[str, str]:
+    """Pulumi hands structured values to the program as JSON text."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            raise OfflineProgramError(
+                f"config {key!r} is encrypted in the stack file; pass its value in secrets="
+            )
+        out[key] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
+def _resolve(value: Any) -> tuple[Any, bool]:
+    output = pulumi.Output.from_input(value)
+    resolved = _sync_await(output.future(with_unknowns=True))
+    secret = bool(_sync_await(output.is_secret()))
+    return resolved, secret
+
+
+def run_offline(
+    config: Mapping[str, Any],
+    *,
+    stack: str = "dev",
+    secrets: Mapping[str, Any] | None = None,
+    stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
+    program: Path | Callable[[], None] = ROOT / "__main__.py",
+    region: str | None = None,
+) -> OfflineRun:
+    """Run the program (a path to run, or a callable) under mocks and return what it declared.
+
+    `config` keys are full (`quorum-ha:setup`); `secrets` are extra config values marked secret;
+    `stack_outputs` answers StackReferences by stack name.
+    """
+    context = contextvars.copy_context()
+    return context.run(
+        _run_in_context, config, stack, secrets or {}, stack_outputs or {}, program, region
+    )
+
+
+def _run_in_context(
+    config: Mapping[str, Any],
+    stack: str,
+    secrets: Mapping[str, Any],
+    stack_outputs: Mapping[str, Mapping[str, Any]],
+    program: Path | Callable[[], None],
+    region: str | None,
+) -> OfflineRun:
+    all_config = {**config, **secrets}
+    region = region or str(all_config.get("aws:region", "us-east-1"))
+    all_config.setdefault("aws:region", region)
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        pulumi_settings.ROOT.set(None)
+        set_all_config(_engine_config(all_config), list(secrets))
+        mocks = _Mocks(region, stack_outputs)
+        monitor = _RecordingMonitor(mocks)
+        pulumi.runtime.set_mocks(
+            mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor
+        )
+        root = pulumi_settings.get_root_resource()
+        try:
+            if callable(program):
+                program()
+            else:
+                with _program_on_path(program.parent):
+                    runpy.run_path(str(program), run_name="__main__")
+            _sync_await(pulumi.runtime.stack.wait_for_rpcs())
+        except pulumi.RunError as error:
+            # Let the RPCs already queued finish so the loop closes clean.
+            with contextlib.suppress(Exception):
+                _sync_await(pulumi.runtime.stack.wait_for_rpcs())
+            raise OfflineProgramError(str(error)) from error
+        outputs: dict[str, Any] = {}
+        secret_outputs: set[str] = set()
+        for name, value in getattr(root, "outputs", {}).items():
+            resolved, is_secret = _resolve(value)
+            outputs[name] = _unwrap(resolved, name, secret_outputs)
+            if is_secret:
+                secret_outputs.add(name)
+        return OfflineRun(
+            resources=list(monitor.declared),
+            outputs=outputs,
+            secret_outputs=frozenset(secret_outputs),
+            invokes=list(mocks.invokes),
+        )
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+class _program_on_path:  # noqa: N801 - used as a context manager, reads like one
+    def __init__(self, directory: Path) -> None:
+        self.directory = str(directory)
+
+    def __enter__(self) -> None:
+        sys.path.insert(0, self.directory)
+
+    def __exit__(self, *exc: object) -> None:
+        sys.path.remove(self.directory)
+
+
+def walk(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """Every (path, leaf) in a nested inputs/outputs value, for invariant checks."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from walk(v, f"{path}.{k}" if path else k)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from walk(v, f"{path}[{i}]")
+    else:
+        yield path, value
