@@ -1,0 +1,1 @@
+"""The quorum-ha CrossGuard policy pack: guardrails checked at preview and up."""
