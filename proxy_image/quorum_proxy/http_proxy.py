@@ -1,0 +1,905 @@
+"""HTTP/1.1 listener: routes, retry policy, mirror; one protocol class per client connection.
+
+Built on asyncio protocols with httptools callbacks (uvicorn's httptools_impl is the model):
+request bodies stream to the upstream unless a retry or a mirror may need them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from .config import Limits, Listener, Route
+from .upstream import Server, UpstreamConnection, UpstreamGroup
+
+if TYPE_CHECKING:
+    from .server import ProxyRuntime
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"expect",
+    }
+)
+NON_IDEMPOTENT = frozenset({b"POST", b"LOCK", b"PATCH"})
+MAX_BUFFERED_404 = 65536
+STREAM_BUFFER_HIGH = 65536
+# client-side reasons to stop reading
+PAUSE_PIPELINE = 1
+PAUSE_UPSTREAM = 2
+PAUSE_WAIT = 4
+# idle client connections between requests (nginx keepalive_timeout)
+KEEPALIVE_TIMEOUT = 75.0
+
+REASONS = {
+    400: b"Bad Request",
+    404: b"Not Found",
+    408: b"Request Timeout",
+    413: b"Payload Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+class _Reject(Exception):
+    """Raised inside parser callbacks to refuse a request with a status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _AttemptFailed(Exception):
+    def __init__(self, reason: str, sent: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.sent = sent
+
+
+def simple_response(status: int, body: bytes, close: bool = True) -> bytes:
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n" % (
+        status,
+        REASONS.get(status, b"Error"),
+        len(body),
+        b"Connection: close\r\n" if close else b"",
+    )
+    return head + body
+
+
+class RouteState:
+    """A route with its upstream groups and mirror accounting."""
+
+    __slots__ = ("config", "group", "label", "mirror_group", "mirror_in_flight", "retry_404")
+
+    def __init__(
+        self, config: Route, group: UpstreamGroup, mirror_group: UpstreamGroup | None
+    ) -> None:
+        self.config = config
+        self.group = group
+        self.mirror_group = mirror_group
+        self.mirror_in_flight = 0
+        self.label = config.prefix
+        self.retry_404 = "http_404" in config.retry_on
+
+
+class HttpListener:
+    """Shared state of one HTTP listener: its routing table, longest prefix first."""
+
+    def __init__(self, config: Listener, runtime: ProxyRuntime) -> None:
+        self.config = config
+        self.name = config.name
+        self.runtime = runtime
+        self.limits: Limits = runtime.config.limits
+        self.routes = [
+            RouteState(
+                r,
+                runtime.groups[r.upstream],
+                runtime.groups[r.mirror.upstream] if r.mirror else None,
+            )
+            for r in sorted(config.routes, key=lambda r: len(r.prefix), reverse=True)
+        ]
+        self.prefixes = [(r.config.prefix.encode(), r) for r in self.routes]
+        self.connections: set[HttpClientProtocol] = set()
+
+    def match(self, path: bytes) -> RouteState | None:
+        for prefix, route in self.prefixes:
+            if path.startswith(prefix):
+                return route
+        return None
+
+    def protocol(self) -> HttpClientProtocol:
+        return HttpClientProtocol(self)
+
+
+class Request:
+    """One client request as it is parsed and served."""
+
+    __slots__ = (
+        "body",
+        "body_size",
+        "buffered",
+        "chunked",
+        "complete",
+        "content_length",
+        "expect_continue",
+        "head",
+        "headers",
+        "keep_alive",
+        "method",
+        "route",
+        "sink",
+        "start",
+        "upstream_chunked",
+        "url",
+        "waiter",
+        "xff",
+    )
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.method = b""
+        self.keep_alive = True
+        self.chunked = False
+        self.content_length: int | None = None
+        self.expect_continue = False
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.buffered = False
+        self.complete = False
+        self.sink: UpstreamConnection | None = None
+        self.upstream_chunked = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.route: RouteState | None = None
+        self.head = b""
+        self.start = 0.0
+        self.xff = b""
+
+
+class HttpClientProtocol(asyncio.Protocol):
+    """A client connection: parses requests, serves one at a time (pipelined ones queue)."""
+
+    def __init__(self, listener: HttpListener) -> None:
+        self.listener = listener
+        self.runtime = listener.runtime
+        self.limits = listener.limits
+        self.loop = asyncio.get_running_loop()
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.peer = b""
+        self.cur: Request | None = None
+        self.active: Request | None = None
+        self.queue: deque[Request] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.paused = 0
+        self.closed = False
+        self.client_eof = False
+        self.url_bytes = 0
+        self.header_bytes = 0
+        self.head_bytes = 0
+        self.waiting_since: float | None = 0.0
+        self.partial = False
+        self.write_paused = False
+        # response state of the current attempt
+        self.conn: UpstreamConnection | None = None
+        self.resp_head: asyncio.Future[None] | None = None
+        self.resp_done: asyncio.Future[None] | None = None
+        self.resp_status = 0
+        self.resp_reason = b""
+        self.resp_headers: list[tuple[bytes, bytes]] = []
+        self.resp_keep_alive = True
+        self.resp_chunked = False
+        self.resp_close_delimited = False
+        self.resp_no_body = False
+        self.hold_body: list[bytes] | None = None
+        self.streaming = False
+        self._may_hold_404 = False
+        self.head_start = 0.0
+
+    # connection events
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0].encode() if isinstance(peer, tuple) else b"unix"
+        self.waiting_since = self.loop.time()
+        self.listener.connections.add(self)
+        self.runtime.connection_opened(self.listener.name)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.listener.connections.discard(self)
+        self.runtime.connection_closed(self.listener.name)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        self.queue.clear()
+
+    def eof_received(self) -> bool | None:
+        # a client that half-closes after its request still gets its answer
+        self.client_eof = True
+        if self.active is not None or self.queue:
+            return True
+        return None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        conn = self.conn
+        if conn is not None and conn.transport is not None:
+            conn.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        conn = self.conn
+        if conn is not None and conn.transport is not None and not conn.closed:
+            conn.transport.resume_reading()
+
+    def _pause(self, reason: int) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            # an Upgrade (h2c, websocket) is ignored: the request is served as HTTP/1.1
+            offset = e.args[0] if e.args else len(data)
+            rest = data[offset:]
+            if rest:
+                self.data_received(rest)
+            return
+        except httptools.HttpParserCallbackError as e:
+            cause = e.__context__
+            self._reject(cause.status if isinstance(cause, _Reject) else 400)
+            return
+        except httptools.HttpParserError:
+            self._reject(400)
+            return
+        if self.waiting_since is not None and self.partial:
+            self.head_bytes += len(data)
+            if self.head_bytes > self.limits.max_header_bytes + self.limits.max_uri_bytes:
+                self._reject(431)
+
+    def _reject(self, status: int) -> None:
+        """Refuse with a status and close; nothing else is read from this client."""
+        if self.closed or self.transport is None:
+            return
+        self.runtime.metrics.bad_requests.inc((self.listener.name, str(status)))
+        if self.task is not None and not self.task.done():
+            if self.streaming:
+                self.transport.abort()
+                return
+            self.task.cancel()
+        body = json.dumps({"error": REASONS.get(status, b"").decode(), "status": status})
+        self.transport.write(simple_response(status, body.encode()))
+        self.closed = True
+        self.transport.close()
+
+    def check_timeouts(self, now: float) -> None:
+        """Called by the runtime's sweeper: slow header senders and idle keep-alives are cut off."""
+        since = self.waiting_since
+        if since is None or self.closed:
+            return
+        if self.partial:
+            if now - self.head_start >= self.limits.header_timeout:
+                self._reject(408)
+        elif now - since >= KEEPALIVE_TIMEOUT and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    def close_if_idle(self) -> None:
+        """Draining: close a keep-alive connection between requests."""
+        if self.active is None and not self.partial and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.cur = Request()
+        self.partial = True
+        self.url_bytes = 0
+        self.header_bytes = 0
+        self.head_start = self.loop.time()
+
+    def on_url(self, url: bytes) -> None:
+        assert self.cur is not None
+        self.url_bytes += len(url)
+        if self.url_bytes > self.limits.max_uri_bytes:
+            raise _Reject(414)
+        self.cur.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > self.limits.max_header_bytes:
+            raise _Reject(431)
+        assert self.cur is not None
+        self.cur.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        req = self.cur
+        assert req is not None
+        self.partial = False
+        self.head_bytes = 0
+        req.start = self.loop.time()
+        req.method = self.parser.get_method()
+        req.keep_alive = (
+            self.parser.should_keep_alive() and self.parser.get_http_version() == "1.1"
+        )
+        xff = b""
+        for name, value in req.headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                try:
+                    req.content_length = int(value)
+                except ValueError:
+                    raise _Reject(400) from None
+            elif lname == b"transfer-encoding":
+                req.chunked = b"chunked" in value.lower()
+            elif lname == b"expect":
+                req.expect_continue = value.lower() == b"100-continue"
+            elif lname == b"x-forwarded-for":
+                xff = value + b", "
+        req.xff = xff + self.peer
+        path = req.url.split(b"?", 1)[0]
+        route = self.listener.match(path)
+        req.route = route
+        if route is not None:
+            cfg = route.config
+            req.buffered = route.mirror_group is not None or (
+                len(route.group.servers) > 1
+                and bool(cfg.retry_on)
+                and (cfg.retry_non_idempotent or req.method not in NON_IDEMPOTENT)
+            )
+        if self.active is None:
+            self.waiting_since = None
+            self._start(req)
+        else:
+            self.queue.append(req)
+            self._pause(PAUSE_PIPELINE)
+
+    def on_body(self, data: bytes) -> None:
+        req = self.cur
+        assert req is not None
+        sink = req.sink
+        if sink is not None and not sink.closed:
+            if req.upstream_chunked:
+                sink.write(b"%x\r\n%s\r\n" % (len(data), data))
+            else:
+                sink.write(data)
+            return
+        req.body.append(data)
+        req.body_size += len(data)
+        if req.buffered:
+            if req.body_size > self.limits.max_retry_body_bytes:
+                raise _Reject(413)
+        elif req.body_size > STREAM_BUFFER_HIGH:
+            self._pause(PAUSE_WAIT)
+
+    def on_message_complete(self) -> None:
+        req = self.cur
+        assert req is not None
+        self.cur = None
+        req.complete = True
+        sink = req.sink
+        if sink is not None and req.upstream_chunked and not sink.closed:
+            sink.write(b"0\r\n\r\n")
+        if req.waiter is not None and not req.waiter.done():
+            req.waiter.set_result(None)
+
+    # serving
+    def _start(self, req: Request) -> None:
+        self.active = req
+        if req.route is None:
+            self._answer_local(req, 404, {"error": "no route", "listener": self.listener.name})
+            return
+        if req.buffered and (req.content_length or 0) > self.limits.max_retry_body_bytes:
+            self.cur = None
+            self._reject(413)
+            return
+        if req.expect_continue and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.task = self.loop.create_task(self._serve(req))
+
+    def _answer_local(self, req: Request, status: int, body_obj: dict[str, object]) -> None:
+        body = json.dumps(body_obj).encode()
+        keep = req.keep_alive and req.complete and not self.runtime.draining
+        assert self.transport is not None
+        self.transport.write(simple_response(status, body, close=not keep))
+        self._finish(req, status, "", keep, 0)
+
+    def _finish(self, req: Request, status: int, upstream: str, keep: bool, retries: int) -> None:
+        listener = self.listener.name
+        route = req.route.label if req.route is not None else ""
+        runtime = self.runtime
+        key = (listener, route, str(status))
+        runtime.metrics.requests.inc(key)
+        elapsed = self.loop.time() - req.start
+        runtime.metrics.latency.observe(key, elapsed)
+        if runtime.config.access_log:
+            runtime.access_log(
+                {
+                    "time": round(time.time(), 3),
+                    "listener": listener,
+                    "route": route,
+                    "client": self.peer.decode(),
+                    "method": req.method.decode(),
+                    "path": req.url.decode("latin-1"),
+                    "status": status,
+                    "upstream": upstream,
+                    "retries": retries,
+                    "duration_ms": round(elapsed * 1000, 3),
+                }
+            )
+        self.active = None
+        self.task = None
+        if self.closed or self.transport is None:
+            return
+        if not keep or self.client_eof or self.runtime.draining:
+            self.closed = True
+            self.transport.close()
+            return
+        if self.queue:
+            nxt = self.queue.popleft()
+            if not self.queue:
+                self._resume(PAUSE_PIPELINE)
+            self._start(nxt)
+        else:
+            self.waiting_since = self.loop.time()
+            self._resume(PAUSE_PIPELINE)
+
+    async def _serve(self, req: Request) -> None:
+        route = req.route
+        assert route is not None
+        group = route.group
+        cfg = route.config
+        tried: list[Server] = []
+        retries = 0
+        failure = "error"
+        held: tuple[int, bytes, list[tuple[bytes, bytes]], bytes, bool] | None = None
+        conn: UpstreamConnection | None = None
+        try:
+            if req.buffered and not req.complete:
+                req.waiter = self.loop.create_future()
+                await req.waiter
+            req.head = self._upstream_head(req)
+            while True:
+                server = group.pick(tried)
+                if server is None:
+                    break
+                tried.append(server)
+                more = len(group.candidates(tried)) > 0
+                try:
+                    conn = await self._attempt(req, server, route, more)
+                except _AttemptFailed as e:
+                    conn = None
+                    failure = e.reason
+                    if e.reason == "http_404":
+                        assert self.hold_body is not None
+                        held = (
+                            self.resp_status,
+                            self.resp_reason,
+                            self.resp_headers,
+                            b"".join(self.hold_body),
+                            self.resp_keep_alive,
+                        )
+                    else:
+                        server.record_failure(e.reason)
+                    self.hold_body = None
+                    if (e.sent and not req.buffered) or e.reason not in cfg.retry_on or not more:
+                        break
+                    retries += 1
+                    self.runtime.metrics.retries.inc((self.listener.name, route.label, e.reason))
+                    continue
+                # the answer is streaming to the client: mirror, then wait for its end
+                if route.mirror_group is not None:
+                    self._mirror(req, route, tried)
+                await self._wait_body(conn, group.config.read_timeout)
+                keep_conn = self.resp_keep_alive and req.complete and not conn.closed
+                if keep_conn:
+                    conn.release()
+                else:
+                    conn.abort()
+                conn = None
+                self.conn = None
+                keep = req.keep_alive and req.complete and not self.resp_close_delimited
+                self._finish(req, self.resp_status, server.name, keep, retries)
+                return
+            if route.mirror_group is not None:
+                self._mirror(req, route, tried)
+            if held is not None:
+                status, reason, headers, body, _ = held
+                keep = req.keep_alive and req.complete
+                assert self.transport is not None
+                self.transport.write(self._client_head(status, reason, headers, len(body), keep))
+                self.transport.write(body)
+                self._finish(req, status, tried[-1].name if tried else "", keep, retries)
+                return
+            status = 504 if failure == "timeout" else 502
+            self._answer_local(
+                req,
+                status,
+                {
+                    "error": "no upstream answered" if tried else "no upstream server",
+                    "listener": self.listener.name,
+                    "route": route.label,
+                    "upstream": group.config.name,
+                    "last_failure": failure,
+                },
+            )
+        except asyncio.CancelledError:
+            if conn is not None:
+                conn.abort()
+            raise
+        except _AttemptFailed:
+            # the response broke after it started streaming: nothing can repair it
+            if conn is not None:
+                conn.abort()
+            if self.transport is not None:
+                self.closed = True
+                self.transport.abort()
+            self._finish(req, self.resp_status, "", False, retries)
+        finally:
+            self.conn = None
+
+    async def _attempt(
+        self, req: Request, server: Server, route: RouteState, more: bool
+    ) -> UpstreamConnection:
+        """Send req to server and wait for the response head; raises _AttemptFailed."""
+        group = route.group
+        timeout = group.config.read_timeout
+        for _ in range(2):
+            conn = server.pooled()
+            reused = conn is not None
+            if conn is None:
+                try:
+                    conn = await server.connect()
+                except TimeoutError:
+                    raise _AttemptFailed("timeout", sent=False) from None
+                except OSError:
+                    raise _AttemptFailed("error", sent=False) from None
+            self.conn = conn
+            loop = self.loop
+            self.resp_head = loop.create_future()
+            self.resp_done = loop.create_future()
+            self.streaming = False
+            self.hold_body = None
+            self.resp_close_delimited = False
+            self._may_hold_404 = route.retry_404 and more and req.buffered
+            conn.handler = self
+            conn.uses += 1
+            if req.buffered:
+                conn.write(req.head + b"".join(req.body) if req.body else req.head)
+            else:
+                conn.write(req.head)
+                if req.body:
+                    chunk = b"".join(req.body)
+                    req.body.clear()
+                    if req.upstream_chunked:
+                        conn.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    else:
+                        conn.write(chunk)
+                if req.complete:
+                    if req.upstream_chunked:
+                        conn.write(b"0\r\n\r\n")
+                else:
+                    req.sink = conn
+                self._resume(PAUSE_WAIT)
+            try:
+                await self._await(self.resp_head, timeout)
+            except TimeoutError:
+                conn.abort()
+                raise _AttemptFailed("timeout") from None
+            except ConnectionError:
+                conn.abort()
+                # a pooled connection the server closed meanwhile: one fresh try, same server
+                resendable = req.buffered or (
+                    not req.chunked and not req.content_length and req.sink is None
+                )
+                if reused and not conn.got_data and resendable:
+                    self.runtime.metrics.retries.inc((self.listener.name, route.label, "error"))
+                    continue
+                raise _AttemptFailed("error") from None
+            if self.hold_body is not None:
+                try:
+                    await self._await(self.resp_done, timeout)
+                except (TimeoutError, ConnectionError):
+                    conn.abort()
+                    raise _AttemptFailed("error") from None
+                if self.resp_keep_alive and req.complete:
+                    conn.release()
+                else:
+                    conn.abort()
+                raise _AttemptFailed("http_404")
+            return conn
+        raise _AttemptFailed("error")
+
+    async def _await(self, fut: asyncio.Future[None], timeout: float) -> None:
+        handle = self.loop.call_later(timeout, _expire, fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+
+    async def _wait_body(self, conn: UpstreamConnection, timeout: float) -> None:
+        """The response body streams from callbacks; time out only when the server stalls."""
+        done = self.resp_done
+        assert done is not None
+        while not done.done():
+            waiter = self.loop.create_future()
+            done.add_done_callback(lambda _f, w=waiter: w.done() or w.set_result(None))
+            handle = self.loop.call_later(timeout, _expire, waiter)
+            try:
+                await waiter
+            except TimeoutError:
+                if self.write_paused or self.loop.time() - conn.last_read < timeout:
+                    continue
+                raise _AttemptFailed("timeout") from None
+            finally:
+                handle.cancel()
+        if done.exception() is not None:
+            raise _AttemptFailed("error")
+
+    # upstream response callbacks (ResponseHandler)
+    def on_response_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
+    ) -> None:
+        self.resp_status = status
+        self.resp_reason = reason
+        self.resp_headers = headers
+        self.resp_keep_alive = keep_alive
+        req = self.active
+        assert req is not None
+        no_body = req.method == b"HEAD" or status in (204, 304) or 100 <= status < 200
+        length: int | None = None
+        chunked = False
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                length = int(value) if value.isdigit() else None
+            elif lname == b"transfer-encoding":
+                chunked = True
+        self.resp_no_body = no_body
+        self.resp_close_delimited = not no_body and length is None and not chunked
+        if status == 404 and self._may_hold_404 and (length or 0) <= MAX_BUFFERED_404:
+            self.hold_body = []
+        else:
+            self.streaming = True
+            keep = req.keep_alive and not self.resp_close_delimited
+            assert self.transport is not None
+            self.resp_chunked = not no_body and length is None and keep
+            self.transport.write(
+                self._client_head(status, reason, headers, None if no_body else length, keep)
+            )
+        head = self.resp_head
+        if head is not None and not head.done():
+            head.set_result(None)
+        if no_body:
+            # HEAD answers carry a length but no body: the parser would wait for it
+            self.resp_keep_alive = False
+            self._response_done()
+
+    def on_response_body(self, data: bytes) -> None:
+        hold = self.hold_body
+        if hold is not None:
+            hold.append(data)
+            return
+        if self.resp_no_body or self.transport is None:
+            return
+        if self.resp_chunked:
+            self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            self.transport.write(data)
+
+    def on_response_complete(self, keep_alive: bool) -> None:
+        self.resp_keep_alive = keep_alive and self.resp_keep_alive
+        if self.resp_chunked and self.transport is not None and self.hold_body is None:
+            self.transport.write(b"0\r\n\r\n")
+        self._response_done()
+
+    def _response_done(self) -> None:
+        conn = self.conn
+        if conn is not None:
+            conn.handler = None
+        done = self.resp_done
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    def on_upstream_lost(self, exc: BaseException | None) -> None:
+        head = self.resp_head
+        if head is not None and not head.done():
+            head.set_exception(ConnectionError(str(exc)))
+            return
+        done = self.resp_done
+        if done is not None and not done.done():
+            if self.resp_close_delimited:
+                self.resp_keep_alive = False
+                done.set_result(None)
+            else:
+                done.set_exception(ConnectionError(str(exc)))
+
+    def on_upstream_pause(self, paused: bool) -> None:
+        if paused:
+            self._pause(PAUSE_UPSTREAM)
+        else:
+            self._resume(PAUSE_UPSTREAM)
+
+    # message building
+    def _upstream_head(self, req: Request) -> bytes:
+        parts = [req.method, b" ", req.url, b" HTTP/1.1\r\n"]
+        has_host = False
+        for name, value in req.headers:
+            lname = name.lower()
+            if lname in HOP_BY_HOP or lname == b"x-forwarded-for" or lname == b"content-length":
+                continue
+            if lname == b"host":
+                has_host = True
+            parts += (name, b": ", value, b"\r\n")
+        if not has_host:
+            parts.append(b"Host: %s\r\n" % req.route.group.servers[0].name.encode())  # type: ignore[union-attr]
+        parts += (b"X-Forwarded-For: ", req.xff, b"\r\n")
+        if req.buffered:
+            if req.body_size or req.chunked or req.content_length is not None:
+                parts.append(b"Content-Length: %d\r\n" % req.body_size)
+        elif req.chunked:
+            req.upstream_chunked = True
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        elif req.content_length is not None:
+            parts.append(b"Content-Length: %d\r\n" % req.content_length)
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def _client_head(
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        length: int | None,
+        keep: bool,
+    ) -> bytes:
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, b"Status"))]
+        for name, value in headers:
+            lname = name.lower()
+            if lname in HOP_BY_HOP or lname == b"content-length":
+                continue
+            parts += (name, b": ", value, b"\r\n")
+        if length is not None:
+            parts.append(b"Content-Length: %d\r\n" % length)
+        elif self.resp_chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        if not keep or self.runtime.draining:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    # mirror
+    def _mirror(self, req: Request, route: RouteState, tried: list[Server]) -> None:
+        """Fire-and-forget copies to every other server of the mirror upstream, bounded."""
+        mgroup = route.mirror_group
+        mcfg = route.config.mirror
+        assert mgroup is not None and mcfg is not None
+        metrics = self.runtime.metrics
+        now = time.monotonic()
+        sent = {s.name for s in tried}
+        payload = req.head + b"".join(req.body)
+        for server in mgroup.servers:
+            if server.name in sent:
+                continue
+            key = (self.listener.name, route.label, "dropped")
+            if route.mirror_in_flight >= mcfg.max_in_flight or not server.available(now):
+                metrics.mirror.inc(key)
+                continue
+            route.mirror_in_flight += 1
+            MirrorCopy(self.listener.name, route, server, payload, mcfg.timeout).start()
+
+
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+class MirrorCopy:
+    """One mirrored request: callbacks only, its answer read and dropped."""
+
+    __slots__ = (
+        "conn",
+        "done",
+        "handle",
+        "listener",
+        "payload",
+        "route",
+        "server",
+        "status",
+        "timeout",
+    )
+
+    def __init__(
+        self, listener: str, route: RouteState, server: Server, payload: bytes, timeout: float
+    ) -> None:
+        self.listener = listener
+        self.route = route
+        self.server = server
+        self.payload = payload
+        self.timeout = timeout
+        self.conn: UpstreamConnection | None = None
+        self.handle: asyncio.TimerHandle | None = None
+        self.done = False
+        self.status = 0
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.handle = loop.call_later(self.timeout, self._finish, "timeout", None)
+        conn = self.server.pooled()
+        if conn is not None:
+            self._send(conn)
+        else:
+            task = loop.create_task(self.server.connect())
+            task.add_done_callback(self._connected)
+
+    def _connected(self, task: asyncio.Task[UpstreamConnection]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self._finish("error", None)
+            return
+        conn = task.result()
+        if self.done:
+            conn.release()
+            return
+        self._send(conn)
+
+    def _send(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+        conn.handler = self
+        conn.write(self.payload)
+
+    def _finish(self, result: str, keep_alive: bool | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.handle is not None:
+            self.handle.cancel()
+        conn = self.conn
+        if conn is not None:
+            if keep_alive:
+                conn.release()
+            else:
+                conn.abort()
+        self.route.mirror_in_flight -= 1
+        metrics = self.route.group.metrics
+        metrics.mirror.inc((self.listener, self.route.label, result))
+
+    def on_response_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
+    ) -> None:
+        self.status = status
+
+    def on_response_body(self, data: bytes) -> None:
+        return
+
+    def on_response_complete(self, keep_alive: bool) -> None:
+        self._finish("ok" if self.status < 400 else "http_error", keep_alive)
+
+    def on_upstream_lost(self, exc: BaseException | None) -> None:
+        self._finish("error", False)
+
+    def on_upstream_pause(self, paused: bool) -> None:
+        return

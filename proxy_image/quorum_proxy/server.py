@@ -1,0 +1,317 @@
+"""One proxy process: listeners, upstream groups, the admin port, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import stat
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO, cast
+
+import httptools
+
+from .config import Config, Listener, parse_host_port
+from .http_proxy import HttpListener
+from .metrics import Metrics
+from .tcp_proxy import TcpListener
+from .upstream import Resolver, UpstreamGroup, system_resolver
+
+SWEEP_INTERVAL = 0.25
+
+
+class StartupError(Exception):
+    """The process cannot start (a socket in use, a path not a socket); one line, no traceback."""
+
+
+def prepare_unix_socket(path: str, mode: int | None) -> socket.socket:
+    """Bind a unix listening socket: a stale file is replaced, a live listener is refused."""
+    if os.path.lexists(path):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise StartupError(f"{path}: exists and is not a socket; refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            os.unlink(path)  # left by a crash: nobody accepts on it
+        except OSError as e:
+            raise StartupError(f"{path}: cannot probe existing socket ({e})") from None
+        else:
+            raise StartupError(f"{path}: another process is listening on it")
+        finally:
+            probe.close()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # the umask keeps the socket from ever being wider than its mode, even for an instant
+    old_umask = os.umask(0o777 ^ mode if mode is not None else 0o077)
+    try:
+        sock.bind(path)
+    except OSError as e:
+        sock.close()
+        raise StartupError(f"{path}: cannot bind ({e.strerror})") from None
+    finally:
+        os.umask(old_umask)
+    if mode is not None:
+        os.chmod(path, mode)
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def remove_unix_socket(path: str, sock: socket.socket) -> None:
+    """Remove the socket file if it is still ours (a successor may have replaced it)."""
+    try:
+        if os.stat(path).st_ino == os.fstat(sock.fileno()).st_ino:
+            os.unlink(path)
+    except (OSError, ValueError):
+        pass
+
+
+def prepare_unix_sockets(config: Config) -> dict[str, socket.socket]:
+    socks: dict[str, socket.socket] = {}
+    try:
+        for listener in config.listeners:
+            path = listener.unix_path
+            if path is not None:
+                socks[listener.name] = prepare_unix_socket(path, listener.socket_mode)
+        if config.admin_listen.startswith("unix:"):
+            socks["admin"] = prepare_unix_socket(config.admin_listen[5:], 0o660)
+    except StartupError:
+        for name, sock in socks.items():
+            remove_unix_socket(unix_path_of(config, name), sock)
+            sock.close()
+        raise
+    return socks
+
+
+def unix_path_of(config: Config, name: str) -> str:
+    if name == "admin":
+        return config.admin_listen[5:]
+    for listener in config.listeners:
+        if listener.name == name and listener.unix_path is not None:
+            return listener.unix_path
+    raise KeyError(name)
+
+
+class AdminProtocol(asyncio.Protocol):
+    """/healthz, /readyz and /metrics; one request per connection is plenty here."""
+
+    def __init__(self, runtime: ProxyRuntime) -> None:
+        self.runtime = runtime
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.url = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._send(400, b'{"error": "bad request"}', "application/json")
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_message_complete(self) -> None:
+        path = self.url.split(b"?", 1)[0]
+        runtime = self.runtime
+        if path == b"/healthz":
+            body = json.dumps({"status": "ok", "pid": os.getpid()}).encode()
+            self._send(200, body, "application/json")
+        elif path == b"/readyz":
+            ready = runtime.ready()
+            body = json.dumps({"ready": ready, "draining": runtime.draining}).encode()
+            self._send(200 if ready else 503, body, "application/json")
+        elif path == b"/metrics":
+            self._send(200, runtime.metrics.render().encode(), "text/plain; version=0.0.4")
+        else:
+            self._send(404, b'{"error": "not found"}', "application/json")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 503: "Service Unavailable"}
+        head = (
+            f"HTTP/1.1 {status} {reason.get(status, 'Status')}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode() + body)
+        self.transport.close()
+
+
+class ProxyRuntime:
+    """Everything one process serves; start(), then drain() on SIGTERM."""
+
+    def __init__(
+        self,
+        config: Config,
+        resolver: Resolver = system_resolver,
+        log_stream: TextIO | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.groups = {
+            name: UpstreamGroup(up, self.metrics, resolver)
+            for name, up in config.upstreams.items()
+        }
+        self.listeners: dict[str, HttpListener | TcpListener] = {}
+        for lc in config.listeners:
+            self.listeners[lc.name] = (
+                HttpListener(lc, self) if lc.protocol == "http" else TcpListener(lc, self)
+            )
+        self.servers: list[asyncio.AbstractServer] = []
+        self.admin: asyncio.AbstractServer | None = None
+        self.addresses: dict[str, Any] = {}
+        self.draining = False
+        self.open_connections: dict[str, int] = {lc.name: 0 for lc in config.listeners}
+        self.log_stream = log_stream if log_stream is not None else sys.stdout
+        self._log_lines: list[str] = []
+        self._sweeper: asyncio.Task[None] | None = None
+        self._owned_unix: dict[str, socket.socket] = {}
+        self.metrics.open_connections.collect = self._collect_open
+        self.metrics.upstream_healthy.collect = self._collect_health
+
+    def _collect_open(self) -> dict[tuple[str, ...], float]:
+        return {(name,): float(n) for name, n in self.open_connections.items()}
+
+    def _collect_health(self) -> dict[tuple[str, ...], float]:
+        now = time.monotonic()
+        return {
+            (g.config.name, s.name): 1.0 if s.available(now) else 0.0
+            for g in self.groups.values()
+            for s in g.servers
+        }
+
+    def connection_opened(self, listener: str) -> None:
+        self.open_connections[listener] += 1
+
+    def connection_closed(self, listener: str) -> None:
+        self.open_connections[listener] -= 1
+
+    def ready(self) -> bool:
+        return not self.draining and any(g.any_available() for g in self.groups.values())
+
+    def access_log(self, entry: dict[str, Any]) -> None:
+        # lines are gathered and written once per loop iteration: one write per burst
+        if not self._log_lines:
+            asyncio.get_running_loop().call_soon(self._flush_log)
+        self._log_lines.append(json.dumps(entry, separators=(",", ":")))
+
+    def _flush_log(self) -> None:
+        lines, self._log_lines = self._log_lines, []
+        if lines:
+            self.log_stream.write("\n".join(lines) + "\n")
+            self.log_stream.flush()
+
+    async def start(self, unix_sockets: dict[str, socket.socket] | None = None) -> None:
+        """Bind every listener and the admin port; raises StartupError."""
+        loop = asyncio.get_running_loop()
+        inherited = dict(unix_sockets or {})
+        reuse_port = self.config.workers > 1
+        try:
+            for name, listener in self.listeners.items():
+                factory: Callable[[], asyncio.BaseProtocol] = listener.protocol
+                server = await self._bind(
+                    loop, name, listener.config, factory, inherited, reuse_port
+                )
+                self.servers.append(server)
+            admin_cfg = Listener(name="admin", listen=self.config.admin_listen, protocol="http")
+            self.admin = await self._bind(
+                loop, "admin", admin_cfg, lambda: AdminProtocol(self), inherited, reuse_port
+            )
+        except StartupError:
+            await self.close()
+            raise
+        for group in self.groups.values():
+            group.start()
+        self._sweeper = loop.create_task(self._sweep())
+
+    async def _bind(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        name: str,
+        lc: Listener,
+        factory: Callable[[], asyncio.BaseProtocol],
+        inherited: dict[str, socket.socket],
+        reuse_port: bool,
+    ) -> asyncio.AbstractServer:
+        path = lc.listen[5:] if lc.listen.startswith("unix:") else None
+        try:
+            if path is not None:
+                sock = inherited.get(name)
+                if sock is None:
+                    mode = lc.socket_mode if name != "admin" else 0o660
+                    sock = prepare_unix_socket(path, mode)
+                    self._owned_unix[path] = sock
+                server = await loop.create_unix_server(factory, sock=sock)
+                self.addresses[name] = path
+            else:
+                host, port = parse_host_port(f"{name}.listen", lc.listen, allow_zero=True)
+                server = await loop.create_server(
+                    factory, host, port, reuse_port=reuse_port, backlog=1024
+                )
+                self.addresses[name] = server.sockets[0].getsockname()[:2]
+        except OSError as e:
+            raise StartupError(f"listener {name}: {lc.listen}: {e.strerror or e}") from None
+        return server
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        http = [lst for lst in self.listeners.values() if isinstance(lst, HttpListener)]
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = loop.time()
+            for listener in http:
+                for conn in list(listener.connections):
+                    conn.check_timeouts(now)
+
+    def in_flight(self) -> int:
+        total = 0
+        for listener in self.listeners.values():
+            if isinstance(listener, HttpListener):
+                total += sum(1 for c in listener.connections if c.active is not None or c.partial)
+            else:
+                total += len(listener.connections)
+        return total
+
+    async def drain(self) -> None:
+        """Stop accepting, let in-flight requests finish up to drain_timeout, then close."""
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        for server in self.servers:
+            server.close()
+        deadline = loop.time() + self.config.drain_timeout
+        while True:
+            for listener in self.listeners.values():
+                if isinstance(listener, HttpListener):
+                    for conn in list(listener.connections):
+                        conn.close_if_idle()
+            if self.in_flight() == 0 or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        for listener in self.listeners.values():
+            for conn in list(listener.connections):
+                if conn.transport is not None:
+                    conn.transport.abort()
+        await self.close()
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for server in self.servers:
+            server.close()
+        if self.admin is not None:
+            self.admin.close()
+        for group in self.groups.values():
+            await group.stop()
+        for path, sock in self._owned_unix.items():
+            remove_unix_socket(path, sock)
+            sock.close()
+        self._owned_unix.clear()
+        self._flush_log()

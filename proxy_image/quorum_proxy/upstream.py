@@ -1,0 +1,421 @@
+"""Upstream groups (Envoy clusters): servers, DNS re-resolution, health, connection pools."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, cast
+
+import httptools
+
+from .config import HealthCheck, Upstream
+from .metrics import Metrics
+
+log = logging.getLogger("quorum_proxy")
+
+Resolver = Callable[[str, int], Awaitable[tuple[str, int]]]
+MAX_IDLE_PER_SERVER = 512
+
+
+async def system_resolver(host: str, port: int) -> tuple[str, int]:
+    """The first address of host, IPv4 preferred, through the loop's getaddrinfo."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"no address for {host}")
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    addr = infos[0][4]
+    return str(addr[0]), int(addr[1])
+
+
+def _literal_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class ResponseHandler(Protocol):
+    """What an upstream connection reports a response to."""
+
+    def on_response_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
+    ) -> None: ...
+
+    def on_response_body(self, data: bytes) -> None: ...
+
+    def on_response_complete(self, keep_alive: bool) -> None: ...
+
+    def on_upstream_lost(self, exc: BaseException | None) -> None: ...
+
+    def on_upstream_pause(self, paused: bool) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One HTTP/1.1 connection to a server; pooled between requests."""
+
+    __slots__ = (
+        "closed",
+        "got_data",
+        "handler",
+        "headers",
+        "last_read",
+        "loop",
+        "parser",
+        "reason",
+        "server",
+        "transport",
+        "uses",
+    )
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.handler: ResponseHandler | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.reason = b""
+        self.closed = False
+        self.uses = 0
+        self.got_data = False
+        self.last_read = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        idle = self.server.idle
+        if self in idle:
+            idle.remove(self)
+        handler = self.handler
+        if handler is not None:
+            self.handler = None
+            handler.on_upstream_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.handler is None:
+            # a server talking on an idle connection is out of step: drop it
+            self.abort()
+            return
+        self.got_data = True
+        self.last_read = self.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass
+        except httptools.HttpParserError as e:
+            handler = self.handler
+            self.handler = None
+            self.abort()
+            if handler is not None:
+                handler.on_upstream_lost(e)
+
+    def pause_writing(self) -> None:
+        if self.handler is not None:
+            self.handler.on_upstream_pause(True)
+
+    def resume_writing(self) -> None:
+        if self.handler is not None:
+            self.handler.on_upstream_pause(False)
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.headers = []
+        self.reason = b""
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.handler is not None:
+            self.handler.on_response_head(
+                self.parser.get_status_code(),
+                self.reason,
+                self.headers,
+                self.parser.should_keep_alive(),
+            )
+
+    def on_body(self, body: bytes) -> None:
+        if self.handler is not None:
+            self.handler.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        handler = self.handler
+        if handler is not None:
+            handler.on_response_complete(self.parser.should_keep_alive())
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def release(self) -> None:
+        """Back to the pool after a complete exchange."""
+        self.handler = None
+        self.got_data = False
+        if self.transport is not None:
+            self.transport.resume_reading()
+        if self.closed or len(self.server.idle) >= MAX_IDLE_PER_SERVER:
+            self.abort()
+        else:
+            self.server.idle.append(self)
+
+    def abort(self) -> None:
+        self.handler = None
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.abort()
+        if self in self.server.idle:
+            self.server.idle.remove(self)
+
+
+class Server:
+    """One configured server: its address, health and idle connections."""
+
+    def __init__(self, group: UpstreamGroup, host: str, port: int) -> None:
+        self.group = group
+        self.host = host
+        self.port = port
+        self.name = f"{host}:{port}"
+        self.addr: tuple[str, int] | None = (host, port) if _literal_ip(host) else None
+        self.idle: list[UpstreamConnection] = []
+        self.fails = 0
+        self.first_fail = 0.0
+        self.down_until = 0.0
+        self.active_ok = True
+        self.rise_count = 0
+        self.fall_count = 0
+        self.last_block: int | None = None
+        self.last_block_change = 0.0
+
+    def available(self, now: float) -> bool:
+        return self.active_ok and now >= self.down_until
+
+    def record_failure(self, reason: str) -> None:
+        """Passive health: max_fails failures within fail_timeout take it out for fail_timeout."""
+        cfg = self.group.config
+        self.group.metrics.upstream_failures.inc((cfg.name, self.name, reason))
+        if cfg.max_fails == 0:
+            return
+        now = time.monotonic()
+        if now - self.first_fail > cfg.fail_timeout:
+            self.fails = 0
+            self.first_fail = now
+        self.fails += 1
+        if self.fails >= cfg.max_fails:
+            self.down_until = now + cfg.fail_timeout
+            self.fails = 0
+            log.warning(
+                "upstream %s server %s down for %ss", cfg.name, self.name, cfg.fail_timeout
+            )
+
+    def set_address(self, addr: tuple[str, int]) -> None:
+        if addr != self.addr:
+            if self.addr is not None:
+                log.warning(
+                    "upstream %s server %s now at %s", self.group.config.name, self.name, addr
+                )
+            self.addr = addr
+            for conn in list(self.idle):
+                conn.abort()
+
+    async def connect(self) -> UpstreamConnection:
+        """A fresh connection within connect_timeout; raises OSError or TimeoutError."""
+        if self.addr is None:
+            self.set_address(await self.group.resolver(self.host, self.port))
+        assert self.addr is not None
+        loop = asyncio.get_running_loop()
+        server = self
+        _, proto = await asyncio.wait_for(
+            loop.create_connection(lambda: UpstreamConnection(server), *self.addr),
+            self.group.config.connect_timeout,
+        )
+        return proto
+
+    def pooled(self) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        return None
+
+
+class UpstreamGroup:
+    """An upstream of the config: round-robin, primary/backup order, fail-open picking."""
+
+    def __init__(self, config: Upstream, metrics: Metrics, resolver: Resolver) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.resolver = resolver
+        self.servers = [Server(self, host, port) for host, port in config.servers]
+        self.rr = 0
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def any_available(self) -> bool:
+        now = time.monotonic()
+        return any(s.available(now) for s in self.servers)
+
+    def candidates(self, tried: list[Server]) -> list[Server]:
+        """Servers not yet tried that take traffic; all of them when none does (fail open)."""
+        now = time.monotonic()
+        servers = self.servers
+        healthy = [s for s in servers if s.available(now)]
+        pool = healthy if healthy else servers
+        if not tried:
+            return pool
+        return [s for s in pool if s not in tried]
+
+    def pick(self, tried: list[Server]) -> Server | None:
+        cands = self.candidates(tried)
+        if not cands:
+            return None
+        self.rr += 1
+        return cands[self.rr % len(cands)]
+
+    def ordered(self) -> list[Server]:
+        """Primary first, then backups: healthy servers in config order (all if none)."""
+        return self.candidates([])
+
+    def start(self) -> None:
+        if any(s.addr is None for s in self.servers):
+            self.tasks.append(asyncio.ensure_future(self._resolve_loop()))
+        if self.config.health_check is not None:
+            for server in self.servers:
+                self.tasks.append(
+                    asyncio.ensure_future(self._health_loop(server, self.config.health_check))
+                )
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self.tasks.clear()
+        for server in self.servers:
+            for conn in list(server.idle):
+                conn.abort()
+
+    async def resolve_once(self) -> None:
+        for server in self.servers:
+            if _literal_ip(server.host):
+                continue
+            try:
+                server.set_address(await self.resolver(server.host, server.port))
+            except (OSError, UnicodeError) as e:
+                # keep the last good address: a DNS hiccup must not take a server out
+                log.warning("resolve %s failed: %s", server.name, e)
+
+    async def _resolve_loop(self) -> None:
+        while True:
+            await self.resolve_once()
+            await asyncio.sleep(self.config.resolve_interval)
+
+    async def _health_loop(self, server: Server, check: HealthCheck) -> None:
+        while True:
+            try:
+                ok = await asyncio.wait_for(run_check(server, check), check.timeout)
+            except (
+                OSError,
+                TimeoutError,
+                ValueError,
+                KeyError,
+                TypeError,
+                httptools.HttpParserError,
+            ):
+                ok = False
+            self._record_check(server, check, ok)
+            await asyncio.sleep(check.interval)
+
+    def _record_check(self, server: Server, check: HealthCheck, ok: bool) -> None:
+        if ok:
+            server.fall_count = 0
+            server.rise_count += 1
+            if not server.active_ok and server.rise_count >= check.rise:
+                server.active_ok = True
+                server.down_until = 0.0
+                log.warning("upstream %s server %s healthy", self.config.name, server.name)
+        else:
+            server.rise_count = 0
+            server.fall_count += 1
+            if server.active_ok and server.fall_count >= check.fall:
+                server.active_ok = False
+                log.warning("upstream %s server %s unhealthy", self.config.name, server.name)
+
+
+class _Collector:
+    """Collects one HTTP response for health checks."""
+
+    def __init__(self) -> None:
+        self.body: list[bytes] = []
+        self.done = False
+
+    def on_body(self, data: bytes) -> None:
+        self.body.append(data)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+async def http_request(
+    addr: tuple[str, int], host_header: str, request_line: str, body: bytes = b""
+) -> tuple[int, bytes]:
+    """A one-shot HTTP/1.1 request (Connection: close) for health checks."""
+    reader, writer = await asyncio.open_connection(*addr)
+    try:
+        head = f"{request_line} HTTP/1.1\r\nHost: {host_header}\r\nConnection: close\r\n"
+        if body:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        writer.write(head.encode() + b"\r\n" + body)
+        collector = _Collector()
+        parser = httptools.HttpResponseParser(collector)
+        while not collector.done:
+            data = await reader.read(65536)
+            if not data:
+                break
+            parser.feed_data(data)
+        return parser.get_status_code(), b"".join(collector.body)
+    finally:
+        writer.close()
+
+
+async def run_check(server: Server, check: HealthCheck) -> bool:
+    """One active check of one server: tcp connect, http status, or jsonrpc block advance."""
+    addr = server.addr
+    if addr is None or not _literal_ip(server.host):
+        addr = await server.group.resolver(server.host, server.port)
+    if check.type == "tcp":
+        _, writer = await asyncio.open_connection(*addr)
+        writer.close()
+        return True
+    if check.type == "http":
+        status, _ = await http_request(addr, server.name, f"GET {check.path}")
+        return status == check.expect_status
+    payload = json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
+    ).encode()
+    status, body = await http_request(addr, server.name, f"POST {check.path}", payload)
+    if status != check.expect_status:
+        return False
+    answer: Any = json.loads(body)
+    block = int(answer["result"], 16) if isinstance(answer, dict) else None
+    if block is None:
+        return False
+    now = time.monotonic()
+    if block != server.last_block:
+        server.last_block = block
+        server.last_block_change = now
+        return True
+    return check.stall_after is None or now - server.last_block_change <= check.stall_after
