@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import re
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 Setup = Literal["pair", "full", "tessera"]
 MachineRole = Literal["pair", "quorum", "tessera"]
@@ -12,16 +16,39 @@ MachineRole = Literal["pair", "quorum", "tessera"]
 QUORUM_RPC_PORT = 22000  # the seed's client-facing JSON-RPC port, on the NLB and on each node
 QUORUM_WS_PORT = 8546
 QUORUM_P2P_PORT = 30303
+QUORUM_METRICS_PORT = 6060  # geth's own default; /debug/metrics/prometheus, bound to 127.0.0.1
 TESSERA_P2P_PORT = 9001
 TESSERA_THIRD_PARTY_PORT = 9081
 TESSERA_Q2T_PORT = 9101  # Q2T over HTTP, for the IPC proxy on Quorum machines (setups 2 and 3)
 PROXY_ADMIN_PORT = 9900  # /healthz, /readyz, /metrics of our proxy
 TM_IPC_PATH = "/run/quorum-ha/tm.ipc"
 
+# The PostgreSQL JDBC driver Tessera needs (only H2 ships). The checksum is the Maven Central
+# jar's SHA-256 (as pinned by nixpkgs' postgresql-jdbc 42.7.7); the machine verifies it at boot.
+POSTGRES_JDBC_VERSION = "42.7.7"
+POSTGRES_JDBC_SHA256 = "157963d60ae66d607e09466e8c0cdf8087e9cb20d0159899ffca96bca2528460"
+
+ROLES_BY_SETUP: dict[str, tuple[str, ...]] = {
+    "pair": ("pair",),
+    "full": ("quorum", "tessera"),
+    "tessera": ("quorum", "tessera"),
+}
+
+
+class BootContextError(ValueError):
+    """A NodeBootContext field is unusable; names the field, the value and what is allowed."""
+
+    def __init__(self, field: str, value: object, allowed: str) -> None:
+        shown = repr(value)
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        super().__init__(f"NodeBootContext.{field}: {shown} is not valid; allowed: {allowed}")
+        self.field = field
+
 
 @dataclass(frozen=True, kw_only=True)
 class NodeBootContext:
-    """Everything one machine's boot renders from: names, addresses and secret ARNs, never secrets."""
+    """Everything one machine's boot renders from: names, addresses, secret ARNs; no secrets."""
 
     setup: Setup
     role: MachineRole
@@ -33,7 +60,7 @@ class NodeBootContext:
     # Public URLs Tessera advertises (serverAddress): the NLB, e.g. http://nlb.example:9001
     p2p_url: str
     third_party_url: str
-    # Tessera keys in Secrets Manager: secrets named f"{tessera_key_id}Pub" and f"{tessera_key_id}Key"
+    # Tessera keys in Secrets Manager: secrets f"{tessera_key_id}Pub" and f"{tessera_key_id}Key"
     tessera_key_id: str
     quorum_account_secret_arn: str  # JSON {"keystore": {...}, "password": "..."}
     quorum_node_key_secret_arn: str  # this node's devp2p key (hex), one secret per Quorum node
@@ -48,5 +75,198 @@ class NodeBootContext:
     tessera_peer_urls: tuple[str, ...]  # the network's other Tessera P2P URLs
     network_id: int
     use_white_list: bool
-    proxy_addresses: tuple[str, ...]  # CIDRs or hosts the proxy connects from (for useWhiteList)
+    # Addresses the proxy connects to Tessera from, for useWhiteList. Tessera compares the
+    # caller's exact IP or host name with the hosts of its peer URLs (no CIDR ranges), so give
+    # IPs or host names; a "/32" CIDR is read as its address, wider ranges are refused.
+    proxy_addresses: tuple[str, ...]
     log_group_name: str
+    # Added by node bootstrap (defaults keep older callers working):
+    permissioned: bool = True  # render permissioned-nodes.json and start geth --permissioned
+    data_device_name: str = "/dev/sdf"  # the device name the infra attaches the data volume as
+    data_volume_id: str | None = None  # vol-..., lets the boot find the NVMe by-id link first
+    postgres_jdbc_version: str = POSTGRES_JDBC_VERSION
+    postgres_jdbc_sha256: str = POSTGRES_JDBC_SHA256
+
+    @property
+    def runs_tessera(self) -> bool:
+        return self.role in ("pair", "tessera")
+
+    @property
+    def runs_quorum(self) -> bool:
+        return self.role in ("pair", "quorum")
+
+    @property
+    def runs_ipc_proxy(self) -> bool:
+        """Quorum machines of setups 2 and 3 reach Tessera through a local proxy on tm.ipc."""
+        return self.role == "quorum"
+
+
+_DNS_NAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$"
+)
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+_VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,3}$")
+_SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[\w/+=.@-]+$")
+_SECRET_NAME = re.compile(r"^[\w/+=.@-]{1,480}$")
+_IMAGE = re.compile(r"^[a-z0-9.-]+(:\d+)?/[a-z0-9._/-]+(:[\w.-]+|@sha256:[0-9a-f]{64})$")
+_LOG_GROUP = re.compile(r"^[\w/.#-]{1,512}$")
+_ENODE = re.compile(r"^enode://[0-9a-fA-F]{128}@[^\s\"'$`\\]+:\d{1,5}(\?[\w=&.-]*)?$")
+_VOLUME_ID = re.compile(r"^vol-[0-9a-f]{8,17}$")
+_DEVICE = re.compile(r"^/dev/(sd|xvd)[b-z]$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_JDBC = re.compile(r"^jdbc:postgresql://([^/?\s]+)/([\w.-]+)(\?[^\s\"'$`\\]*)?$")
+# Values end up in a shell/systemd environment file: refuse anything that could break quoting.
+_UNSAFE = re.compile(r"[\"'$`\\\s]")
+
+
+def is_dns_name(value: str) -> bool:
+    return bool(_DNS_NAME.match(value))
+
+
+def http_url_host(value: str) -> str | None:
+    """The host of an http(s) URL with an explicit port, else None."""
+    if not isinstance(value, str) or _UNSAFE.search(value):
+        return None
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+        return None
+    return parts.hostname
+
+
+def white_list_host(field: str, value: str) -> str:
+    """An exact host Tessera can compare a caller with: an IP, a host name, or a /32 CIDR."""
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        if is_dns_name(value):
+            return value
+        raise BootContextError(field, value, "an IP address or host name") from None
+    if network.num_addresses != 1:
+        raise BootContextError(
+            field,
+            value,
+            "a single address: Tessera's whitelist compares the caller's exact IP with peer "
+            "hosts and has no CIDR ranges",
+        )
+    return str(network.network_address)
+
+
+def jdbc_to_libpq_uri(jdbc_url: str) -> str:
+    """The psql connection URI for the same hosts, trying them in order for the writable one."""
+    m = _JDBC.match(jdbc_url)
+    if not m:
+        raise BootContextError(
+            "jdbc_url", jdbc_url, "jdbc:postgresql://host:port[,host:port]/database[?params]"
+        )
+    hosts, database = m.group(1), m.group(2)
+    # libpq's read-write is the PostgreSQL JDBC driver's targetServerType=primary; RDS forces TLS.
+    return f"postgresql://{hosts}/{database}?target_session_attrs=read-write&sslmode=require"
+
+
+def _check_names(field: str, values: tuple[str, ...]) -> None:
+    if not values:
+        raise BootContextError(field, values, "at least one DNS name")
+    for v in values:
+        if not isinstance(v, str) or not is_dns_name(v):
+            raise BootContextError(field, values, "DNS names (letters, digits, '-', '.')")
+    if len(set(values)) != len(values):
+        raise BootContextError(field, values, "each name once")
+
+
+def _check_identity(ctx: NodeBootContext) -> None:
+    if ctx.setup not in ROLES_BY_SETUP:
+        raise BootContextError("setup", ctx.setup, "pair | full | tessera")
+    if ctx.role not in ROLES_BY_SETUP[ctx.setup]:
+        allowed = " | ".join(ROLES_BY_SETUP[ctx.setup])
+        raise BootContextError("role", ctx.role, f"{allowed} in setup {ctx.setup!r}")
+    if not _REGION.match(ctx.region):
+        raise BootContextError("region", ctx.region, "an AWS region such as eu-west-1")
+    if not is_dns_name(ctx.node_dns_name):
+        raise BootContextError("node_dns_name", ctx.node_dns_name, "a DNS name")
+    _check_names("quorum_dns_names", ctx.quorum_dns_names)
+    _check_names("tessera_dns_names", ctx.tessera_dns_names)
+    own = ctx.tessera_dns_names if ctx.role == "tessera" else ctx.quorum_dns_names
+    if isinstance(ctx.index, bool) or not isinstance(ctx.index, int):
+        raise BootContextError("index", ctx.index, "an integer")
+    if not 0 <= ctx.index < len(own):
+        raise BootContextError("index", ctx.index, f"0..{len(own) - 1} for role {ctx.role!r}")
+
+
+def _check_addresses_and_secrets(ctx: NodeBootContext) -> None:
+    for field in ("p2p_url", "third_party_url"):
+        value = getattr(ctx, field)
+        host = http_url_host(value)
+        if host is None or host == "0.0.0.0":
+            raise BootContextError(field, value, "http(s)://host:port, host not 0.0.0.0")
+    if not _SECRET_NAME.match(ctx.tessera_key_id):
+        raise BootContextError("tessera_key_id", ctx.tessera_key_id, "a Secrets Manager name")
+    for field in ("quorum_account_secret_arn", "quorum_node_key_secret_arn", "db_secret_arn"):
+        value = getattr(ctx, field)
+        if not isinstance(value, str) or not _SECRET_ARN.match(value):
+            raise BootContextError(field, value, "a Secrets Manager secret ARN")
+    jdbc_to_libpq_uri(ctx.jdbc_url)
+    for field in ("quorum_version", "tessera_version", "postgres_jdbc_version"):
+        value = getattr(ctx, field)
+        if not isinstance(value, str) or not _VERSION.match(value):
+            raise BootContextError(field, value, "a release number such as 24.4.1")
+    if ctx.runs_ipc_proxy and (
+        ctx.proxy_image_uri is None or not _IMAGE.match(ctx.proxy_image_uri)
+    ):
+        raise BootContextError(
+            "proxy_image_uri",
+            ctx.proxy_image_uri,
+            "an ECR image URI with a tag or digest (Quorum machines of setups full and tessera)",
+        )
+
+
+def _check_quorum_network(ctx: NodeBootContext) -> None:
+    try:
+        genesis = json.loads(ctx.genesis_json)
+    except (TypeError, ValueError):
+        raise BootContextError("genesis_json", ctx.genesis_json, "a JSON document") from None
+    if not isinstance(genesis, dict) or not isinstance(genesis.get("config"), dict):
+        raise BootContextError("genesis_json", ctx.genesis_json, 'a JSON object with "config"')
+    for field in ("ha_enodes", "peer_enodes"):
+        for enode in getattr(ctx, field):
+            if not isinstance(enode, str) or not _ENODE.match(enode):
+                raise BootContextError(field, enode, "enode://<128 hex>@host:port")
+    if ctx.runs_quorum and not ctx.ha_enodes:
+        raise BootContextError("ha_enodes", ctx.ha_enodes, "this client node's enode URLs")
+    for url in ctx.tessera_peer_urls:
+        if http_url_host(url) is None:
+            raise BootContextError("tessera_peer_urls", url, "http(s)://host:port URLs")
+    if isinstance(ctx.network_id, bool) or not isinstance(ctx.network_id, int):
+        raise BootContextError("network_id", ctx.network_id, "a positive integer")
+    if ctx.network_id <= 0:
+        raise BootContextError("network_id", ctx.network_id, "a positive integer")
+
+
+def _check_machine(ctx: NodeBootContext) -> None:
+    if ctx.use_white_list:
+        if not ctx.proxy_addresses:
+            raise BootContextError(
+                "proxy_addresses", ctx.proxy_addresses, "the proxy's addresses when useWhiteList"
+            )
+        for address in ctx.proxy_addresses:
+            white_list_host("proxy_addresses", address)
+    if not _LOG_GROUP.match(ctx.log_group_name):
+        raise BootContextError("log_group_name", ctx.log_group_name, "a CloudWatch log group")
+    if not _DEVICE.match(ctx.data_device_name):
+        raise BootContextError("data_device_name", ctx.data_device_name, "/dev/sd[b-z]")
+    if ctx.data_volume_id is not None and not _VOLUME_ID.match(ctx.data_volume_id):
+        raise BootContextError("data_volume_id", ctx.data_volume_id, "vol-<hex> or None")
+    if not _SHA256.match(ctx.postgres_jdbc_sha256):
+        raise BootContextError("postgres_jdbc_sha256", ctx.postgres_jdbc_sha256, "64 hex digits")
+
+
+def validate_context(ctx: NodeBootContext) -> None:
+    """Refuse a context the boot could not use, with one message naming the field."""
+    _check_identity(ctx)
+    _check_addresses_and_secrets(ctx)
+    _check_quorum_network(ctx)
+    _check_machine(ctx)

@@ -1,0 +1,71 @@
+"""What runs on each machine, rendered as text from a NodeBootContext (no Pulumi inside).
+
+Public API (stable; the node and proxy components call it with Outputs resolved):
+
+- ``render_user_data(ctx) -> str``: the ``#cloud-config`` document describing one machine's
+  whole boot on Amazon Linux 2023 x86_64 (packages, data volume, rendered files, systemd units,
+  CloudWatch agent). Names and ARNs only, never secrets. EC2 caps user data at 16 KiB: pass
+  ``user_data_base64_gzip(text)`` as ``user_data_base64`` if it grows past that.
+- ``render_tessera_config(ctx) -> str``: Tessera's JSON config (pair and tessera machines).
+- ``validate_tessera_config(cfg: dict | str) -> None``: Tessera's own rules; raises
+  ``TesseraConfigError`` naming the field and the value.
+- ``render_quorum_files(ctx) -> dict[str, str]``: genesis.json, static-nodes.json,
+  permissioned-nodes.json (when ``ctx.permissioned``), start-quorum.sh and wait-for-ptm.sh.
+- ``render_ipc_proxy_config(ctx) -> str``: YAML for the proxy on tm.ipc (Quorum machines of
+  setups full and tessera).
+- ``render_standalone_proxy_config(*, quorum_dns_names, tessera_dns_names, workers=1,
+  access_log=True) -> str``: JSON for the ECS proxy behind the NLB (env ``QUORUM_PROXY_CONFIG``).
+
+A context the boot cannot use raises ``BootContextError`` (a ValueError) naming the field.
+"""
+
+from node_bootstrap.context import (
+    PROXY_ADMIN_PORT,
+    QUORUM_METRICS_PORT,
+    QUORUM_P2P_PORT,
+    QUORUM_RPC_PORT,
+    QUORUM_WS_PORT,
+    TESSERA_P2P_PORT,
+    TESSERA_Q2T_PORT,
+    TESSERA_THIRD_PARTY_PORT,
+    TM_IPC_PATH,
+    BootContextError,
+    MachineRole,
+    NodeBootContext,
+    Setup,
+    validate_context,
+)
+from node_bootstrap.proxy import render_ipc_proxy_config, render_standalone_proxy_config
+from node_bootstrap.quorum import render_quorum_files
+from node_bootstrap.tessera import (
+    TesseraConfigError,
+    render_tessera_config,
+    validate_tessera_config,
+)
+from node_bootstrap.user_data import AMI_FAMILY, render_user_data, user_data_base64_gzip
+
+__all__ = [
+    "AMI_FAMILY",
+    "PROXY_ADMIN_PORT",
+    "QUORUM_METRICS_PORT",
+    "QUORUM_P2P_PORT",
+    "QUORUM_RPC_PORT",
+    "QUORUM_WS_PORT",
+    "TESSERA_P2P_PORT",
+    "TESSERA_Q2T_PORT",
+    "TESSERA_THIRD_PARTY_PORT",
+    "TM_IPC_PATH",
+    "BootContextError",
+    "MachineRole",
+    "NodeBootContext",
+    "Setup",
+    "TesseraConfigError",
+    "render_ipc_proxy_config",
+    "render_quorum_files",
+    "render_standalone_proxy_config",
+    "render_tessera_config",
+    "render_user_data",
+    "user_data_base64_gzip",
+    "validate_context",
+    "validate_tessera_config",
+]

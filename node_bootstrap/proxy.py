@@ -1,0 +1,184 @@
+"""Configs for our proxy (format: PROXY_CONFIG.md): the local IPC proxy and the standalone one."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from node_bootstrap.context import (
+    PROXY_ADMIN_PORT,
+    QUORUM_RPC_PORT,
+    TESSERA_P2P_PORT,
+    TESSERA_Q2T_PORT,
+    TESSERA_THIRD_PARTY_PORT,
+    TM_IPC_PATH,
+    BootContextError,
+    NodeBootContext,
+    is_dns_name,
+    validate_context,
+)
+
+# Tessera answers POST /send for an unknown recipient with 404: the next Tessera may know it
+# (nginx's proxy_next_upstream error timeout http_404 non_idempotent).
+RETRY_404: dict[str, Any] = {
+    "retry_on": ["error", "timeout", "http_404"],
+    "retry_non_idempotent": True,
+}
+UPCHECK: dict[str, Any] = {
+    "type": "http",
+    "path": "/upcheck",
+    "expect_status": 200,
+    "interval": "5s",
+    "timeout": "2s",
+    "rise": 2,
+    "fall": 3,
+}
+
+
+def _servers(field: str, names: Sequence[str], port: int) -> list[str]:
+    names = tuple(names)
+    if not names or any(not isinstance(n, str) or not is_dns_name(n) for n in names):
+        raise BootContextError(field, names, "a non-empty list of DNS names")
+    if len(set(names)) != len(names):
+        raise BootContextError(field, names, "each name once")
+    return [f"{name}:{port}" for name in names]
+
+
+def _upstream(servers: list[str], health_check: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "servers": servers,
+        "resolve_interval": "30s",  # machines replaced by auto recovery keep their name
+        "connect_timeout": "2s",
+        "read_timeout": "30s",
+        "max_fails": 1,
+        "fail_timeout": "10s",
+        "health_check": health_check,
+    }
+
+
+def ipc_proxy_config(ctx: NodeBootContext) -> dict[str, Any]:
+    """The IPC proxy config as a dict (see render_ipc_proxy_config)."""
+    validate_context(ctx)
+    if not ctx.runs_ipc_proxy:
+        raise BootContextError(
+            "role", ctx.role, "quorum (the IPC proxy runs on Quorum machines of full and tessera)"
+        )
+    servers = _servers("tessera_dns_names", ctx.tessera_dns_names, TESSERA_Q2T_PORT)
+    return {
+        "workers": 1,
+        # Only this machine needs the admin endpoints: keep them off the network.
+        "admin": {"listen": f"127.0.0.1:{PROXY_ADMIN_PORT}"},
+        "access_log": True,
+        "drain_timeout": "20s",
+        "upstreams": {"q2t": _upstream(servers, dict(UPCHECK))},
+        "listeners": [
+            {
+                "name": "q2t",
+                "listen": f"unix:{TM_IPC_PATH}",
+                # Quorum runs as the same service user and group; nobody else may send.
+                "socket_mode": "0660",
+                "protocol": "http",
+                "routes": [{"prefix": "/", "upstream": "q2t", **RETRY_404}],
+            }
+        ],
+    }
+
+
+def render_ipc_proxy_config(ctx: NodeBootContext) -> str:
+    """YAML for the proxy on a Quorum machine (setups full and tessera): tm.ipc -> every Q2T."""
+    return yaml.safe_dump(ipc_proxy_config(ctx), sort_keys=False)
+
+
+def standalone_proxy_config(
+    *,
+    quorum_dns_names: Sequence[str],
+    tessera_dns_names: Sequence[str],
+    workers: int = 1,
+    access_log: bool = True,
+) -> dict[str, Any]:
+    """The standalone proxy config as a dict (see render_standalone_proxy_config)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 256:
+        raise BootContextError("workers", workers, "an integer 1..256")
+    quorum = _servers("quorum_dns_names", quorum_dns_names, QUORUM_RPC_PORT)
+    third_party = _servers("tessera_dns_names", tessera_dns_names, TESSERA_THIRD_PARTY_PORT)
+    p2p = _servers("tessera_dns_names", tessera_dns_names, TESSERA_P2P_PORT)
+    jsonrpc_check = {
+        "type": "jsonrpc",
+        "interval": "5s",
+        "timeout": "2s",
+        "rise": 2,
+        "fall": 3,
+        # A node whose head stops moving is behind the network: fail over from it.
+        "stall_after": "60s",
+    }
+    plain = {"retry_on": ["error", "timeout"]}
+    return {
+        "workers": workers,
+        # The NLB's target group health check calls /readyz here.
+        "admin": {"listen": f"0.0.0.0:{PROXY_ADMIN_PORT}"},
+        "access_log": access_log,
+        "drain_timeout": "20s",
+        "upstreams": {
+            "quorum": _upstream(quorum, jsonrpc_check),
+            "third_party": _upstream(third_party, dict(UPCHECK)),
+            "p2p": _upstream(p2p, dict(UPCHECK)),
+        },
+        "listeners": [
+            {
+                "name": "quorum-rpc",
+                "listen": f"0.0.0.0:{QUORUM_RPC_PORT}",
+                # tcp: the first healthy node is primary, the others backup. Two nodes signing
+                # with one account behind round robin would assign clashing nonces.
+                "protocol": "tcp",
+                "upstream": "quorum",
+            },
+            {
+                "name": "third-party",
+                "listen": f"0.0.0.0:{TESSERA_THIRD_PARTY_PORT}",
+                "protocol": "http",
+                "routes": [{"prefix": "/", "upstream": "third_party", **RETRY_404}],
+            },
+            {
+                "name": "p2p",
+                "listen": f"0.0.0.0:{TESSERA_P2P_PORT}",
+                "protocol": "http",
+                "routes": [
+                    {
+                        # Party info lives in each Tessera's memory: every one must learn it.
+                        "prefix": "/partyinfo",
+                        "upstream": "p2p",
+                        "retry_on": ["error", "timeout"],
+                        "retry_non_idempotent": True,
+                        "mirror": {"upstream": "p2p", "max_in_flight": 64, "timeout": "2s"},
+                    },
+                    # Longer prefixes win: validation is a question to one Tessera, no mirror.
+                    {"prefix": "/partyinfo/validate", "upstream": "p2p", **plain},
+                    {"prefix": "/resend", "upstream": "p2p", **plain},
+                    {"prefix": "/push", "upstream": "p2p", **plain},
+                    {"prefix": "/upcheck", "upstream": "p2p", **plain},
+                    # /version, /metrics and whatever a newer Tessera adds.
+                    {"prefix": "/", "upstream": "p2p", **plain},
+                ],
+            },
+        ],
+    }
+
+
+def render_standalone_proxy_config(
+    *,
+    quorum_dns_names: Sequence[str],
+    tessera_dns_names: Sequence[str],
+    workers: int = 1,
+    access_log: bool = True,
+) -> str:
+    """JSON for the ECS proxy behind the NLB (env QUORUM_PROXY_CONFIG): RPC, 9081 and 9001."""
+    config = standalone_proxy_config(
+        quorum_dns_names=quorum_dns_names,
+        tessera_dns_names=tessera_dns_names,
+        workers=workers,
+        access_log=access_log,
+    )
+    return json.dumps(config, separators=(",", ":"))

@@ -1,0 +1,381 @@
+"""The cloud-init user data that fully describes one machine's boot (Amazon Linux 2023).
+
+Layout on the machine: rendered configs under /etc/quorum-ha/, scripts under
+/opt/quorum-ha/bin/, the encrypted data volume at /var/lib/quorum-ha, secrets fetched at start
+into tmpfs under /run/quorum-ha/secrets (0600, the service user's). The user data itself holds
+names and ARNs only.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from typing import Any
+
+import yaml
+
+from node_bootstrap.context import (
+    QUORUM_METRICS_PORT,
+    QUORUM_P2P_PORT,
+    QUORUM_RPC_PORT,
+    QUORUM_WS_PORT,
+    TM_IPC_PATH,
+    NodeBootContext,
+    jdbc_to_libpq_uri,
+    validate_context,
+)
+from node_bootstrap.proxy import render_ipc_proxy_config
+from node_bootstrap.quorum import render_quorum_files
+from node_bootstrap.scripts import (
+    APPLY_TESSERA_SCHEMA_SH,
+    BIN_DIR,
+    BOOT_ENV,
+    COMMON_SH,
+    DATA_DIR,
+    ETC_DIR,
+    LOG_DIR,
+    MOUNT_DATA_VOLUME_SH,
+    SERVICE_UID,
+    SERVICE_USER,
+    START_IPC_PROXY_SH,
+    START_TESSERA_SH,
+    TESSERA_SCHEMA_SQL,
+)
+from node_bootstrap.tessera import render_tessera_config
+
+AMI_FAMILY = "Amazon Linux 2023 (x86_64)"
+CLOUDWATCH_AGENT_CTL = "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl"
+# EC2 refuses user data over 16 KiB (before base64): see user_data_base64_gzip.
+EC2_USER_DATA_LIMIT = 16384
+
+
+def quorum_image(ctx: NodeBootContext) -> str:
+    return f"quorumengineering/quorum:{ctx.quorum_version}"
+
+
+def tessera_image(ctx: NodeBootContext) -> str:
+    # The aws- flavour carries the AWS Secrets Manager key vault.
+    return f"quorumengineering/tessera:aws-{ctx.tessera_version}"
+
+
+def render_boot_env(ctx: NodeBootContext) -> str:
+    """/etc/quorum-ha/boot.env: read by the scripts; valid for bash and systemd alike."""
+    validate_context(ctx)
+    values: dict[str, str | int] = {
+        "SETUP": ctx.setup,
+        "ROLE": ctx.role,
+        "NODE_INDEX": ctx.index,
+        "NODE_DNS_NAME": ctx.node_dns_name,
+        "AWS_REGION": ctx.region,
+        "LOG_GROUP_NAME": ctx.log_group_name,
+        "SERVICE_UID": SERVICE_UID,
+        "SERVICE_GID": SERVICE_UID,
+        "DATA_DIR": DATA_DIR,
+        "DATA_DEVICE_NAME": ctx.data_device_name,
+        "DATA_VOLUME_ID": ctx.data_volume_id or "",
+        "TM_IPC_PATH": TM_IPC_PATH,
+    }
+    if ctx.runs_quorum:
+        values |= {
+            "QUORUM_IMAGE": quorum_image(ctx),
+            "QUORUM_ACCOUNT_SECRET_ARN": ctx.quorum_account_secret_arn,
+            "QUORUM_NODE_KEY_SECRET_ARN": ctx.quorum_node_key_secret_arn,
+            "NETWORK_ID": ctx.network_id,
+            "QUORUM_PERMISSIONED": "true" if ctx.permissioned else "false",
+            "QUORUM_RPC_PORT": QUORUM_RPC_PORT,
+            "QUORUM_WS_PORT": QUORUM_WS_PORT,
+            "QUORUM_P2P_PORT": QUORUM_P2P_PORT,
+            "QUORUM_METRICS_PORT": QUORUM_METRICS_PORT,
+        }
+    if ctx.runs_tessera:
+        values |= {
+            "TESSERA_IMAGE": tessera_image(ctx),
+            "DB_SECRET_ARN": ctx.db_secret_arn,
+            "TESSERA_DB_URI": jdbc_to_libpq_uri(ctx.jdbc_url),
+            "PG_JDBC_VERSION": ctx.postgres_jdbc_version,
+            "PG_JDBC_SHA256": ctx.postgres_jdbc_sha256,
+        }
+    if ctx.runs_ipc_proxy and ctx.proxy_image_uri is not None:
+        values["PROXY_IMAGE"] = ctx.proxy_image_uri
+    lines = ["# quorum-ha boot settings: names and ARNs only, never secrets."]
+    # validate_context refused quotes, '$', '`', '\\' and whitespace in every value.
+    lines += [f'{key}="{value}"' for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _unit(description: str, after: list[str], script: str, stop: str | None) -> str:
+    wants = " ".join(after)
+    stop_lines = f"ExecStop=/usr/bin/docker stop {stop}\n" if stop else ""
+    log = script.rsplit("/", 1)[-1].removesuffix(".sh")
+    return f"""\
+[Unit]
+Description={description}
+Wants={wants}
+After={wants}
+# Never stop retrying: a node that gave up is worse than one that keeps trying.
+StartLimitIntervalSec=0
+
+[Service]
+Type=simple
+ExecStart={script}
+{stop_lines}# Restart on any exit, success included; geth's deliberate exit 112 (Tessera failing on
+# GET /transaction) must come back too, so no SuccessExitStatus may list it.
+Restart=always
+RestartForceExitStatus=112
+RestartSec=5
+TimeoutStopSec=120
+StandardOutput=append:{LOG_DIR}/{log}.log
+StandardError=append:{LOG_DIR}/{log}.log
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+_BASE = ["network-online.target", "docker.service", "quorum-ha-data.service"]
+
+DATA_UNIT = f"""\
+[Unit]
+Description=quorum-ha encrypted data volume at {DATA_DIR}
+Wants=network-online.target
+After=network-online.target local-fs.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart={BIN_DIR}/mount-data-volume.sh
+Restart=on-failure
+RestartSec=10
+TimeoutStartSec=15min
+StandardOutput=append:{LOG_DIR}/mount-data-volume.log
+StandardError=append:{LOG_DIR}/mount-data-volume.log
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+TMPFILES = f"""\
+d /run/quorum-ha 0750 {SERVICE_UID} {SERVICE_UID} -
+d /run/quorum-ha/secrets 0700 {SERVICE_UID} {SERVICE_UID} -
+d {LOG_DIR} 0750 root root -
+"""
+
+
+def _units(ctx: NodeBootContext) -> dict[str, str]:
+    units = {"quorum-ha-data.service": DATA_UNIT}
+    ptm_unit = None
+    if ctx.runs_tessera:
+        units["quorum-ha-tessera.service"] = _unit(
+            "Tessera privacy manager (quorum-ha)", _BASE, f"{BIN_DIR}/start-tessera.sh", "tessera"
+        )
+        ptm_unit = "quorum-ha-tessera.service"
+    if ctx.runs_ipc_proxy:
+        units["quorum-ha-proxy.service"] = _unit(
+            "quorum-ha IPC proxy on tm.ipc to every Tessera Q2T",
+            _BASE,
+            f"{BIN_DIR}/start-ipc-proxy.sh",
+            "quorum-proxy",
+        )
+        ptm_unit = "quorum-ha-proxy.service"
+    if ctx.runs_quorum:
+        after = [*_BASE, *([ptm_unit] if ptm_unit else [])]
+        units["quorum-ha-quorum.service"] = _unit(
+            "GoQuorum node (quorum-ha)", after, f"{BIN_DIR}/start-quorum.sh", "quorum"
+        )
+    return units
+
+
+def _prometheus_config(ctx: NodeBootContext) -> str:
+    return yaml.safe_dump(
+        {
+            "global": {"scrape_interval": "1m", "scrape_timeout": "10s"},
+            "scrape_configs": [
+                {
+                    "job_name": "quorum",
+                    "metrics_path": "/debug/metrics/prometheus",
+                    "static_configs": [
+                        {
+                            "targets": [f"127.0.0.1:{QUORUM_METRICS_PORT}"],
+                            "labels": {"node": ctx.node_dns_name},
+                        }
+                    ],
+                }
+            ],
+        },
+        sort_keys=False,
+    )
+
+
+def cloudwatch_agent_config(ctx: NodeBootContext) -> dict[str, Any]:
+    """Host metrics, boot and service logs, and geth's Prometheus metrics on Quorum machines."""
+    logs: dict[str, Any] = {
+        "logs_collected": {
+            "files": {
+                "collect_list": [
+                    {
+                        "file_path": "/var/log/cloud-init-output.log",
+                        "log_group_name": ctx.log_group_name,
+                        "log_stream_name": f"{ctx.node_dns_name}/cloud-init",
+                    },
+                    {
+                        "file_path": f"{LOG_DIR}/*.log",
+                        "log_group_name": ctx.log_group_name,
+                        "log_stream_name": f"{ctx.node_dns_name}/services",
+                    },
+                ]
+            }
+        }
+    }
+    if ctx.runs_quorum:
+        logs["metrics_collected"] = {
+            "prometheus": {
+                "log_group_name": ctx.log_group_name,
+                "prometheus_config_path": f"{ETC_DIR}/prometheus.yaml",
+                "emf_processor": {
+                    "metric_namespace": "QuorumHA/Quorum",
+                    "metric_declaration": [
+                        {
+                            "source_labels": ["job"],
+                            "label_matcher": "^quorum$",
+                            "dimensions": [["node"]],
+                            "metric_selectors": [
+                                "^chain_head_block$",
+                                "^p2p_peers$",
+                                "^txpool_pending$",
+                            ],
+                        }
+                    ],
+                },
+            }
+        }
+    return {
+        "agent": {"metrics_collection_interval": 60, "run_as_user": "root"},
+        "metrics": {
+            "namespace": "QuorumHA",
+            "append_dimensions": {"InstanceId": "${aws:InstanceId}"},
+            "metrics_collected": {
+                "cpu": {"measurement": ["cpu_usage_active"], "totalcpu": True},
+                "mem": {"measurement": ["mem_used_percent"]},
+                "disk": {"measurement": ["used_percent"], "resources": ["/", DATA_DIR]},
+            },
+        },
+        "logs": logs,
+    }
+
+
+def machine_files(ctx: NodeBootContext) -> dict[str, tuple[str, str]]:
+    """Path -> (permissions, content) of every file the boot writes."""
+    validate_context(ctx)
+    files: dict[str, tuple[str, str]] = {
+        BOOT_ENV: ("0644", render_boot_env(ctx)),
+        f"{BIN_DIR}/common.sh": ("0644", COMMON_SH),
+        f"{BIN_DIR}/mount-data-volume.sh": ("0755", MOUNT_DATA_VOLUME_SH),
+        "/etc/tmpfiles.d/quorum-ha.conf": ("0644", TMPFILES),
+        f"{ETC_DIR}/cloudwatch-agent.json": (
+            "0644",
+            json.dumps(cloudwatch_agent_config(ctx), indent=2) + "\n",
+        ),
+    }
+    for name, text in _units(ctx).items():
+        files[f"/etc/systemd/system/{name}"] = ("0644", text)
+    if ctx.runs_tessera:
+        files[f"{ETC_DIR}/tessera/tessera-config.json"] = ("0644", render_tessera_config(ctx))
+        files[f"{ETC_DIR}/sql/tessera-schema.sql"] = ("0644", TESSERA_SCHEMA_SQL)
+        files[f"{BIN_DIR}/start-tessera.sh"] = ("0755", START_TESSERA_SH)
+        files[f"{BIN_DIR}/apply-tessera-schema.sh"] = ("0755", APPLY_TESSERA_SCHEMA_SH)
+    if ctx.runs_ipc_proxy:
+        files[f"{ETC_DIR}/proxy/config.yaml"] = ("0644", render_ipc_proxy_config(ctx))
+        files[f"{BIN_DIR}/start-ipc-proxy.sh"] = ("0755", START_IPC_PROXY_SH)
+    if ctx.runs_quorum:
+        for name, text in render_quorum_files(ctx).items():
+            if name.endswith(".sh"):
+                files[f"{BIN_DIR}/{name}"] = ("0755", text)
+            else:
+                files[f"{ETC_DIR}/quorum/{name}"] = ("0644", text)
+        files[f"{ETC_DIR}/prometheus.yaml"] = ("0644", _prometheus_config(ctx))
+    return files
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings as literal blocks, so the user data reads like the files it writes."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def _write_file(path: str, mode: str, text: str, compress: bool) -> dict[str, str]:
+    entry = {"path": path, "permissions": mode, "owner": "root:root"}
+    if compress:
+        packed = base64.b64encode(gzip.compress(text.encode(), mtime=0)).decode()
+        return entry | {"encoding": "gz+b64", "content": packed}
+    return entry | {"content": text}
+
+
+def cloud_config(ctx: NodeBootContext, *, compress: bool = False) -> dict[str, Any]:
+    """The #cloud-config document as a dict (see render_user_data)."""
+    files = machine_files(ctx)
+    packages = ["docker", "jq", "amazon-cloudwatch-agent"]
+    if ctx.runs_tessera:
+        packages.append("postgresql15")  # psql, to apply Tessera's schema
+    units = [path.rsplit("/", 1)[-1] for path in files if path.startswith("/etc/systemd/system/")]
+    return {
+        "package_update": False,
+        "packages": packages,
+        "write_files": [
+            _write_file(path, mode, text, compress) for path, (mode, text) in files.items()
+        ],
+        "runcmd": [
+            ["groupadd", "--system", "--force", "--gid", str(SERVICE_UID), SERVICE_USER],
+            [
+                "sh",
+                "-c",
+                f"id -u {SERVICE_USER} >/dev/null 2>&1 || useradd --system --uid {SERVICE_UID}"
+                f" --gid {SERVICE_UID} --no-create-home --shell /sbin/nologin {SERVICE_USER}",
+            ],
+            ["systemd-tmpfiles", "--create", "/etc/tmpfiles.d/quorum-ha.conf"],
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "enable", "--now", "docker.service"],
+            [
+                CLOUDWATCH_AGENT_CTL,
+                "-a",
+                "fetch-config",
+                "-m",
+                "ec2",
+                "-s",
+                "-c",
+                f"file:{ETC_DIR}/cloudwatch-agent.json",
+            ],
+            # --no-block: the services wait for the volume and each other, not cloud-init.
+            ["systemctl", "enable", "--now", "--no-block", *units],
+        ],
+    }
+
+
+def _dump(document: dict[str, Any]) -> str:
+    return "#cloud-config\n" + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=1000)
+
+
+def render_user_data(ctx: NodeBootContext) -> str:
+    """#cloud-config user data for an Amazon Linux 2023 x86_64 machine of any role and setup.
+
+    Files are written as plain text when the document fits EC2's 16 KiB, else gzip+base64
+    (cloud-init's write_files `encoding: gz+b64`).
+    """
+    text = _dump(cloud_config(ctx))
+    if len(text.encode()) <= EC2_USER_DATA_LIMIT:
+        return text
+    return _dump(cloud_config(ctx, compress=True))
+
+
+def user_data_base64_gzip(user_data: str) -> str:
+    """gzip + base64 of user data, for EC2's user_data_base64 when the text nears 16 KiB.
+
+    cloud-init detects and unpacks gzip itself.
+    """
+    return base64.b64encode(gzip.compress(user_data.encode(), mtime=0)).decode()
