@@ -21,6 +21,8 @@ from .tcp_proxy import TcpListener
 from .upstream import Resolver, UpstreamGroup, system_resolver
 
 SWEEP_INTERVAL = 0.25
+# inode of each socket file this process bound, so only our own file is removed on exit
+_bound_inodes: dict[str, int] = {}
 
 
 class StartupError(Exception):
@@ -57,6 +59,7 @@ def prepare_unix_socket(path: str, mode: int | None) -> socket.socket:
         os.umask(old_umask)
     if mode is not None:
         os.chmod(path, mode)
+    _bound_inodes[path] = os.stat(path).st_ino
     sock.listen(1024)
     sock.setblocking(False)
     return sock
@@ -65,9 +68,9 @@ def prepare_unix_socket(path: str, mode: int | None) -> socket.socket:
 def remove_unix_socket(path: str, sock: socket.socket) -> None:
     """Remove the socket file if it is still ours (a successor may have replaced it)."""
     try:
-        if os.stat(path).st_ino == os.fstat(sock.fileno()).st_ino:
+        if os.stat(path).st_ino == _bound_inodes.pop(path, None):
             os.unlink(path)
-    except (OSError, ValueError):
+    except OSError:
         pass
 
 
