@@ -45,6 +45,7 @@ class DeclaredResource:
     inputs: dict[str, Any]  # secrets appear unwrapped here; see `secret_paths`
     secret_paths: frozenset[str]
     state: dict[str, Any]
+    provider: str = ""  # "<provider urn>::<id>" when one was given explicitly or inherited
 
     @property
     def masked_inputs(self) -> dict[str, Any]:
@@ -117,19 +118,73 @@ def _service_of(type_: str) -> str:
     return type_.split(":")[1].split("/", maxsplit=1)[0] if type_.count(":") >= 2 else "resource"
 
 
+def _arn(type_: str, name: str, inputs: dict[str, Any], region: str, token: str) -> str:
+    """ARNs shaped as AWS shapes them, so code that parses or validates them sees real forms."""
+    region = str(inputs.get("region") or region)
+    physical = str(inputs.get("name") or f"{name}-{token[:7]}")
+    if type_ == "aws:secretsmanager/secret:Secret":
+        return f"arn:aws:secretsmanager:{region}:{ACCOUNT_ID}:secret:{physical}-{token[:6]}"
+    if type_ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
+        kind = "role" if type_.endswith("Role") else "instance-profile"
+        path = str(inputs.get("path") or "/")
+        return f"arn:aws:iam::{ACCOUNT_ID}:{kind}{path}{physical}"
+    if type_ == "aws:cloudwatch/logGroup:LogGroup":
+        return f"arn:aws:logs:{region}:{ACCOUNT_ID}:log-group:{physical}"
+    if type_ in ("aws:kms/key:Key", "aws:kms/replicaKey:ReplicaKey"):
+        return f"arn:aws:kms:{region}:{ACCOUNT_ID}:key/mrk-{token}"
+    if type_ == "aws:ecr/repository:Repository":
+        return f"arn:aws:ecr:{region}:{ACCOUNT_ID}:repository/{physical}"
+    if type_ == "aws:rds/instance:Instance":
+        return f"arn:aws:rds:{region}:{ACCOUNT_ID}:db:{inputs.get('identifier') or physical}"
+    if type_ == "aws:lb/loadBalancer:LoadBalancer":
+        return (
+            f"arn:aws:elasticloadbalancing:{region}:{ACCOUNT_ID}:loadbalancer/net/{name}/{token}"
+        )
+    if type_ == "aws:lb/targetGroup:TargetGroup":
+        return f"arn:aws:elasticloadbalancing:{region}:{ACCOUNT_ID}:targetgroup/{name}/{token}"
+    return f"arn:aws:{_service_of(type_)}:{region}:{ACCOUNT_ID}:{name}-{token}"
+
+
+def _identity(type_: str, name: str, inputs: dict[str, Any], token: str) -> dict[str, Any]:
+    """Ids and names shaped as AWS shapes them (vol-, i-, sg-, subnet-, vpc-...)."""
+    prefixes = {
+        "aws:ebs/volume:Volume": "vol",
+        "aws:ec2/instance:Instance": "i",
+        "aws:ec2/securityGroup:SecurityGroup": "sg",
+        "aws:ec2/subnet:Subnet": "subnet",
+        "aws:ec2/vpc:Vpc": "vpc",
+    }
+    out: dict[str, Any] = {}
+    if type_ in prefixes:
+        out["id"] = f"{prefixes[type_]}-{token}"
+    if type_ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
+        out["name"] = inputs.get("name") or f"{name}-{token[:7]}"
+        if type_ == "aws:iam/role:Role":
+            out["id"] = out["name"]
+    elif type_ == "docker-build:index:Image":
+        digest = "sha256:" + hashlib.sha256(f"image/{name}".encode()).hexdigest()
+        tags = inputs.get("tags") or [f"{name}:latest"]
+        out["digest"] = digest
+        out["ref"] = f"{tags[0]}@{digest}"
+    return out
+
+
 def _computed_state(type_: str, name: str, inputs: dict[str, Any], region: str) -> dict[str, Any]:
     """Plausible provider-computed outputs, deterministic per resource name."""
     token = hashlib.sha256(f"{type_}/{name}".encode()).hexdigest()[:12]
-    service = _service_of(type_)
     state: dict[str, Any] = {
-        "arn": f"arn:aws:{service}:{region}:{ACCOUNT_ID}:{name}-{token}",
+        "arn": _arn(type_, name, inputs, region, token),
         "id": f"{name}-{token}",
     }
+    if type_ == "aws:secretsmanager/secret:Secret":
+        state["id"] = state["arn"]
+    state.update(_identity(type_, name, inputs, token))
     if type_ == "aws:lb/loadBalancer:LoadBalancer":
         state["dnsName"] = f"{name}-{token}.elb.{region}.amazonaws.com"
         state["zoneId"] = "Z26RNL4JYFTOTI"
     elif type_ in ("aws:rds/instance:Instance",):
-        host = f"{name}.{token}.{region}.rds.amazonaws.com"
+        db_region = str(inputs.get("region") or region)
+        host = f"{inputs.get('identifier') or name}.{token}.{db_region}.rds.amazonaws.com"
         state["address"] = host
         state["endpoint"] = f"{host}:5432"
         state["port"] = inputs.get("port", 5432)
@@ -138,8 +193,12 @@ def _computed_state(type_: str, name: str, inputs: dict[str, Any], region: str) 
         octet = int(token[:2], 16)
         state["privateIp"] = f"10.0.{octet}.{int(token[2:4], 16) or 1}"
         state["privateDns"] = f"ip-10-0-{octet}.{region}.compute.internal"
+        state["availabilityZone"] = f"{region}a"
     elif type_ == "aws:ecr/repository:Repository":
-        state["repositoryUrl"] = f"{ACCOUNT_ID}.dkr.ecr.{region}.amazonaws.com/{name}"
+        repo = str(inputs.get("name") or name)
+        state["repositoryUrl"] = f"{ACCOUNT_ID}.dkr.ecr.{region}.amazonaws.com/{repo}"
+        state["registryId"] = ACCOUNT_ID
+        state["name"] = repo
     elif type_ == "aws:kms/key:Key":
         state["keyId"] = f"{token}-key"
     elif type_ == "aws:route53/zone:Zone":
@@ -163,6 +222,8 @@ def _computed_state(type_: str, name: str, inputs: dict[str, Any], region: str) 
 
 def _call_result(token: str, args: dict[str, Any], region: str) -> dict[str, Any]:
     """Answers for the data sources (invokes) the program may call."""
+    # pulumi-aws v7 invokes take a per-call region.
+    region = str(args.get("region") or region)
     if token == "aws:index/getRegion:getRegion":
         return {"name": region, "region": region, "id": region}
     if token == "aws:index/getCallerIdentity:getCallerIdentity":
@@ -174,6 +235,12 @@ def _call_result(token: str, args: dict[str, Any], region: str) -> dict[str, Any
         return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 4)], "id": region}
     if token == "aws:ec2/getAmi:getAmi":
         return {"id": "ami-0123456789abcdef0", "architecture": "x86_64", "name": "al2023-ami"}
+    if token == "aws:ec2/getSubnet:getSubnet":
+        subnet = str(args.get("id", "subnet-0"))
+        zone = "abc"[int(hashlib.sha256(subnet.encode()).hexdigest(), 16) % 3]
+        return {"id": subnet, "availabilityZone": f"{region}{zone}", "vpcId": "vpc-mock"}
+    if token == "aws:ec2/getVpc:getVpc":
+        return {"id": args.get("id", "vpc-mock"), "cidrBlock": "10.20.0.0/16"}
     if token == "aws:ssm/getParameter:getParameter":
         return {"value": "ami-0123456789abcdef0", "name": args.get("name", ""), "id": "x"}
     if token == "aws:iam/getPolicyDocument:getPolicyDocument":
@@ -234,6 +301,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 inputs=inputs,
                 secret_paths=frozenset(secrets),
                 state=state,
+                provider=request.provider,
             )
         )
         return response

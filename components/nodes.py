@@ -1,0 +1,279 @@
+"""A group of machines of one role (pair, quorum or tessera): EC2 x86_64 in private subnets.
+
+Each machine gets its own role (it reads only its own secrets), an encrypted data volume, a
+stable name in the private zone, automatic recovery, and user data rendered by `node_bootstrap`
+from a `NodeBootContext` that carries names and ARNs only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from node_bootstrap import render_user_data
+from node_bootstrap.context import NodeBootContext
+
+# Amazon Linux 2023, x86_64: Tessera publishes no arm64 image.
+AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+DATA_DEVICE = "/dev/sdf"
+SSM_CORE_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+METRICS_NAMESPACE = "QuorumHA"
+
+
+@dataclass
+class MachineSpec:
+    """One machine: its name, what it boots from, and the secrets it may read."""
+
+    dns_name: str
+    boot_context: pulumi.Input[NodeBootContext]
+    secret_arns: Sequence[pulumi.Input[str]]
+
+
+@dataclass
+class NodesArgs:
+    role: str  # pair | quorum | tessera
+    instance_type: str
+    machines: Sequence[MachineSpec]
+    subnet_ids: pulumi.Input[Sequence[str]]
+    security_group_ids: Sequence[pulumi.Input[str]]
+    zone_id: pulumi.Input[str]
+    kms_key_arn: pulumi.Input[str]
+    role_path: str  # the KMS key lets roles under this path decrypt through Secrets Manager
+    log_group_name: str
+    region: str
+    # Quorum machines of setups 2 and 3 pull the IPC proxy image from this repository.
+    ecr_repository_arn: pulumi.Input[str] | None = None
+    data_volume_gib: int = 100
+    log_retention_days: int = 90
+
+
+class Nodes(pulumi.ComponentResource):
+    """EC2 machines of one role, with their roles, volumes, DNS names and recovery alarms."""
+
+    instance_ids: list[pulumi.Output[str]]
+    private_ips: list[pulumi.Output[str]]
+    role_arns: list[pulumi.Output[str]]
+    dns_names: list[str]
+    log_group_arn: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: NodesArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("quorum-ha:nodes:Nodes", name, None, opts)
+        self._name = name
+        self._args = args
+        ami = aws.ssm.get_parameter(name=AMI_PARAMETER, opts=pulumi.InvokeOptions(parent=self))
+        self._ami = ami.value
+        self.log_group_arn = self._create_log_group()
+        self.instance_ids = []
+        self.private_ips = []
+        self.role_arns = []
+        self.dns_names = [m.dns_name for m in args.machines]
+        for index, machine in enumerate(args.machines):
+            self._create_machine(index, machine)
+        self.register_outputs(
+            {
+                "instanceIds": self.instance_ids,
+                "privateIps": self.private_ips,
+                "roleArns": self.role_arns,
+                "dnsNames": self.dns_names,
+            }
+        )
+
+    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, **kwargs)
+
+    def _create_log_group(self) -> pulumi.Output[str]:
+        group = aws.cloudwatch.LogGroup(
+            f"{self._name}-logs",
+            name=self._args.log_group_name,
+            kms_key_id=self._args.kms_key_arn,
+            retention_in_days=self._args.log_retention_days,
+            opts=self._opts(),
+        )
+        return group.arn
+
+    def _create_machine(self, index: int, machine: MachineSpec) -> None:
+        args = self._args
+        node = f"{self._name}-{index}"
+        role = self._create_role(node, machine)
+        profile = aws.iam.InstanceProfile(
+            f"{node}-profile", role=role.name, path=args.role_path, opts=self._opts()
+        )
+        subnet_id = pulumi.Output.from_input(args.subnet_ids).apply(
+            lambda ids: ids[index % len(ids)]
+        )
+        zone = aws.ec2.get_subnet_output(
+            id=subnet_id, opts=pulumi.InvokeOutputOptions(parent=self)
+        ).availability_zone
+        volume = aws.ebs.Volume(
+            f"{node}-data",
+            availability_zone=zone,
+            size=args.data_volume_gib,
+            type="gp3",
+            encrypted=True,
+            kms_key_id=args.kms_key_arn,
+            tags={"Name": f"{machine.dns_name}-data"},
+            opts=self._opts(),
+        )
+        # The volume outlives its machine (replacement keeps the chain data): it is created
+        # first, in the subnet's AZ, and the boot finds it by id.
+        user_data = pulumi.Output.all(machine.boot_context, volume.id).apply(
+            lambda v: render_user_data(replace(v[0], data_volume_id=v[1]))
+        )
+        instance = aws.ec2.Instance(
+            f"{node}-instance",
+            ami=self._ami,
+            instance_type=args.instance_type,
+            subnet_id=subnet_id,
+            vpc_security_group_ids=list(args.security_group_ids),
+            iam_instance_profile=profile.name,
+            associate_public_ip_address=False,
+            user_data=user_data,
+            metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
+                http_endpoint="enabled",
+                http_tokens="required",
+                # Containers on the machine reach the role's credentials one bridge hop away.
+                http_put_response_hop_limit=2,
+                instance_metadata_tags="disabled",
+            ),
+            root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
+                encrypted=True,
+                kms_key_id=args.kms_key_arn,
+                volume_type="gp3",
+                volume_size=30,
+            ),
+            maintenance_options=aws.ec2.InstanceMaintenanceOptionsArgs(auto_recovery="default"),
+            monitoring=True,
+            disable_api_termination=False,
+            tags={"Name": machine.dns_name, "quorum-ha/role": args.role},
+            # A newer AMI must not replace every machine at once: roll them on purpose.
+            opts=self._opts(ignore_changes=["ami"]),
+        )
+        aws.ec2.VolumeAttachment(
+            f"{node}-data-attachment",
+            device_name=DATA_DEVICE,
+            volume_id=volume.id,
+            instance_id=instance.id,
+            opts=self._opts(),
+        )
+        aws.route53.Record(
+            f"{node}-dns",
+            zone_id=args.zone_id,
+            name=machine.dns_name,
+            type="A",
+            ttl=60,
+            records=[instance.private_ip],
+            opts=self._opts(),
+        )
+        aws.cloudwatch.MetricAlarm(
+            f"{node}-recover",
+            alarm_description=f"Recover {machine.dns_name} when its host fails",
+            namespace="AWS/EC2",
+            metric_name="StatusCheckFailed_System",
+            dimensions={"InstanceId": instance.id},
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=2,
+            threshold=1,
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            alarm_actions=[f"arn:aws:automate:{args.region}:ec2:recover"],
+            opts=self._opts(),
+        )
+        self.instance_ids.append(instance.id)
+        self.private_ips.append(instance.private_ip)
+        self.role_arns.append(role.arn)
+
+    def _create_role(self, node: str, machine: MachineSpec) -> aws.iam.Role:
+        args = self._args
+        role = aws.iam.Role(
+            f"{node}-role",
+            path=args.role_path,
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "ec2.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
+            opts=self._opts(),
+        )
+        aws.iam.RolePolicyAttachment(
+            f"{node}-ssm", role=role.name, policy_arn=SSM_CORE_POLICY, opts=self._opts()
+        )
+        policy = pulumi.Output.all(
+            secrets=pulumi.Output.all(*machine.secret_arns),
+            key=args.kms_key_arn,
+            logs=self.log_group_arn,
+            repository=args.ecr_repository_arn,
+        ).apply(lambda v: json.dumps(machine_policy(region=args.region, **v)))
+        aws.iam.RolePolicy(f"{node}-policy", role=role.id, policy=policy, opts=self._opts())
+        return role
+
+
+def machine_policy(
+    *, secrets: Sequence[str], key: str, logs: str, repository: str | None, region: str
+) -> dict[str, Any]:
+    """What one machine may do: read its own secrets, write its logs, pull the proxy image."""
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "ReadOwnSecrets",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+            "Resource": sorted(secrets),
+        },
+        {
+            "Sid": "DecryptOwnSecrets",
+            "Effect": "Allow",
+            "Action": "kms:Decrypt",
+            "Resource": key,
+            "Condition": {
+                "StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}
+            },
+        },
+        {
+            "Sid": "WriteOwnLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            "Resource": [logs, f"{logs}:*"],
+        },
+        {
+            "Sid": "PublishMetrics",
+            "Effect": "Allow",
+            "Action": "cloudwatch:PutMetricData",
+            # PutMetricData has no resource type; the namespace condition scopes it.
+            "Resource": "*",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+        },
+    ]
+    if repository:
+        statements += [
+            {
+                "Sid": "PullProxyImage",
+                "Effect": "Allow",
+                "Action": [
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchCheckLayerAvailability",
+                ],
+                "Resource": repository,
+            },
+            {
+                "Sid": "LogInToEcr",
+                "Effect": "Allow",
+                "Action": "ecr:GetAuthorizationToken",
+                # GetAuthorizationToken has no resource type.
+                "Resource": "*",
+            },
+        ]
+    return {"Version": "2012-10-17", "Statement": statements}

@@ -1,0 +1,397 @@
+"""The standalone HA proxy: our image in ECR, run on ECS Fargate behind a Network Load Balancer.
+
+The NLB only spreads TCP connections over the proxy tasks; the proxy does the seed's L7 work
+(RPC primary/backup, third-party retry on 404, P2P with the /partyinfo mirror).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_docker_build as docker_build
+
+from node_bootstrap.context import (
+    PROXY_ADMIN_PORT,
+    QUORUM_RPC_PORT,
+    TESSERA_P2P_PORT,
+    TESSERA_THIRD_PARTY_PORT,
+)
+
+PROXY_IMAGE_DIR = Path(__file__).resolve().parent.parent / "proxy_image"
+CONTAINER = "proxy"
+LISTENERS = {
+    "rpc": QUORUM_RPC_PORT,
+    "third-party": TESSERA_THIRD_PARTY_PORT,
+    "p2p": TESSERA_P2P_PORT,
+}
+CONFIG_ENV = "QUORUM_PROXY_CONFIG"
+# The NLB asks readiness: a draining task (rolling upgrade) answers 503 and gets no new
+# connections while it finishes the ones it has. The container check asks liveness only.
+NLB_HEALTH_PATH = "/readyz"
+CONTAINER_HEALTH_PATH = "/healthz"
+
+
+@dataclass
+class ProxyServiceArgs:
+    name_prefix: str
+    vpc_id: pulumi.Input[str]
+    task_subnet_ids: pulumi.Input[Sequence[str]]
+    nlb_subnet_ids: pulumi.Input[Sequence[str]]
+    internal: bool
+    nlb_security_group_id: pulumi.Input[str]
+    task_security_group_id: pulumi.Input[str]
+    kms_key_arn: pulumi.Input[str]
+    log_group_name: str
+    region: str
+    role_path: str
+    proxy_config_json: pulumi.Input[str]  # DNS names only: no secret
+    task_count: int = 2
+    cpu: int = 512
+    memory: int = 1024
+    # A prebuilt image instead of building proxy_image/ (e.g. CI without a Docker daemon).
+    image_uri: str | None = None
+    deletion_protection: bool = False
+    log_retention_days: int = 90
+
+
+class ProxyService(pulumi.ComponentResource):
+    """ECR repository and image, ECS Fargate service (>= 2 tasks), NLB with three listeners."""
+
+    repository_arn: pulumi.Output[str]
+    image_uri: pulumi.Output[str]
+    nlb_dns_name: pulumi.Output[str]
+    nlb_arn: pulumi.Output[str]
+    target_group_arns: dict[str, pulumi.Output[str]]
+    cluster_name: pulumi.Output[str]
+    service_name: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: ProxyServiceArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("quorum-ha:proxy_service:ProxyService", name, None, opts)
+        self._name = name
+        self._args = args
+        repository = self._create_repository()
+        self.repository_arn = repository.arn
+        self.image_uri = self._create_image(repository)
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            name=args.log_group_name,
+            kms_key_id=args.kms_key_arn,
+            retention_in_days=args.log_retention_days,
+            opts=self._opts(),
+        )
+        nlb, target_groups, listeners = self._create_load_balancer()
+        self.nlb_dns_name = nlb.dns_name
+        self.nlb_arn = nlb.arn
+        self.target_group_arns = {role: tg.arn for role, tg in target_groups.items()}
+        cluster, service = self._create_service(repository, log_group, target_groups, listeners)
+        self.cluster_name = cluster.name
+        self.service_name = service.name
+        self.register_outputs(
+            {
+                "repositoryArn": self.repository_arn,
+                "imageUri": self.image_uri,
+                "nlbDnsName": self.nlb_dns_name,
+                "clusterName": self.cluster_name,
+                "serviceName": self.service_name,
+            }
+        )
+
+    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, **kwargs)
+
+    def _create_repository(self) -> aws.ecr.Repository:
+        args = self._args
+        return aws.ecr.Repository(
+            f"{self._name}-repository",
+            name=f"{args.name_prefix}/quorum-proxy",
+            image_tag_mutability="IMMUTABLE",
+            image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
+                scan_on_push=True
+            ),
+            encryption_configurations=[
+                aws.ecr.RepositoryEncryptionConfigurationArgs(
+                    encryption_type="KMS", kms_key=args.kms_key_arn
+                )
+            ],
+            force_delete=not args.deletion_protection,
+            opts=self._opts(),
+        )
+
+    def _create_image(self, repository: aws.ecr.Repository) -> pulumi.Output[str]:
+        args = self._args
+        if args.image_uri is not None:
+            return pulumi.Output.from_input(args.image_uri)
+        auth = aws.ecr.get_authorization_token_output(
+            registry_id=repository.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
+        image = docker_build.Image(
+            f"{self._name}-image",
+            context=docker_build.BuildContextArgs(location=str(PROXY_IMAGE_DIR)),
+            dockerfile=docker_build.DockerfileArgs(location=str(PROXY_IMAGE_DIR / "Dockerfile")),
+            # Tessera has no arm64 image, so the whole node is x86_64; so is the proxy.
+            platforms=[docker_build.Platform.LINUX_AMD64],
+            push=True,
+            # Previews (pull requests, no Docker daemon) must not build.
+            build_on_preview=False,
+            # Tags are immutable: tag by content, so an unchanged proxy_image/ means no new push.
+            tags=[repository.repository_url.apply(lambda url: f"{url}:{context_tag()}")],
+            registries=[
+                docker_build.RegistryArgs(
+                    address=repository.repository_url,
+                    username=auth.user_name,
+                    password=pulumi.Output.secret(auth.password),
+                )
+            ],
+            opts=self._opts(),
+        )
+        # Pin the task definition to the digest: a new build rolls the service, nothing else.
+        return pulumi.Output.all(repository.repository_url, image.digest).apply(
+            lambda v: f"{v[0]}@{v[1]}"
+        )
+
+    def _create_load_balancer(
+        self,
+    ) -> tuple[aws.lb.LoadBalancer, dict[str, aws.lb.TargetGroup], list[aws.lb.Listener]]:
+        args = self._args
+        nlb = aws.lb.LoadBalancer(
+            f"{self._name}-nlb",
+            load_balancer_type="network",
+            internal=args.internal,
+            subnets=args.nlb_subnet_ids,
+            security_groups=[args.nlb_security_group_id],
+            enable_cross_zone_load_balancing=True,
+            enable_deletion_protection=args.deletion_protection,
+            opts=self._opts(),
+        )
+        target_groups: dict[str, aws.lb.TargetGroup] = {}
+        listeners: list[aws.lb.Listener] = []
+        for role, port in LISTENERS.items():
+            target_group = aws.lb.TargetGroup(
+                f"{self._name}-{role}",
+                port=port,
+                protocol="TCP",
+                target_type="ip",
+                vpc_id=args.vpc_id,
+                # Long enough for in-flight RPC and P2P calls to finish on a draining task.
+                deregistration_delay=30,
+                health_check=aws.lb.TargetGroupHealthCheckArgs(
+                    protocol="HTTP",
+                    port=str(PROXY_ADMIN_PORT),
+                    path=NLB_HEALTH_PATH,
+                    matcher="200",
+                    interval=10,
+                    healthy_threshold=2,
+                    unhealthy_threshold=2,
+                ),
+                opts=self._opts(),
+            )
+            listener = aws.lb.Listener(
+                f"{self._name}-{role}-listener",
+                load_balancer_arn=nlb.arn,
+                port=port,
+                protocol="TCP",
+                default_actions=[
+                    aws.lb.ListenerDefaultActionArgs(
+                        type="forward", target_group_arn=target_group.arn
+                    )
+                ],
+                opts=self._opts(),
+            )
+            target_groups[role] = target_group
+            listeners.append(listener)
+        return nlb, target_groups, listeners
+
+    def _create_roles(
+        self, repository: aws.ecr.Repository, log_group: aws.cloudwatch.LogGroup
+    ) -> tuple[aws.iam.Role, aws.iam.Role]:
+        args = self._args
+        trust = json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        )
+        execution = aws.iam.Role(
+            f"{self._name}-execution-role",
+            path=args.role_path,
+            assume_role_policy=trust,
+            opts=self._opts(),
+        )
+        policy = pulumi.Output.all(repository.arn, log_group.arn).apply(
+            lambda v: json.dumps(execution_policy(repository_arn=v[0], log_group_arn=v[1]))
+        )
+        aws.iam.RolePolicy(
+            f"{self._name}-execution-policy", role=execution.id, policy=policy, opts=self._opts()
+        )
+        # The proxy itself calls no AWS API: its task role has no permissions.
+        task = aws.iam.Role(
+            f"{self._name}-task-role",
+            path=args.role_path,
+            assume_role_policy=trust,
+            opts=self._opts(),
+        )
+        return execution, task
+
+    def _create_service(
+        self,
+        repository: aws.ecr.Repository,
+        log_group: aws.cloudwatch.LogGroup,
+        target_groups: dict[str, aws.lb.TargetGroup],
+        listeners: Sequence[aws.lb.Listener],
+    ) -> tuple[aws.ecs.Cluster, aws.ecs.Service]:
+        args = self._args
+        cluster = aws.ecs.Cluster(
+            f"{self._name}-cluster",
+            settings=[aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")],
+            opts=self._opts(),
+        )
+        execution, task = self._create_roles(repository, log_group)
+        containers = pulumi.Output.all(
+            image=self.image_uri, config=args.proxy_config_json, log_group=log_group.name
+        ).apply(lambda v: json.dumps([container_definition(region=args.region, **v)]))
+        task_definition = aws.ecs.TaskDefinition(
+            f"{self._name}-task",
+            family=f"{args.name_prefix}-proxy",
+            cpu=str(args.cpu),
+            memory=str(args.memory),
+            network_mode="awsvpc",
+            requires_compatibilities=["FARGATE"],
+            runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
+                cpu_architecture="X86_64", operating_system_family="LINUX"
+            ),
+            execution_role_arn=execution.arn,
+            task_role_arn=task.arn,
+            container_definitions=containers,
+            opts=self._opts(),
+        )
+        service = aws.ecs.Service(
+            f"{self._name}-service",
+            cluster=cluster.arn,
+            task_definition=task_definition.arn,
+            desired_count=args.task_count,
+            launch_type="FARGATE",
+            platform_version="LATEST",
+            # Fargate spreads a service's tasks over the subnets' AZs; two AZs at least.
+            network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
+                subnets=args.task_subnet_ids,
+                security_groups=[args.task_security_group_id],
+                assign_public_ip=False,
+            ),
+            load_balancers=[
+                aws.ecs.ServiceLoadBalancerArgs(
+                    target_group_arn=target_groups[role].arn,
+                    container_name=CONTAINER,
+                    container_port=port,
+                )
+                for role, port in LISTENERS.items()
+            ],
+            # Rolling upgrade: new tasks become healthy before old ones drain.
+            deployment_minimum_healthy_percent=100,
+            deployment_maximum_percent=200,
+            deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(
+                enable=True, rollback=True
+            ),
+            health_check_grace_period_seconds=30,
+            propagate_tags="SERVICE",
+            wait_for_steady_state=True,
+            opts=self._opts(depends_on=list(listeners)),
+        )
+        return cluster, service
+
+
+def context_tag(directory: Path = PROXY_IMAGE_DIR) -> str:
+    """A tag derived from every file of the build context (caches and bytecode left out)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        relative = path.relative_to(directory).as_posix()
+        if "__pycache__" in relative or relative.endswith(".pyc"):
+            continue
+        digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"src-{digest.hexdigest()[:16]}"
+
+
+def container_definition(
+    *, image: str, config: str, log_group: str, region: str
+) -> dict[str, Any]:
+    """The proxy container: config through the environment, logs to the encrypted group."""
+    health = (
+        "import urllib.request,sys;"
+        f"sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:{PROXY_ADMIN_PORT}"
+        f"{CONTAINER_HEALTH_PATH}',timeout=2).status==200 else 1)"
+    )
+    return {
+        "name": CONTAINER,
+        "image": image,
+        "essential": True,
+        "readonlyRootFilesystem": True,
+        "portMappings": [
+            {"containerPort": port, "protocol": "tcp"}
+            for port in (*LISTENERS.values(), PROXY_ADMIN_PORT)
+        ],
+        "environment": [{"name": CONFIG_ENV, "value": config}],
+        "healthCheck": {
+            "command": ["CMD", "python", "-c", health],
+            "interval": 10,
+            "timeout": 3,
+            "retries": 3,
+            "startPeriod": 10,
+        },
+        # The proxy drains (readyz 503) on SIGTERM; give it the NLB's deregistration delay.
+        "stopTimeout": 40,
+        "ulimits": [{"name": "nofile", "softLimit": 65536, "hardLimit": 65536}],
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": log_group,
+                "awslogs-region": region,
+                "awslogs-stream-prefix": CONTAINER,
+            },
+        },
+    }
+
+
+def execution_policy(*, repository_arn: str, log_group_arn: str) -> dict[str, Any]:
+    """What ECS needs to start a task: pull our image, write to our log group."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PullProxyImage",
+                "Effect": "Allow",
+                "Action": [
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchCheckLayerAvailability",
+                ],
+                "Resource": repository_arn,
+            },
+            {
+                "Sid": "LogInToEcr",
+                "Effect": "Allow",
+                "Action": "ecr:GetAuthorizationToken",
+                # GetAuthorizationToken has no resource type.
+                "Resource": "*",
+            },
+            {
+                "Sid": "WriteLogs",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": [log_group_arn, f"{log_group_arn}:*"],
+            },
+        ],
+    }

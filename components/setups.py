@@ -1,0 +1,468 @@
+"""The seed's three setups, each composing the components as its diagram shows.
+
+- `PairHA` (setup 1): N machines, each a Quorum + Tessera pair talking over the local tm.ipc.
+- `FullHA` (setup 2): N Quorum machines and M Tessera machines; a proxy on each Quorum machine
+  listens on tm.ipc and balances Q2T over every Tessera.
+- `TesseraHA` (setup 3): one Quorum machine (with that IPC proxy) and M Tessera machines.
+
+In all three the standalone proxy (ECS behind the NLB) fronts RPC 22000, third-party 9081 and P2P
+9001, every Tessera shares one key pair and one database, and every Quorum one account.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components.network import (
+    Network,
+    NetworkArgs,
+    SecurityGroups,
+    SecurityGroupsArgs,
+    VpcPeering,
+    VpcPeeringArgs,
+)
+from components.nodes import DATA_DEVICE, MachineSpec, Nodes, NodesArgs
+from components.proxy_service import ProxyService, ProxyServiceArgs
+from components.settings import ExistingNetwork, NewNetwork, Settings, StackReferenceNetwork
+from components.shared_keys import SharedKeys, SharedKeysArgs, readable_secret_arns
+from components.tessera_database import (
+    CrossRegionReplica,
+    TesseraDatabase,
+    TesseraDatabaseArgs,
+)
+from node_bootstrap import render_standalone_proxy_config
+from node_bootstrap.context import (
+    QUORUM_P2P_PORT,
+    QUORUM_RPC_PORT,
+    TESSERA_P2P_PORT,
+    TESSERA_THIRD_PARTY_PORT,
+    MachineRole,
+    NodeBootContext,
+)
+
+
+@dataclass(frozen=True)
+class MachineGroup:
+    """Machines of one role: how many, on which instance type."""
+
+    role: MachineRole
+    count: int
+    instance_type: str
+
+
+def dns_label(value: str) -> str:
+    """A stack name made safe for a DNS label."""
+    label = re.sub(r"[^a-z0-9-]+", "-", value.lower()).strip("-")
+    return label[:40] or "stack"
+
+
+def enode_url(public_key: str, host: str) -> str:
+    # discport=0: the HA nodes know each other statically; discovery is not how they meet.
+    return f"enode://{public_key}@{host}:{QUORUM_P2P_PORT}?discport=0"
+
+
+class ClientNode(pulumi.ComponentResource):
+    """What every setup shares; subclasses say which machines run what."""
+
+    TYPE = "quorum-ha:setups:ClientNode"
+
+    outputs: dict[str, pulumi.Input[Any]]
+    secret_values: pulumi.Output[list[str]]
+
+    def __init__(
+        self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(self.TYPE, name, None, opts)
+        self._name = name
+        self._settings = settings
+        stack = settings.stack
+        self.zone_name = f"{dns_label(stack)}.quorum-ha.internal"
+        self.log_prefix = f"/quorum-ha/{stack}/"
+        self.node_role_path = f"/quorum-ha/{dns_label(stack)}/nodes/"
+        self.proxy_role_path = f"/quorum-ha/{dns_label(stack)}/proxy/"
+        self.provider = self._create_provider()
+        self.groups = self.machine_groups()
+        self.dns_names = {
+            g.role: tuple(f"{g.role}-{i}.{self.zone_name}" for i in range(g.count))
+            for g in self.groups
+        }
+
+        self.network = self._create_network()
+        self.security_groups = SecurityGroups(
+            f"{name}-sg",
+            SecurityGroupsArgs(
+                vpc_id=self.network.vpc_id,
+                vpc_cidr=self.network.vpc_cidr,
+                allowed_cidrs=settings.allowed_cidrs,
+                quorum_p2p_cidrs=settings.quorum_p2p_cidrs,
+                q2t_over_network=settings.setup != "pair",
+            ),
+            opts=self._child_opts(),
+        )
+        self.keys = self._create_keys()
+        self.proxy = self._create_proxy()
+        self.database = self._create_database()
+        self.nodes = [self._create_nodes(group) for group in self.groups]
+        self.secret_values = self.keys.secret_values
+        self.outputs = self._collect_outputs()
+        self.register_outputs(self.outputs)
+
+    # --- what differs between setups -------------------------------------------------------
+    def machine_groups(self) -> list[MachineGroup]:
+        raise NotImplementedError
+
+    @property
+    def quorum_dns_names(self) -> tuple[str, ...]:
+        return self.dns_names.get("pair") or self.dns_names["quorum"]
+
+    @property
+    def tessera_dns_names(self) -> tuple[str, ...]:
+        return self.dns_names.get("pair") or self.dns_names["tessera"]
+
+    # --- shared composition ------------------------------------------------------------------
+    def _child_opts(self) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, providers={"aws": self.provider})
+
+    def _create_provider(self) -> aws.Provider:
+        settings = self._settings
+        tags = {
+            **settings.tags,
+            "quorum-ha:project": settings.project,
+            "quorum-ha:stack": settings.stack,
+            "quorum-ha:setup": settings.setup,
+        }
+        return aws.Provider(
+            f"{self._name}-aws",
+            region=settings.region,
+            default_tags=aws.ProviderDefaultTagsArgs(tags=tags),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _create_network(self) -> Network:
+        settings = self._settings
+        network = settings.network
+        if isinstance(network, NewNetwork):
+            args = NetworkArgs(
+                zone_name=self.zone_name, cidr=network.cidr, az_count=network.az_count
+            )
+        elif isinstance(network, ExistingNetwork):
+            args = NetworkArgs(
+                zone_name=self.zone_name,
+                vpc_id=network.vpc_id,
+                private_subnet_ids=list(network.private_subnet_ids),
+                public_subnet_ids=list(network.public_subnet_ids),
+            )
+        else:
+            args = self._network_from_stack(network)
+        return Network(f"{self._name}-network", args, opts=self._child_opts())
+
+    def _network_from_stack(self, network: StackReferenceNetwork) -> NetworkArgs:
+        reference = pulumi.StackReference(
+            f"{self._name}-network-stack",
+            stack_name=network.stack,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return NetworkArgs(
+            zone_name=self.zone_name,
+            vpc_id=reference.require_output(network.vpc_id_output),
+            private_subnet_ids=reference.require_output(network.private_subnet_ids_output),
+            public_subnet_ids=reference.get_output(network.public_subnet_ids_output).apply(
+                lambda ids: list(ids or [])
+            ),
+        )
+
+    def _create_keys(self) -> SharedKeys:
+        settings = self._settings
+        existing = settings.existing_keys
+        return SharedKeys(
+            f"{self._name}-keys",
+            SharedKeysArgs(
+                name_prefix=settings.name_prefix,
+                secret_prefix=f"quorum-ha/{settings.stack}",
+                quorum_node_count=len(self.quorum_dns_names),
+                node_role_path=self.node_role_path,
+                log_group_prefix=self.log_prefix,
+                protect=settings.deletion_protection,
+                replica_region=settings.replica_region,
+                existing_tessera_private_key=existing.tessera_private_key,
+                existing_tessera_public_key=existing.tessera_public_key,
+                existing_quorum_account_keystore=existing.quorum_account_keystore,
+                existing_quorum_account_password=existing.quorum_account_password,
+            ),
+            opts=self._child_opts(),
+        )
+
+    def _create_proxy(self) -> ProxyService:
+        settings = self._settings
+        internal = settings.internal_nlb
+        config = render_standalone_proxy_config(
+            quorum_dns_names=self.quorum_dns_names, tessera_dns_names=self.tessera_dns_names
+        )
+        return ProxyService(
+            f"{self._name}-proxy",
+            ProxyServiceArgs(
+                name_prefix=settings.name_prefix,
+                vpc_id=self.network.vpc_id,
+                task_subnet_ids=self.network.private_subnet_ids,
+                nlb_subnet_ids=(
+                    self.network.private_subnet_ids if internal else self.network.public_subnet_ids
+                ),
+                internal=internal,
+                nlb_security_group_id=self.security_groups.nlb_id,
+                task_security_group_id=self.security_groups.proxy_id,
+                kms_key_arn=self.keys.key_arn,
+                log_group_name=f"{self.log_prefix}proxy",
+                region=settings.region,
+                role_path=self.proxy_role_path,
+                proxy_config_json=config,
+                task_count=settings.proxy_task_count,
+                cpu=settings.proxy_cpu,
+                memory=settings.proxy_memory,
+                image_uri=settings.proxy_image_uri,
+                deletion_protection=settings.deletion_protection,
+            ),
+            opts=self._child_opts(),
+        )
+
+    def _create_database(self) -> TesseraDatabase:
+        settings = self._settings
+        return TesseraDatabase(
+            f"{self._name}-db",
+            TesseraDatabaseArgs(
+                name_prefix=settings.name_prefix,
+                subnet_ids=self.network.private_subnet_ids,
+                security_group_id=self.security_groups.database_id,
+                kms_key_arn=self.keys.key_arn,
+                username=self.keys.db_username,
+                password=self.keys.db_password,
+                instance_class=settings.db_instance_class,
+                allocated_storage=settings.db_allocated_storage,
+                engine_version=settings.db_engine_version,
+                backup_retention_days=settings.db_backup_retention_days,
+                deletion_protection=settings.deletion_protection,
+                cross_region_replica=self._create_replica_placement(),
+            ),
+            opts=self._child_opts(),
+        )
+
+    def _create_replica_placement(self) -> CrossRegionReplica | None:
+        """A DR VPC in the replica region, peered with the machines' VPC."""
+        settings = self._settings
+        region = settings.replica_region
+        if region is None or self.keys.replica_key_arn is None:
+            return None
+        remote = Network(
+            f"{self._name}-replica-network",
+            NetworkArgs(
+                zone_name=None,
+                cidr=settings.replica_vpc_cidr,
+                az_count=2,
+                with_egress=False,
+                region=region,
+            ),
+            opts=self._child_opts(),
+        )
+        VpcPeering(
+            f"{self._name}-replica-peering",
+            VpcPeeringArgs(
+                vpc_id=self.network.vpc_id,
+                vpc_cidr=self.network.vpc_cidr,
+                route_table_ids=self.network.private_route_table_ids,
+                peer_vpc_id=remote.vpc_id,
+                peer_vpc_cidr=remote.vpc_cidr,
+                peer_route_table_ids=remote.private_route_table_ids,
+                peer_region=region,
+                route_table_count=settings.network.az_count
+                if isinstance(settings.network, NewNetwork)
+                else 0,
+                peer_route_table_count=2,
+            ),
+            opts=self._child_opts(),
+        )
+        return CrossRegionReplica(
+            region=region,
+            vpc_id=remote.vpc_id,
+            subnet_ids=remote.private_subnet_ids,
+            kms_key_arn=self.keys.replica_key_arn,
+            client_cidr=self.network.vpc_cidr,
+        )
+
+    def _boot_context(self, role: MachineRole, index: int) -> pulumi.Output[NodeBootContext]:
+        """Everything one machine boots from, resolved from the other components' outputs."""
+        settings = self._settings
+        keys = self.keys
+        quorum_count = len(self.quorum_dns_names)
+        node_key_index = index if role in ("pair", "quorum") else index % quorum_count
+        dns_name = self.dns_names[role][index]
+        return pulumi.Output.all(
+            nlb=self.proxy.nlb_dns_name,
+            jdbc=self.database.jdbc_url,
+            account=keys.quorum_account_secret_arn,
+            node_key=keys.node_key_secret_arns[node_key_index],
+            db=keys.db_secret_arn,
+            image=self.proxy.image_uri,
+            enode_keys=pulumi.Output.all(*keys.node_public_keys),
+            vpc_cidr=self.network.vpc_cidr,
+        ).apply(
+            lambda v: NodeBootContext(
+                setup=settings.setup,
+                role=role,
+                index=index,
+                region=settings.region,
+                node_dns_name=dns_name,
+                quorum_dns_names=self.quorum_dns_names,
+                tessera_dns_names=self.tessera_dns_names,
+                p2p_url=f"http://{v['nlb']}:{TESSERA_P2P_PORT}",
+                third_party_url=f"http://{v['nlb']}:{TESSERA_THIRD_PARTY_PORT}",
+                tessera_key_id=keys.tessera_key_id,
+                quorum_account_secret_arn=v["account"],
+                quorum_node_key_secret_arn=v["node_key"],
+                db_secret_arn=v["db"],
+                jdbc_url=v["jdbc"],
+                quorum_version=settings.quorum_version,
+                tessera_version=settings.tessera_version,
+                proxy_image_uri=v["image"] if role == "quorum" else None,
+                genesis_json=json.dumps(settings.genesis, sort_keys=True),
+                ha_enodes=tuple(
+                    enode_url(key, host)
+                    for key, host in zip(v["enode_keys"], self.quorum_dns_names, strict=True)
+                ),
+                peer_enodes=settings.quorum_peers,
+                tessera_peer_urls=settings.tessera_peers,
+                network_id=settings.network_id,
+                use_white_list=settings.use_white_list,
+                proxy_addresses=(),
+                log_group_name=f"{self.log_prefix}{role}",
+                data_device_name=DATA_DEVICE,
+            )
+        )
+
+    def _create_nodes(self, group: MachineGroup) -> Nodes:
+        settings = self._settings
+        runs_quorum = group.role in ("pair", "quorum")
+        runs_tessera = group.role in ("pair", "tessera")
+        security_groups = []
+        if runs_quorum:
+            security_groups.append(self.security_groups.quorum_id)
+        if runs_tessera:
+            security_groups.append(self.security_groups.tessera_id)
+        machines = [
+            MachineSpec(
+                dns_name=dns_name,
+                boot_context=self._boot_context(group.role, index),
+                secret_arns=readable_secret_arns(
+                    self.keys,
+                    tessera=runs_tessera,
+                    quorum=runs_quorum,
+                    node_index=index if runs_quorum else None,
+                ),
+            )
+            for index, dns_name in enumerate(self.dns_names[group.role])
+        ]
+        return Nodes(
+            f"{self._name}-{group.role}",
+            NodesArgs(
+                role=group.role,
+                instance_type=group.instance_type,
+                machines=machines,
+                subnet_ids=self.network.private_subnet_ids,
+                security_group_ids=security_groups,
+                zone_id=self.network.zone_id,
+                kms_key_arn=self.keys.key_arn,
+                role_path=self.node_role_path,
+                log_group_name=f"{self.log_prefix}{group.role}",
+                region=settings.region,
+                ecr_repository_arn=self.proxy.repository_arn if group.role == "quorum" else None,
+            ),
+            opts=self._child_opts(),
+        )
+
+    def _collect_outputs(self) -> dict[str, pulumi.Input[Any]]:
+        nlb = self.proxy.nlb_dns_name
+        groups = self.security_groups
+        return {
+            "setup": self._settings.setup,
+            "rpcEndpoint": nlb.apply(lambda host: f"http://{host}:{QUORUM_RPC_PORT}"),
+            "thirdPartyUrl": nlb.apply(lambda host: f"http://{host}:{TESSERA_THIRD_PARTY_PORT}"),
+            "p2pUrl": nlb.apply(lambda host: f"http://{host}:{TESSERA_P2P_PORT}"),
+            "nlbDnsName": nlb,
+            "tesseraPublicKey": self.keys.tessera_public_key,
+            "quorumAccountAddress": self.keys.quorum_account_address,
+            "haEnodes": pulumi.Output.all(*self.keys.node_public_keys).apply(
+                lambda keys: [
+                    enode_url(key, host)
+                    for key, host in zip(keys, self.quorum_dns_names, strict=True)
+                ]
+            ),
+            "securityGroupIds": {
+                "nlb": groups.nlb_id,
+                "proxy": groups.proxy_id,
+                "quorum": groups.quorum_id,
+                "tessera": groups.tessera_id,
+                "database": groups.database_id,
+            },
+            "vpcId": self.network.vpc_id,
+            "subnetIds": {
+                "private": self.network.private_subnet_ids,
+                "public": self.network.public_subnet_ids,
+            },
+            "dbEndpoints": {
+                "primary": self.database.primary_address,
+                "replica": self.database.replica_address,
+            },
+            "jdbcUrl": self.database.jdbc_url,
+            "privateZone": {"id": self.network.zone_id, "name": self.zone_name},
+            "nodeDnsNames": {role: list(names) for role, names in self.dns_names.items()},
+            "secretArns": {
+                "tesseraPublicKey": self.keys.tessera_secret_arns[0],
+                "tesseraPrivateKey": self.keys.tessera_secret_arns[1],
+                "quorumAccount": self.keys.quorum_account_secret_arn,
+                "quorumNodeKeys": pulumi.Output.all(*self.keys.node_key_secret_arns),
+                "database": self.keys.db_secret_arn,
+            },
+            "kmsKeyArn": self.keys.key_arn,
+            "proxyImageUri": self.proxy.image_uri,
+        }
+
+
+class PairHA(ClientNode):
+    """Setup 1: each machine runs Quorum and Tessera, joined by the local tm.ipc."""
+
+    TYPE = "quorum-ha:setups:PairHA"
+
+    def machine_groups(self) -> list[MachineGroup]:
+        s = self._settings
+        return [MachineGroup("pair", s.quorum_nodes, s.quorum_instance_type)]
+
+
+class FullHA(ClientNode):
+    """Setup 2: Quorum and Tessera on separate machines; IPC proxy on each Quorum machine."""
+
+    TYPE = "quorum-ha:setups:FullHA"
+
+    def machine_groups(self) -> list[MachineGroup]:
+        s = self._settings
+        return [
+            MachineGroup("quorum", s.quorum_nodes, s.quorum_instance_type),
+            MachineGroup("tessera", s.tessera_nodes, s.tessera_instance_type),
+        ]
+
+
+class TesseraHA(FullHA):
+    """Setup 3: one Quorum machine (IPC proxy) and several Tessera machines."""
+
+    TYPE = "quorum-ha:setups:TesseraHA"
+
+
+SETUPS: dict[str, type[ClientNode]] = {"pair": PairHA, "full": FullHA, "tessera": TesseraHA}
+
+
+def build(settings: Settings) -> ClientNode:
+    """The setup the settings ask for, named after the project."""
+    return SETUPS[settings.setup]("quorum-ha", settings)

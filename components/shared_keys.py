@@ -1,0 +1,375 @@
+"""The client node's shared identity: one KMS customer key and the secrets it protects.
+
+Keys are generated from `random.RandomBytes` seeds kept in Pulumi state, and derived in `apply`
+with well-kept libraries (PyNaCl, coincurve, eth-keyfile's format). The derivation is
+deterministic, so `pulumi up` never rolls the keys unless the seeds are replaced on purpose.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+from coincurve import PrivateKey as Secp256k1Key
+from Crypto.Cipher import AES
+from Crypto.Util import Counter
+from eth_utils import keccak, to_checksum_address
+from nacl.public import PrivateKey as BoxKey
+
+# geth's default pbkdf2 work factor for keystores (eth-keyfile uses the same).
+KEYSTORE_PBKDF2_ROUNDS = 262144
+DB_USERNAME = "tessera"
+
+
+def _expand(seed: bytes, label: str, size: int) -> bytes:
+    """HKDF-Expand (RFC 5869) with `seed` as the pseudo-random key: one seed, many values."""
+    out, block, counter = b"", b"", 1
+    while len(out) < size:
+        block = hmac.new(seed, block + label.encode() + bytes([counter]), hashlib.sha256).digest()
+        out += block
+        counter += 1
+    return out[:size]
+
+
+def tessera_key_pair(seed: bytes) -> tuple[str, str]:
+    """(public, private) NaCl box keys, base64 as Tessera stores them."""
+    private = BoxKey(seed)
+    return (
+        base64.b64encode(bytes(private.public_key)).decode(),
+        base64.b64encode(bytes(private)).decode(),
+    )
+
+
+def node_public_key(node_key_hex: str) -> str:
+    """The enode id: the uncompressed secp256k1 public key without its 0x04 prefix (hex)."""
+    return Secp256k1Key(bytes.fromhex(node_key_hex)).public_key.format(compressed=False)[1:].hex()
+
+
+def account_address(private_key: bytes) -> str:
+    public = Secp256k1Key(private_key).public_key.format(compressed=False)[1:]
+    return to_checksum_address(keccak(public)[-20:])
+
+
+@functools.lru_cache(maxsize=32)
+def account_keystore(seed: bytes, password: str) -> str:
+    """A v3 keystore (pbkdf2, aes-128-ctr) of the account key `seed`, salt and IV derived from
+    the seed so that the same seed and password always give the same file."""
+    salt = _expand(seed, "quorum-ha keystore salt", 32)
+    iv = _expand(seed, "quorum-ha keystore iv", 16)
+    derived = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, KEYSTORE_PBKDF2_ROUNDS, 32)
+    cipher = AES.new(
+        derived[:16], AES.MODE_CTR, counter=Counter.new(128, initial_value=int.from_bytes(iv))
+    )
+    ciphertext = cipher.encrypt(seed)
+    keystore = {
+        "address": account_address(seed)[2:].lower(),
+        "crypto": {
+            "cipher": "aes-128-ctr",
+            "cipherparams": {"iv": iv.hex()},
+            "ciphertext": ciphertext.hex(),
+            "kdf": "pbkdf2",
+            "kdfparams": {
+                "c": KEYSTORE_PBKDF2_ROUNDS,
+                "dklen": 32,
+                "prf": "hmac-sha256",
+                "salt": salt.hex(),
+            },
+            "mac": keccak(derived[16:32] + ciphertext).hex(),
+        },
+        "id": str(uuid.UUID(bytes=_expand(seed, "quorum-ha keystore id", 16), version=4)),
+        "version": 3,
+    }
+    return json.dumps(keystore, sort_keys=True)
+
+
+def keystore_address(keystore: str) -> str:
+    return to_checksum_address("0x" + json.loads(keystore)["address"])
+
+
+@dataclass
+class SharedKeysArgs:
+    name_prefix: str  # unique per account and region, e.g. qha-dev
+    secret_prefix: str  # Secrets Manager path, e.g. quorum-ha/dev
+    quorum_node_count: int
+    # Only roles under this IAM path may use the key to read secrets (the machines' roles).
+    node_role_path: str
+    # Log groups under this prefix may be encrypted with the key.
+    log_group_prefix: str
+    protect: bool
+    # A multi-Region key lets a cross-Region database replica keep the same key material.
+    # A replica of the (then multi-Region) key for a database replica in another region.
+    replica_region: str | None = None
+    existing_tessera_private_key: pulumi.Input[str] | None = None
+    existing_tessera_public_key: str | None = None
+    existing_quorum_account_keystore: pulumi.Input[str] | None = None
+    existing_quorum_account_password: pulumi.Input[str] | None = None
+
+
+class SharedKeys(pulumi.ComponentResource):
+    """KMS customer key + Secrets Manager secrets for Tessera's key pair, the Quorum account,
+    each Quorum node's devp2p key and the database credentials."""
+
+    key_arn: pulumi.Output[str]
+    key_id: pulumi.Output[str]
+    tessera_key_id: str
+    tessera_public_key: pulumi.Output[str]
+    tessera_secret_arns: list[pulumi.Output[str]]
+    quorum_account_secret_arn: pulumi.Output[str]
+    quorum_account_address: pulumi.Output[str]
+    node_key_secret_arns: list[pulumi.Output[str]]
+    node_public_keys: list[pulumi.Output[str]]
+    db_secret_arn: pulumi.Output[str]
+    db_username: str
+    db_password: pulumi.Output[str]
+    replica_key_arn: pulumi.Output[str] | None
+    # The generated or supplied secret values, for tests and nothing else to read back.
+    secret_values: pulumi.Output[list[str]]
+
+    def __init__(
+        self, name: str, args: SharedKeysArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("quorum-ha:shared_keys:SharedKeys", name, None, opts)
+        self._name = name
+        self._args = args
+        self._recovery_days = 30 if args.protect else 0
+        key, policy = self._create_key()
+        self.key_arn = key.arn
+        self.replica_key_arn = None
+        if args.replica_region:
+            self.replica_key_arn = aws.kms.ReplicaKey(
+                f"{name}-replica-key",
+                primary_key_arn=key.arn,
+                description=f"{args.name_prefix}: database replica in {args.replica_region}",
+                deletion_window_in_days=30,
+                policy=policy,
+                region=args.replica_region,
+                opts=self._opts(protect=args.protect, retain_on_delete=args.protect),
+            ).arn
+        self.key_id = key.key_id
+        self.tessera_key_id = f"{args.secret_prefix}/tessera"
+        tessera_public, tessera_private = self._create_tessera_keys()
+        account_keystore_json, account_password = self._create_quorum_account()
+        node_keys = self._create_node_keys()
+        self.db_username = DB_USERNAME
+        self.db_password = self._create_db_credentials()
+        self.tessera_public_key = tessera_public
+        self.secret_values = pulumi.Output.secret(
+            pulumi.Output.all(
+                tessera_private,
+                account_keystore_json,
+                account_password,
+                self.db_password,
+                *node_keys,
+            ).apply(lambda values: [str(v) for v in values])
+        )
+        self.register_outputs(
+            {
+                "keyArn": self.key_arn,
+                "tesseraPublicKey": self.tessera_public_key,
+                "tesseraSecretArns": self.tessera_secret_arns,
+                "quorumAccountSecretArn": self.quorum_account_secret_arn,
+                "quorumAccountAddress": self.quorum_account_address,
+                "nodeKeySecretArns": self.node_key_secret_arns,
+                "dbSecretArn": self.db_secret_arn,
+            }
+        )
+
+    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, **kwargs)
+
+    def _create_key(self) -> tuple[aws.kms.Key, str]:
+        args = self._args
+        identity = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=self))
+        region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
+        partition = "aws"
+        account = identity.account_id
+        root = f"arn:{partition}:iam::{account}:root"
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    # Without this the key becomes unmanageable; IAM policies then decide who
+                    # in the account administers it.
+                    "Sid": "AccountAdministers",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": root},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                },
+                {
+                    "Sid": "MachinesDecryptSecretsThroughSecretsManager",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": root},
+                    "Action": ["kms:Decrypt", "kms:DescribeKey"],
+                    "Resource": "*",
+                    "Condition": {
+                        "ArnLike": {
+                            "aws:PrincipalArn": (
+                                f"arn:{partition}:iam::{account}:role{args.node_role_path}*"
+                            )
+                        },
+                        "StringEquals": {
+                            "kms:ViaService": f"secretsmanager.{region}.amazonaws.com"
+                        },
+                    },
+                },
+                {
+                    "Sid": "LogsEncryptThisStacksLogGroups",
+                    "Effect": "Allow",
+                    "Principal": {"Service": f"logs.{region}.amazonaws.com"},
+                    "Action": [
+                        "kms:Encrypt*",
+                        "kms:Decrypt*",
+                        "kms:ReEncrypt*",
+                        "kms:GenerateDataKey*",
+                        "kms:Describe*",
+                    ],
+                    "Resource": "*",
+                    "Condition": {
+                        "ArnLike": {
+                            "kms:EncryptionContext:aws:logs:arn": (
+                                f"arn:{partition}:logs:{region}:{account}:log-group:"
+                                f"{args.log_group_prefix}*"
+                            )
+                        }
+                    },
+                },
+            ],
+        }
+        key = aws.kms.Key(
+            f"{self._name}-key",
+            description=f"{args.name_prefix}: Tessera/Quorum keys, database, volumes and logs",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            multi_region=args.replica_region is not None,
+            policy=json.dumps(policy),
+            opts=self._opts(protect=args.protect, retain_on_delete=args.protect),
+        )
+        aws.kms.Alias(
+            f"{self._name}-alias",
+            name=f"alias/{args.name_prefix}",
+            target_key_id=key.key_id,
+            opts=self._opts(),
+        )
+        return key, json.dumps(policy)
+
+    def _secret(
+        self, role: str, secret_name: str, value: pulumi.Input[str]
+    ) -> aws.secretsmanager.Secret:
+        secret = aws.secretsmanager.Secret(
+            f"{self._name}-{role}",
+            name=secret_name,
+            kms_key_id=self.key_arn,
+            recovery_window_in_days=self._recovery_days,
+            opts=self._opts(protect=self._args.protect),
+        )
+        aws.secretsmanager.SecretVersion(
+            f"{self._name}-{role}-value",
+            secret_id=secret.id,
+            secret_string=pulumi.Output.secret(value),
+            opts=self._opts(),
+        )
+        return secret
+
+    def _seed(self, role: str) -> pulumi.Output[bytes]:
+        seed = random.RandomBytes(f"{self._name}-{role}-seed", length=32, opts=self._opts())
+        return pulumi.Output.secret(seed.base64.apply(base64.b64decode))
+
+    def _create_tessera_keys(self) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+        args = self._args
+        if args.existing_tessera_private_key is not None and args.existing_tessera_public_key:
+            public: pulumi.Output[str] = pulumi.Output.from_input(args.existing_tessera_public_key)
+            private = pulumi.Output.secret(args.existing_tessera_private_key)
+        else:
+            pair = self._seed("tessera").apply(tessera_key_pair)
+            public = pulumi.Output.unsecret(pair.apply(lambda p: p[0]))
+            private = pulumi.Output.secret(pair.apply(lambda p: p[1]))
+        # Tessera's AWS vault reads f"{id}Pub" and f"{id}Key", each the plain base64 key.
+        pub_secret = self._secret("tessera-pub", f"{self.tessera_key_id}Pub", public)
+        key_secret = self._secret("tessera-key", f"{self.tessera_key_id}Key", private)
+        self.tessera_secret_arns = [pub_secret.arn, key_secret.arn]
+        return public, private
+
+    def _create_quorum_account(self) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+        args = self._args
+        if args.existing_quorum_account_keystore is not None:
+            keystore = pulumi.Output.secret(args.existing_quorum_account_keystore)
+            password = pulumi.Output.secret(args.existing_quorum_account_password or "")
+        else:
+            password = pulumi.Output.secret(
+                random.RandomPassword(
+                    f"{self._name}-quorum-account-password",
+                    length=32,
+                    special=False,
+                    opts=self._opts(),
+                ).result
+            )
+            keystore = pulumi.Output.secret(
+                pulumi.Output.all(self._seed("quorum-account"), password).apply(
+                    lambda v: account_keystore(v[0], v[1])
+                )
+            )
+        self.quorum_account_address = pulumi.Output.unsecret(keystore.apply(keystore_address))
+        value = pulumi.Output.all(keystore, password).apply(
+            lambda v: json.dumps({"keystore": json.loads(v[0]), "password": v[1]})
+        )
+        secret = self._secret(
+            "quorum-account", f"{self._args.secret_prefix}/quorum-account", value
+        )
+        self.quorum_account_secret_arn = secret.arn
+        return keystore, password
+
+    def _create_node_keys(self) -> list[pulumi.Output[str]]:
+        """One devp2p key per Quorum node: unique identities, public enodes."""
+        keys: list[pulumi.Output[str]] = []
+        self.node_key_secret_arns = []
+        self.node_public_keys = []
+        for i in range(self._args.quorum_node_count):
+            key_hex: pulumi.Output[str] = pulumi.Output.secret(
+                self._seed(f"quorum-node-{i}").apply(bytes.hex)
+            )
+            secret = self._secret(
+                f"quorum-node-{i}", f"{self._args.secret_prefix}/quorum-node-{i}", key_hex
+            )
+            keys.append(key_hex)
+            self.node_key_secret_arns.append(secret.arn)
+            self.node_public_keys.append(pulumi.Output.unsecret(key_hex.apply(node_public_key)))
+        return keys
+
+    def _create_db_credentials(self) -> pulumi.Output[str]:
+        # Our own secret rather than an RDS-managed one: RDS rotates its managed secret on a
+        # schedule, while Tessera reads the password once at start and would lose new
+        # connections after a rotation until restarted.
+        password: pulumi.Output[str] = pulumi.Output.secret(
+            random.RandomPassword(
+                f"{self._name}-db-password", length=40, special=False, opts=self._opts()
+            ).result
+        )
+        value = password.apply(lambda p: json.dumps({"username": DB_USERNAME, "password": p}))
+        secret = self._secret("db", f"{self._args.secret_prefix}/tessera-db", value)
+        self.db_secret_arn = secret.arn
+        return password
+
+
+def readable_secret_arns(
+    keys: SharedKeys, *, tessera: bool, quorum: bool, node_index: int | None
+) -> Sequence[pulumi.Output[str]]:
+    """The secrets one machine may read: its role's shared secrets and its own node key."""
+    arns: list[pulumi.Output[str]] = []
+    if tessera:
+        arns += [*keys.tessera_secret_arns, keys.db_secret_arn]
+    if quorum:
+        arns.append(keys.quorum_account_secret_arn)
+        if node_index is not None:
+            arns.append(keys.node_key_secret_arns[node_index])
+    return arns

@@ -1,0 +1,206 @@
+"""The one database every Tessera of the client node shares: RDS PostgreSQL, Multi-AZ, with a
+read replica that an operator can promote, and the JDBC URL that names both."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+DB_NAME = "tessera"
+DB_PORT = 5432
+
+
+def jdbc_url(primary: str, replica: str) -> str:
+    """Both hosts in order: the driver tries them and keeps the writable one, so a promoted
+    replica takes over without a config change on the machines."""
+    return (
+        f"jdbc:postgresql://{primary}:{DB_PORT},{replica}:{DB_PORT}/{DB_NAME}"
+        "?targetServerType=primary&sslmode=require"
+    )
+
+
+@dataclass
+class CrossRegionReplica:
+    """Where a replica in another region lives; its VPC is peered with the machines' VPC."""
+
+    region: str
+    vpc_id: pulumi.Input[str]
+    subnet_ids: pulumi.Input[Sequence[str]]
+    kms_key_arn: pulumi.Input[str]  # a replica of the multi-Region customer key
+    client_cidr: pulumi.Input[str]  # the machines' VPC, reaching the replica over peering
+
+
+@dataclass
+class TesseraDatabaseArgs:
+    name_prefix: str
+    subnet_ids: pulumi.Input[Sequence[str]]
+    security_group_id: pulumi.Input[str]
+    kms_key_arn: pulumi.Input[str]
+    username: str
+    password: pulumi.Input[str]
+    instance_class: str
+    allocated_storage: int
+    engine_version: str
+    backup_retention_days: int
+    deletion_protection: bool
+    cross_region_replica: CrossRegionReplica | None = None
+
+
+class TesseraDatabase(pulumi.ComponentResource):
+    """PostgreSQL primary (Multi-AZ, TLS forced, KMS-encrypted) and its read replica."""
+
+    primary_address: pulumi.Output[str]
+    replica_address: pulumi.Output[str]
+    jdbc_url: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: TesseraDatabaseArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("quorum-ha:tessera_database:TesseraDatabase", name, None, opts)
+        self._name = name
+        self._args = args
+        self._family = f"postgres{args.engine_version.split('.')[0]}"
+        subnet_group = aws.rds.SubnetGroup(
+            f"{name}-subnets",
+            subnet_ids=args.subnet_ids,
+            description="Tessera database: private subnets",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        parameters = self._create_parameter_group(None)
+        primary = self._create_primary(subnet_group, parameters)
+        replica = self._create_replica(primary, parameters)
+        self.primary_address = primary.address
+        self.replica_address = replica.address
+        self.jdbc_url = pulumi.Output.all(primary.address, replica.address).apply(
+            lambda hosts: jdbc_url(hosts[0], hosts[1])
+        )
+        self.register_outputs(
+            {
+                "primaryAddress": self.primary_address,
+                "replicaAddress": self.replica_address,
+                "jdbcUrl": self.jdbc_url,
+            }
+        )
+
+    def _create_parameter_group(self, region: str | None) -> aws.rds.ParameterGroup:
+        suffix = "-replica" if region else ""
+        return aws.rds.ParameterGroup(
+            f"{self._name}-params{suffix}",
+            family=self._family,
+            description="Tessera database: TLS only",
+            parameters=[
+                aws.rds.ParameterGroupParameterArgs(name="rds.force_ssl", value="1"),
+                aws.rds.ParameterGroupParameterArgs(name="log_connections", value="1"),
+            ],
+            region=region,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _create_primary(
+        self, subnet_group: aws.rds.SubnetGroup, parameters: aws.rds.ParameterGroup
+    ) -> aws.rds.Instance:
+        args = self._args
+        protect = args.deletion_protection
+        identifier = f"{args.name_prefix}-tessera"
+        return aws.rds.Instance(
+            f"{self._name}-primary",
+            identifier=identifier,
+            engine="postgres",
+            engine_version=args.engine_version,
+            instance_class=args.instance_class,
+            allocated_storage=args.allocated_storage,
+            storage_type="gp3",
+            storage_encrypted=True,
+            kms_key_id=args.kms_key_arn,
+            multi_az=True,
+            db_name=DB_NAME,
+            username=args.username,
+            password=pulumi.Output.secret(args.password),
+            port=DB_PORT,
+            db_subnet_group_name=subnet_group.name,
+            vpc_security_group_ids=[args.security_group_id],
+            parameter_group_name=parameters.name,
+            publicly_accessible=False,
+            backup_retention_period=args.backup_retention_days,
+            copy_tags_to_snapshot=True,
+            auto_minor_version_upgrade=True,
+            performance_insights_enabled=True,
+            performance_insights_kms_key_id=args.kms_key_arn,
+            deletion_protection=protect,
+            skip_final_snapshot=not protect,
+            final_snapshot_identifier=f"{identifier}-final" if protect else None,
+            opts=pulumi.ResourceOptions(parent=self, protect=protect, retain_on_delete=protect),
+        )
+
+    def _create_replica(
+        self, primary: aws.rds.Instance, parameters: aws.rds.ParameterGroup
+    ) -> aws.rds.Instance:
+        args = self._args
+        protect = args.deletion_protection
+        common: dict[str, Any] = {
+            "identifier": f"{args.name_prefix}-tessera-replica",
+            "instance_class": args.instance_class,
+            "storage_type": "gp3",
+            "storage_encrypted": True,
+            "publicly_accessible": False,
+            # Kept so a promoted replica starts life with backups already on.
+            "backup_retention_period": args.backup_retention_days,
+            "auto_minor_version_upgrade": True,
+            "performance_insights_enabled": True,
+            "deletion_protection": protect,
+            "skip_final_snapshot": True,
+            "opts": pulumi.ResourceOptions(parent=self, protect=protect, retain_on_delete=protect),
+        }
+        remote = args.cross_region_replica
+        if remote is None:
+            return aws.rds.Instance(
+                f"{self._name}-replica",
+                replicate_source_db=primary.identifier,
+                kms_key_id=args.kms_key_arn,
+                performance_insights_kms_key_id=args.kms_key_arn,
+                vpc_security_group_ids=[args.security_group_id],
+                parameter_group_name=parameters.name,
+                **common,
+            )
+        remote_subnets = aws.rds.SubnetGroup(
+            f"{self._name}-replica-subnets",
+            subnet_ids=remote.subnet_ids,
+            description="Tessera database replica: private subnets",
+            region=remote.region,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        remote_group = aws.ec2.SecurityGroup(
+            f"{self._name}-replica-sg",
+            vpc_id=remote.vpc_id,
+            description="Tessera database replica: PostgreSQL from the peered machines' VPC",
+            region=remote.region,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        # Security groups cannot reference a group across regions: admit the peered VPC.
+        aws.vpc.SecurityGroupIngressRule(
+            f"{self._name}-replica-5432-from-peer",
+            security_group_id=remote_group.id,
+            ip_protocol="tcp",
+            from_port=DB_PORT,
+            to_port=DB_PORT,
+            cidr_ipv4=remote.client_cidr,
+            description="PostgreSQL from the machines' VPC over peering",
+            region=remote.region,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        remote_parameters = self._create_parameter_group(remote.region)
+        return aws.rds.Instance(
+            f"{self._name}-replica",
+            replicate_source_db=primary.arn,
+            kms_key_id=remote.kms_key_arn,
+            performance_insights_kms_key_id=remote.kms_key_arn,
+            db_subnet_group_name=remote_subnets.name,
+            vpc_security_group_ids=[remote_group.id],
+            parameter_group_name=remote_parameters.name,
+            region=remote.region,
+            **common,
+        )
