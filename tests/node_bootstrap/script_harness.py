@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from boot_fixtures import SECRETS
+from boot_fixtures import SECRETS, require_tool
 
 from node_bootstrap import NodeBootContext
 from node_bootstrap.user_data import machine_files
@@ -85,6 +85,7 @@ def run_script(
     stub_env: dict[str, str] | None = None,
 ) -> Run:
     """Write the machine's files under root, then run bin/<script> with the stubs on PATH."""
+    require_tool("jq")  # the scripts parse secrets with the real jq (apt-packages.txt)
     for path, (mode, text) in machine_files(ctx).items():
         if not path.startswith(tuple(MOVED)):
             continue
