@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
+import yaml
 from pulumi_policy import (
     EnforcementLevel,
     PolicyConfigSchema,
@@ -513,8 +514,8 @@ def secrets_in_text(text: str) -> list[str]:
     return found
 
 
-def decoded_user_data(value: str) -> str | None:
-    """User data given base64-encoded (and maybe gzipped), as text; None if it is not."""
+def _b64_text(value: str, *, gzipped: bool | None = None) -> str | None:
+    """base64 text (gzipped when the bytes say so, or when told) decoded; None if it is not."""
     compact = "".join(value.split())
     if not compact or len(compact) % 4 or not re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", compact):
         return None
@@ -522,7 +523,7 @@ def decoded_user_data(value: str) -> str | None:
         raw = base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
         return None
-    if raw[:2] == b"\x1f\x8b":
+    if gzipped or (gzipped is None and raw[:2] == b"\x1f\x8b"):
         try:
             raw = gzip.decompress(raw)
         except OSError:
@@ -531,6 +532,42 @@ def decoded_user_data(value: str) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+_WRITE_FILES_ENCODINGS = {
+    "b64": False,
+    "base64": False,
+    "gz+b64": True,
+    "gzip+base64": True,
+    "gz+base64": True,
+    "gzip+b64": True,
+}
+
+
+def user_data_texts(value: str) -> list[tuple[str, str]]:
+    """(where, text) for user data and every file its cloud-config packs (b64, gz+b64).
+
+    Secrets hide as easily in a base64 write_files entry as in the script itself.
+    """
+    text = _b64_text(value)
+    texts = [("", value if text is None else text)]
+    body = texts[0][1]
+    if not body.lstrip().startswith("#cloud-config"):
+        return texts
+    try:
+        document = yaml.safe_load(body)
+    except yaml.YAMLError:
+        return texts
+    files = document.get("write_files") if isinstance(document, dict) else None
+    for entry in files if isinstance(files, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("content"), str):
+            continue
+        encoding = str(entry.get("encoding", "")).lower()
+        if encoding in _WRITE_FILES_ENCODINGS:
+            decoded = _b64_text(entry["content"], gzipped=_WRITE_FILES_ENCODINGS[encoding])
+            if decoded is not None:
+                texts.append((f" write_files {entry.get('path', '?')}", decoded))
+    return texts
 
 
 def no_secrets_in_user_data(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -543,14 +580,11 @@ def no_secrets_in_user_data(args: ResourceValidationArgs, report: ReportViolatio
         value = args.props[key]  # unknown during preview: the engine reports it, `up` checks it
         if not isinstance(value, str):
             continue
-        texts = [value]
-        decoded = decoded_user_data(value)
-        if decoded is not None:
-            texts = [decoded]
-        for text in texts:
+        for where, text in user_data_texts(value):
             for hit in secrets_in_text(text):
                 report(
-                    f"{args.name}: {key} holds {hit}; fetch it at boot with the instance role",
+                    f"{args.name}: {key}{where} holds {hit}; fetch it at boot with the "
+                    "instance role",
                     None,
                 )
 

@@ -541,6 +541,37 @@ USER_DATA = [
     ),
 ]
 
+CLOUD_CONFIG = """#cloud-config
+write_files:
+- path: /etc/quorum-ha/boot.env
+  encoding: gz+b64
+  content: {packed}
+- path: /etc/motd
+  content: hello
+"""
+
+
+def cloud_config(file_text: str) -> str:
+    packed = base64.b64encode(gzip.compress(file_text.encode())).decode()
+    return CLOUD_CONFIG.format(packed=packed)
+
+
+USER_DATA += [
+    Case(
+        "cloud-config-packed-file-clean",
+        ud,
+        rules.INSTANCE,
+        instance(userData=cloud_config("SECRET_ARN=arn:aws:secretsmanager:x\n")),
+    ),
+    Case(
+        "cloud-config-packed-file-with-password",
+        ud,
+        rules.INSTANCE,
+        instance(userData=cloud_config("A=1\nDB_PASSWORD=correct-horse\n")),
+        ("userData write_files /etc/quorum-ha/boot.env holds a literal password (line 2)",),
+    ),
+]
+
 ALL_CASES = ENCRYPTION + IMDS + WORLD + SSH + KMS + RDS + PROTECTION + USER_DATA
 
 
