@@ -21,6 +21,7 @@ from node_bootstrap import NodeBootContext
 from node_bootstrap.user_data import machine_files
 
 MOVED = {
+    "/etc/fstab": "fstab",
     "/opt/quorum-ha/bin": "bin",
     "/etc/quorum-ha": "etc",
     "/run/quorum-ha": "run",
@@ -44,8 +45,18 @@ if sys.argv[1:3] == ["secretsmanager", "get-secret-value"]:
     print(secrets[sys.argv[sys.argv.index("--secret-id") + 1]])
 """,
     "docker": "",
-    "mountpoint": "",
+    "mountpoint": 'sys.exit(int(os.environ.get("STUB_MOUNTPOINT_RC", "0")))',
     "psql": "",
+    "mount": "",
+    "mkfs.xfs": "",
+    "lsblk": "",
+    "blkid": """\
+field = sys.argv[sys.argv.index("-s") + 1]
+value = os.environ.get("STUB_BLKID_" + field, "")
+if not value:
+    sys.exit(2)  # blkid's "nothing found"
+print(value)
+""",
     "curl": """\
 if "-o" in sys.argv and sys.argv[sys.argv.index("-o") + 1] != "/dev/null":
     with open(sys.argv[sys.argv.index("-o") + 1], "wb") as f:
@@ -111,6 +122,7 @@ def run_script(
         stub.chmod(0o755)
     (root / "secrets.json").write_text(json.dumps(SECRETS))
     (root / "run").mkdir(exist_ok=True)
+    (root / "fstab").touch()
     log = root / "calls.jsonl"
     log.write_text("")
     env = {

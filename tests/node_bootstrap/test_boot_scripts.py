@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import stat
 from pathlib import Path
 
+import pytest
 from boot_fixtures import PROXY_IMAGE, SECRETS, Case, arn, make_context
 from script_harness import Run, run_script
 
@@ -82,3 +84,59 @@ def test_ipc_proxy_logs_in_to_ecr_and_runs_the_proxy_on_tm_ipc(tmp_path: Path) -
     assert command == ["-m", "quorum_proxy", "--config", "/etc/quorum-proxy/config.yaml"]
     assert f"{run.moved('/etc/quorum-ha/proxy')}:/etc/quorum-proxy:ro" in proxy
     assert f"{run.moved('/run/quorum-ha')}:{run.moved('/run/quorum-ha')}" in proxy
+
+
+def attached_volume(root: Path) -> Path:
+    """A block device node at root/dev/nvme1n1 with the /dev/sdf-style link to it."""
+    if os.geteuid() != 0:
+        reason = "creating a block device node needs root (CI runs as root)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason + "; CI is not set, so skipping locally")
+    dev = root / "dev"
+    dev.mkdir()
+    os.mknod(dev / "nvme1n1", 0o600 | stat.S_IFBLK, os.makedev(259, 99))
+    (dev / "sdf").symlink_to(dev / "nvme1n1")
+    return dev
+
+
+def test_a_blank_data_volume_gets_a_filesystem_and_an_fstab_entry(tmp_path: Path) -> None:
+    dev = attached_volume(tmp_path)
+    run = run_script(
+        make_context(Case("full", 2, "quorum", 0)),
+        "mount-data-volume.sh",
+        tmp_path,
+        env_overrides={"DATA_VOLUME_ID": "", "DATA_DEVICE_NAME": str(dev / "sdf")},
+        stub_env={"STUB_MOUNTPOINT_RC": "1", "STUB_BLKID_UUID": "1234-abcd"},
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.called("mkfs.xfs") == [["-L", "quorum-ha-data", str(dev / "nvme1n1")]]
+    data = run.moved("/var/lib/quorum-ha")
+    assert run.called("mount") == [[str(data)]]
+    assert (tmp_path / "fstab").read_text() == (
+        f"UUID=1234-abcd {data} xfs defaults,nofail,noatime 0 2\n"
+    )
+
+
+def test_a_data_volume_with_a_filesystem_is_never_reformatted(tmp_path: Path) -> None:
+    dev = attached_volume(tmp_path)
+    run = run_script(
+        make_context(Case("pair", 2, "pair", 1)),
+        "mount-data-volume.sh",
+        tmp_path,
+        env_overrides={"DATA_VOLUME_ID": "", "DATA_DEVICE_NAME": str(dev / "sdf")},
+        stub_env={
+            "STUB_MOUNTPOINT_RC": "1",
+            "STUB_BLKID_TYPE": "xfs",
+            "STUB_BLKID_UUID": "5678-ef01",
+        },
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.called("mkfs.xfs") == []
+    assert "UUID=5678-ef01 " in (tmp_path / "fstab").read_text()
+
+
+def test_a_mounted_data_volume_is_left_alone(tmp_path: Path) -> None:
+    run = run_script(make_context(Case("full", 2, "tessera", 1)), "mount-data-volume.sh", tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert [c["cmd"] for c in run.calls] == ["mountpoint"]

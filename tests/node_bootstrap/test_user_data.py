@@ -6,10 +6,8 @@ import configparser
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from boot_fixtures import (
     CASES,
     PROXY_IMAGE,
@@ -201,19 +199,3 @@ def test_data_volume_is_found_by_volume_id_first() -> None:
         ]
         == ""
     )
-
-
-def _strings(node: Any) -> list[str]:
-    if isinstance(node, str):
-        return [node]
-    if isinstance(node, dict):
-        return [s for v in node.values() for s in _strings(v)]
-    if isinstance(node, list):
-        return [s for v in node for s in _strings(v)]
-    return []
-
-
-def test_user_data_yaml_holds_only_strings_lists_and_maps(ctx: NodeBootContext) -> None:
-    # Guard for the secret scan: every value the document carries is reachable as a string.
-    doc = yaml.safe_load(render_user_data(ctx))
-    assert _strings(doc)
