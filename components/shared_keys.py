@@ -264,7 +264,7 @@ class SharedKeys(pulumi.ComponentResource):
         return key, json.dumps(policy)
 
     def _secret(
-        self, role: str, secret_name: str, value: pulumi.Input[str]
+        self, role: str, secret_name: str, value: pulumi.Input[str], *, sensitive: bool = True
     ) -> aws.secretsmanager.Secret:
         secret = aws.secretsmanager.Secret(
             f"{self._name}-{role}",
@@ -276,7 +276,8 @@ class SharedKeys(pulumi.ComponentResource):
         aws.secretsmanager.SecretVersion(
             f"{self._name}-{role}-value",
             secret_id=secret.id,
-            secret_string=pulumi.Output.secret(value),
+            # Tessera's public key lives in the vault too, but it is no secret.
+            secret_string=pulumi.Output.secret(value) if sensitive else value,
             opts=self._opts(),
         )
         return secret
@@ -295,7 +296,9 @@ class SharedKeys(pulumi.ComponentResource):
             public = pulumi.Output.unsecret(pair.apply(lambda p: p[0]))
             private = pulumi.Output.secret(pair.apply(lambda p: p[1]))
         # Tessera's AWS vault reads f"{id}Pub" and f"{id}Key", each the plain base64 key.
-        pub_secret = self._secret("tessera-pub", f"{self.tessera_key_id}Pub", public)
+        pub_secret = self._secret(
+            "tessera-pub", f"{self.tessera_key_id}Pub", public, sensitive=False
+        )
         key_secret = self._secret("tessera-key", f"{self.tessera_key_id}Key", private)
         self.tessera_secret_arns = [pub_secret.arn, key_secret.arn]
         return public, private

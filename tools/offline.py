@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import contextvars
+import gzip
 import hashlib
 import json
 import runpy
@@ -432,3 +433,84 @@ def walk(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
             yield from walk(v, f"{path}[{i}]")
     else:
         yield path, value
+
+
+def cloud_config_files(user_data: str) -> dict[str, str]:
+    """Path -> text of every file a `#cloud-config` user data writes (gz+b64/b64 unpacked)."""
+    document = yaml.safe_load(user_data) or {}
+    files: dict[str, str] = {}
+    for entry in document.get("write_files") or []:
+        content = entry.get("content", "")
+        encoding = entry.get("encoding", "")
+        if encoding in ("gz+b64", "gzip+base64", "gz+base64"):
+            content = gzip.decompress(base64.b64decode(content)).decode()
+        elif encoding in ("b64", "base64"):
+            content = base64.b64decode(content).decode()
+        files[entry["path"]] = content
+    return files
+
+
+def policy_documents(run: OfflineRun) -> list[tuple[DeclaredResource, dict[str, Any]]]:
+    """Every IAM policy the program declared (inline, managed, key and trust policies)."""
+    fields = {
+        "aws:iam/rolePolicy:RolePolicy": "policy",
+        "aws:iam/policy:Policy": "policy",
+        "aws:iam/role:Role": "assumeRolePolicy",
+        "aws:kms/key:Key": "policy",
+        "aws:kms/replicaKey:ReplicaKey": "policy",
+    }
+    found = []
+    for resource in run.resources:
+        text = resource.inputs.get(fields.get(resource.type, ""), None)
+        if isinstance(text, str) and text:
+            found.append((resource, json.loads(text)))
+    return found
+
+
+def _is_under(path: str, roots: frozenset[str]) -> bool:
+    return any(path == r or path.startswith((f"{r}.", f"{r}[")) for r in roots)
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """A secret's text, and each string inside it when it is JSON (a password in a document)."""
+    if not isinstance(value, str):
+        return
+    yield value
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return
+    if isinstance(parsed, dict | list):
+        for _, leaf in walk(parsed):
+            if isinstance(leaf, str):
+                yield leaf
+
+
+def secret_texts(run: OfflineRun, *, min_length: int = 8) -> set[str]:
+    """Every secret string the run declared: secret inputs (and the strings inside them) and
+    the secret results of random resources. Short strings are left out: they match by chance."""
+    found: set[str] = set()
+    for resource in run.resources:
+        for path, leaf in walk(resource.inputs):
+            if _is_under(path, resource.secret_paths):
+                found.update(_texts(leaf))
+        if resource.type.startswith("random:"):
+            for name in ("result", "base64", "hex"):
+                found.update(_texts(resource.state.get(name)))
+    return {text for text in found if len(text) >= min_length}
+
+
+def public_texts(run: OfflineRun) -> Iterator[tuple[str, str]]:
+    """(where, text) of everything the run shows in clear: non-secret inputs, the files in
+    user data, and non-secret outputs."""
+    for resource in run.resources:
+        for path, leaf in walk(resource.inputs):
+            if isinstance(leaf, str) and not _is_under(path, resource.secret_paths):
+                yield f"{resource.name}.{path}", leaf
+        user_data = resource.inputs.get("userData")
+        if isinstance(user_data, str) and user_data.startswith("#cloud-config"):
+            for file_path, text in cloud_config_files(user_data).items():
+                yield f"{resource.name} user data {file_path}", text
+    for name, value in run.outputs.items():
+        if name not in run.secret_outputs:
+            yield f"output {name}", json.dumps(value)
