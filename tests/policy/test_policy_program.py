@@ -1,0 +1,107 @@
+"""Every rule over every resource the real program declares, per setup; and broken inputs fail."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from policy.harness import Violation, check_resources
+from tools.offline import DeclaredResource, OfflineRun, load_stack_config, run_offline
+
+# Counts differ from the README diagrams' smallest shapes on purpose.
+SETUP_COUNTS = {"pair": (3, 3), "full": (3, 2), "tessera": (1, 3)}
+LISTENER_PORTS = [22000, 9081, 9001]
+
+
+def dev_config(**overrides: Any) -> dict[str, Any]:
+    config = load_stack_config("dev")
+    config.update({f"quorum-ha:{k}": v for k, v in overrides.items()})
+    return config
+
+
+def setup_config(setup: str, **overrides: Any) -> dict[str, Any]:
+    quorum, tessera = SETUP_COUNTS[setup]
+    return dev_config(setup=setup, quorumNodes=quorum, tesseraNodes=tessera, **overrides)
+
+
+def names(violations: list[Violation]) -> list[tuple[str, str]]:
+    return sorted((v.policy, v.urn.rsplit("::", 1)[-1]) for v in violations)
+
+
+@pytest.mark.parametrize("setup", sorted(SETUP_COUNTS))
+def test_each_setup_passes_every_rule_in_dev(setup: str) -> None:
+    run = run_offline(setup_config(setup), stack="dev")
+    assert len(run.resources) > 100  # the mocks trap: an empty run would pass vacuously
+    assert check_resources(run.resources, stack="dev") == []
+
+
+def test_production_defaults_pass_every_rule() -> None:
+    config = setup_config("full")
+    del config["quorum-ha:deletionProtection"]  # outside dev it defaults to on
+    run = run_offline(config, stack="prod")
+    assert check_resources(run.resources, stack="prod") == []
+
+
+def test_deletion_protection_off_in_prod_is_caught() -> None:
+    # The settings accept this (an operator's explicit choice); the guardrail does not.
+    run = run_offline(setup_config("pair", deletionProtection=False), stack="prod")
+    assert names(check_resources(run.resources, stack="prod")) == [
+        ("rds-deletion-protection", "quorum-ha-db-primary"),
+        ("rds-deletion-protection", "quorum-ha-db-replica"),
+    ]
+
+
+def test_listeners_opened_to_the_world_need_the_policy_to_allow_their_ports() -> None:
+    config = setup_config("tessera", allowInternetIngress=True, allowedCidrs=["0.0.0.0/0"])
+    run = run_offline(config, stack="dev")
+    violations = check_resources(run.resources, stack="dev")
+    assert {v.policy for v in violations} == {"no-world-ingress"}
+    flagged = " ".join(v.message for v in violations)
+    for port in LISTENER_PORTS:
+        assert f"tcp {port} from 0.0.0.0/0" in flagged
+    allowed = {"no-world-ingress": {"allowedPorts": LISTENER_PORTS}}
+    assert check_resources(run.resources, stack="dev", config=allowed) == []
+
+
+def _mutated(run: OfflineRun, name: str, **inputs: Any) -> list[DeclaredResource]:
+    return [
+        dataclasses.replace(r, inputs={**r.inputs, **inputs}) if r.name == name else r
+        for r in run.resources
+    ]
+
+
+def test_a_weakened_machine_is_caught() -> None:
+    run = run_offline(setup_config("pair"), stack="dev")
+    machine = next(r for r in run.resources if r.type == "aws:ec2/instance:Instance")
+    weakened = _mutated(
+        run,
+        machine.name,
+        metadataOptions={"httpTokens": "optional"},
+        userData=machine.inputs["userData"] + "\nruncmd:\n- echo 'db password=hunter22'\n",
+    )
+    assert names(check_resources(weakened, stack="dev")) == [
+        ("imdsv2-required", machine.name),
+        ("no-secrets-in-user-data", machine.name),
+    ]
+
+
+def test_an_unencrypted_secret_and_an_ssh_rule_are_caught() -> None:
+    run = run_offline(setup_config("full"), stack="dev")
+    secret = next(r for r in run.resources if r.type == "aws:secretsmanager/secret:Secret")
+    rule = next(
+        r
+        for r in run.resources
+        if r.type == "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+    )
+    broken = _mutated(
+        dataclasses.replace(run, resources=_mutated(run, secret.name, kmsKeyId=None)),
+        rule.name,
+        fromPort=22,
+        toPort=22,
+    )
+    assert names(check_resources(broken, stack="dev")) == [
+        ("customer-key-encryption", secret.name),
+        ("no-ssh-ingress", rule.name),
+    ]
