@@ -231,6 +231,11 @@ def _check_quorum_network(ctx: NodeBootContext) -> None:
         raise BootContextError("genesis_json", ctx.genesis_json, "a JSON document") from None
     if not isinstance(genesis, dict) or not isinstance(genesis.get("config"), dict):
         raise BootContextError("genesis_json", ctx.genesis_json, 'a JSON object with "config"')
+    if genesis["config"].get("isQuorum") is not True:
+        # Without it GoQuorum runs as plain geth: no private transactions.
+        raise BootContextError(
+            "genesis_json", ctx.genesis_json, 'a GoQuorum genesis: "config.isQuorum": true'
+        )
     for field in ("ha_enodes", "peer_enodes"):
         for enode in getattr(ctx, field):
             if not isinstance(enode, str) or not _ENODE.match(enode):

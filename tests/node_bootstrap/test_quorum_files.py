@@ -56,6 +56,7 @@ def test_tessera_machines_get_no_quorum_files() -> None:
     [
         ("genesis_json", "{not json", "genesis_json"),
         ("genesis_json", "[]", 'JSON object with "config"'),
+        ("genesis_json", '{"config": {"chainId": 1}}', '"config.isQuorum": true'),
         ("ha_enodes", ("enode://abc@host:30303",), "ha_enodes"),
         ("network_id", 0, "network_id: 0"),
         ("quorum_node_key_secret_arn", "my-node-key", "quorum_node_key_secret_arn"),
