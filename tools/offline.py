@@ -13,6 +13,7 @@ import contextvars
 import gzip
 import hashlib
 import json
+import re
 import runpy
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -47,6 +48,10 @@ class DeclaredResource:
     secret_paths: frozenset[str]
     state: dict[str, Any]
     provider: str = ""  # "<provider urn>::<id>" when one was given explicitly or inherited
+    protect: bool = False
+    retain_on_delete: bool = False
+    ignore_changes: tuple[str, ...] = ()
+    id: str = ""  # the provider-assigned id (mocked), as `resource.id` resolves
 
     @property
     def masked_inputs(self) -> dict[str, Any]:
@@ -303,6 +308,10 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 secret_paths=frozenset(secrets),
                 state=state,
                 provider=request.provider,
+                protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete),
+                ignore_changes=tuple(request.ignoreChanges),
+                id=str(response.id or ""),
             )
         )
         return response
@@ -471,8 +480,12 @@ def _is_under(path: str, roots: frozenset[str]) -> bool:
     return any(path == r or path.startswith((f"{r}.", f"{r}[")) for r in roots)
 
 
+_SECRET_FIELD = re.compile(r"(password|token|secret|private|ciphertext)", re.IGNORECASE)
+
+
 def _texts(value: Any) -> Iterator[str]:
-    """A secret's text, and each string inside it when it is JSON (a password in a document)."""
+    """A secret's text, and the secret-named strings inside it when it is a JSON document
+    (the password beside a keystore, not the keystore's cipher name)."""
     if not isinstance(value, str):
         return
     yield value
@@ -481,19 +494,27 @@ def _texts(value: Any) -> Iterator[str]:
     except ValueError:
         return
     if isinstance(parsed, dict | list):
-        for _, leaf in walk(parsed):
-            if isinstance(leaf, str):
+        for path, leaf in walk(parsed):
+            if isinstance(leaf, str) and _SECRET_FIELD.search(re.split(r"[.\[]", path)[-1]):
                 yield leaf
 
 
 def secret_texts(run: OfflineRun, *, min_length: int = 8) -> set[str]:
     """Every secret string the run declared: secret inputs (and the strings inside them) and
-    the secret results of random resources. Short strings are left out: they match by chance."""
+    the secret results of random resources. Short strings are left out: they match by chance.
+
+    When the engine marks a whole structure secret (a list of registry logins, say), only the
+    fields named like secrets count: the registry's address beside its password is not one.
+    """
     found: set[str] = set()
     for resource in run.resources:
         for path, leaf in walk(resource.inputs):
-            if _is_under(path, resource.secret_paths):
+            if path in resource.secret_paths:
                 found.update(_texts(leaf))
+            elif _is_under(path, resource.secret_paths):
+                field_name = re.split(r"[.\[]", path)[-1]
+                if _SECRET_FIELD.search(field_name):
+                    found.update(_texts(leaf))
         if resource.type.startswith("random:"):
             for name in ("result", "base64", "hex"):
                 found.update(_texts(resource.state.get(name)))
