@@ -17,6 +17,18 @@ Public API (stable; the node and proxy components call it with Outputs resolved)
   access_log=True) -> str``: JSON for the ECS proxy behind the NLB (env ``QUORUM_PROXY_CONFIG``).
 
 A context the boot cannot use raises ``BootContextError`` (a ValueError) naming the field.
+
+What the machines need from the infrastructure (the boot assumes it, cannot check it offline):
+- instance role: secretsmanager:GetSecretValue on the context's secret ARNs and on the Tessera
+  key secrets named ``<tessera_key_id>Pub``/``Key`` (with kms:Decrypt via Secrets Manager);
+  logs:CreateLogStream/PutLogEvents on ``log_group_name`` (docker's awslogs driver and the
+  CloudWatch agent, which also needs cloudwatch:PutMetricData); on Quorum machines of setups
+  full/tessera ecr:GetAuthorizationToken and pull rights on the proxy repository;
+- egress to the Amazon Linux repositories (S3), Docker Hub (quorumengineering images) and Maven
+  Central (the PostgreSQL JDBC jar, checked against its SHA-256), e.g. through NAT;
+- IMDSv2 with hop limit 1 is enough: every container runs with the host network;
+- the data volume attached as ``data_device_name`` (pass ``data_volume_id`` when known);
+- with ``use_white_list``, ``proxy_addresses`` must be the proxy's exact IPs or host names.
 """
 
 from node_bootstrap.context import (

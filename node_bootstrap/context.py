@@ -115,7 +115,7 @@ _ENODE = re.compile(r"^enode://[0-9a-fA-F]{128}@[^\s\"'$`\\]+:\d{1,5}(\?[\w=&.-]
 _VOLUME_ID = re.compile(r"^vol-[0-9a-f]{8,17}$")
 _DEVICE = re.compile(r"^/dev/(sd|xvd)[b-z]$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_JDBC = re.compile(r"^jdbc:postgresql://([^/?\s]+)/([\w.-]+)(\?[^\s\"'$`\\]*)?$")
+_JDBC = re.compile(r"^jdbc:postgresql://([A-Za-z0-9.:,\[\]-]+)/([\w.-]+)(\?[^\s\"'$`\\]*)?$")
 # Values end up in a shell/systemd environment file: refuse anything that could break quoting.
 _UNSAFE = re.compile(r"[\"'$`\\\s]")
 

@@ -62,6 +62,7 @@ def test_fields_added_by_node_bootstrap_have_defaults() -> None:
         (FULL_QUORUM, {"postgres_jdbc_sha256": "abc"}, "postgres_jdbc_sha256"),
         # A value that could break out of boot.env's quoting never gets that far.
         (FULL_QUORUM, {"jdbc_url": 'jdbc:postgresql://db:5432/t?x="$(reboot)"'}, "jdbc_url"),
+        (FULL_QUORUM, {"jdbc_url": 'jdbc:postgresql://db"$(reboot)":5432/t'}, "jdbc_url"),
         (FULL_QUORUM, {"tessera_key_id": "quorum ha"}, "tessera_key_id"),
     ],
 )
