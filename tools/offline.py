@@ -316,6 +316,28 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         )
         return response
 
+    def ReadResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        """Reads (StackReferences, `get`s) are declarations too: record them."""
+        response = super().ReadResource(request)
+        secrets: set[str] = set()
+        inputs = _unwrap(rpc.deserialize_properties(request.properties), "", secrets)
+        urn = response.urn
+        self.declared.append(
+            DeclaredResource(
+                urn=urn,
+                type=request.type,
+                name=request.name,
+                parent_urn=request.parent,
+                custom=True,
+                inputs=inputs,
+                secret_paths=frozenset(secrets),
+                state=_unwrap(self.resources[urn].state, "", set()),
+                provider=request.provider,
+                id=str(request.id or ""),
+            )
+        )
+        return response
+
 
 def load_stack_config(stack: str, root: Path = ROOT) -> dict[str, Any]:
     """The `config:` block of Pulumi.<stack>.yaml, keys as written (`quorum-ha:setup`)."""

@@ -1,0 +1,151 @@
+"""Network, SecurityGroups and VpcPeering as the program declares them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from components.network import INTERFACE_ENDPOINTS
+from tools.offline import OfflineProgramError, OfflineRun
+
+EXISTING = {
+    "mode": "existing",
+    "vpcId": "vpc-0123456789abcdef0",
+    "privateSubnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
+}
+
+
+def rules(run: OfflineRun, kind: str = "Ingress") -> list[dict]:
+    type_ = f"aws:vpc/securityGroup{kind}Rule:SecurityGroup{kind}Rule"
+    groups = {
+        g.id: g.name.rsplit("-", 1)[-1] for g in run.of_type("aws:ec2/securityGroup:SecurityGroup")
+    }
+    return [
+        {
+            "group": groups[r.inputs["securityGroupId"]],
+            "source": groups.get(
+                r.inputs.get("referencedSecurityGroupId", ""), r.inputs.get("cidrIpv4")
+            ),
+            "port": int(r.inputs["fromPort"]) if "fromPort" in r.inputs else None,
+            "protocol": r.inputs["ipProtocol"],
+        }
+        for r in run.of_type(type_)
+    ]
+
+
+def test_new_vpc_spans_two_azs_with_private_and_public_tiers(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    run = offline("pair")
+    subnets = run.of_type("aws:ec2/subnet:Subnet")
+    private = sorted(
+        (s for s in subnets if s.inputs["tags"]["quorum-ha/tier"] == "private"),
+        key=lambda s: s.name,
+    )
+    public = [s for s in subnets if s.inputs["tags"]["quorum-ha/tier"] == "public"]
+    assert len(private) == len(public) == 2
+    assert len({s.inputs["availabilityZone"] for s in private}) == 2
+    assert all(s.inputs["mapPublicIpOnLaunch"] is False for s in subnets)
+    assert len(run.of_type("aws:ec2/natGateway:NatGateway")) == 2
+    assert run.outputs["subnetIds"]["private"] == [s.id for s in private]
+
+
+def test_vpc_endpoints_cover_what_machines_reach_without_public_ips(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    run = offline("pair")
+    services = {e.inputs["serviceName"] for e in run.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")}
+    for service in (*INTERFACE_ENDPOINTS, "s3"):
+        assert f"com.amazonaws.us-east-1.{service}" in services
+    assert {"ssm", "secretsmanager", "kms", "ecr.api", "ecr.dkr", "logs"} <= set(
+        INTERFACE_ENDPOINTS
+    )
+
+
+def test_default_security_group_is_emptied(offline: Callable[..., OfflineRun]) -> None:
+    (default,) = offline("pair").of_type("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup")
+    assert default.inputs.get("ingress", []) == [] and default.inputs.get("egress", []) == []
+
+
+def test_three_azs_when_asked(offline: Callable[..., OfflineRun]) -> None:
+    run = offline("full", network={"mode": "new", "cidr": "10.8.0.0/16", "azCount": 3})
+    private = [
+        s
+        for s in run.of_type("aws:ec2/subnet:Subnet")
+        if s.inputs["tags"]["quorum-ha/tier"] == "private"
+    ]
+    assert len({s.inputs["availabilityZone"] for s in private}) == 3
+    assert all(s.inputs["cidrBlock"].startswith("10.8.") for s in private)
+
+
+@pytest.mark.parametrize("setup", ["pair", "full"])
+def test_nodes_admit_their_ports_only_from_the_proxy(
+    offline: Callable[..., OfflineRun], setup: str
+) -> None:
+    found = rules(offline(setup))
+    by_group: dict[str, set] = {}
+    for rule in found:
+        by_group.setdefault(rule["group"], set()).add(
+            (rule["port"], rule["source"], rule["protocol"])
+        )
+    assert by_group["tessera"] >= {(9001, "proxy", "tcp"), (9081, "proxy", "tcp")}
+    assert (22000, "proxy", "tcp") in by_group["quorum"]
+    assert by_group["database"] == {(5432, "tessera", "tcp")}
+    assert all(source == "nlb" for _, source, _ in by_group["proxy"])
+    q2t = (9101, "quorum", "tcp") in by_group["tessera"]
+    assert q2t is (setup == "full")
+    # devp2p: the HA nodes among themselves (no world, no configured peers in dev).
+    assert {(30303, "quorum", "tcp"), (30303, "quorum", "udp")} <= by_group["quorum"]
+
+
+def test_listeners_admit_the_vpc_and_configured_cidrs(offline: Callable[..., OfflineRun]) -> None:
+    run = offline("pair")
+    nlb = [r for r in rules(run) if r["group"] == "nlb"]
+    sources = {(r["port"], r["source"]) for r in nlb}
+    for port in (22000, 9081, 9001):
+        assert (port, "10.0.0.0/16") in sources  # the VPC
+        assert (port, "10.100.0.0/16") in sources  # Pulumi.dev.yaml's allowedCidrs
+    assert len(nlb) == 6
+
+
+def test_existing_network_is_adopted_not_built(offline: Callable[..., OfflineRun]) -> None:
+    run = offline("pair", network=EXISTING)
+    assert run.of_type("aws:ec2/vpc:Vpc") == [] and run.of_type("aws:ec2/subnet:Subnet") == []
+    assert run.outputs["vpcId"] == EXISTING["vpcId"]
+    assert run.outputs["subnetIds"]["private"] == EXISTING["privateSubnetIds"]
+    (zone,) = run.of_type("aws:route53/zone:Zone")
+    assert zone.inputs["vpcs"][0]["vpcId"] == EXISTING["vpcId"]
+    subnets = {i.inputs["subnetId"] for i in run.of_type("aws:ec2/instance:Instance")}
+    assert subnets == set(EXISTING["privateSubnetIds"])
+    # The VPC's own CIDR (looked up) may reach the listeners.
+    assert any(r["source"] == "10.20.0.0/16" for r in rules(run) if r["group"] == "nlb")
+
+
+def test_network_from_another_stack(offline: Callable[..., OfflineRun]) -> None:
+    outputs = {
+        "acme/network/prod": {
+            "vpcId": "vpc-0fedcba9876543210",
+            "privateSubnetIds": ["subnet-0aaaaaaaaaaaaaaa0", "subnet-0bbbbbbbbbbbbbbb0"],
+        }
+    }
+    run = offline(
+        "full",
+        network={"mode": "stackReference", "stack": "acme/network/prod"},
+        stack_outputs=outputs,
+    )
+    (reference,) = run.of_type("pulumi:pulumi:StackReference")
+    assert reference.inputs["name"] == "acme/network/prod"
+    assert run.outputs["vpcId"] == "vpc-0fedcba9876543210"
+    (service,) = run.of_type("aws:ecs/service:Service")
+    assert (
+        service.inputs["networkConfiguration"]["subnets"]
+        == outputs["acme/network/prod"]["privateSubnetIds"]
+    )
+
+
+def test_network_stack_without_outputs_stops_the_program(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    with pytest.raises(OfflineProgramError, match="acme/missing"):
+        offline("pair", network={"mode": "stackReference", "stack": "acme/missing"})

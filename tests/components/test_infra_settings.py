@@ -1,0 +1,178 @@
+"""Config -> Settings: defaults, accepted shapes, and refusals that name key, value and rule."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from eth_keyfile import create_keyfile_json
+from nacl.public import PrivateKey
+
+from components.settings import (
+    ConfigError,
+    ExistingNetwork,
+    NewNetwork,
+    StackReferenceNetwork,
+    parse_settings,
+)
+
+GENESIS = json.dumps({"config": {"chainId": 10}})
+
+
+def settings(stack: str = "dev", region: str | None = "eu-west-1", **values: Any):  # type: ignore[no-untyped-def]
+    raw = {"genesis": GENESIS}
+    for key, value in values.items():
+        raw[key] = value if isinstance(value, str) else json.dumps(value)
+    return parse_settings(raw, stack=stack, region=region)
+
+
+def test_defaults_build_the_smallest_pair_setup() -> None:
+    s = settings()
+    assert (s.setup, s.quorum_nodes, s.tessera_nodes) == ("pair", 2, 2)
+    assert s.network == NewNetwork(cidr="10.0.0.0/16", az_count=2)
+    assert (s.quorum_version, s.tessera_version) == ("24.4.1", "24.4")
+    assert s.allowed_cidrs == () and s.internal_nlb and not s.allow_internet_ingress
+    assert s.network_id == 10 and s.replica_region is None
+    assert s.db_backup_retention_days == 7 and s.proxy_task_count == 2
+
+
+@pytest.mark.parametrize(("stack", "protected"), [("dev", False), ("prod", True), ("qa", True)])
+def test_deletion_protection_is_on_outside_dev(stack: str, protected: bool) -> None:
+    assert settings(stack=stack).deletion_protection is protected
+    assert settings(stack=stack, deletionProtection=not protected).deletion_protection is (
+        not protected
+    )
+
+
+@pytest.mark.parametrize(
+    ("setup", "quorum", "tessera"), [("full", 2, 2), ("full", 5, 3), ("tessera", 1, 4)]
+)
+def test_node_counts_per_setup(setup: str, quorum: int, tessera: int) -> None:
+    s = settings(setup=setup, quorumNodes=quorum, tesseraNodes=tessera)
+    assert (s.quorum_nodes, s.tessera_nodes) == (quorum, tessera)
+
+
+def test_tessera_setup_defaults_to_one_quorum_and_two_tessera() -> None:
+    s = settings(setup="tessera")
+    assert (s.quorum_nodes, s.tessera_nodes) == (1, 2)
+
+
+def test_existing_network_and_stack_reference_are_read() -> None:
+    existing = settings(
+        network={
+            "mode": "existing",
+            "vpcId": "vpc-0123456789abcdef0",
+            "privateSubnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
+        }
+    ).network
+    assert isinstance(existing, ExistingNetwork)
+    assert existing.private_subnet_ids == ("subnet-0123456789abcdef0", "subnet-0123456789abcdef1")
+    referenced = settings(
+        network={"mode": "stackReference", "stack": "acme/net/prod", "vpcIdOutput": "id"}
+    ).network
+    assert referenced == StackReferenceNetwork(stack="acme/net/prod", vpc_id_output="id")
+
+
+@pytest.mark.parametrize(
+    "instance_type",
+    ["m6i.large", "c5.xlarge", "t3.medium", "r7i.2xlarge", "m5zn.large", "g5.xlarge"],
+)
+def test_x86_instance_types_are_accepted(instance_type: str) -> None:
+    assert settings(tesseraInstanceType=instance_type).tessera_instance_type == instance_type
+
+
+@pytest.mark.parametrize(
+    "instance_type",
+    [
+        "m7g.large",
+        "t4g.small",
+        "c7g.xlarge",
+        "c6gn.large",
+        "r8g.large",
+        "x2gd.large",
+        "a1.large",
+        "im4gn.large",
+    ],
+)
+def test_graviton_types_are_refused_with_the_tessera_reason(instance_type: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        settings(quorumInstanceType=instance_type)
+    message = str(refused.value)
+    assert message.startswith(f"quorum-ha:quorumInstanceType: '{instance_type}' is not valid")
+    assert "arm64" in message and "x86_64" in message
+
+
+def test_missing_region_is_refused() -> None:
+    with pytest.raises(
+        ConfigError, match=r"aws:region: null is not valid; allowed: an AWS region"
+    ):
+        settings(region=None)
+
+
+def test_same_replica_region_means_a_same_region_replica() -> None:
+    assert settings(replicaRegion="eu-west-1").replica_region is None
+    assert settings(replicaRegion="eu-central-1").replica_region == "eu-central-1"
+
+
+def test_replica_region_needs_a_network_this_program_builds() -> None:
+    with pytest.raises(ConfigError, match=r"quorum-ha:replicaRegion.*network.mode is new"):
+        settings(
+            replicaRegion="eu-central-1",
+            network={"mode": "stackReference", "stack": "acme/net/prod"},
+        )
+
+
+# --- keys of an existing node, from secret config -------------------------------------------
+def tessera_pair() -> tuple[str, str]:
+    private = PrivateKey.generate()
+    return (
+        base64.b64encode(bytes(private)).decode(),
+        base64.b64encode(bytes(private.public_key)).decode(),
+    )
+
+
+def test_existing_tessera_pair_is_accepted_and_kept_out_of_repr() -> None:
+    private, public = tessera_pair()
+    s = settings(tesseraPrivateKey=private, tesseraPublicKey=public)
+    assert s.existing_keys.tessera_public_key == public
+    assert s.existing_keys.tessera_private_key == private
+    assert private not in repr(s)
+
+
+def test_mismatched_tessera_pair_is_refused() -> None:
+    private, _ = tessera_pair()
+    _, other_public = tessera_pair()
+    with pytest.raises(ConfigError, match=r"tesseraPublicKey.*do not match") as refused:
+        settings(tesseraPrivateKey=private, tesseraPublicKey=other_public)
+    assert private not in str(refused.value)
+
+
+def test_half_a_tessera_pair_is_refused() -> None:
+    private, _ = tessera_pair()
+    with pytest.raises(ConfigError, match=r"quorum-ha:tesseraPublicKey.*set together"):
+        settings(tesseraPrivateKey=private)
+
+
+def test_tessera_private_key_of_wrong_size_is_refused_without_echo() -> None:
+    _, public = tessera_pair()
+    short = base64.b64encode(b"x" * 16).decode()
+    with pytest.raises(ConfigError) as refused:
+        settings(tesseraPrivateKey=short, tesseraPublicKey=public)
+    assert "[secret]" in str(refused.value) and short not in str(refused.value)
+
+
+def test_existing_keystore_must_open_with_its_password() -> None:
+    keystore = json.dumps(create_keyfile_json(b"\x01" * 32, b"right", iterations=2))
+    s = settings(quorumAccountKeystore=keystore, quorumAccountPassword="right")
+    assert s.existing_keys.quorum_account_keystore == keystore
+    with pytest.raises(ConfigError, match=r"quorumAccountKeystore.*unlocks") as refused:
+        settings(quorumAccountKeystore=keystore, quorumAccountPassword="wrong")
+    assert "wrong" not in str(refused.value).split("allowed")[0]
+    assert keystore not in str(refused.value)
+
+
+def test_unknown_keys_are_refused_as_typos() -> None:
+    with pytest.raises(ConfigError, match=r"quorum-ha:tesseraNode: '2' is not valid.*typo"):
+        settings(tesseraNode=2)
