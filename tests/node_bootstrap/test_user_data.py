@@ -7,6 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pglast
+import pglast.stream
 import pytest
 from boot_fixtures import (
     CASES,
@@ -19,6 +21,8 @@ from boot_fixtures import (
     require_tool,
     written_files,
 )
+from pglast import ast
+from pglast.enums import TransactionStmtKind
 
 from node_bootstrap import (
     NodeBootContext,
@@ -172,20 +176,29 @@ def test_tessera_schema_is_idempotent_and_serialised() -> None:
     sql = files_of(make_context(Case("full", 2, "tessera", 1)))[
         "/etc/quorum-ha/sql/tessera-schema.sql"
     ]
-    code = "\n".join(line for line in sql.splitlines() if not line.startswith("--"))
-    statements = [s.strip() for s in code.split(";") if s.strip()]
-    creates = [s for s in statements if s.upper().startswith("CREATE")]
-    tables = {s.split()[5] for s in creates if s.upper().startswith("CREATE TABLE")}
-    assert tables == {
-        "ENCRYPTED_TRANSACTION",
-        "ENCRYPTED_RAW_TRANSACTION",
-        "PRIVACY_GROUP",
-        "ST_TRANSACTION",
-        "ST_AFFECTED_TRANSACTION",
+    # PostgreSQL's own parser (libpg_query): the file is valid SQL, statement by statement.
+    stmts = [raw.stmt for raw in pglast.parse_sql(sql)]
+    begin, lock, *ddl, commit = stmts
+    assert (
+        isinstance(begin, ast.TransactionStmt)
+        and begin.kind == TransactionStmtKind.TRANS_STMT_BEGIN
+    )
+    assert isinstance(commit, ast.TransactionStmt)
+    assert commit.kind == TransactionStmtKind.TRANS_STMT_COMMIT
+    assert isinstance(lock, ast.SelectStmt)
+    assert "pg_advisory_xact_lock" in pglast.stream.RawStream()(lock)
+    creates = [s for s in ddl if isinstance(s, ast.CreateStmt)]
+    indexes = [s for s in ddl if isinstance(s, ast.IndexStmt)]
+    assert len(creates) + len(indexes) == len(ddl)
+    assert {s.relation.relname for s in creates if s.relation is not None} == {
+        "encrypted_transaction",
+        "encrypted_raw_transaction",
+        "privacy_group",
+        "st_transaction",
+        "st_affected_transaction",
     }
-    assert all(" IF NOT EXISTS " in s for s in creates)
-    lock = statements.index(next(s for s in statements if "pg_advisory_xact_lock" in s))
-    assert statements[0] == "BEGIN" and lock == 1 and statements[-1] == "COMMIT"
+    assert all(s.if_not_exists for s in creates)
+    assert indexes and all(s.if_not_exists for s in indexes)
 
 
 def test_data_volume_is_found_by_volume_id_first() -> None:
