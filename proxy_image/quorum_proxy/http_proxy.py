@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -32,6 +33,8 @@ HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
+# request headers the proxy writes itself
+_REPLACED = frozenset({b"x-forwarded-for", b"content-length"})
 NON_IDEMPOTENT = frozenset({b"POST", b"LOCK", b"PATCH"})
 MAX_BUFFERED_404 = 65536
 STREAM_BUFFER_HIGH = 65536
@@ -55,7 +58,7 @@ REASONS = {
 }
 
 
-class _Reject(Exception):
+class _RejectError(Exception):
     """Raised inside parser callbacks to refuse a request with a status."""
 
     def __init__(self, status: int) -> None:
@@ -63,11 +66,30 @@ class _Reject(Exception):
         self.status = status
 
 
-class _AttemptFailed(Exception):
+class _AttemptFailedError(Exception):
+    """One attempt on one server failed; sent says whether the request left the proxy."""
+
     def __init__(self, reason: str, sent: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
         self.sent = sent
+
+
+class _StaleConnectionError(Exception):
+    """A pooled connection died before any answer byte: worth one fresh connection."""
+
+
+class _Outcome:
+    """What the retry loop learnt: retries, last failure, a held 404, the answering server."""
+
+    __slots__ = ("failure", "held", "held_server", "retries", "server")
+
+    def __init__(self) -> None:
+        self.retries = 0
+        self.failure = "error"
+        self.held: tuple[int, bytes, list[tuple[bytes, bytes]], bytes] | None = None
+        self.held_server = ""
+        self.server = ""
 
 
 def simple_response(status: int, body: bytes, close: bool = True) -> bytes:
@@ -187,7 +209,6 @@ class HttpClientProtocol(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.paused = 0
         self.closed = False
-        self.client_eof = False
         self.url_bytes = 0
         self.header_bytes = 0
         self.head_bytes = 0
@@ -209,6 +230,7 @@ class HttpClientProtocol(asyncio.Protocol):
         self.streaming = False
         self._may_hold_404 = False
         self.head_start = 0.0
+        self.pending = b""
 
     # connection events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -221,6 +243,8 @@ class HttpClientProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.conn is not None:
+            self.conn.abort()  # its callbacks must not write to this closed transport
         self.listener.connections.discard(self)
         self.runtime.connection_closed(self.listener.name)
         if self.task is not None and not self.task.done():
@@ -228,10 +252,7 @@ class HttpClientProtocol(asyncio.Protocol):
         self.queue.clear()
 
     def eof_received(self) -> bool | None:
-        # a client that half-closes after its request still gets its answer
-        self.client_eof = True
-        if self.active is not None or self.queue:
-            return True
+        # as nginx does, a client's EOF means it is gone: close, which cancels the upstream work
         return None
 
     def pause_writing(self) -> None:
@@ -271,7 +292,7 @@ class HttpClientProtocol(asyncio.Protocol):
             return
         except httptools.HttpParserCallbackError as e:
             cause = e.__context__
-            self._reject(cause.status if isinstance(cause, _Reject) else 400)
+            self._reject(cause.status if isinstance(cause, _RejectError) else 400)
             return
         except httptools.HttpParserError:
             self._reject(400)
@@ -297,7 +318,7 @@ class HttpClientProtocol(asyncio.Protocol):
         self.transport.close()
 
     def check_timeouts(self, now: float) -> None:
-        """Called by the runtime's sweeper: slow header senders and idle keep-alives are cut off."""
+        """Called by the sweeper: slow header senders and idle keep-alives are cut off."""
         since = self.waiting_since
         if since is None or self.closed:
             return
@@ -326,13 +347,13 @@ class HttpClientProtocol(asyncio.Protocol):
         assert self.cur is not None
         self.url_bytes += len(url)
         if self.url_bytes > self.limits.max_uri_bytes:
-            raise _Reject(414)
+            raise _RejectError(414)
         self.cur.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value) + 4
         if self.header_bytes > self.limits.max_header_bytes:
-            raise _Reject(431)
+            raise _RejectError(431)
         assert self.cur is not None
         self.cur.headers.append((name, value))
 
@@ -353,7 +374,7 @@ class HttpClientProtocol(asyncio.Protocol):
                 try:
                     req.content_length = int(value)
                 except ValueError:
-                    raise _Reject(400) from None
+                    raise _RejectError(400) from None
             elif lname == b"transfer-encoding":
                 req.chunked = b"chunked" in value.lower()
             elif lname == b"expect":
@@ -392,7 +413,7 @@ class HttpClientProtocol(asyncio.Protocol):
         req.body_size += len(data)
         if req.buffered:
             if req.body_size > self.limits.max_retry_body_bytes:
-                raise _Reject(413)
+                raise _RejectError(413)
         elif req.body_size > STREAM_BUFFER_HIGH:
             self._pause(PAUSE_WAIT)
 
@@ -424,8 +445,7 @@ class HttpClientProtocol(asyncio.Protocol):
     def _answer_local(self, req: Request, status: int, body_obj: dict[str, object]) -> None:
         body = json.dumps(body_obj).encode()
         keep = req.keep_alive and req.complete and not self.runtime.draining
-        assert self.transport is not None
-        self.transport.write(simple_response(status, body, close=not keep))
+        self._write(simple_response(status, body, close=not keep))
         self._finish(req, status, "", keep, 0)
 
     def _finish(self, req: Request, status: int, upstream: str, keep: bool, retries: int) -> None:
@@ -455,7 +475,7 @@ class HttpClientProtocol(asyncio.Protocol):
         self.task = None
         if self.closed or self.transport is None:
             return
-        if not keep or self.client_eof or self.runtime.draining:
+        if not keep or self.runtime.draining:
             self.closed = True
             self.transport.close()
             return
@@ -469,170 +489,188 @@ class HttpClientProtocol(asyncio.Protocol):
             self._resume(PAUSE_PIPELINE)
 
     async def _serve(self, req: Request) -> None:
+        """Run the retry policy for one request; the chosen answer streams from callbacks."""
         route = req.route
         assert route is not None
-        group = route.group
-        cfg = route.config
         tried: list[Server] = []
-        retries = 0
-        failure = "error"
-        held: tuple[int, bytes, list[tuple[bytes, bytes]], bytes, bool] | None = None
-        conn: UpstreamConnection | None = None
+        outcome = _Outcome()
         try:
             if req.buffered and not req.complete:
                 req.waiter = self.loop.create_future()
                 await req.waiter
             req.head = self._upstream_head(req)
-            while True:
-                server = group.pick(tried)
-                if server is None:
-                    break
-                tried.append(server)
-                more = len(group.candidates(tried)) > 0
-                try:
-                    conn = await self._attempt(req, server, route, more)
-                except _AttemptFailed as e:
-                    conn = None
-                    failure = e.reason
-                    if e.reason == "http_404":
-                        assert self.hold_body is not None
-                        held = (
-                            self.resp_status,
-                            self.resp_reason,
-                            self.resp_headers,
-                            b"".join(self.hold_body),
-                            self.resp_keep_alive,
-                        )
-                    else:
-                        server.record_failure(e.reason)
-                    self.hold_body = None
-                    if (e.sent and not req.buffered) or e.reason not in cfg.retry_on or not more:
-                        break
-                    retries += 1
-                    self.runtime.metrics.retries.inc((self.listener.name, route.label, e.reason))
-                    continue
-                # the answer is streaming to the client: mirror, then wait for its end
-                if route.mirror_group is not None:
-                    self._mirror(req, route, tried)
-                await self._wait_body(conn, group.config.read_timeout)
-                keep_conn = self.resp_keep_alive and req.complete and not conn.closed
-                if keep_conn:
+            conn = await self._first_answer(req, route, tried, outcome)
+            if route.mirror_group is not None:
+                self._mirror(req, route, tried)
+            if conn is not None:
+                await self._wait_body(conn, route.group.config.read_timeout)
+                if self.resp_keep_alive and req.complete and not conn.closed:
                     conn.release()
                 else:
                     conn.abort()
-                conn = None
                 self.conn = None
                 keep = req.keep_alive and req.complete and not self.resp_close_delimited
-                self._finish(req, self.resp_status, server.name, keep, retries)
-                return
-            if route.mirror_group is not None:
-                self._mirror(req, route, tried)
-            if held is not None:
-                status, reason, headers, body, _ = held
-                keep = req.keep_alive and req.complete
-                assert self.transport is not None
-                self.transport.write(self._client_head(status, reason, headers, len(body), keep))
-                self.transport.write(body)
-                self._finish(req, status, tried[-1].name if tried else "", keep, retries)
-                return
-            status = 504 if failure == "timeout" else 502
-            self._answer_local(
-                req,
-                status,
-                {
-                    "error": "no upstream answered" if tried else "no upstream server",
-                    "listener": self.listener.name,
-                    "route": route.label,
-                    "upstream": group.config.name,
-                    "last_failure": failure,
-                },
-            )
+                self._finish(req, self.resp_status, outcome.server, keep, outcome.retries)
+            elif outcome.held is not None:
+                self._send_held(req, outcome)
+            else:
+                self._send_failure(req, route, outcome)
         except asyncio.CancelledError:
-            if conn is not None:
-                conn.abort()
+            # the client is gone: drop the upstream exchange rather than wait for it
+            if self.conn is not None:
+                self.conn.abort()
             raise
-        except _AttemptFailed:
+        except _AttemptFailedError:
             # the response broke after it started streaming: nothing can repair it
-            if conn is not None:
-                conn.abort()
+            if self.conn is not None:
+                self.conn.abort()
             if self.transport is not None:
                 self.closed = True
                 self.transport.abort()
-            self._finish(req, self.resp_status, "", False, retries)
+            self._finish(req, self.resp_status, outcome.server, False, outcome.retries)
         finally:
             self.conn = None
+
+    async def _first_answer(
+        self, req: Request, route: RouteState, tried: list[Server], outcome: _Outcome
+    ) -> UpstreamConnection | None:
+        """Try servers per the route's retry policy until one answers; None if none does."""
+        group = route.group
+        retry_on = route.config.retry_on
+        while True:
+            server = group.pick(tried)
+            if server is None:
+                return None
+            tried.append(server)
+            more = bool(group.candidates(tried))
+            try:
+                conn = await self._attempt(req, server, route, more)
+            except _AttemptFailedError as e:
+                outcome.failure = e.reason
+                if e.reason == "http_404":
+                    outcome.held = self._take_held()
+                    outcome.held_server = server.name
+                else:
+                    server.record_failure(e.reason)
+                if (e.sent and not req.buffered) or e.reason not in retry_on or not more:
+                    return None
+                outcome.retries += 1
+                self.runtime.metrics.retries.inc((self.listener.name, route.label, e.reason))
+                continue
+            outcome.server = server.name
+            return conn
 
     async def _attempt(
         self, req: Request, server: Server, route: RouteState, more: bool
     ) -> UpstreamConnection:
-        """Send req to server and wait for the response head; raises _AttemptFailed."""
-        group = route.group
-        timeout = group.config.read_timeout
-        for _ in range(2):
-            conn = server.pooled()
-            reused = conn is not None
-            if conn is None:
-                try:
-                    conn = await server.connect()
-                except TimeoutError:
-                    raise _AttemptFailed("timeout", sent=False) from None
-                except OSError:
-                    raise _AttemptFailed("error", sent=False) from None
-            self.conn = conn
-            loop = self.loop
-            self.resp_head = loop.create_future()
-            self.resp_done = loop.create_future()
-            self.streaming = False
-            self.hold_body = None
-            self.resp_close_delimited = False
-            self._may_hold_404 = route.retry_404 and more and req.buffered
-            conn.handler = self
-            conn.uses += 1
-            if req.buffered:
-                conn.write(req.head + b"".join(req.body) if req.body else req.head)
-            else:
-                conn.write(req.head)
-                if req.body:
-                    chunk = b"".join(req.body)
-                    req.body.clear()
-                    if req.upstream_chunked:
-                        conn.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                    else:
-                        conn.write(chunk)
-                if req.complete:
-                    if req.upstream_chunked:
-                        conn.write(b"0\r\n\r\n")
-                else:
-                    req.sink = conn
-                self._resume(PAUSE_WAIT)
+        """Send req to server and wait for the response head; raises _AttemptFailedError."""
+        timeout = route.group.config.read_timeout
+        may_hold_404 = route.retry_404 and more and req.buffered
+        conn = server.pooled()
+        if conn is not None:
             try:
-                await self._await(self.resp_head, timeout)
-            except TimeoutError:
-                conn.abort()
-                raise _AttemptFailed("timeout") from None
-            except ConnectionError:
-                conn.abort()
+                return await self._exchange(req, conn, may_hold_404, timeout, fresh=False)
+            except _StaleConnectionError:
                 # a pooled connection the server closed meanwhile: one fresh try, same server
-                resendable = req.buffered or (
-                    not req.chunked and not req.content_length and req.sink is None
-                )
-                if reused and not conn.got_data and resendable:
-                    self.runtime.metrics.retries.inc((self.listener.name, route.label, "error"))
-                    continue
-                raise _AttemptFailed("error") from None
-            if self.hold_body is not None:
-                try:
-                    await self._await(self.resp_done, timeout)
-                except (TimeoutError, ConnectionError):
-                    conn.abort()
-                    raise _AttemptFailed("error") from None
-                if self.resp_keep_alive and req.complete:
-                    conn.release()
-                else:
-                    conn.abort()
-                raise _AttemptFailed("http_404")
-            return conn
-        raise _AttemptFailed("error")
+                self.runtime.metrics.retries.inc((self.listener.name, route.label, "error"))
+        try:
+            conn = await server.connect()
+        except TimeoutError:
+            raise _AttemptFailedError("timeout", sent=False) from None
+        except OSError:
+            raise _AttemptFailedError("error", sent=False) from None
+        return await self._exchange(req, conn, may_hold_404, timeout, fresh=True)
+
+    async def _exchange(
+        self,
+        req: Request,
+        conn: UpstreamConnection,
+        may_hold_404: bool,
+        timeout: float,
+        fresh: bool,
+    ) -> UpstreamConnection:
+        self._bind(conn, may_hold_404)
+        resendable = req.buffered or (not req.chunked and not req.content_length)
+        self._send(req, conn)
+        assert self.resp_head is not None
+        try:
+            await self._await(self.resp_head, timeout)
+        except TimeoutError:
+            conn.abort()
+            raise _AttemptFailedError("timeout") from None
+        except ConnectionError:
+            conn.abort()
+            if not fresh and not conn.got_data and resendable:
+                raise _StaleConnectionError from None
+            raise _AttemptFailedError("error") from None
+        if self.hold_body is not None:
+            # a 404 another server may cure: read it whole, keep it in case all fail
+            assert self.resp_done is not None
+            try:
+                await self._await(self.resp_done, timeout)
+            except (TimeoutError, ConnectionError):
+                conn.abort()
+                raise _AttemptFailedError("error") from None
+            if self.resp_keep_alive and req.complete:
+                conn.release()
+            else:
+                conn.abort()
+            raise _AttemptFailedError("http_404")
+        return conn
+
+    def _bind(self, conn: UpstreamConnection, may_hold_404: bool) -> None:
+        """Make this protocol the handler of conn's next response."""
+        self.conn = conn
+        self.resp_head = self.loop.create_future()
+        self.resp_done = self.loop.create_future()
+        self.streaming = False
+        self.hold_body = None
+        self.pending = b""
+        self.resp_close_delimited = False
+        self._may_hold_404 = may_hold_404
+        conn.handler = self
+        conn.uses += 1
+
+    def _send(self, req: Request, conn: UpstreamConnection) -> None:
+        if req.buffered:
+            conn.write(req.head + b"".join(req.body) if req.body else req.head)
+            return
+        data = req.head
+        if req.body:
+            chunk = b"".join(req.body)
+            req.body.clear()
+            data += b"%x\r\n%s\r\n" % (len(chunk), chunk) if req.upstream_chunked else chunk
+        if req.complete:
+            if req.upstream_chunked:
+                data += b"0\r\n\r\n"
+        else:
+            req.sink = conn
+        conn.write(data)
+        self._resume(PAUSE_WAIT)
+
+    def _take_held(self) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
+        assert self.hold_body is not None
+        held = (self.resp_status, self.resp_reason, self.resp_headers, b"".join(self.hold_body))
+        self.hold_body = None
+        return held
+
+    def _send_held(self, req: Request, outcome: _Outcome) -> None:
+        assert outcome.held is not None
+        status, reason, headers, body = outcome.held
+        keep = req.keep_alive and req.complete
+        self._write(self._client_head(status, reason, headers, len(body), keep) + body)
+        self._finish(req, status, outcome.held_server, keep, outcome.retries)
+
+    def _send_failure(self, req: Request, route: RouteState, outcome: _Outcome) -> None:
+        status = 504 if outcome.failure == "timeout" else 502
+        body: dict[str, object] = {
+            "error": "no upstream answered",
+            "listener": self.listener.name,
+            "route": route.label,
+            "upstream": route.group.config.name,
+            "last_failure": outcome.failure,
+        }
+        self._answer_local(req, status, body)
 
     async def _await(self, fut: asyncio.Future[None], timeout: float) -> None:
         handle = self.loop.call_later(timeout, _expire, fut)
@@ -646,19 +684,23 @@ class HttpClientProtocol(asyncio.Protocol):
         done = self.resp_done
         assert done is not None
         while not done.done():
-            waiter = self.loop.create_future()
-            done.add_done_callback(lambda _f, w=waiter: w.done() or w.set_result(None))
+            waiter: asyncio.Future[None] = self.loop.create_future()
+            done.add_done_callback(partial(_relay, waiter))
             handle = self.loop.call_later(timeout, _expire, waiter)
             try:
                 await waiter
             except TimeoutError:
                 if self.write_paused or self.loop.time() - conn.last_read < timeout:
                     continue
-                raise _AttemptFailed("timeout") from None
+                raise _AttemptFailedError("timeout") from None
             finally:
                 handle.cancel()
         if done.exception() is not None:
-            raise _AttemptFailed("error")
+            raise _AttemptFailedError("error")
+
+    def _write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
 
     # upstream response callbacks (ResponseHandler)
     def on_response_head(
@@ -686,10 +728,10 @@ class HttpClientProtocol(asyncio.Protocol):
         else:
             self.streaming = True
             keep = req.keep_alive and not self.resp_close_delimited
-            assert self.transport is not None
             self.resp_chunked = not no_body and length is None and keep
-            self.transport.write(
-                self._client_head(status, reason, headers, None if no_body else length, keep)
+            # held back briefly: it leaves with the first body bytes in one write
+            self.pending = self._client_head(
+                status, reason, headers, None if no_body else length, keep
             )
         head = self.resp_head
         if head is not None and not head.done():
@@ -704,20 +746,28 @@ class HttpClientProtocol(asyncio.Protocol):
         if hold is not None:
             hold.append(data)
             return
-        if self.resp_no_body or self.transport is None:
+        if self.resp_no_body:
             return
         if self.resp_chunked:
-            self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
-        else:
-            self.transport.write(data)
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        if self.pending:
+            data = self.pending + data
+            self.pending = b""
+        self._write(data)
 
     def on_response_complete(self, keep_alive: bool) -> None:
         self.resp_keep_alive = keep_alive and self.resp_keep_alive
-        if self.resp_chunked and self.transport is not None and self.hold_body is None:
-            self.transport.write(b"0\r\n\r\n")
+        if self.resp_chunked and self.hold_body is None:
+            self.pending += b"0\r\n\r\n"
         self._response_done()
 
+    def on_data_end(self) -> None:
+        if self.pending:
+            self._write(self.pending)
+            self.pending = b""
+
     def _response_done(self) -> None:
+        self.on_data_end()
         conn = self.conn
         if conn is not None:
             conn.handler = None
@@ -726,9 +776,11 @@ class HttpClientProtocol(asyncio.Protocol):
             done.set_result(None)
 
     def on_upstream_lost(self, exc: BaseException | None) -> None:
+        self.on_data_end()
+        error = ConnectionError(str(exc))
         head = self.resp_head
         if head is not None and not head.done():
-            head.set_exception(ConnectionError(str(exc)))
+            _fail(head, error)
             return
         done = self.resp_done
         if done is not None and not done.done():
@@ -736,7 +788,7 @@ class HttpClientProtocol(asyncio.Protocol):
                 self.resp_keep_alive = False
                 done.set_result(None)
             else:
-                done.set_exception(ConnectionError(str(exc)))
+                _fail(done, error)
 
     def on_upstream_pause(self, paused: bool) -> None:
         if paused:
@@ -750,7 +802,7 @@ class HttpClientProtocol(asyncio.Protocol):
         has_host = False
         for name, value in req.headers:
             lname = name.lower()
-            if lname in HOP_BY_HOP or lname == b"x-forwarded-for" or lname == b"content-length":
+            if lname in HOP_BY_HOP or lname in _REPLACED:
                 continue
             if lname == b"host":
                 has_host = True
@@ -816,6 +868,17 @@ class HttpClientProtocol(asyncio.Protocol):
 def _expire(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_exception(TimeoutError())
+
+
+def _fail(fut: asyncio.Future[None], error: BaseException) -> None:
+    """Set an error; marked retrieved so a cancelled waiter leaves no "never retrieved" log."""
+    fut.set_exception(error)
+    fut.exception()
+
+
+def _relay(waiter: asyncio.Future[None], _done: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class MirrorCopy:
@@ -902,4 +965,7 @@ class MirrorCopy:
         self._finish("error", False)
 
     def on_upstream_pause(self, paused: bool) -> None:
+        return
+
+    def on_data_end(self) -> None:
         return

@@ -299,9 +299,10 @@ class ProxyRuntime:
                 break
             await asyncio.sleep(0.05)
         for listener in self.listeners.values():
-            for conn in list(listener.connections):
-                if conn.transport is not None:
-                    conn.transport.abort()
+            transports = [c.transport for c in listener.connections]
+            for transport in transports:
+                if transport is not None:
+                    transport.abort()
         await self.close()
 
     async def close(self) -> None:

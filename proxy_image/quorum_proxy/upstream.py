@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -54,6 +55,8 @@ class ResponseHandler(Protocol):
     def on_upstream_lost(self, exc: BaseException | None) -> None: ...
 
     def on_upstream_pause(self, paused: bool) -> None: ...
+
+    def on_data_end(self) -> None: ...
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -116,6 +119,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.abort()
             if handler is not None:
                 handler.on_upstream_lost(e)
+            return
+        handler = self.handler
+        if handler is not None:
+            handler.on_data_end()
 
     def pause_writing(self) -> None:
         if self.handler is not None:
@@ -299,10 +306,8 @@ class UpstreamGroup:
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
         self.tasks.clear()
         for server in self.servers:
             for conn in list(server.idle):

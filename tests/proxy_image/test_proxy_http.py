@@ -167,18 +167,3 @@ def test_http_1_0_client_gets_its_answer_and_a_close(
     assert data.startswith(b"HTTP/1.1 200 ")
     assert b"connection: close" in data.lower()
     assert a.seen[0].headers["host"] == a.address
-
-
-def test_half_closed_client_still_gets_its_answer(
-    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
-) -> None:
-    a = upstreams("a")
-    a.handler = lambda seen: Reply(delay=0.05)
-    proxy = start_proxy(http_config([a.address]))
-    with socket.create_connection(proxy.addr("p2p"), timeout=5) as s:
-        s.sendall(b"GET /upcheck HTTP/1.1\r\nHost: t\r\n\r\n")
-        s.shutdown(socket.SHUT_WR)
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    assert data.startswith(b"HTTP/1.1 200 ")

@@ -1,0 +1,436 @@
+"""Benchmark: quorum_proxy against nginx, each pinned to core 0, wrk on core 1.
+
+Installs nothing: needs `nginx` (with the stream module), `wrk` and `taskset` on PATH
+(Debian: `apt-get install -y nginx-light libnginx-mod-stream wrk`). See bench/README.md.
+The last line printed is the JSON summary of issue 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PROXY_DIR = REPO / "proxy_image"
+STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+# ~200 bytes of JSON, like a Tessera third-party /storeraw call
+BODY = json.dumps(
+    {
+        "payload": "Zm9vYmFyYmF6cXV4IGEgcHJpdmF0ZSB0cmFuc2FjdGlvbiBwYXlsb2FkIGZvciB0ZXN0aW5n",
+        "from": "BULeR8JyUWhiuuCMU/HLA0Q5pzkYT+cHII3ZKBey3Bo=",
+        "privateFor": ["QfeDAys9MPDs2XHExtc84jKGHxZg/aj52DTh0vtA3Xc="],
+    }
+)
+WRK_SCRIPT = f"""
+wrk.method = "POST"
+wrk.body = {json.dumps(BODY)}
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"bench: nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass
+class Ports:
+    up_a: int
+    up_b: int
+    tcp: int
+    third_party: int
+    p2p: int
+
+    @classmethod
+    def fresh(cls) -> Ports:
+        return cls(*(free_port() for _ in range(5)))
+
+
+class Processes:
+    """Children of this script, all stopped (by pid) on exit."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: list[str], core: int, **kw: object) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            ["taskset", "-c", str(core), *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            **kw,  # type: ignore[call-overload]
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop(proc)
+
+
+def nginx_conf(tmp: Path, up: Ports, own: Ports) -> str:
+    """The seed's standalone nginx config made valid, with upstream keep-alive (fairest nginx)."""
+    a, b = f"127.0.0.1:{up.up_a}", f"127.0.0.1:{up.up_b}"
+    proxy_http = 'proxy_http_version 1.1; proxy_set_header Connection "";'
+    return f"""
+load_module {STREAM_MODULE};
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+stream {{
+    upstream quorum {{ server {a}; server {b} backup; }}
+    server {{ listen 127.0.0.1:{own.tcp}; proxy_pass quorum; }}
+}}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream thirdparty {{ server {a}; server {b}; keepalive 64; }}
+    upstream p2p {{ server {a}; server {b}; keepalive 64; }}
+    upstream p2p-mirror {{ server {a}; server {b} backup; keepalive 64; }}
+    upstream p2p-copy {{ server {b}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{own.third_party};
+        location / {{
+            proxy_next_upstream error timeout http_404 non_idempotent;
+            {proxy_http}
+            proxy_pass http://thirdparty;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{own.p2p};
+        {proxy_http}
+        location /resend {{ proxy_pass http://p2p/resend; }}
+        location /push {{ proxy_pass http://p2p/push; }}
+        location /partyinfo {{
+            mirror /partyinfo-mirror;
+            proxy_pass http://p2p-mirror/partyinfo;
+        }}
+        location = /partyinfo-mirror {{ internal; proxy_pass http://p2p-copy/partyinfo; }}
+        location /partyinfo/validate {{ proxy_pass http://p2p/partyinfo/validate; }}
+        location /upcheck {{ proxy_pass http://p2p/upcheck; }}
+        location / {{ proxy_pass http://p2p; }}
+    }}
+}}
+"""
+
+
+def proxy_conf(up: Ports, own: Ports, admin: int) -> dict[str, object]:
+    """The same routes for quorum_proxy (README's standalone config, loopback ports)."""
+    servers = [f"127.0.0.1:{up.up_a}", f"127.0.0.1:{up.up_b}"]
+    retry_all = {"retry_on": ["error", "timeout", "http_404"], "retry_non_idempotent": True}
+    return {
+        "workers": 1,
+        "access_log": False,
+        "admin": {"listen": f"127.0.0.1:{admin}"},
+        "upstreams": {
+            "quorum": {"servers": servers},
+            "third_party": {"servers": servers},
+            "p2p": {"servers": servers},
+        },
+        "listeners": [
+            {
+                "name": "quorum-rpc",
+                "listen": f"127.0.0.1:{own.tcp}",
+                "protocol": "tcp",
+                "upstream": "quorum",
+            },
+            {
+                "name": "third-party",
+                "listen": f"127.0.0.1:{own.third_party}",
+                "routes": [{"prefix": "/", "upstream": "third_party", **retry_all}],
+            },
+            {
+                "name": "p2p",
+                "listen": f"127.0.0.1:{own.p2p}",
+                "routes": [
+                    {"prefix": "/resend", "upstream": "p2p"},
+                    {"prefix": "/push", "upstream": "p2p"},
+                    {
+                        "prefix": "/partyinfo",
+                        "upstream": "p2p",
+                        **retry_all,
+                        "mirror": {"upstream": "p2p"},
+                    },
+                    {"prefix": "/partyinfo/validate", "upstream": "p2p"},
+                    {"prefix": "/upcheck", "upstream": "p2p"},
+                    {"prefix": "/", "upstream": "p2p"},
+                ],
+            },
+        ],
+    }
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p99_ms: float
+    errors: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, script: Path, connections: int, seconds: float) -> WrkResult:
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    ).stdout
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> WrkResult:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+    if rps is None or p99 is None:
+        raise SystemExit(f"bench: cannot read wrk's output:\n{out}")
+    errors = 0
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    if sockets:
+        errors += sum(int(x) for x in sockets.groups())
+    return WrkResult(float(rps.group(1)), float(p99.group(1)) * _UNITS[p99.group(2)], errors)
+
+
+class Bench:
+    def __init__(self, tmp: Path, seconds: float, rounds: int) -> None:
+        self.tmp = tmp
+        self.seconds = seconds
+        self.rounds = rounds
+        self.procs = Processes()
+        self.up = Ports.fresh()
+        self.nginx_ports = Ports.fresh()
+        self.proxy_ports = Ports.fresh()
+        self.script = tmp / "post.lua"
+        self.script.write_text(WRK_SCRIPT)
+        self.upstreams: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start_upstream(self, name: str) -> None:
+        port = self.up.up_a if name == "a" else self.up.up_b
+        self.upstreams[name] = self.procs.start(
+            [sys.executable, str(REPO / "bench" / "fast_upstream.py"), str(port), name], core=1
+        )
+        wait_port(port)
+
+    def kill_upstream(self, name: str) -> None:
+        self.procs.stop(self.upstreams[name], signal.SIGKILL)
+
+    @contextmanager
+    def nginx(self) -> Iterator[Ports]:
+        conf = self.tmp / "nginx.conf"
+        conf.write_text(nginx_conf(self.tmp, self.up, self.nginx_ports))
+        proc = self.procs.start(
+            ["nginx", "-p", str(self.tmp), "-c", str(conf), "-g", "daemon off;"], core=0
+        )
+        try:
+            wait_port(self.nginx_ports.p2p)
+            yield self.nginx_ports
+        finally:
+            self.procs.stop(proc, signal.SIGQUIT)
+
+    @contextmanager
+    def proxy(self) -> Iterator[Ports]:
+        admin = free_port()
+        conf = self.tmp / "proxy.yaml"
+        conf.write_text(yaml.safe_dump(proxy_conf(self.up, self.proxy_ports, admin)))
+        proc = self.procs.start(
+            [sys.executable, "-m", "quorum_proxy", "--config", str(conf)],
+            core=0,
+            cwd=PROXY_DIR,
+            env={**os.environ, "PYTHONPATH": str(PROXY_DIR)},
+        )
+        try:
+            wait_port(admin)
+            yield self.proxy_ports
+        finally:
+            self.procs.stop(proc)
+
+    def url(self, ports: Ports, kind: str) -> str:
+        if kind == "tcp":
+            return f"http://127.0.0.1:{ports.tcp}/"
+        if kind == "mirror":
+            return f"http://127.0.0.1:{ports.p2p}/partyinfo"
+        return f"http://127.0.0.1:{ports.third_party}/storeraw"
+
+    def throughput(self) -> dict[str, dict[str, list[float]]]:
+        kinds = ("http", "tcp", "mirror")
+        rps: dict[str, dict[str, list[float]]] = {k: {"proxy": [], "nginx": []} for k in kinds}
+        for n in range(self.rounds):
+            for name, server in (("nginx", self.nginx), ("proxy", self.proxy)):
+                with server() as ports:
+                    for kind in kinds:
+                        wrk(self.url(ports, kind), self.script, 32, 1)  # warm the pools
+                        result = wrk(self.url(ports, kind), self.script, 32, self.seconds)
+                        rps[kind][name].append(result.rps)
+                        print(
+                            f"round {n + 1} {name:5} {kind:6} {result.rps:9.0f} req/s", flush=True
+                        )
+        return rps
+
+    def latency(self) -> dict[str, float]:
+        """p99 with one connection (no queueing): what each hop adds to one request."""
+        seconds = max(2.0, self.seconds / 2)
+        p99 = {
+            "direct": wrk(
+                f"http://127.0.0.1:{self.up.up_a}/storeraw", self.script, 1, seconds
+            ).p99_ms
+        }
+        for name, server in (("nginx", self.nginx), ("proxy", self.proxy)):
+            with server() as ports:
+                wrk(self.url(ports, "http"), self.script, 1, 1)
+                p99[name] = wrk(self.url(ports, "http"), self.script, 1, seconds).p99_ms
+        print(f"p99 one connection (ms): {p99}", flush=True)
+        return p99
+
+    def failover(self) -> dict[str, int]:
+        """Errors seen by clients when one upstream is killed mid-run on the 9081 route."""
+        errors: dict[str, int] = {}
+        for name, server in (("nginx", self.nginx), ("proxy", self.proxy)):
+            with server() as ports:
+                wrk(self.url(ports, "http"), self.script, 32, 1)
+                run = subprocess.Popen(
+                    [
+                        "taskset",
+                        "-c",
+                        "1",
+                        "wrk",
+                        "-t1",
+                        "-c32",
+                        f"-d{max(1, round(self.seconds))}s",
+                        "--latency",
+                        "-s",
+                        str(self.script),
+                        self.url(ports, "http"),
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                time.sleep(self.seconds / 3)
+                self.kill_upstream("b")
+                out, _ = run.communicate(timeout=self.seconds + 60)
+                result = parse_wrk(out)
+                errors[name] = result.errors
+                print(
+                    f"failover {name:5} {result.rps:9.0f} req/s, {result.errors} errors",
+                    flush=True,
+                )
+            self.start_upstream("b")
+        return errors
+
+    def run(self) -> dict[str, object]:
+        self.start_upstream("a")
+        self.start_upstream("b")
+        direct = wrk(
+            f"http://127.0.0.1:{self.up.up_a}/storeraw", self.script, 32, min(self.seconds, 3)
+        )
+        print(f"direct to one upstream: {direct.rps:.0f} req/s", flush=True)
+        rps = self.throughput()
+        p99 = self.latency()
+        failover = self.failover()
+
+        def ratio(kind: str) -> float:
+            return round(
+                statistics.median(rps[kind]["proxy"]) / statistics.median(rps[kind]["nginx"]), 3
+            )
+
+        return {
+            "http_rps_ratio": ratio("http"),
+            "tcp_rps_ratio": ratio("tcp"),
+            "mirror_rps_ratio": ratio("mirror"),
+            "p99_added_ms": {
+                "proxy": round(p99["proxy"] - p99["direct"], 3),
+                "nginx": round(p99["nginx"] - p99["direct"], 3),
+            },
+            "failover_errors": failover,
+        }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds")
+    args = parser.parse_args()
+    missing = [tool for tool in ("nginx", "wrk", "taskset") if shutil.which(tool) is None]
+    if not os.path.exists(STREAM_MODULE):
+        missing.append(STREAM_MODULE)
+    if missing:
+        print(
+            f"bench: missing {', '.join(missing)}; install them with "
+            "`apt-get install -y nginx-light libnginx-mod-stream wrk` (this script installs nothing)",
+            file=sys.stderr,
+        )
+        return 2
+    if (os.cpu_count() or 1) < 2:
+        print("bench: needs 2 cores (server on core 0, wrk on core 1)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="quorum-proxy-bench-") as tmp:
+        bench = Bench(Path(tmp), args.seconds, args.rounds)
+        try:
+            summary = bench.run()
+        finally:
+            bench.procs.stop_all()
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
