@@ -1,0 +1,306 @@
+"""The ephemeral stack test's checks: boto3 ones against moto, HTTP ones against 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from tools import e2e_checks as checks
+from tools.e2e_checks import CheckError, TesseraProbe, local_shell
+
+REGION = "us-east-1"
+
+# ---------------------------------------------------------------- moto: NLB targets, instances
+
+
+@pytest.fixture
+def aws() -> Iterator[dict[str, Any]]:
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name=REGION)
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnets = [
+            ec2.create_subnet(
+                VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{z}"
+            )["Subnet"]["SubnetId"]
+            for i, z in enumerate("ab")
+        ]
+        elbv2 = boto3.client("elbv2", region_name=REGION)
+        lb = elbv2.create_load_balancer(
+            Name="qha-e2e-nlb", Subnets=subnets, Scheme="internal", Type="network"
+        )["LoadBalancers"][0]
+        yield {"ec2": ec2, "elbv2": elbv2, "vpc": vpc, "subnets": subnets, "lb": lb}
+
+
+def target_group(aws: dict[str, Any], name: str, port: int, kind: str = "ip") -> str:
+    group = aws["elbv2"].create_target_group(
+        Name=name, Protocol="TCP", Port=port, VpcId=aws["vpc"], TargetType=kind
+    )["TargetGroups"][0]
+    arn = group["TargetGroupArn"]
+    aws["elbv2"].create_listener(
+        LoadBalancerArn=aws["lb"]["LoadBalancerArn"],
+        Protocol="TCP",
+        Port=port,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": arn}],
+    )
+    return str(arn)
+
+
+class FakeTime:
+    """A clock that advances only when the code under test sleeps."""
+
+    def __init__(self, on_sleep: Callable[[int], None] | None = None) -> None:
+        self.now = 0.0
+        self.sleeps = 0
+        self.on_sleep = on_sleep
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.sleeps += 1
+        if self.on_sleep:
+            self.on_sleep(self.sleeps)
+
+
+def test_the_nlb_is_found_by_the_dns_name_the_stack_exports(aws: dict[str, Any]) -> None:
+    dns = aws["lb"]["DNSName"]
+    assert checks.load_balancer_arn(aws["elbv2"], dns.upper()) == aws["lb"]["LoadBalancerArn"]
+    with pytest.raises(CheckError, match="no load balancer has the DNS name nope"):
+        checks.load_balancer_arn(aws["elbv2"], "nope")
+
+
+def test_registered_targets_of_every_listener_are_healthy(aws: dict[str, Any]) -> None:
+    for port, ip in ((22000, "10.0.0.10"), (9081, "10.0.1.10"), (9001, "10.0.0.11")):
+        arn = target_group(aws, f"qha-{port}", port)
+        aws["elbv2"].register_targets(TargetGroupArn=arn, Targets=[{"Id": ip, "Port": port}])
+    time = FakeTime()
+    states = checks.wait_for_healthy_targets(
+        aws["elbv2"], aws["lb"]["LoadBalancerArn"], sleep=time.sleep, clock=time.clock
+    )
+    assert sorted(states) == ["qha-22000", "qha-9001", "qha-9081"]
+    assert [str(t) for t in states["qha-9081"]] == ["qha-9081: 10.0.1.10:9081 healthy"]
+    assert time.sleeps == 0
+
+
+def test_waiting_ends_when_a_stopped_target_comes_back(aws: dict[str, Any]) -> None:
+    ec2 = aws["ec2"]
+    instance = ec2.run_instances(
+        ImageId="ami-12c6146b", MinCount=1, MaxCount=1, SubnetId=aws["subnets"][0]
+    )["Instances"][0]["InstanceId"]
+    arn = target_group(aws, "qha-rpc", 22000, kind="instance")
+    aws["elbv2"].register_targets(TargetGroupArn=arn, Targets=[{"Id": instance, "Port": 22000}])
+    ec2.stop_instances(InstanceIds=[instance])
+
+    def start_on_second_sleep(count: int) -> None:
+        if count == 2:
+            ec2.start_instances(InstanceIds=[instance])
+
+    time = FakeTime(start_on_second_sleep)
+    states = checks.wait_for_healthy_targets(
+        aws["elbv2"], aws["lb"]["LoadBalancerArn"], poll=5, sleep=time.sleep, clock=time.clock
+    )
+    assert states["qha-rpc"][0].state == "healthy"
+    assert time.sleeps == 2
+
+
+def test_a_group_without_targets_times_out_naming_it(aws: dict[str, Any]) -> None:
+    healthy = target_group(aws, "qha-p2p", 9001)
+    aws["elbv2"].register_targets(TargetGroupArn=healthy, Targets=[{"Id": "10.0.0.5"}])
+    target_group(aws, "qha-third-party", 9081)
+    time = FakeTime()
+    with pytest.raises(CheckError, match=r"qha-third-party: no targets registered$"):
+        checks.wait_for_healthy_targets(
+            aws["elbv2"],
+            aws["lb"]["LoadBalancerArn"],
+            timeout=60,
+            poll=15,
+            sleep=time.sleep,
+            clock=time.clock,
+        )
+    assert time.sleeps == 4
+
+
+def test_machines_are_found_by_their_name_tag(aws: dict[str, Any]) -> None:
+    ec2 = aws["ec2"]
+    ids = {}
+    for name in ("tessera-0.dev.quorum-ha.internal", "tessera-1.dev.quorum-ha.internal"):
+        ids[name] = ec2.run_instances(
+            ImageId="ami-12c6146b",
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}
+            ],
+        )["Instances"][0]["InstanceId"]
+    assert checks.instances_by_name(ec2, ids) == ids
+    with pytest.raises(CheckError, match="no running instance named quorum-0"):
+        checks.instances_by_name(ec2, [*ids, "quorum-0"])
+
+
+def test_ssm_shell_sends_the_script_and_returns_its_output(aws: dict[str, Any]) -> None:
+    instance = aws["ec2"].run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)[
+        "Instances"
+    ][0]["InstanceId"]
+    ssm = boto3.client("ssm", region_name=REGION)
+    shell = checks.SsmShell(ssm, instance, sleep=lambda _: None)
+    assert shell("echo hello", timeout=10) == ""  # moto runs nothing and prints nothing
+    [command] = ssm.list_commands(InstanceId=instance)["Commands"]
+    assert command["DocumentName"] == "AWS-RunShellScript"
+    assert command["Parameters"]["commands"] == ["echo hello"]
+
+
+# ---------------------------------------------------------------- local servers: HTTP checks
+
+
+@dataclass
+class FakeTessera:
+    """Answers like Tessera: /upcheck, P2P /metrics counters, POST /partyinfo (500 on junk)."""
+
+    posts: int = 0
+    bodies: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class FakeProxy:
+    """The NLB + proxy: POST /partyinfo to the first Tessera, copies to the others if mirroring."""
+
+    tesseras: list[str]
+    mirror: bool = True
+
+
+def _handler(tessera: FakeTessera | None, proxy: FakeProxy | None) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            return
+
+        def reply(self, status: int, body: bytes, kind: str = "text/plain") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path == "/upcheck":
+                self.reply(200, b"I'm up!")
+            elif self.path == "/metrics" and tessera is not None:
+                lines = [
+                    f"tessera_P2P_POST_partyInfo_byte,List_RequestCount {tessera.posts}",
+                    "tessera_P2P_POST_partyInfo_byte,List_AverageTime[ms] 3",
+                    "tessera_P2P_GET_getPartyInfo_RequestCount 41",
+                    "tessera_P2P_POST_validate_byte_RequestCount 17",
+                    "tessera_Q2T_POST_send_SendRequest_RequestCount 9",
+                ]
+                self.reply(200, ("\n".join(lines) + "\n").encode())
+            else:
+                self.reply(404, b"not found")
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if self.path == "/partyinfo" and tessera is not None:
+                tessera.posts += 1
+                tessera.bodies.append(body)
+                self.reply(500, b"could not parse partyinfo")
+            elif self.path == "/partyinfo" and proxy is not None:
+                targets = proxy.tesseras if proxy.mirror else proxy.tesseras[:1]
+                status = 0
+                for i, url in enumerate(targets):
+                    request = urllib.request.Request(  # noqa: S310 - http to 127.0.0.1
+                        url + "/partyinfo", data=body, method="POST"
+                    )
+                    try:
+                        with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
+                            code = answer.status
+                    except urllib.error.HTTPError as error:
+                        code = error.code
+                    status = code if i == 0 else status
+                self.reply(status, b"")
+            elif self.path == "/" and json.loads(body).get("method") == "eth_blockNumber":
+                self.reply(200, b'{"jsonrpc":"2.0","id":1,"result":"0x1b4"}', "application/json")
+            else:
+                self.reply(404, b"not found")
+
+    return Handler
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., str]]:
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(tessera: FakeTessera | None = None, proxy: FakeProxy | None = None) -> str:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(tessera, proxy))
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def test_rpc_block_number_through_the_listener(serve: Callable[..., str]) -> None:
+    assert checks.rpc_block_number(local_shell, serve() + "/") == 0x1B4
+
+
+def test_rpc_failure_names_the_url(serve: Callable[..., str]) -> None:
+    url = serve() + "/nope"
+    with pytest.raises(CheckError, match=f"eth_blockNumber via {url}: HTTP 404"):
+        checks.rpc_block_number(local_shell, url)
+
+
+def test_upcheck_through_the_third_party_listener(serve: Callable[..., str]) -> None:
+    checks.upcheck(local_shell, serve(FakeTessera()))
+
+
+def test_an_unreachable_listener_fails_the_check(serve: Callable[..., str]) -> None:
+    url = serve()
+    closed = url.rsplit(":", 1)[0] + ":1"
+    with pytest.raises(CheckError, match="script exited 7"):
+        checks.upcheck(local_shell, closed)
+
+
+def test_the_partyinfo_counter_reads_only_post_partyinfo(serve: Callable[..., str]) -> None:
+    tessera = FakeTessera(posts=5)
+    assert checks.partyinfo_post_count(local_shell, serve(tessera)) == 5
+
+
+def test_a_mirrored_partyinfo_reaches_every_tessera(serve: Callable[..., str]) -> None:
+    tesseras = [FakeTessera(posts=2), FakeTessera(), FakeTessera(posts=7)]
+    urls = [serve(t) for t in tesseras]
+    nlb = serve(proxy=FakeProxy(urls))
+    probes = {f"tessera-{i}": TesseraProbe(local_shell, u) for i, u in enumerate(urls)}
+    seen = checks.partyinfo_reaches_every_tessera(local_shell, nlb, probes, sleep=lambda _: None)
+    assert seen == {"tessera-0": (2, 3), "tessera-1": (0, 1), "tessera-2": (7, 8)}
+    assert all(t.bodies == [checks.PROBE_PARTYINFO] for t in tesseras)
+
+
+def test_a_partyinfo_that_reaches_one_tessera_names_the_others(serve: Callable[..., str]) -> None:
+    tesseras = [FakeTessera(), FakeTessera()]
+    urls = [serve(t) for t in tesseras]
+    nlb = serve(proxy=FakeProxy(urls, mirror=False))
+    probes = {f"tessera-{i}": TesseraProbe(local_shell, u) for i, u in enumerate(urls)}
+    time = FakeTime()
+    with pytest.raises(CheckError, match=r"POST /partyinfo did not reach: tessera-1$"):
+        checks.partyinfo_reaches_every_tessera(
+            local_shell, nlb, probes, timeout=6, poll=2, sleep=time.sleep, clock=time.clock
+        )
+    assert [t.posts for t in tesseras] == [1, 0]
+
+
+def test_a_tessera_without_the_metric_is_reported(serve: Callable[..., str]) -> None:
+    url = serve()  # answers 404 on /metrics: curl --fail makes the script fail
+    with pytest.raises(CheckError, match="script exited 22"):
+        checks.partyinfo_post_count(local_shell, url)

@@ -1,0 +1,326 @@
+"""Checks the ephemeral stack test runs against a real deployment (boto3 + curl over SSM).
+
+The NLB is internal by default, so HTTP checks run `curl` on one of the stack's own machines
+through SSM Run Command (`SsmShell`); the same checks run here with `local_shell` when the NLB
+is reachable, which is also how the tests drive them against servers on 127.0.0.1.
+
+How "a /partyinfo POST reaches every Tessera" is proven: each Tessera's own P2P `/metrics`
+(Jersey's per-method request counters, `tessera_P2P_POST_partyInfo..._RequestCount`) is read on
+its machine before and after one POST /partyinfo sent through the NLB, and every count must go
+up. The proxy's mirror counters would only show that copies were *sent* (and per task, per
+worker process); Tessera's own counter shows that each copy *arrived*, whatever routed it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+Sleep = Callable[[float], None]
+Clock = Callable[[], float]
+
+UPCHECK_BODY = "I'm up!"
+# Any bytes will do: Tessera counts the call before it fails to parse the payload.
+PROBE_PARTYINFO = b"quorum-ha e2e partyinfo probe"
+# Jersey names the method "POST->partyInfo(byte[],List)#..." and Tessera's formatter turns that
+# into tessera_P2P_POST_partyInfo_byte,List_RequestCount; GET /partyinfo is getPartyInfo.
+PARTYINFO_POST_COUNT = re.compile(
+    r"^tessera_P2P_(?:POST_)?partyInfo(?![A-Za-z])\S*_RequestCount\s+([0-9.eE+-]+)\s*$",
+    re.MULTILINE,
+)
+PROXY_GATEWAY_ERRORS = (502, 503, 504)
+
+
+class CheckError(AssertionError):
+    """A check saw the deployment misbehave; the message says what and where."""
+
+
+class Shell(Protocol):
+    """Runs a bash script somewhere and returns its stdout (raises CheckError on failure)."""
+
+    def __call__(self, script: str, *, timeout: float) -> str: ...
+
+
+def local_shell(script: str, *, timeout: float) -> str:
+    """Run the script on this machine."""
+    try:
+        done = subprocess.run(
+            ["bash", "-c", script], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as error:
+        raise CheckError(f"script timed out after {timeout:g}s") from error
+    if done.returncode != 0:
+        raise CheckError(f"script exited {done.returncode}: {done.stderr.strip()[:500]}")
+    return done.stdout
+
+
+@dataclass
+class SsmShell:
+    """Run the script on an EC2 instance through SSM Run Command (AWS-RunShellScript)."""
+
+    ssm: Any
+    instance_id: str
+    poll: float = 2.0
+    sleep: Sleep = time.sleep
+    clock: Clock = time.monotonic
+
+    def __call__(self, script: str, *, timeout: float) -> str:
+        sent = self.ssm.send_command(
+            InstanceIds=[self.instance_id],
+            DocumentName="AWS-RunShellScript",
+            Parameters={"commands": [script], "executionTimeout": [str(int(timeout) + 30)]},
+            TimeoutSeconds=max(30, int(timeout) + 30),
+            Comment="quorum-ha e2e check",
+        )
+        command_id = sent["Command"]["CommandId"]
+        deadline = self.clock() + timeout + 60
+        while True:
+            try:
+                answer = self.ssm.get_command_invocation(
+                    CommandId=command_id, InstanceId=self.instance_id
+                )
+            except self.ssm.exceptions.InvocationDoesNotExist:
+                answer = {"Status": "Pending"}  # not registered yet, right after sending
+            status = answer["Status"]
+            if status == "Success":
+                return str(answer.get("StandardOutputContent", ""))
+            if status in ("Failed", "Cancelled", "TimedOut", "Cancelling"):
+                raise CheckError(
+                    f"SSM command on {self.instance_id} {status}: "
+                    f"{str(answer.get('StandardErrorContent', '')).strip()[:500]}"
+                )
+            if self.clock() > deadline:
+                raise CheckError(f"SSM command on {self.instance_id} still {status}")
+            self.sleep(self.poll)
+
+
+# ---------------------------------------------------------------- NLB targets
+
+
+@dataclass(frozen=True)
+class TargetState:
+    target_group: str
+    target: str
+    port: int
+    state: str
+    reason: str = ""
+
+    def __str__(self) -> str:
+        why = f" ({self.reason})" if self.reason else ""
+        return f"{self.target_group}: {self.target}:{self.port} {self.state}{why}"
+
+
+def load_balancer_arn(elbv2: Any, dns_name: str) -> str:
+    """The ARN of the load balancer with this DNS name (the stack exports the name)."""
+    for page in elbv2.get_paginator("describe_load_balancers").paginate():
+        for lb in page["LoadBalancers"]:
+            if lb["DNSName"].lower() == dns_name.lower():
+                return str(lb["LoadBalancerArn"])
+    raise CheckError(f"no load balancer has the DNS name {dns_name}")
+
+
+def target_states(elbv2: Any, lb_arn: str) -> dict[str, list[TargetState]]:
+    """Every target group of the load balancer with the health of each registered target."""
+    groups = elbv2.describe_target_groups(LoadBalancerArn=lb_arn)["TargetGroups"]
+    states: dict[str, list[TargetState]] = {}
+    for group in groups:
+        name = group["TargetGroupName"]
+        health = elbv2.describe_target_health(TargetGroupArn=group["TargetGroupArn"])
+        states[name] = [
+            TargetState(
+                name,
+                d["Target"]["Id"],
+                int(d["Target"].get("Port", group.get("Port", 0))),
+                d["TargetHealth"]["State"],
+                d["TargetHealth"].get("Reason", ""),
+            )
+            for d in health["TargetHealthDescriptions"]
+        ]
+    return states
+
+
+def wait_for_healthy_targets(
+    elbv2: Any,
+    lb_arn: str,
+    *,
+    timeout: float = 900.0,
+    poll: float = 15.0,
+    sleep: Sleep = time.sleep,
+    clock: Clock = time.monotonic,
+) -> dict[str, list[TargetState]]:
+    """Wait until every target group has targets and all of them are healthy."""
+    deadline = clock() + timeout
+    while True:
+        states = target_states(elbv2, lb_arn)
+        if not states:
+            raise CheckError(f"{lb_arn} has no target groups")
+        waiting = [f"{name}: no targets registered" for name, ts in states.items() if not ts]
+        waiting += [str(t) for ts in states.values() for t in ts if t.state != "healthy"]
+        if not waiting:
+            return states
+        if clock() >= deadline:
+            raise CheckError("targets not healthy in time: " + "; ".join(waiting))
+        sleep(poll)
+
+
+def instances_by_name(ec2: Any, names: Iterable[str]) -> dict[str, str]:
+    """Running instance id per Name tag (the program tags each machine with its DNS name)."""
+    wanted = list(names)
+    found: dict[str, str] = {}
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[
+            {"Name": "tag:Name", "Values": wanted},
+            {"Name": "instance-state-name", "Values": ["running"]},
+        ]
+    )
+    for page in pages:
+        for reservation in page["Reservations"]:
+            for instance in reservation["Instances"]:
+                tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+                found[tags["Name"]] = instance["InstanceId"]
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        raise CheckError(f"no running instance named {', '.join(missing)}")
+    return found
+
+
+# ---------------------------------------------------------------- HTTP through curl
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    body: bytes
+
+
+def http_request(
+    shell: Shell,
+    method: str,
+    url: str,
+    *,
+    body: bytes | None = None,
+    content_type: str | None = None,
+    timeout: float = 10.0,
+) -> HttpAnswer:
+    """One HTTP request made by curl where `shell` runs; status and body come back base64'd."""
+    args = ["curl", "-sS", "-X", method, "--max-time", f"{timeout:g}", "-o", '"$out"']
+    args += ["-w", "'%{http_code}'"]
+    if content_type:
+        args += ["-H", shlex.quote(f"Content-Type: {content_type}")]
+    if body is not None:
+        args += ["--data-binary", "@-"]
+    command = " ".join([*args, shlex.quote(url)])
+    if body is not None:
+        encoded = base64.b64encode(body).decode()
+        command = f"printf %s {encoded} | base64 -d | {command}"
+    script = "\n".join(
+        [
+            "set -euo pipefail",
+            "out=$(mktemp); trap 'rm -f \"$out\"' EXIT",
+            f"code=$({command})",
+            'printf "%s\\n" "$code"',
+            'base64 -w0 "$out"',
+        ]
+    )
+    output = shell(script, timeout=timeout + 15)
+    first, _, rest = output.partition("\n")
+    if not first.strip().isdigit():
+        raise CheckError(f"{method} {url}: no HTTP status in {output[:200]!r}")
+    return HttpAnswer(int(first), base64.b64decode(rest.strip() or b""))
+
+
+def rpc_block_number(shell: Shell, rpc_url: str, *, timeout: float = 10.0) -> int:
+    """eth_blockNumber through the RPC listener: Quorum answers with a hex block number."""
+    request = {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
+    answer = http_request(
+        shell,
+        "POST",
+        rpc_url,
+        body=json.dumps(request).encode(),
+        content_type="application/json",
+        timeout=timeout,
+    )
+    if answer.status != 200:
+        raise CheckError(f"eth_blockNumber via {rpc_url}: HTTP {answer.status}")
+    try:
+        reply = json.loads(answer.body)
+        return int(reply["result"], 16)
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckError(f"eth_blockNumber via {rpc_url}: {answer.body[:200]!r}") from error
+
+
+def upcheck(shell: Shell, base_url: str, *, timeout: float = 10.0) -> None:
+    """GET /upcheck answers 200 "I'm up!" (Tessera, through the third-party listener)."""
+    url = base_url.rstrip("/") + "/upcheck"
+    answer = http_request(shell, "GET", url, timeout=timeout)
+    text = answer.body.decode(errors="replace").strip()
+    if answer.status != 200 or text != UPCHECK_BODY:
+        raise CheckError(f"GET {url}: HTTP {answer.status} {text[:100]!r}")
+
+
+def partyinfo_post_count(shell: Shell, p2p_url: str, *, timeout: float = 10.0) -> float:
+    """How many POST /partyinfo this Tessera has served (from its own P2P /metrics)."""
+    url = p2p_url.rstrip("/") + "/metrics"
+    # Filter where curl runs: the full metrics text can exceed what SSM returns.
+    script = (
+        f"set -o pipefail; curl -sS --fail --max-time {timeout:g} {shlex.quote(url)} "
+        "| { grep -E '^tessera_P2P_(POST_)?partyInfo' || true; }"
+    )
+    text = shell(script, timeout=timeout + 15)
+    values = PARTYINFO_POST_COUNT.findall(text)
+    if not values:
+        raise CheckError(f"{url}: no tessera_P2P_POST_partyInfo..._RequestCount metric")
+    return sum(float(v) for v in values)
+
+
+@dataclass(frozen=True)
+class TesseraProbe:
+    """Where to read one Tessera's counter: a shell on its machine and its own P2P URL."""
+
+    shell: Shell
+    p2p_url: str
+
+
+def partyinfo_reaches_every_tessera(
+    sender: Shell,
+    nlb_p2p_url: str,
+    tesseras: Mapping[str, TesseraProbe],
+    *,
+    timeout: float = 60.0,
+    poll: float = 2.0,
+    sleep: Sleep = time.sleep,
+    clock: Clock = time.monotonic,
+) -> dict[str, tuple[float, float]]:
+    """POST /partyinfo once through the NLB; every Tessera's own counter must then go up.
+
+    Returns each Tessera's (before, after). The mirror is asynchronous, so counters are polled.
+    """
+    before = {name: partyinfo_post_count(p.shell, p.p2p_url) for name, p in tesseras.items()}
+    answer = http_request(
+        sender,
+        "POST",
+        nlb_p2p_url.rstrip("/") + "/partyinfo",
+        body=PROBE_PARTYINFO,
+        content_type="application/octet-stream",
+    )
+    if answer.status in PROXY_GATEWAY_ERRORS:
+        raise CheckError(f"POST /partyinfo via {nlb_p2p_url}: proxy answered {answer.status}")
+    deadline = clock() + timeout
+    after = dict(before)
+    while True:
+        for name, probe in tesseras.items():
+            if after[name] <= before[name]:
+                after[name] = partyinfo_post_count(probe.shell, probe.p2p_url)
+        missed = sorted(name for name in tesseras if after[name] <= before[name])
+        if not missed:
+            return {name: (before[name], after[name]) for name in tesseras}
+        if clock() >= deadline:
+            raise CheckError(f"POST /partyinfo did not reach: {', '.join(missed)}")
+        sleep(poll)
