@@ -415,7 +415,8 @@ def main() -> int:
     if missing:
         print(
             f"bench: missing {', '.join(missing)}; install them with "
-            "`apt-get install -y nginx-light libnginx-mod-stream wrk` (this script installs nothing)",
+            "`apt-get install -y nginx-light libnginx-mod-stream wrk` "
+            "(this script installs nothing)",
             file=sys.stderr,
         )
         return 2

@@ -191,15 +191,16 @@ def test_fuzzed_requests_never_crash_or_hang_the_proxy(
     raw: bytes, upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
 ) -> None:
     # one proxy for all examples: a crash or a wedged loop would show in every later one
-    global _fuzz_proxy
-    if _fuzz_proxy is None or _fuzz_proxy[0] is not start_proxy:
-        a = upstreams("fuzz")
-        _fuzz_proxy = (start_proxy, start_proxy(http_config([a.address])))
-    proxy = _fuzz_proxy[1]
+    proxy = _FUZZ_PROXY.get(id(start_proxy))
+    if proxy is None:
+        _FUZZ_PROXY.clear()
+        proxy = _FUZZ_PROXY[id(start_proxy)] = start_proxy(
+            http_config([upstreams("fuzz").address])
+        )
     data = exchange(proxy.addr("p2p"), raw)
     assert data == b"" or STATUS_LINE.match(data), data[:80]
     assert request(proxy.addr("admin"), "GET", "/healthz").status == 200
     assert request(proxy.addr("p2p"), "GET", "/upcheck").status == 200
 
 
-_fuzz_proxy: tuple[object, Proxy] | None = None
+_FUZZ_PROXY: dict[int, Proxy] = {}

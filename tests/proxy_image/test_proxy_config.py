@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import yaml
 from proxy_support import PROXY_COMMAND, PROXY_DIR
-
 from quorum_proxy.config import ENV_VAR, ConfigError, load_config, parse_config
 
 # The agreed contract (PROXY_CONFIG.md) with the q2t upstream it refers to.
@@ -72,7 +71,10 @@ listeners:
     socket_mode: "0660"
     protocol: http
     routes:
-      - {prefix: /, upstream: q2t, retry_on: [error, timeout, http_404], retry_non_idempotent: true}
+      - prefix: /
+        upstream: q2t
+        retry_on: [error, timeout, http_404]
+        retry_non_idempotent: true
 """
 
 
@@ -281,7 +283,13 @@ def run_proxy(args: list[str], env_config: str | None = None) -> subprocess.Comp
     if env_config is not None:
         env[ENV_VAR] = env_config
     return subprocess.run(
-        [*PROXY_COMMAND, *args], cwd=PROXY_DIR, env=env, capture_output=True, text=True, timeout=30
+        [*PROXY_COMMAND, *args],
+        cwd=PROXY_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
 
 

@@ -11,7 +11,6 @@ from collections.abc import Callable
 import pytest
 import yaml
 from proxy_support import PROXY_COMMAND, PROXY_DIR, Proxy, UpstreamServer, free_port, http_config
-
 from quorum_proxy.config import parse_config
 
 DOCKERFILE = (PROXY_DIR / "Dockerfile").read_text()
@@ -62,11 +61,12 @@ def test_healthcheck_command_passes_on_a_live_proxy_and_fails_on_a_dead_port(
     host, port = proxy.addr("admin")
     live = {"QUORUM_PROXY_HEALTH_URL": f"http://{host}:{port}/healthz"}
     dead = {"QUORUM_PROXY_HEALTH_URL": f"http://127.0.0.1:{free_port()}/healthz"}
-    assert subprocess.run(healthcheck_argv(), env=live, timeout=20).returncode == 0
-    assert (
-        subprocess.run(healthcheck_argv(), env=dead, timeout=20, capture_output=True).returncode
-        != 0
+    passing = subprocess.run(healthcheck_argv(), env=live, timeout=20, check=False)
+    failing = subprocess.run(
+        healthcheck_argv(), env=dead, timeout=20, capture_output=True, check=False
     )
+    assert passing.returncode == 0
+    assert failing.returncode != 0
 
 
 def test_image_exposes_the_proxy_ports() -> None:

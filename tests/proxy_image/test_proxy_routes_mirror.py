@@ -1,4 +1,4 @@
-"""Items 5 and 6: longest-prefix routes (the seed's P2P table + catch-all) and /partyinfo mirror."""
+"""Items 5 and 6: longest-prefix routes (the seed's P2P table + catch-all), the mirror."""
 
 from __future__ import annotations
 

@@ -21,7 +21,6 @@ from proxy_support import (
     request,
     wait_for,
 )
-
 from quorum_proxy.server import StartupError
 
 
