@@ -71,15 +71,32 @@ class SsmShell:
     sleep: Sleep = time.sleep
     clock: Clock = time.monotonic
 
+    register_timeout: float = 600.0  # a fresh instance's agent takes a few minutes to register
+
+    def _send(self, script: str, timeout: float) -> str:
+        deadline = self.clock() + self.register_timeout
+        while True:
+            try:
+                sent = self.ssm.send_command(
+                    InstanceIds=[self.instance_id],
+                    DocumentName="AWS-RunShellScript",
+                    Parameters={
+                        "commands": [script],
+                        "executionTimeout": [str(int(timeout) + 30)],
+                    },
+                    TimeoutSeconds=max(30, int(timeout) + 30),
+                    Comment="quorum-ha e2e check",
+                )
+                return str(sent["Command"]["CommandId"])
+            except self.ssm.exceptions.InvalidInstanceId:
+                if self.clock() > deadline:
+                    raise CheckError(
+                        f"{self.instance_id} never registered with SSM (agent, role, endpoints?)"
+                    ) from None
+                self.sleep(self.poll)
+
     def __call__(self, script: str, *, timeout: float) -> str:
-        sent = self.ssm.send_command(
-            InstanceIds=[self.instance_id],
-            DocumentName="AWS-RunShellScript",
-            Parameters={"commands": [script], "executionTimeout": [str(int(timeout) + 30)]},
-            TimeoutSeconds=max(30, int(timeout) + 30),
-            Comment="quorum-ha e2e check",
-        )
-        command_id = sent["Command"]["CommandId"]
+        command_id = self._send(script, timeout)
         deadline = self.clock() + timeout + 60
         while True:
             try:
@@ -99,6 +116,45 @@ class SsmShell:
             if self.clock() > deadline:
                 raise CheckError(f"SSM command on {self.instance_id} still {status}")
             self.sleep(self.poll)
+
+
+# ---------------------------------------------------------------- when and with what to run
+
+
+def e2e_skip_reason(
+    environ: Mapping[str, str],
+    pulumi_cli: str | None,
+    credentials: object | None,
+    docker_cli: str | None = None,
+) -> str | None:
+    """Why the ephemeral stack test must not run here, or None when it may."""
+    if environ.get("QUORUM_HA_E2E") != "1":
+        return "QUORUM_HA_E2E is not 1: the ephemeral stack test creates real AWS resources"
+    if pulumi_cli is None:
+        return "the pulumi CLI is not on PATH"
+    if credentials is None:
+        return "no AWS credentials resolve (boto3 found none in env, profile or role)"
+    if docker_cli is None and not environ.get("QUORUM_HA_E2E_PROXY_IMAGE"):
+        return "docker is not on PATH to build the proxy image (or set QUORUM_HA_E2E_PROXY_IMAGE)"
+    return None
+
+
+def ephemeral_config(
+    config: Mapping[str, Any], *, proxy_image: str | None = None
+) -> dict[str, str]:
+    """A stack file's config as `pulumi config set` text (structured values as JSON)."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            raise ValueError(
+                f"config {key!r} is encrypted for another stack; the ephemeral stack cannot "
+                "copy it (leave it out of Pulumi.dev.yaml or set it on the stack yourself)"
+            )
+        out[key] = value if isinstance(value, str) else json.dumps(value)
+    if proxy_image:
+        # A prebuilt proxy image spares the runner a Docker build.
+        out["quorum-ha:proxyImageUri"] = proxy_image
+    return out
 
 
 # ---------------------------------------------------------------- NLB targets

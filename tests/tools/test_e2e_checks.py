@@ -304,3 +304,55 @@ def test_a_tessera_without_the_metric_is_reported(serve: Callable[..., str]) -> 
     url = serve()  # answers 404 on /metrics: curl --fail makes the script fail
     with pytest.raises(CheckError, match="script exited 22"):
         checks.partyinfo_post_count(local_shell, url)
+
+
+# ---------------------------------------------------------------- gate and config of the e2e test
+
+
+ASKED = {"QUORUM_HA_E2E": "1"}
+CLI, DOCKER = "/usr/bin/pulumi", "/usr/bin/docker"
+
+
+@pytest.mark.parametrize(
+    ("environ", "cli", "credentials", "docker", "reason"),
+    [
+        ({}, CLI, object(), DOCKER, "QUORUM_HA_E2E is not 1"),
+        ({"QUORUM_HA_E2E": "yes"}, CLI, object(), DOCKER, "QUORUM_HA_E2E is not 1"),
+        (ASKED, None, object(), DOCKER, "the pulumi CLI is not on PATH"),
+        (ASKED, CLI, None, DOCKER, "no AWS credentials resolve"),
+        (ASKED, CLI, object(), None, "docker is not on PATH"),
+    ],
+)
+def test_the_e2e_test_says_why_it_does_not_run(
+    environ: dict[str, str],
+    cli: str | None,
+    credentials: object | None,
+    docker: str | None,
+    reason: str,
+) -> None:
+    found = checks.e2e_skip_reason(environ, cli, credentials, docker)
+    assert found is not None and found.startswith(reason)
+
+
+def test_the_e2e_test_runs_when_asked_with_cli_credentials_and_an_image_source() -> None:
+    assert checks.e2e_skip_reason(ASKED, CLI, object(), DOCKER) is None
+    prebuilt = {**ASKED, "QUORUM_HA_E2E_PROXY_IMAGE": "r/proxy:1"}
+    assert checks.e2e_skip_reason(prebuilt, CLI, object(), None) is None
+
+
+def test_the_dev_config_is_copied_as_config_text() -> None:
+    config = {
+        "aws:region": "us-east-1",
+        "quorum-ha:quorumNodes": 2,
+        "quorum-ha:deletionProtection": False,
+        "quorum-ha:tags": {"environment": "dev"},
+    }
+    assert checks.ephemeral_config(config, proxy_image="r/proxy:1") == {
+        "aws:region": "us-east-1",
+        "quorum-ha:quorumNodes": "2",
+        "quorum-ha:deletionProtection": "false",
+        "quorum-ha:tags": '{"environment": "dev"}',
+        "quorum-ha:proxyImageUri": "r/proxy:1",
+    }
+    with pytest.raises(ValueError, match="'quorum-ha:dbPassword' is encrypted"):
+        checks.ephemeral_config({"quorum-ha:dbPassword": {"secure": "v1:x"}})

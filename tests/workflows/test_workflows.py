@@ -125,3 +125,16 @@ def test_what_the_workflows_point_at_exists() -> None:
     assert pack["runtime"]["name"] == "python"
     pack_venv = (ROOT / "policy" / pack["runtime"]["options"]["virtualenv"]).resolve()
     assert pack_venv == (ROOT / venv).resolve()
+
+
+def test_the_ephemeral_stack_workflow_runs_only_on_demand_with_oidc() -> None:
+    workflow = load("e2e.yml")
+    assert set(triggers(workflow)) == {"workflow_dispatch"}
+    job = workflow["jobs"]["ephemeral-stack"]
+    assert job["permissions"]["id-token"] == "write"
+    [aws] = steps_using(job, "aws-actions/configure-aws-credentials")
+    assert "role-to-assume" in aws["with"]
+    [test] = [s for s in job["steps"] if "tests/e2e" in s.get("run", "")]
+    assert test["env"]["QUORUM_HA_E2E"] == "1"
+    assert "-m e2e" in test["run"]
+    assert index_of(job, aws) < index_of(job, test)

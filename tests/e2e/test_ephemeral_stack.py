@@ -1,0 +1,121 @@
+"""The ephemeral stack test: a real `pulumi up` of the dev config in your AWS account, checked
+from the outside, then destroyed.
+
+    pulumi login --local            # or any backend; PULUMI_CONFIG_PASSPHRASE is optional
+    QUORUM_HA_E2E=1 .venv/bin/python -m pytest -m e2e tests/e2e -s
+
+Needs the Pulumi CLI, AWS credentials (boto3's chain: env, profile, SSO or role) and, unless
+QUORUM_HA_E2E_PROXY_IMAGE names a prebuilt proxy image, Docker to build the proxy image. It
+creates billable resources (NAT gateways, RDS Multi-AZ with a replica, EC2, NLB, Fargate) for
+about 30-45 minutes; `destroy` and stack removal run even when a check fails.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from tools import e2e_checks as checks
+from tools.offline import ROOT, load_stack_config
+
+pytestmark = pytest.mark.e2e
+
+P2P_PORT = 9001
+
+
+@pytest.fixture(scope="module")
+def deployed() -> Iterator[dict[str, Any]]:
+    """`pulumi up` of a uniquely named copy of the dev stack; destroyed and removed after."""
+    reason = checks.e2e_skip_reason(
+        os.environ,
+        shutil.which("pulumi"),
+        boto3.Session().get_credentials(),
+        shutil.which("docker"),
+    )
+    if reason:
+        pytest.skip(reason)
+    from pulumi import automation as auto
+
+    config = checks.ephemeral_config(
+        load_stack_config("dev"), proxy_image=os.environ.get("QUORUM_HA_E2E_PROXY_IMAGE")
+    )
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    env = {}
+    if not {"PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"} & set(os.environ):
+        # A throwaway stack needs a throwaway passphrase (only used by self-managed backends).
+        env["PULUMI_CONFIG_PASSPHRASE"] = secrets.token_hex(16)
+    stack = auto.create_stack(
+        name, work_dir=str(ROOT), opts=auto.LocalWorkspaceOptions(env_vars=env)
+    )
+    try:
+        stack.set_all_config({k: auto.ConfigValue(v) for k, v in config.items()})
+        result = stack.up(on_output=print, color="never")
+        yield {
+            "stack": name,
+            "region": config.get("aws:region", "us-east-1"),
+            "outputs": {k: v.value for k, v in result.outputs.items()},
+        }
+    finally:
+        try:
+            stack.destroy(on_output=print, color="never")
+        finally:
+            stack.workspace.remove_stack(name)
+            (ROOT / f"Pulumi.{name}.yaml").unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def machines(deployed: dict[str, Any]) -> dict[str, checks.SsmShell]:
+    """A shell on every machine, by DNS name (through SSM: the NLB is internal)."""
+    names = [n for group in deployed["outputs"]["nodeDnsNames"].values() for n in group]
+    ec2 = boto3.client("ec2", region_name=deployed["region"])
+    ssm = boto3.client("ssm", region_name=deployed["region"])
+    return {
+        name: checks.SsmShell(ssm, instance)
+        for name, instance in checks.instances_by_name(ec2, names).items()
+    }
+
+
+def tessera_names(deployed: dict[str, Any]) -> list[str]:
+    dns = deployed["outputs"]["nodeDnsNames"]
+    return list(dns.get("tessera") or dns.get("pair") or [])
+
+
+def test_every_nlb_target_turns_healthy(deployed: dict[str, Any]) -> None:
+    elbv2 = boto3.client("elbv2", region_name=deployed["region"])
+    lb = checks.load_balancer_arn(elbv2, deployed["outputs"]["nlbDnsName"])
+    states = checks.wait_for_healthy_targets(elbv2, lb)
+    assert len(states) == 3  # 22000, 9081, 9001
+    assert all(t.state == "healthy" for ts in states.values() for t in ts)
+
+
+def test_json_rpc_answers_through_22000(
+    deployed: dict[str, Any], machines: dict[str, checks.SsmShell]
+) -> None:
+    sender = machines[tessera_names(deployed)[0]]
+    assert checks.rpc_block_number(sender, deployed["outputs"]["rpcEndpoint"]) >= 0
+
+
+def test_tessera_upcheck_answers_through_9081(
+    deployed: dict[str, Any], machines: dict[str, checks.SsmShell]
+) -> None:
+    sender = machines[tessera_names(deployed)[0]]
+    checks.upcheck(sender, deployed["outputs"]["thirdPartyUrl"])
+
+
+def test_a_partyinfo_post_reaches_every_tessera(
+    deployed: dict[str, Any], machines: dict[str, checks.SsmShell]
+) -> None:
+    names = tessera_names(deployed)
+    assert len(names) >= 2
+    probes = {n: checks.TesseraProbe(machines[n], f"http://{n}:{P2P_PORT}") for n in names}
+    seen = checks.partyinfo_reaches_every_tessera(
+        machines[names[0]], deployed["outputs"]["p2pUrl"], probes
+    )
+    assert set(seen) == set(names)
