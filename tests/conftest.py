@@ -28,6 +28,8 @@ def stack_config(
     """The dev stack's config with the setup, counts and any `quorum-ha:` keys replaced."""
     config = dict(load_stack_config("dev"))
     config["quorum-ha:setup"] = setup
+    if setup == "tessera" and quorum is None:
+        quorum = 1  # the dev stack's count is for pairs; setup 3 has one Quorum machine
     if quorum is not None:
         config["quorum-ha:quorumNodes"] = quorum
     if tessera is not None:

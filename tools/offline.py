@@ -182,6 +182,9 @@ def _computed_state(type_: str, name: str, inputs: dict[str, Any], region: str) 
         "arn": _arn(type_, name, inputs, region, token),
         "id": f"{name}-{token}",
     }
+    if type_.startswith("aws:") and not inputs.get("name"):
+        # Pulumi auto-names physical resources: the logical name plus a random suffix.
+        state["name"] = f"{name}-{token[:7]}"
     if type_ == "aws:secretsmanager/secret:Secret":
         state["id"] = state["arn"]
     state.update(_identity(type_, name, inputs, token))
@@ -425,6 +428,12 @@ def _run_in_context(
             with contextlib.suppress(Exception):
                 _sync_await(pulumi.runtime.stack.wait_for_rpcs())
             raise OfflineProgramError(str(error)) from error
+        except Exception:
+            # A failure inside a mock or an apply: drain as well, or the next run inherits
+            # tasks bound to this run's closed loop.
+            with contextlib.suppress(Exception):
+                _sync_await(pulumi.runtime.stack.wait_for_rpcs())
+            raise
         outputs: dict[str, Any] = {}
         secret_outputs: set[str] = set()
         for name, value in getattr(root, "outputs", {}).items():
@@ -439,8 +448,23 @@ def _run_in_context(
             invokes=list(mocks.invokes),
         )
     finally:
+        _discard_pending(loop)
         asyncio.set_event_loop(None)
         loop.close()
+
+
+def _discard_pending(loop: asyncio.AbstractEventLoop) -> None:
+    """Pulumi's RPC manager and output list are process-wide: a failed run must not hand its
+    half-finished tasks (bound to a loop about to close) to the next run."""
+    settings = pulumi_settings.SETTINGS
+    settings.rpc_manager.clear()
+    with settings.lock:
+        settings.outputs.clear()
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
 class _program_on_path:  # noqa: N801 - used as a context manager, reads like one
