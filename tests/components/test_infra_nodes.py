@@ -1,0 +1,127 @@
+"""Nodes: machines in private subnets over AZs, recoverable, with their own narrow roles."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from components.nodes import AMI_PARAMETER, SSM_CORE_POLICY, machine_policy
+from tools.offline import OfflineRun
+
+
+def test_machines_spread_over_private_subnets_without_public_ips(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    run = offline("full", quorum=3, tessera=4)
+    private = run.outputs["subnetIds"]["private"]
+    by_role: dict[str, list[str]] = {}
+    for instance in sorted(run.of_type("aws:ec2/instance:Instance"), key=lambda i: i.name):
+        assert instance.inputs["associatePublicIpAddress"] is False
+        assert instance.inputs["subnetId"] in private
+        by_role.setdefault(instance.inputs["tags"]["quorum-ha/role"], []).append(
+            instance.inputs["subnetId"]
+        )
+    for subnets in by_role.values():
+        assert set(subnets) == set(private)  # every role lives in every AZ
+        assert subnets[0] != subnets[1]  # neighbours land in different AZs
+
+
+def test_machines_are_x86_amazon_linux_with_no_key_pair(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    run = offline("pair")
+    assert "aws:ssm/getParameter:getParameter" in run.invokes
+    assert "x86_64" in AMI_PARAMETER and "al2023" in AMI_PARAMETER
+    for instance in run.of_type("aws:ec2/instance:Instance"):
+        assert instance.inputs["ami"] == "ami-0123456789abcdef0"
+        assert instance.inputs["instanceType"] == "m6i.large"
+        assert "keyName" not in instance.inputs
+        # A newer AMI must not replace every machine in one `pulumi up`.
+        assert "ami" in instance.ignore_changes
+
+
+def test_every_machine_recovers_automatically(offline: Callable[..., OfflineRun]) -> None:
+    run = offline("full")
+    instances = {i.id: i for i in run.of_type("aws:ec2/instance:Instance")}
+    alarms = run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    assert {a.inputs["dimensions"]["InstanceId"] for a in alarms} == set(instances)
+    for alarm in alarms:
+        assert alarm.inputs["metricName"] == "StatusCheckFailed_System"
+        assert alarm.inputs["alarmActions"] == ["arn:aws:automate:us-east-1:ec2:recover"]
+    for instance in instances.values():
+        assert instance.inputs["maintenanceOptions"] == {"autoRecovery": "default"}
+
+
+def test_data_volume_sits_in_its_machines_az_and_is_named_in_the_boot(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    run = offline("pair")
+    volumes = {v.id: v for v in run.of_type("aws:ebs/volume:Volume")}
+    instances = {i.id: i for i in run.of_type("aws:ec2/instance:Instance")}
+    for attachment in run.of_type("aws:ec2/volumeAttachment:VolumeAttachment"):
+        volume = volumes[attachment.inputs["volumeId"]]
+        instance = instances[attachment.inputs["instanceId"]]
+        assert attachment.inputs["deviceName"] == "/dev/sdf"
+        assert volume.inputs["availabilityZone"].startswith("us-east-1")
+        assert f'DATA_VOLUME_ID="{volume.id}"' in instance_boot_env(instance.inputs["userData"])
+
+
+def instance_boot_env(user_data: str) -> str:
+    from tools.offline import cloud_config_files
+
+    return cloud_config_files(user_data)["/etc/quorum-ha/boot.env"]
+
+
+def test_each_machine_has_its_own_role_with_session_manager(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    run = offline("full")
+    profiles = run.of_type("aws:iam/instanceProfile:InstanceProfile")
+    assert len({p.inputs["role"] for p in profiles}) == len(profiles)
+    instances = run.of_type("aws:ec2/instance:Instance")
+    assert sorted(i.inputs["iamInstanceProfile"] for i in instances) == sorted(
+        p.state["name"] for p in profiles
+    )
+    attachments = run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    assert len(attachments) == len(profiles)
+    assert {a.inputs["policyArn"] for a in attachments} == {SSM_CORE_POLICY}
+    for role in run.of_type("aws:iam/role:Role"):
+        trust = json.loads(role.inputs["assumeRolePolicy"])
+        (statement,) = trust["Statement"]
+        assert statement["Action"] == "sts:AssumeRole"
+
+
+def test_only_quorum_machines_of_setups_2_and_3_may_pull_the_proxy_image(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    for setup, expected in (("pair", set()), ("full", {"quorum"})):
+        run = offline(setup)
+        pulling = set()
+        for policy in run.of_type("aws:iam/rolePolicy:RolePolicy"):
+            if "-proxy-" in policy.name:
+                continue
+            sids = {s["Sid"] for s in json.loads(policy.inputs["policy"])["Statement"]}
+            if "PullProxyImage" in sids:
+                pulling.add(policy.name.split("-")[-3])
+        assert pulling == expected, setup
+
+
+def test_machine_policy_scopes_secrets_and_key() -> None:
+    policy = machine_policy(
+        secrets=["arn:s2", "arn:s1"],
+        key="arn:key",
+        logs="arn:logs:group",
+        repository=None,
+        region="eu-west-1",
+    )
+    statements = {s["Sid"]: s for s in policy["Statement"]}
+    assert statements["ReadOwnSecrets"]["Resource"] == ["arn:s1", "arn:s2"]
+    assert statements["DecryptOwnSecrets"]["Resource"] == "arn:key"
+    assert statements["DecryptOwnSecrets"]["Condition"]["StringEquals"] == {
+        "kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"
+    }
+    assert statements["WriteOwnLogs"]["Resource"] == ["arn:logs:group", "arn:logs:group:*"]
+    assert "PullProxyImage" not in statements
+    wildcard = [s for s in policy["Statement"] if s["Resource"] == "*"]
+    assert [s["Action"] for s in wildcard] == ["cloudwatch:PutMetricData"]
+    assert wildcard[0]["Condition"]["StringEquals"]["cloudwatch:namespace"]
