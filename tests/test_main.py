@@ -457,3 +457,28 @@ def test_leak_check_finds_a_secret_written_into_user_data() -> None:
     secrets = secret_texts(run)
     leaks = [where for where, text in public_texts(run) for s in secrets if s in text]
     assert "leaky user data /x" in leaks
+
+
+def test_every_setting_is_documented_in_the_template_and_the_reference() -> None:
+    import yaml
+
+    from components.settings import KEYS
+    from tools.offline import ROOT
+
+    template = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["template"]["config"]
+    reference = (ROOT / "docs" / "configuration.md").read_text()
+    for key in KEYS:
+        assert f"quorum-ha:{key}" in template, key
+        assert f"| `{key}` |" in reference, key
+    assert "aws:region" in template
+    assert not {k for k in template if k.startswith("quorum-ha:")} - {
+        f"quorum-ha:{k}" for k in KEYS
+    }
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_example_stacks_run(stack: str) -> None:
+    run = run_offline(load_stack_config(stack), stack=stack)
+    assert run.outputs["setup"] == load_stack_config(stack)["quorum-ha:setup"]
+    protected = {r.name for r in run.resources if r.protect}
+    assert bool(protected) is (stack != "dev")
