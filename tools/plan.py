@@ -38,7 +38,7 @@ from tools.offline import (
 
 NAMESPACE = "quorum-ha"
 SETUPS = ("pair", "full", "tessera")
-# The smallest HA shape of each setup: what the README's diagrams show.
+# The smallest HA shape of each setup: what the README shows for setups other than the stack's.
 SETUP_COUNTS = {"pair": (2, 2), "full": (2, 2), "tessera": (1, 2)}
 README_START = "<!-- diagrams:start -->"
 README_END = "<!-- diagrams:end -->"
@@ -209,6 +209,13 @@ def plan_config(raw: Mapping[str, Any], stack_file: str) -> PlanConfig:
 
 
 def _setup_config(base: Mapping[str, Any], setup: str) -> dict[str, Any]:
+    """The stack's config for `setup`: its own setup as configured, the others smallest-HA.
+
+    Keeping the stack's own counts makes `--diagram-dir` of one stack and `--all-setups` write
+    the same file for that setup.
+    """
+    if str(base.get(f"{NAMESPACE}:setup", "pair")) == setup:
+        return {**base, f"{NAMESPACE}:setup": setup}
     quorum, tessera = SETUP_COUNTS[setup]
     return {
         **base,

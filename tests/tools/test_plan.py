@@ -141,7 +141,7 @@ def test_all_setups_rewrite_only_the_readme_block(
     assert "updated" in capsys.readouterr().out
 
 
-def test_all_setups_override_setup_and_counts(project: Path) -> None:
+def test_all_setups_keep_the_stacks_own_counts_and_override_the_others(project: Path) -> None:
     seen: list[tuple[str, int, int]] = []
 
     def program() -> None:
@@ -154,9 +154,11 @@ def test_all_setups_override_setup_and_counts(project: Path) -> None:
             )
         )
 
-    base = plan.plan_config({"quorum-ha:setup": "pair", "quorum-ha:quorumNodes": 5}, "x")
+    base = plan.plan_config(
+        {"quorum-ha:setup": "full", "quorum-ha:quorumNodes": 5, "quorum-ha:tesseraNodes": 3}, "x"
+    )
     plan.all_setup_diagrams(base, stack="dev", program=program)
-    assert seen == [("pair", 2, 2), ("full", 2, 2), ("tessera", 1, 2)]
+    assert seen == [("pair", 2, 2), ("full", 5, 3), ("tessera", 1, 2)]
 
 
 def test_readme_without_all_setups_is_refused(

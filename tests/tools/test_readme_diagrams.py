@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from tools import plan
 from tools.offline import ROOT, load_stack_config
 
@@ -21,3 +25,16 @@ def test_readme_and_docs_diagrams_match_the_program() -> None:
     start = readme.index(plan.README_START) + len(plan.README_START)
     block = readme[start : readme.index(plan.README_END)]
     assert block == f"\n{plan.readme_block(diagrams)}\n", f"README.md: {STALE}"
+
+
+def test_the_dev_plan_command_plans_the_real_stack_and_redraws_the_same_diagram(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What `./dev plan` runs, with the diagram written aside instead of over docs/diagrams.
+    assert plan.main(["--stack", "dev", "--diagram-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Policy pack: 0 violation(s)" in out
+    assert "aws:rds/instance:Instance" in out and "[secret]" in out
+    setup = str(load_stack_config("dev")["quorum-ha:setup"])
+    drawn = (tmp_path / f"{setup}.mmd").read_text()
+    assert drawn == (ROOT / "docs" / "diagrams" / f"{setup}.mmd").read_text(), STALE
