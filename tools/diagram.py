@@ -187,6 +187,8 @@ def _label(resource: DeclaredResource, components: dict[str, DeclaredResource]) 
         return f"{role} ({inputs.get('instanceType', 'EC2')})<br/>{where}"
     if resource.type == DATABASE:
         role = "read replica" if inputs.get("replicateSourceDb") else "primary"
+        if isinstance(inputs.get("region"), str):
+            role += f" in {inputs['region']}"
         multi_az = ", Multi-AZ" if inputs.get("multiAz") else ""
         engine = inputs.get("engine", "postgres")
         return f"RDS {engine} {role}{multi_az}<br/>{resource.name}"

@@ -37,10 +37,10 @@ def test_each_setup_passes_every_rule_in_dev(setup: str) -> None:
     assert check_resources(run.resources, stack="dev") == []
 
 
-def test_production_defaults_pass_every_rule() -> None:
-    config = setup_config("full")
-    del config["quorum-ha:deletionProtection"]  # outside dev it defaults to on
-    run = run_offline(config, stack="prod")
+def test_the_prod_example_passes_every_rule() -> None:
+    # Full HA over three AZs with a cross-region replica; deletion protection by default.
+    run = run_offline(load_stack_config("prod"), stack="prod")
+    assert len(run.resources) > 150
     assert check_resources(run.resources, stack="prod") == []
 
 
