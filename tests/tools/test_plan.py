@@ -13,6 +13,7 @@ from eth_keyfile import decode_keyfile_json
 from nacl.public import PrivateKey
 
 from tools import plan
+from tools.offline import ROOT
 
 Program = Callable[[], None]
 STACK_FILE = "config:\n  aws:region: us-east-1\n  quorum-ha:setup: pair\n"
@@ -166,3 +167,15 @@ def test_readme_without_all_setups_is_refused(
 ) -> None:
     assert plan.main(["--readme", "README.md"], root=project) == 2
     assert "--readme needs --all-setups" in capsys.readouterr().err
+
+
+def test_the_real_program_refusing_a_config_gives_its_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "Pulumi.dev.yaml").write_text(STACK_FILE.replace("setup: pair", "setup: triple"))
+    assert plan.main(["--stack", "dev"], root=tmp_path, program=ROOT / "__main__.py") == 2
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "error: quorum-ha:setup: 'triple' is not valid; allowed: 'pair', 'full' or 'tessera'\n"
+    )
+    assert captured.out == ""
