@@ -206,6 +206,23 @@ class WrkResult:
     rps: float
     p99_ms: float
     errors: int
+    requests: int
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its direct children (nginx's worker)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -248,7 +265,13 @@ def parse_wrk(out: str) -> WrkResult:
     )
     if sockets:
         errors += sum(int(x) for x in sockets.groups())
-    return WrkResult(float(rps.group(1)), float(p99.group(1)) * _UNITS[p99.group(2)], errors)
+    requests = re.search(r"(\d+) requests in", out)
+    return WrkResult(
+        float(rps.group(1)),
+        float(p99.group(1)) * _UNITS[p99.group(2)],
+        errors,
+        int(requests.group(1)) if requests else 0,
+    )
 
 
 class Bench:
@@ -275,7 +298,7 @@ class Bench:
         self.procs.stop(self.upstreams[name], signal.SIGKILL)
 
     @contextmanager
-    def nginx(self) -> Iterator[Ports]:
+    def nginx(self) -> Iterator[tuple[Ports, int]]:
         conf = self.tmp / "nginx.conf"
         conf.write_text(nginx_conf(self.tmp, self.up, self.nginx_ports))
         proc = self.procs.start(
@@ -283,12 +306,12 @@ class Bench:
         )
         try:
             wait_port(self.nginx_ports.p2p)
-            yield self.nginx_ports
+            yield self.nginx_ports, proc.pid
         finally:
             self.procs.stop(proc, signal.SIGQUIT)
 
     @contextmanager
-    def proxy(self) -> Iterator[Ports]:
+    def proxy(self) -> Iterator[tuple[Ports, int]]:
         admin = free_port()
         conf = self.tmp / "proxy.yaml"
         conf.write_text(yaml.safe_dump(proxy_conf(self.up, self.proxy_ports, admin)))
@@ -300,7 +323,7 @@ class Bench:
         )
         try:
             wait_port(admin)
-            yield self.proxy_ports
+            yield self.proxy_ports, proc.pid
         finally:
             self.procs.stop(proc)
 
@@ -316,13 +339,19 @@ class Bench:
         rps: dict[str, dict[str, list[float]]] = {k: {"proxy": [], "nginx": []} for k in kinds}
         for n in range(self.rounds):
             for name, server in (("nginx", self.nginx), ("proxy", self.proxy)):
-                with server() as ports:
+                with server() as (ports, pid):
                     for kind in kinds:
                         wrk(self.url(ports, kind), self.script, 32, 1)  # warm the pools
+                        cpu = cpu_seconds(pid)
                         result = wrk(self.url(ports, kind), self.script, 32, self.seconds)
+                        cpu = cpu_seconds(pid) - cpu
                         rps[kind][name].append(result.rps)
+                        # CPU per request is steadier than req/s on a machine others share
+                        per_request = cpu * 1e6 / max(1, result.requests)
                         print(
-                            f"round {n + 1} {name:5} {kind:6} {result.rps:9.0f} req/s", flush=True
+                            f"round {n + 1} {name:5} {kind:6} {result.rps:9.0f} req/s "
+                            f"{per_request:6.1f} cpu-us/req",
+                            flush=True,
                         )
         return rps
 
@@ -335,7 +364,7 @@ class Bench:
             ).p99_ms
         }
         for name, server in (("nginx", self.nginx), ("proxy", self.proxy)):
-            with server() as ports:
+            with server() as (ports, _):
                 wrk(self.url(ports, "http"), self.script, 1, 1)
                 p99[name] = wrk(self.url(ports, "http"), self.script, 1, seconds).p99_ms
         print(f"p99 one connection (ms): {p99}", flush=True)
@@ -345,7 +374,7 @@ class Bench:
         """Errors seen by clients when one upstream is killed mid-run on the 9081 route."""
         errors: dict[str, int] = {}
         for name, server in (("nginx", self.nginx), ("proxy", self.proxy)):
-            with server() as ports:
+            with server() as (ports, _):
                 wrk(self.url(ports, "http"), self.script, 32, 1)
                 run = subprocess.Popen(
                     [

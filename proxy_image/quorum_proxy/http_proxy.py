@@ -42,6 +42,11 @@ STREAM_BUFFER_HIGH = 65536
 PAUSE_PIPELINE = 1
 PAUSE_UPSTREAM = 2
 PAUSE_WAIT = 4
+# stages of the coroutine-free path
+_WAIT_HEAD = 0
+_STREAM_BODY = 1
+_READ_404 = 2
+_NONE_TRIED: list[Server] = []
 # idle client connections between requests (nginx keepalive_timeout)
 KEEPALIVE_TIMEOUT = 75.0
 
@@ -165,9 +170,9 @@ class Request:
         "route",
         "sink",
         "start",
+        "started",
         "upstream_chunked",
         "url",
-        "waiter",
         "xff",
     )
 
@@ -185,7 +190,7 @@ class Request:
         self.complete = False
         self.sink: UpstreamConnection | None = None
         self.upstream_chunked = False
-        self.waiter: asyncio.Future[None] | None = None
+        self.started = False
         self.route: RouteState | None = None
         self.head = b""
         self.start = 0.0
@@ -231,6 +236,12 @@ class HttpClientProtocol(asyncio.Protocol):
         self._may_hold_404 = False
         self.head_start = 0.0
         self.pending = b""
+        # the coroutine-free path (see _try_fast)
+        self.fast_req: Request | None = None
+        self.fast_server: Server
+        self.fast_stage = 0
+        # checked by the runtime's sweeper: cheaper than a timer per request
+        self.fast_deadline = 0.0
 
     # connection events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -243,6 +254,7 @@ class HttpClientProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._fast_clear()
         if self.conn is not None:
             self.conn.abort()  # its callbacks must not write to this closed transport
         self.listener.connections.discard(self)
@@ -319,6 +331,8 @@ class HttpClientProtocol(asyncio.Protocol):
 
     def check_timeouts(self, now: float) -> None:
         """Called by the sweeper: slow header senders and idle keep-alives are cut off."""
+        if self.fast_req is not None and now >= self.fast_deadline:
+            self._fast_timeout()
         since = self.waiting_since
         if since is None or self.closed:
             return
@@ -425,22 +439,33 @@ class HttpClientProtocol(asyncio.Protocol):
         sink = req.sink
         if sink is not None and req.upstream_chunked and not sink.closed:
             sink.write(b"0\r\n\r\n")
-        if req.waiter is not None and not req.waiter.done():
-            req.waiter.set_result(None)
+        if req is self.active and not req.started:
+            self._dispatch(req)
 
     # serving
     def _start(self, req: Request) -> None:
+        """A request's head is parsed and it is next in line."""
         self.active = req
-        if req.route is None:
-            self._answer_local(req, 404, {"error": "no route", "listener": self.listener.name})
-            return
         if req.buffered and (req.content_length or 0) > self.limits.max_retry_body_bytes:
             self.cur = None
             self._reject(413)
             return
-        if req.expect_continue and self.transport is not None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self.task = self.loop.create_task(self._serve(req))
+        if req.expect_continue:
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        streams_body = req.chunked or bool(req.content_length)
+        if req.complete or (streams_body and not req.buffered and req.route is not None):
+            self._dispatch(req)
+        # else: on_message_complete dispatches it, body buffered
+
+    def _dispatch(self, req: Request) -> None:
+        req.started = True
+        if req.route is None:
+            self._answer_local(req, 404, {"error": "no route", "listener": self.listener.name})
+        else:
+            # the fast path's pick stands even when it hands over: round-robin stays fair
+            first = req.route.group.pick(_NONE_TRIED)
+            if first is None or not (req.complete and self._try_fast(req, first)):
+                self.task = self.loop.create_task(self._serve(req, [], _Outcome(), first))
 
     def _answer_local(self, req: Request, status: int, body_obj: dict[str, object]) -> None:
         body = json.dumps(body_obj).encode()
@@ -488,18 +513,16 @@ class HttpClientProtocol(asyncio.Protocol):
             self.waiting_since = self.loop.time()
             self._resume(PAUSE_PIPELINE)
 
-    async def _serve(self, req: Request) -> None:
+    async def _serve(
+        self, req: Request, tried: list[Server], outcome: _Outcome, first: Server | None = None
+    ) -> None:
         """Run the retry policy for one request; the chosen answer streams from callbacks."""
         route = req.route
         assert route is not None
-        tried: list[Server] = []
-        outcome = _Outcome()
         try:
-            if req.buffered and not req.complete:
-                req.waiter = self.loop.create_future()
-                await req.waiter
-            req.head = self._upstream_head(req)
-            conn = await self._first_answer(req, route, tried, outcome)
+            if not req.head:
+                req.head = self._upstream_head(req)
+            conn = await self._first_answer(req, route, tried, outcome, first)
             if route.mirror_group is not None:
                 self._mirror(req, route, tried)
             if conn is not None:
@@ -512,33 +535,149 @@ class HttpClientProtocol(asyncio.Protocol):
                 keep = req.keep_alive and req.complete and not self.resp_close_delimited
                 self._finish(req, self.resp_status, outcome.server, keep, outcome.retries)
             elif outcome.held is not None:
+                self.conn = None
                 self._send_held(req, outcome)
             else:
+                self.conn = None
                 self._send_failure(req, route, outcome)
         except asyncio.CancelledError:
             # the client is gone: drop the upstream exchange rather than wait for it
             if self.conn is not None:
                 self.conn.abort()
+                self.conn = None
             raise
         except _AttemptFailedError:
             # the response broke after it started streaming: nothing can repair it
             if self.conn is not None:
                 self.conn.abort()
+                self.conn = None
             if self.transport is not None:
                 self.closed = True
                 self.transport.abort()
             self._finish(req, self.resp_status, outcome.server, False, outcome.retries)
-        finally:
+        # no cleanup after _finish: it may already have started the next pipelined request
+
+    def _try_fast(self, req: Request, server: Server) -> bool:
+        """Steady state, without a coroutine: a complete request, a pooled connection.
+
+        Anything unusual (no idle connection, a failure, a 404 to retry) hands over to _serve.
+        """
+        route = req.route
+        assert route is not None
+        group = route.group
+        conn = server.pooled()
+        if conn is None:
+            return False
+        req.head = self._upstream_head(req)
+        may_hold_404 = (
+            route.retry_404
+            and req.buffered
+            and len(group.servers) > 1
+            and bool(group.candidates([server]))
+        )
+        self._bind(conn, may_hold_404, futures=False)
+        self.fast_req = req
+        self.fast_server = server
+        self.fast_stage = _WAIT_HEAD
+        self._send(req, conn)
+        self.fast_deadline = self.loop.time() + group.config.read_timeout
+        return True
+
+    def _fast_head(self) -> None:
+        req = self.fast_req
+        assert req is not None and req.route is not None
+        if self.hold_body is not None:
+            self.fast_stage = _READ_404
+            return
+        self.fast_stage = _STREAM_BODY
+        if req.route.mirror_group is not None:
+            self._mirror(req, req.route, [self.fast_server])
+
+    def _fast_done(self) -> None:
+        req, server, conn = self.fast_req, self.fast_server, self.conn
+        assert req is not None and req.route is not None and conn is not None
+        self._fast_clear()
+        if self.resp_keep_alive and req.complete and not conn.closed:
+            conn.release()
+        else:
+            conn.abort()
+        self.conn = None
+        if self.hold_body is not None:
+            outcome = _Outcome()
+            outcome.held = self._take_held()
+            outcome.held_server = server.name
+            self._fast_retry(req, server, outcome, "http_404")
+            return
+        keep = req.keep_alive and req.complete and not self.resp_close_delimited
+        self._finish(req, self.resp_status, server.name, keep, 0)
+
+    def _fast_failed(self, reason: str, stale: bool) -> None:
+        """The fast attempt broke before an answer started: retry per the policy, or answer."""
+        req, server, stage = self.fast_req, self.fast_server, self.fast_stage
+        assert req is not None and req.route is not None
+        self._fast_clear()
+        if self.conn is not None:
+            self.conn.abort()
             self.conn = None
+        if stage == _STREAM_BODY:
+            # the response broke after it started streaming: nothing can repair it
+            if self.transport is not None:
+                self.closed = True
+                self.transport.abort()
+            self._finish(req, self.resp_status, server.name, False, 0)
+            return
+        outcome = _Outcome()
+        if stale:
+            # a pooled connection the server closed meanwhile: not a try of that server
+            outcome.retries = 1
+            self.runtime.metrics.retries.inc((self.listener.name, req.route.label, "error"))
+            self.task = self.loop.create_task(self._serve(req, [], outcome))
+            return
+        server.record_failure(reason)
+        self._fast_retry(req, server, outcome, reason)
+
+    def _fast_retry(self, req: Request, server: Server, outcome: _Outcome, reason: str) -> None:
+        route = req.route
+        assert route is not None
+        outcome.failure = reason
+        tried = [server]
+        if req.buffered and reason in route.config.retry_on and route.group.candidates(tried):
+            outcome.retries = 1
+            self.runtime.metrics.retries.inc((self.listener.name, route.label, reason))
+            self.task = self.loop.create_task(self._serve(req, tried, outcome))
+        elif outcome.held is not None:
+            self._send_held(req, outcome)
+        else:
+            self._send_failure(req, route, outcome)
+
+    def _fast_timeout(self) -> None:
+        req, conn = self.fast_req, self.conn
+        if req is None or conn is None or req.route is None:
+            return
+        timeout = req.route.group.config.read_timeout
+        if self.fast_stage == _STREAM_BODY:
+            idle = self.loop.time() - conn.last_read
+            if self.write_paused or idle < timeout:
+                self.fast_deadline = conn.last_read + timeout
+                return
+        self._fast_failed("timeout" if self.fast_stage == _WAIT_HEAD else "error", stale=False)
+
+    def _fast_clear(self) -> None:
+        self.fast_req = None
 
     async def _first_answer(
-        self, req: Request, route: RouteState, tried: list[Server], outcome: _Outcome
+        self,
+        req: Request,
+        route: RouteState,
+        tried: list[Server],
+        outcome: _Outcome,
+        first: Server | None,
     ) -> UpstreamConnection | None:
         """Try servers per the route's retry policy until one answers; None if none does."""
         group = route.group
         retry_on = route.config.retry_on
         while True:
-            server = group.pick(tried)
+            server, first = first or group.pick(tried), None
             if server is None:
                 return None
             tried.append(server)
@@ -618,11 +757,14 @@ class HttpClientProtocol(asyncio.Protocol):
             raise _AttemptFailedError("http_404")
         return conn
 
-    def _bind(self, conn: UpstreamConnection, may_hold_404: bool) -> None:
+    def _bind(self, conn: UpstreamConnection, may_hold_404: bool, futures: bool = True) -> None:
         """Make this protocol the handler of conn's next response."""
         self.conn = conn
-        self.resp_head = self.loop.create_future()
-        self.resp_done = self.loop.create_future()
+        if futures:
+            self.resp_head = self.loop.create_future()
+            self.resp_done = self.loop.create_future()
+        else:
+            self.resp_head = self.resp_done = None
         self.streaming = False
         self.hold_body = None
         self.pending = b""
@@ -736,6 +878,8 @@ class HttpClientProtocol(asyncio.Protocol):
         head = self.resp_head
         if head is not None and not head.done():
             head.set_result(None)
+        elif self.fast_req is not None:
+            self._fast_head()
         if no_body:
             # HEAD answers carry a length but no body: the parser would wait for it
             self.resp_keep_alive = False
@@ -771,12 +915,25 @@ class HttpClientProtocol(asyncio.Protocol):
         conn = self.conn
         if conn is not None:
             conn.handler = None
+        if self.fast_req is not None:
+            self._fast_done()
+            return
         done = self.resp_done
         if done is not None and not done.done():
             done.set_result(None)
 
     def on_upstream_lost(self, exc: BaseException | None) -> None:
         self.on_data_end()
+        if self.fast_req is not None:
+            conn = self.conn
+            if self.fast_stage == _STREAM_BODY and self.resp_close_delimited:
+                self.resp_keep_alive = False
+                self._fast_done()
+            else:
+                got_data = conn is not None and conn.got_data
+                resendable = self.fast_req.buffered or not self.fast_req.content_length
+                self._fast_failed("error", stale=not got_data and resendable)
+            return
         error = ConnectionError(str(exc))
         head = self.resp_head
         if head is not None and not head.done():

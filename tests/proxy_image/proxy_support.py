@@ -86,6 +86,7 @@ class Reply:
     chunked: bool = False
     garbage: bool = False
     close: bool = False
+    stall_body: bool = False
 
 
 class _UpstreamProtocol(asyncio.Protocol):
@@ -166,6 +167,10 @@ class _UpstreamProtocol(asyncio.Protocol):
                 b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:mid], body[mid:]) if part
             )
             t.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload + b"0\r\n\r\n")
+        elif reply.stall_body:
+            # announce the whole body, send half of it, then go silent with the socket open
+            head.append(f"Content-Length: {len(body)}")
+            t.write(("\r\n".join(head) + "\r\n\r\n").encode() + body[: len(body) // 2])
         else:
             head.append(f"Content-Length: {len(body)}")
             t.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)

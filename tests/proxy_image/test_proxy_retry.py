@@ -160,3 +160,64 @@ def test_reason_not_listed_in_retry_on_is_not_retried(
     proxy = start_proxy(http_config([a.address, b.address], route=route))
     assert request(proxy.addr("p2p"), "POST", "/send", b"{}").status == 404
     assert len(a.seen) + len(b.seen) == 1
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[f.id for f in FAULTS])
+def test_post_goes_to_the_next_server_when_a_pooled_connection_meets_the_fault(
+    fault: Fault, upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> None:
+    good, bad = upstreams("good"), upstreams("bad")
+    proxy = start_proxy(http_config([bad.address, good.address], route=RETRY_ALL, upstream=FAST))
+    with Client(proxy.addr("p2p")) as client:
+        for _ in range(2):  # warm up: one idle pooled connection to each server
+            assert client.request("GET", "/upcheck").status == 200
+        assert len(bad.seen) == 1
+        if fault.reply is None:
+            bad.kill()
+        else:
+            reply = fault.reply
+            bad.handler = lambda seen: reply
+        for i in range(2):
+            r = client.request("POST", "/send", b'{"payload": %d}' % i)
+            assert r.status == 200 and r.json()["server"] == "good"
+    assert [s.body for s in good.seen[1:]] == [b'{"payload": 0}', b'{"payload": 1}']
+    retries = proxy.metric(
+        "quorum_proxy_retries_total", listener="p2p", route="/", reason=fault.reason
+    )
+    assert retries >= 1
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["fresh connection", "pooled connection"])
+def test_a_body_that_stalls_mid_way_is_cut_off_after_read_timeout(
+    warm: bool, upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> None:
+    a = upstreams("a")
+    proxy = start_proxy(http_config([a.address], upstream=FAST))
+    with Client(proxy.addr("p2p")) as client:
+        if warm:
+            assert client.request("GET", "/upcheck").status == 200
+        a.handler = lambda seen: Reply(body=b"x" * 1000, stall_body=True)
+        client.send(b"GET /transaction/abc HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = bytearray()
+        while chunk := client.sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert b"Content-Length: 1000" in data and data.endswith(b"x" * 500)
+
+
+def test_answers_stay_in_order_when_pipelined_requests_mix_fresh_and_pooled_connections(
+    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> None:
+    a, b = upstreams("a"), upstreams("b")
+    a.handler = lambda seen: Reply(status=404) if seen.path.endswith("3") else Reply()
+    proxy = start_proxy(http_config([a.address, b.address], route=RETRY_ALL))
+    with Client(proxy.addr("p2p")) as client:
+        client.send(
+            b"".join(
+                b"POST /send/%d HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\n%d" % (i, i)
+                for i in range(6)
+            )
+        )
+        answers = [client.read_response() for _ in range(6)]
+    assert [r.status for r in answers] == [200] * 6
+    assert [r.json()["path"] for r in answers] == [f"/send/{i}" for i in range(6)]
