@@ -21,7 +21,7 @@ from node_bootstrap.context import NodeBootContext
 # Amazon Linux 2023, x86_64: Tessera publishes no arm64 image.
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 DATA_DEVICE = "/dev/sdf"
-SSM_CORE_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+SSM_CORE_POLICY = "AmazonSSMManagedInstanceCore"  # AWS-managed, in the stack's partition
 METRICS_NAMESPACE = "QuorumHA"
 
 
@@ -69,6 +69,7 @@ class Nodes(pulumi.ComponentResource):
         self._args = args
         ami = aws.ssm.get_parameter(name=AMI_PARAMETER, opts=pulumi.InvokeOptions(parent=self))
         self._ami = ami.value
+        self._partition = aws.get_partition(opts=pulumi.InvokeOptions(parent=self)).partition
         self.log_group_arn = self._create_log_group()
         self.instance_ids = []
         self.private_ips = []
@@ -182,7 +183,7 @@ class Nodes(pulumi.ComponentResource):
             evaluation_periods=2,
             threshold=1,
             comparison_operator="GreaterThanOrEqualToThreshold",
-            alarm_actions=[f"arn:aws:automate:{args.region}:ec2:recover"],
+            alarm_actions=[f"arn:{self._partition}:automate:{args.region}:ec2:recover"],
             opts=self._opts(),
         )
         self.instance_ids.append(instance.id)
@@ -209,7 +210,10 @@ class Nodes(pulumi.ComponentResource):
             opts=self._opts(),
         )
         aws.iam.RolePolicyAttachment(
-            f"{node}-ssm", role=role.name, policy_arn=SSM_CORE_POLICY, opts=self._opts()
+            f"{node}-ssm",
+            role=role.name,
+            policy_arn=f"arn:{self._partition}:iam::aws:policy/{SSM_CORE_POLICY}",
+            opts=self._opts(),
         )
         policy = pulumi.Output.all(
             secrets=pulumi.Output.all(*machine.secret_arns),

@@ -155,8 +155,10 @@ class Settings:
 
     @property
     def name_prefix(self) -> str:
-        """Prefix for AWS names that must be unique per account and region."""
-        return f"qha-{self.stack}".replace("/", "-").replace(".", "-").replace("_", "-").lower()
+        """Prefix for AWS names unique per account and region; fits RDS identifiers (lowercase,
+        letters, digits and single hyphens, room left for suffixes)."""
+        label = re.sub(r"[^a-z0-9]+", "-", self.stack.lower()).strip("-")[:30].rstrip("-")
+        return f"qha-{label or 'stack'}"
 
     @property
     def is_dev(self) -> bool:

@@ -191,7 +191,8 @@ class SharedKeys(pulumi.ComponentResource):
         args = self._args
         identity = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=self))
         region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
-        partition = "aws"
+        # GovCloud and China regions live in other partitions.
+        partition = aws.get_partition(opts=pulumi.InvokeOptions(parent=self)).partition
         account = identity.account_id
         root = f"arn:{partition}:iam::{account}:root"
         policy = {

@@ -84,7 +84,9 @@ def test_each_machine_has_its_own_role_with_session_manager(
     )
     attachments = run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
     assert len(attachments) == len(profiles)
-    assert {a.inputs["policyArn"] for a in attachments} == {SSM_CORE_POLICY}
+    assert {a.inputs["policyArn"] for a in attachments} == {
+        f"arn:aws:iam::aws:policy/{SSM_CORE_POLICY}"
+    }
     for role in run.of_type("aws:iam/role:Role"):
         trust = json.loads(role.inputs["assumeRolePolicy"])
         (statement,) = trust["Statement"]

@@ -176,3 +176,29 @@ def test_existing_keystore_must_open_with_its_password() -> None:
 def test_unknown_keys_are_refused_as_typos() -> None:
     with pytest.raises(ConfigError, match=r"quorum-ha:tesseraNode: '2' is not valid.*typo"):
         settings(tesseraNode=2)
+
+
+@pytest.mark.parametrize(
+    ("stack", "prefix"),
+    [
+        ("dev", "qha-dev"),
+        ("Prod_EU.1", "qha-prod-eu-1"),
+        ("a--b", "qha-a-b"),
+        ("x" * 90, "qha-" + "x" * 30),
+    ],
+)
+def test_name_prefix_is_a_valid_rds_identifier_start(stack: str, prefix: str) -> None:
+    assert settings(stack=stack).name_prefix == prefix
+
+
+def test_template_defaults_are_values_the_program_accepts() -> None:
+    import yaml
+
+    from tools.offline import ROOT
+
+    template = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["template"]["config"]
+    for key, entry in template.items():
+        if not key.startswith("quorum-ha:") or "default" not in entry:
+            continue
+        name = key.split(":", 1)[1]
+        settings(**{name: str(entry["default"])})  # the prompt stores the text as is
