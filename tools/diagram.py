@@ -211,6 +211,27 @@ def _shape(resource: DeclaredResource, label: str) -> str:
     return f'["{text}"]'
 
 
+INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
+
+
+def _client_cidrs(run: OfflineRun) -> str:
+    """The CIDRs the load balancers' security groups admit: who the clients can be."""
+    groups = {
+        g for lb in run.of_type(LOAD_BALANCER) for g in lb.inputs.get("securityGroups") or []
+    }
+    cidrs: set[str] = set()
+    for rule in run.of_type(INGRESS_RULE):
+        if rule.inputs.get("securityGroupId") in groups:
+            cidrs.update(
+                c for c in (rule.inputs.get("cidrIpv4"), rule.inputs.get("cidrIpv6")) if c
+            )
+    for rule in run.of_type(GROUP_RULE):
+        if rule.inputs.get("type") == "ingress" and rule.inputs.get("securityGroupId") in groups:
+            cidrs.update(rule.inputs.get("cidrBlocks") or [])
+    return ", ".join(sorted(cidrs)) if cidrs else "allowed CIDRs"
+
+
 def _secrets_box(box: str, secrets: list[DeclaredResource]) -> str:
     names = [str(r.inputs.get("name") or r.name).rsplit("/", 1)[-1] for r in secrets]
     rows = [", ".join(names[i : i + 3]) for i in range(0, len(names), 3)]
@@ -320,7 +341,7 @@ def render_mermaid(run: OfflineRun, setup: str) -> str:
         f"%% {SETUP_TITLES.get(setup, setup)}: drawn by tools/diagram.py from the resources",
         "%% the program declared under mocks (python -m tools.plan --all-setups).",
         "flowchart LR",
-        '  clients(["clients<br/>allowed CIDRs"])',
+        f'  clients(["clients<br/>{_client_cidrs(run)}"])',
         *emit("", "  "),
     ]
     for edge in sorted(_edges(run, shown, layout), key=_edge_key):

@@ -108,8 +108,23 @@ def synthetic_stack(
             encryption_configurations=[{"encryption_type": "KMS", "kms_key": key.arn}],
             opts=opts,
         )
+        nlb_group = aws.ec2.SecurityGroup("proxy-nlb-sg", vpc_id="vpc-1", opts=opts)
+        for cidr in ("10.9.0.0/16", "10.0.0.0/16"):
+            aws.vpc.SecurityGroupIngressRule(
+                f"proxy-nlb-from-{cidr.split('.')[1]}",
+                security_group_id=nlb_group.id,
+                ip_protocol="tcp",
+                from_port=9001,
+                to_port=9001,
+                cidr_ipv4=cidr,
+                opts=opts,
+            )
         nlb = aws.lb.LoadBalancer(
-            "proxy-nlb", load_balancer_type="network", internal=True, opts=opts
+            "proxy-nlb",
+            load_balancer_type="network",
+            internal=True,
+            security_groups=[nlb_group.id],
+            opts=opts,
         )
         task = aws.ecs.TaskDefinition(
             "proxy-task",

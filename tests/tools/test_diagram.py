@@ -25,6 +25,8 @@ def test_boxes_are_grouped_by_the_component_that_declared_them(
 ) -> None:
     text = render_mermaid(run_offline({}, program=synthetic()), "pair")
     assert text.splitlines()[2] == "flowchart LR"
+    # Clients are who the NLB's security group admits.
+    assert text.splitlines()[3] == '  clients(["clients<br/>10.0.0.0/16, 10.9.0.0/16"])'
     nodes_block = text.split('subgraph nodes["Nodes: nodes"]')[1].split("end")[0]
     assert "tessera_1[" in nodes_block and "tessera_2[" in nodes_block
     nlb_block = text.split('subgraph proxy_nlb["NLB proxy-nlb (internal)"]')[1].split("end")[0]
