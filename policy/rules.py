@@ -123,6 +123,11 @@ def _encryption_problems(resource_type: str, props: Mapping[str, Any]) -> Iterat
         # A same-region replica inherits its source's key; one given a key must use ours.
         if (key is not None or not replica) and not _is_customer_key(key):
             yield f"kmsKeyId is {key!r}, not a customer-managed KMS key"
+        # Performance Insights keeps query text (and so data) under a key of its own.
+        if _truthy(lookup(props, "performanceInsightsEnabled")) and not _is_customer_key(
+            lookup(props, "performanceInsightsKmsKeyId")
+        ):
+            yield "performanceInsightsKmsKeyId is not a customer-managed KMS key"
     elif resource_type in (SECRET, LOG_GROUP):
         key = lookup(props, "kmsKeyId")
         if not _is_customer_key(key):

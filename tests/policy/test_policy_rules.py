@@ -123,6 +123,19 @@ ENCRYPTION = [
     ),
     Case("aurora-clear", enc, rules.DB_CLUSTER, {"engine": "aurora-postgresql"}, ("", "")),
     Case(
+        "db-insights-with-key",
+        enc,
+        rules.DB_INSTANCE,
+        primary_db(performanceInsightsEnabled=True, performanceInsightsKmsKeyId=KEY_ARN),
+    ),
+    Case(
+        "db-insights-aws-key",
+        enc,
+        rules.DB_INSTANCE,
+        primary_db(performanceInsightsEnabled=True),
+        ("performanceInsightsKmsKeyId",),
+    ),
+    Case(
         "ecr-kms",
         enc,
         rules.ECR_REPOSITORY,
