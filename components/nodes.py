@@ -139,8 +139,8 @@ class Nodes(pulumi.ComponentResource):
             metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
                 http_endpoint="enabled",
                 http_tokens="required",
-                # Containers on the machine reach the role's credentials one bridge hop away.
-                http_put_response_hop_limit=2,
+                # Every container runs with the host network: no extra hop to allow.
+                http_put_response_hop_limit=1,
                 instance_metadata_tags="disabled",
             ),
             root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
@@ -257,7 +257,11 @@ def machine_policy(
             "Action": "cloudwatch:PutMetricData",
             # PutMetricData has no resource type; the namespace condition scopes it.
             "Resource": "*",
-            "Condition": {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+            "Condition": {
+                "StringLike": {
+                    "cloudwatch:namespace": [METRICS_NAMESPACE, f"{METRICS_NAMESPACE}/*"]
+                }
+            },
         },
     ]
     if repository:

@@ -131,7 +131,9 @@ def test_imdsv2_is_required_on_every_machine(shaped_run: OfflineRun) -> None:
     instances = shaped_run.of_type("aws:ec2/instance:Instance")
     assert instances
     for instance in instances:
-        assert instance.inputs["metadataOptions"]["httpTokens"] == "required", instance.name
+        options = instance.inputs["metadataOptions"]
+        assert options["httpTokens"] == "required", instance.name
+        assert options["httpPutResponseHopLimit"] == 1, instance.name
 
 
 def real_secrets(run: OfflineRun) -> set[str]:

@@ -126,4 +126,7 @@ def test_machine_policy_scopes_secrets_and_key() -> None:
     assert "PullProxyImage" not in statements
     wildcard = [s for s in policy["Statement"] if s["Resource"] == "*"]
     assert [s["Action"] for s in wildcard] == ["cloudwatch:PutMetricData"]
-    assert wildcard[0]["Condition"]["StringEquals"]["cloudwatch:namespace"]
+    assert wildcard[0]["Condition"]["StringLike"]["cloudwatch:namespace"] == [
+        "QuorumHA",
+        "QuorumHA/*",
+    ]
