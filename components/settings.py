@@ -41,6 +41,7 @@ FARGATE_SIZES: dict[int, tuple[int, ...]] = {
     4096: tuple(range(8192, 30721, 1024)),
 }
 WORLD_CIDRS = ("0.0.0.0/0", "::/0")
+MAX_NODES = 16  # one /20 subnet per AZ and one private zone hold far more; this bounds mistakes
 
 # Graviton (arm64) families: a1, and any family whose generation digit is followed by "g"
 # (m7g, t4g, c6gn, x2gd, im4gn, is4gen, g5g...). Tessera publishes no arm64 image since 23.4.
@@ -332,8 +333,9 @@ def _counts(raw: _Raw, setup: Setup) -> tuple[int, int]:
         tessera = raw.int_("tesseraNodes", 2)
         if tessera < 2:
             raise ConfigError(raw.key("tesseraNodes"), tessera, "tessera setup: 2 or more")
-    if max(quorum, tessera) > 16:
-        raise ConfigError(raw.key("quorumNodes/tesseraNodes"), max(quorum, tessera), "at most 16")
+    for name, count in (("quorumNodes", quorum), ("tesseraNodes", tessera)):
+        if count > MAX_NODES:
+            raise ConfigError(raw.key(name), count, f"at most {MAX_NODES}")
     return quorum, tessera
 
 

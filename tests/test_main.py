@@ -310,6 +310,11 @@ BAD_CONFIGS = (
         ("tesseraNodes", "2 or more"),
     ),
     Bad("count not int", {"quorumNodes": "two"}, ("quorumNodes", "an integer")),
+    Bad(
+        "too many",
+        {"setup": "full", "tesseraNodes": 17},
+        ("quorum-ha:tesseraNodes: 17", "at most 16"),
+    ),
     Bad("network mode", {"network": {"mode": "peered"}}, ("network.mode", "'stackReference'")),
     Bad("bad vpc cidr", {"network": {"cidr": "10.0.0.0/33"}}, ("network.cidr", "CIDR")),
     Bad("vpc cidr host bits", {"network": {"cidr": "10.0.0.1/16"}}, ("network.cidr",)),
