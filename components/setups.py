@@ -73,7 +73,6 @@ class ClientNode(pulumi.ComponentResource):
     TYPE = "quorum-ha:setups:ClientNode"
 
     outputs: dict[str, pulumi.Input[Any]]
-    secret_values: pulumi.Output[list[str]]
 
     def __init__(
         self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None
@@ -109,7 +108,6 @@ class ClientNode(pulumi.ComponentResource):
         self.proxy = self._create_proxy()
         self.database = self._create_database()
         self.nodes = [self._create_nodes(group) for group in self.groups]
-        self.secret_values = self.keys.secret_values
         self.outputs = self._collect_outputs()
         self.register_outputs(self.outputs)
 

@@ -132,8 +132,6 @@ class SharedKeys(pulumi.ComponentResource):
     db_username: str
     db_password: pulumi.Output[str]
     replica_key_arn: pulumi.Output[str] | None
-    # The generated or supplied secret values, for tests and nothing else to read back.
-    secret_values: pulumi.Output[list[str]]
 
     def __init__(
         self, name: str, args: SharedKeysArgs, opts: pulumi.ResourceOptions | None = None
@@ -157,21 +155,11 @@ class SharedKeys(pulumi.ComponentResource):
             ).arn
         self.key_id = key.key_id
         self.tessera_key_id = f"{args.secret_prefix}/tessera"
-        tessera_public, tessera_private = self._create_tessera_keys()
-        account_keystore_json, account_password = self._create_quorum_account()
-        node_keys = self._create_node_keys()
+        self.tessera_public_key = self._create_tessera_keys()
+        self._create_quorum_account()
+        self._create_node_keys()
         self.db_username = DB_USERNAME
         self.db_password = self._create_db_credentials()
-        self.tessera_public_key = tessera_public
-        self.secret_values = pulumi.Output.secret(
-            pulumi.Output.all(
-                tessera_private,
-                account_keystore_json,
-                account_password,
-                self.db_password,
-                *node_keys,
-            ).apply(lambda values: [str(v) for v in values])
-        )
         self.register_outputs(
             {
                 "keyArn": self.key_arn,
@@ -287,7 +275,8 @@ class SharedKeys(pulumi.ComponentResource):
         seed = random.RandomBytes(f"{self._name}-{role}-seed", length=32, opts=self._opts())
         return pulumi.Output.secret(seed.base64.apply(base64.b64decode))
 
-    def _create_tessera_keys(self) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+    def _create_tessera_keys(self) -> pulumi.Output[str]:
+        """The shared Tessera pair in the vault; returns the public key."""
         args = self._args
         if args.existing_tessera_private_key is not None and args.existing_tessera_public_key:
             public: pulumi.Output[str] = pulumi.Output.from_input(args.existing_tessera_public_key)
@@ -302,9 +291,9 @@ class SharedKeys(pulumi.ComponentResource):
         )
         key_secret = self._secret("tessera-key", f"{self.tessera_key_id}Key", private)
         self.tessera_secret_arns = [pub_secret.arn, key_secret.arn]
-        return public, private
+        return public
 
-    def _create_quorum_account(self) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+    def _create_quorum_account(self) -> None:
         args = self._args
         if args.existing_quorum_account_keystore is not None:
             keystore = pulumi.Output.secret(args.existing_quorum_account_keystore)
@@ -331,11 +320,9 @@ class SharedKeys(pulumi.ComponentResource):
             "quorum-account", f"{self._args.secret_prefix}/quorum-account", value
         )
         self.quorum_account_secret_arn = secret.arn
-        return keystore, password
 
-    def _create_node_keys(self) -> list[pulumi.Output[str]]:
+    def _create_node_keys(self) -> None:
         """One devp2p key per Quorum node: unique identities, public enodes."""
-        keys: list[pulumi.Output[str]] = []
         self.node_key_secret_arns = []
         self.node_public_keys = []
         for i in range(self._args.quorum_node_count):
@@ -345,10 +332,8 @@ class SharedKeys(pulumi.ComponentResource):
             secret = self._secret(
                 f"quorum-node-{i}", f"{self._args.secret_prefix}/quorum-node-{i}", key_hex
             )
-            keys.append(key_hex)
             self.node_key_secret_arns.append(secret.arn)
             self.node_public_keys.append(pulumi.Output.unsecret(key_hex.apply(node_public_key)))
-        return keys
 
     def _create_db_credentials(self) -> pulumi.Output[str]:
         # Our own secret rather than an RDS-managed one: RDS rotates its managed secret on a
