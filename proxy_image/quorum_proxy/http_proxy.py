@@ -319,11 +319,19 @@ class HttpClientProtocol(asyncio.Protocol):
         if self.closed or self.transport is None:
             return
         self.runtime.metrics.bad_requests.inc((self.listener.name, str(status)))
+        active = self.active
+        if active is not None and (active is not self.cur or self.streaming):
+            # an earlier answer is owed or under way: answers could not stay in order
+            self.closed = True
+            self.transport.abort()
+            return
         if self.task is not None and not self.task.done():
-            if self.streaming:
-                self.transport.abort()
-                return
             self.task.cancel()
+        if self.fast_req is not None:
+            self._fast_clear()
+        if self.conn is not None:
+            self.conn.abort()
+            self.conn = None
         body = json.dumps({"error": REASONS.get(status, b"").decode(), "status": status})
         self.transport.write(simple_response(status, body.encode()))
         self.closed = True
@@ -445,11 +453,11 @@ class HttpClientProtocol(asyncio.Protocol):
     # serving
     def _start(self, req: Request) -> None:
         """A request's head is parsed and it is next in line."""
-        self.active = req
         if req.buffered and (req.content_length or 0) > self.limits.max_retry_body_bytes:
             self.cur = None
             self._reject(413)
             return
+        self.active = req
         if req.expect_continue:
             self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
         streams_body = req.chunked or bool(req.content_length)
@@ -498,6 +506,7 @@ class HttpClientProtocol(asyncio.Protocol):
             )
         self.active = None
         self.task = None
+        self.streaming = False
         if self.closed or self.transport is None:
             return
         if not keep or self.runtime.draining:

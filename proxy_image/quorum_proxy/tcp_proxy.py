@@ -177,7 +177,8 @@ class TcpClientProtocol(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         group = self.listener.group
         metrics = self.runtime.metrics
-        for server in self.listener.order():
+        order = self.listener.order()
+        for i, server in enumerate(order):
             try:
                 if server.addr is None:
                     server.set_address(await group.resolver(server.host, server.port))
@@ -189,10 +190,12 @@ class TcpClientProtocol(asyncio.Protocol):
             except (OSError, TimeoutError) as e:
                 reason = "timeout" if isinstance(e, TimeoutError) else "error"
                 server.record_failure(reason)
-                metrics.retries.inc((self.listener.name, "", reason))
+                if i + 1 < len(order):
+                    metrics.retries.inc((self.listener.name, "", reason))
                 continue
             if self.closed:
-                side.transport.close() if side.transport is not None else None
+                if side.transport is not None:
+                    side.transport.close()
                 return
             self.upstream = side
             self.server_name = server.name

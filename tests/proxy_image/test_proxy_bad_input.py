@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 from collections.abc import Callable
@@ -115,19 +116,43 @@ def test_upstream_garbage_gets_502(
     assert r.status == 502 and r.json()["route"] == "/"
 
 
+@pytest.mark.parametrize("warm", [False, True], ids=["fresh connection", "pooled connection"])
 def test_client_disconnect_cancels_the_upstream_request(
-    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+    warm: bool, upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
 ) -> None:
     a = upstreams()
-    a.handler = lambda seen: Reply(delay=5.0)
     proxy = start_proxy(http_config([a.address]))
     client = Client(proxy.addr("p2p"))
+    if warm:
+        assert client.request("GET", "/upcheck").status == 200
+    a.handler = lambda seen: Reply(delay=5.0)
     client.send(b"GET /transaction/slow HTTP/1.1\r\nHost: t\r\n\r\n")
-    wait_for(lambda: len(a.seen) == 1, what="request upstream")
+    wait_for(lambda: len(a.seen) == 1 + warm, what="request upstream")
     client.close()
     # the proxy drops its upstream connection instead of waiting for the answer
     wait_for(lambda: len(a.conns) == 0, timeout=3, what="upstream connection closed")
     assert request(proxy.addr("admin"), "GET", "/healthz").status == 200
+
+
+def test_oversized_pipelined_request_behind_a_pending_answer_closes_the_connection(
+    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> None:
+    a = upstreams()
+    a.handler = lambda seen: Reply(delay=0.3)
+    proxy = start_proxy(http_config([a.address], limits={"max_header_bytes": 512}))
+    with Client(proxy.addr("p2p")) as client:
+        assert client.request("GET", "/upcheck").status == 200  # pooled from now on
+        client.send(
+            b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"GET /second HTTP/1.1\r\nX-Big: " + b"b" * 600 + b"\r\n\r\n"
+        )
+        data = bytearray()
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := client.sock.recv(65536):
+                data += chunk
+    # no 431 slipped in ahead of (or into) the answer still owed for /first
+    assert b"431" not in data
+    assert proxy.metric("quorum_proxy_rejected_requests_total", listener="p2p", status="431") == 1
 
 
 def test_eof_inside_a_request_body_closes_without_forwarding(
