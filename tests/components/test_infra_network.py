@@ -149,3 +149,14 @@ def test_network_stack_without_outputs_stops_the_program(
 ) -> None:
     with pytest.raises(OfflineProgramError, match="acme/missing"):
         offline("pair", network={"mode": "stackReference", "stack": "acme/missing"})
+
+
+def test_public_nlb_in_an_existing_network_uses_its_public_subnets(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    public = ["subnet-0ccccccccccccccc0", "subnet-0ddddddddddddddd0"]
+    run = offline("pair", internalNlb=False, network={**EXISTING, "publicSubnetIds": public})
+    (nlb,) = run.of_type("aws:lb/loadBalancer:LoadBalancer")
+    assert nlb.inputs["internal"] is False and nlb.inputs["subnets"] == public
+    (service,) = run.of_type("aws:ecs/service:Service")
+    assert service.inputs["networkConfiguration"]["subnets"] == EXISTING["privateSubnetIds"]

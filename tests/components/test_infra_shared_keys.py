@@ -124,3 +124,31 @@ def test_one_node_key_per_quorum_node(offline: Callable[..., OfflineRun], setup:
     run = offline(setup)
     names = [n for n in secret_values(run) if "/quorum-node-" in n]
     assert len(names) == len(run.outputs["haEnodes"]) == (2 if setup == "pair" else 1)
+
+
+def test_logs_may_use_the_key_only_for_this_stacks_log_groups(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    run = offline("full")
+    (key,) = run.of_type("aws:kms/key:Key")
+    statements = {s["Sid"]: s for s in json.loads(key.inputs["policy"])["Statement"]}
+    logs = statements["LogsEncryptThisStacksLogGroups"]
+    assert logs["Principal"] == {"Service": "logs.us-east-1.amazonaws.com"}
+    scope = logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
+    assert scope == "arn:aws:logs:us-east-1:123456789012:log-group:/quorum-ha/dev/*"
+    for group in run.of_type("aws:cloudwatch/logGroup:LogGroup"):
+        assert group.state["arn"].startswith(scope.rstrip("*")), group.name
+    assert statements["AccountAdministers"]["Principal"] == {
+        "AWS": "arn:aws:iam::123456789012:root"
+    }
+
+
+@pytest.mark.parametrize(("stack", "days"), [("dev", 0), ("prod", 30)])
+def test_secrets_keep_a_recovery_window_outside_dev(stack: str, days: int) -> None:
+    config = dev_config("dev")
+    config.pop("quorum-ha:deletionProtection")
+    run = run_offline(config, stack=stack)
+    for secret in run.of_type("aws:secretsmanager/secret:Secret"):
+        assert secret.inputs["recoveryWindowInDays"] == days
+        assert secret.inputs["name"].startswith(f"quorum-ha/{stack}/")
+        assert secret.protect is (stack != "dev")
