@@ -64,6 +64,8 @@ class Network(pulumi.ComponentResource):
     private_subnet_ids: pulumi.Output[list[str]]
     public_subnet_ids: pulumi.Output[list[str]]
     private_route_table_ids: pulumi.Output[list[str]]
+    # Known before deployment, so routes to a peer can be declared one per table.
+    private_route_table_count: int
     zone_id: pulumi.Output[str]
     zone_name: str | None
 
@@ -169,6 +171,7 @@ class Network(pulumi.ComponentResource):
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in private])
         self.public_subnet_ids = pulumi.Output.all(*[s.id for s in public])
         self.private_route_table_ids = pulumi.Output.all(*[t.id for t in route_tables])
+        self.private_route_table_count = len(route_tables)
 
     def _create_public_tier(
         self, vpc: aws.ec2.Vpc, zones: Sequence[str], blocks: Sequence[str]
@@ -293,7 +296,9 @@ class Network(pulumi.ComponentResource):
         ).cidr_block
         self.private_subnet_ids = pulumi.Output.from_input(private_subnet_ids).apply(list)
         self.public_subnet_ids = pulumi.Output.from_input(public_subnet_ids).apply(list)
+        # An adopted network's routing stays its owner's.
         self.private_route_table_ids = pulumi.Output.from_input([])
+        self.private_route_table_count = 0
 
     def _create_zone(self, zone_name: str) -> pulumi.Output[str]:
         zone = aws.route53.Zone(

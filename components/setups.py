@@ -276,10 +276,8 @@ class ClientNode(pulumi.ComponentResource):
                 peer_vpc_cidr=remote.vpc_cidr,
                 peer_route_table_ids=remote.private_route_table_ids,
                 peer_region=region,
-                route_table_count=settings.network.az_count
-                if isinstance(settings.network, NewNetwork)
-                else 0,
-                peer_route_table_count=2,
+                route_table_count=self.network.private_route_table_count,
+                peer_route_table_count=remote.private_route_table_count,
             ),
             opts=self._child_opts(),
         )
