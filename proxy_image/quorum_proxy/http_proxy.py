@@ -461,9 +461,9 @@ class HttpClientProtocol(asyncio.Protocol):
         if req.expect_continue:
             self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
         streams_body = req.chunked or bool(req.content_length)
-        if req.complete or (streams_body and not req.buffered and req.route is not None):
+        if req.complete or (streams_body and (req.route is None or not req.buffered)):
             self._dispatch(req)
-        # else: on_message_complete dispatches it, body buffered
+        # else: on_message_complete dispatches it, its body buffered meanwhile
 
     def _dispatch(self, req: Request) -> None:
         req.started = True
@@ -654,7 +654,10 @@ class HttpClientProtocol(asyncio.Protocol):
             outcome.retries = 1
             self.runtime.metrics.retries.inc((self.listener.name, route.label, reason))
             self.task = self.loop.create_task(self._serve(req, tried, outcome))
-        elif outcome.held is not None:
+            return
+        if route.mirror_group is not None:
+            self._mirror(req, route, tried)
+        if outcome.held is not None:
             self._send_held(req, outcome)
         else:
             self._send_failure(req, route, outcome)
@@ -964,17 +967,25 @@ class HttpClientProtocol(asyncio.Protocol):
 
     # message building
     def _upstream_head(self, req: Request) -> bytes:
+        route = req.route
+        assert route is not None
         parts = [req.method, b" ", req.url, b" HTTP/1.1\r\n"]
         has_host = False
+        dropped: frozenset[bytes] | set[bytes] = HOP_BY_HOP
+        for name, value in req.headers:
+            if name.lower() == b"connection":
+                # headers the client names in Connection are hop-by-hop too (RFC 9110 7.6.1)
+                dropped = HOP_BY_HOP | {t.strip().lower() for t in value.split(b",")}
         for name, value in req.headers:
             lname = name.lower()
-            if lname in HOP_BY_HOP or lname in _REPLACED:
+            if lname in dropped or lname in _REPLACED:
                 continue
             if lname == b"host":
                 has_host = True
             parts += (name, b": ", value, b"\r\n")
         if not has_host:
-            parts.append(b"Host: %s\r\n" % req.route.group.servers[0].name.encode())  # type: ignore[union-attr]
+            # as nginx's default $proxy_host: the upstream's name
+            parts.append(b"Host: %s\r\n" % route.group.config.name.encode())
         parts += (b"X-Forwarded-For: ", req.xff, b"\r\n")
         if req.buffered:
             if req.body_size or req.chunked or req.content_length is not None:

@@ -168,3 +168,16 @@ def test_mirror_copies_over_the_bound_are_dropped_and_counted(
     assert proxy.metric(metric, result="dropped", **labels) == 3
     wait_for(lambda: proxy.metric(metric, result="ok", **labels) == 2, what="bounded copies")
     assert len(fast.seen) == 5
+
+
+def test_path_without_a_route_gets_404_even_with_a_large_body_in_flight(
+    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> None:
+    a = upstreams()
+    proxy = start_proxy(p2p_config({"/upcheck": a.address}))
+    with Client(proxy.addr("p2p")) as client:
+        client.send(b"POST /other HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n")
+        client.send(b"z" * 200_000)  # far from complete: the answer must not wait for it
+        r = client.read_response()
+    assert r.status == 404 and r.headers["connection"] == "close"
+    assert a.seen == []
