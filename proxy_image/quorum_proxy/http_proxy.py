@@ -783,7 +783,6 @@ class HttpClientProtocol(asyncio.Protocol):
         self.resp_close_delimited = False
         self._may_hold_404 = may_hold_404
         conn.handler = self
-        conn.uses += 1
 
     def _send(self, req: Request, conn: UpstreamConnection) -> None:
         if req.buffered:

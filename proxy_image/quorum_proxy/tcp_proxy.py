@@ -183,10 +183,10 @@ class TcpClientProtocol(asyncio.Protocol):
                 if server.addr is None:
                     server.set_address(await group.resolver(server.host, server.port))
                 assert server.addr is not None
-                _, side = await asyncio.wait_for(
-                    loop.create_connection(lambda: _UpstreamSide(self), *server.addr),
-                    group.config.connect_timeout,
-                )
+                async with asyncio.timeout(group.config.connect_timeout):
+                    _, side = await loop.create_connection(
+                        lambda: _UpstreamSide(self), *server.addr
+                    )
             except (OSError, TimeoutError) as e:
                 reason = "timeout" if isinstance(e, TimeoutError) else "error"
                 server.record_failure(reason)

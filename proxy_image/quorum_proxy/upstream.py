@@ -73,7 +73,6 @@ class UpstreamConnection(asyncio.Protocol):
         "reason",
         "server",
         "transport",
-        "uses",
     )
 
     def __init__(self, server: Server) -> None:
@@ -85,7 +84,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.reason = b""
         self.closed = False
-        self.uses = 0
         self.got_data = False
         self.last_read = 0.0
 
@@ -242,10 +240,9 @@ class Server:
         assert self.addr is not None
         loop = asyncio.get_running_loop()
         server = self
-        _, proto = await asyncio.wait_for(
-            loop.create_connection(lambda: UpstreamConnection(server), *self.addr),
-            self.group.config.connect_timeout,
-        )
+        # asyncio.timeout, unlike 3.11's wait_for, never swallows a cancellation
+        async with asyncio.timeout(self.group.config.connect_timeout):
+            _, proto = await loop.create_connection(lambda: UpstreamConnection(server), *self.addr)
         return proto
 
     def pooled(self) -> UpstreamConnection | None:
@@ -331,7 +328,8 @@ class UpstreamGroup:
     async def _health_loop(self, server: Server, check: HealthCheck) -> None:
         while True:
             try:
-                ok = await asyncio.wait_for(run_check(server, check), check.timeout)
+                async with asyncio.timeout(check.timeout):
+                    ok = await run_check(server, check)
             except (
                 OSError,
                 TimeoutError,

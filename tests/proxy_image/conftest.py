@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -72,8 +71,8 @@ def start_proxy(log_sink: LogSink) -> Iterator[Callable[..., Proxy]]:
         yield start
     finally:
         for proxy in started:
-            with contextlib.suppress(Exception):
-                proxy.loop.run(proxy.runtime.close())
+            # no suppression: a close that hangs would be a drain that hangs on SIGTERM
+            proxy.loop.run(proxy.runtime.close())
         for lt in loops:
             lt.stop()
 
