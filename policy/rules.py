@@ -49,6 +49,7 @@ LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 ECR_REPOSITORY = "aws:ecr/repository:Repository"
 KMS_KEY = "aws:kms/key:Key"
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
+DEFAULT_SECURITY_GROUP = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
 SECURITY_GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 
@@ -313,7 +314,7 @@ def _ingress(where: str, protocol: Any, from_port: Any, to_port: Any, cidrs: lis
 def ingress_of(resource_type: str, props: Mapping[str, Any]) -> list[Ingress]:
     """The ingress permissions a security group (inline), group rule or ingress rule grants."""
     found: list[Ingress] = []
-    if resource_type == SECURITY_GROUP:
+    if resource_type in (SECURITY_GROUP, DEFAULT_SECURITY_GROUP):
         for i, rule in enumerate(items_of(lookup(props, "ingress"))):
             cidrs = items_of(lookup(rule, "cidrBlocks")) + items_of(lookup(rule, "ipv6CidrBlocks"))
             found.append(

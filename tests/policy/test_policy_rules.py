@@ -369,6 +369,17 @@ SSH = [
         ("tcp 22",),
     ),
     Case(
+        "default-group-all-from-self",
+        ssh,
+        rules.DEFAULT_SECURITY_GROUP,
+        {
+            "vpcId": "vpc-1",
+            "ingress": [{"protocol": "-1", "fromPort": 0, "toPort": 0, "self": True}],
+        },
+        ("all ports",),
+    ),
+    Case("default-group-emptied", ssh, rules.DEFAULT_SECURITY_GROUP, {"vpcId": "vpc-1"}),
+    Case(
         "egress-ssh-ok",
         ssh,
         rules.SECURITY_GROUP_RULE,
