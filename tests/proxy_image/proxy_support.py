@@ -320,10 +320,17 @@ class Response:
 
 
 class _Collect:
+    """Parser callbacks gathering every response on a connection, in order."""
+
     def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.done: list[Response] = []
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
-        self.done = False
+
+    def on_message_begin(self) -> None:
+        self.headers = {}
+        self.body = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode().lower()] = value.decode()
@@ -332,7 +339,9 @@ class _Collect:
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        self.done = True
+        self.done.append(
+            Response(self.parser.get_status_code(), self.headers, b"".join(self.body))
+        )
 
 
 class Client:
@@ -343,7 +352,7 @@ class Client:
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(addr if isinstance(addr, str) else tuple(addr))
-        self.rest = b""
+        self.responses = _Collect()
 
     def close(self) -> None:
         self.sock.close()
@@ -369,23 +378,32 @@ class Client:
         if body is not None:
             lines.append(f"Content-Length: {len(body)}")
         self.send(("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
-        return self.read_response(head=method == "HEAD")
+        return self.read_head_response() if method == "HEAD" else self.read_response()
 
-    def read_response(self, head: bool = False) -> Response:
-        collect = _Collect()
-        parser = httptools.HttpResponseParser(collect)
-        data = self.rest
-        self.rest = b""
-        while True:
-            if data:
-                with contextlib.suppress(httptools.HttpParserUpgrade):
-                    parser.feed_data(data)
-                if collect.done or (head and parser.get_status_code() and collect.headers):
-                    break
+    def read_response(self) -> Response:
+        """The next response; pipelined ones that arrived together are kept for later calls."""
+        collect = self.responses
+        while not collect.done:
             data = self.sock.recv(65536)
             if not data:
                 raise ConnectionError("closed before a complete response")
-        return Response(parser.get_status_code(), collect.headers, b"".join(collect.body))
+            with contextlib.suppress(httptools.HttpParserUpgrade):
+                collect.parser.feed_data(data)
+        return collect.done.pop(0)
+
+    def read_head_response(self) -> Response:
+        """An answer to HEAD: its Content-Length announces a body that never comes."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed before a complete response")
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert rest == b"", "a HEAD answer carried a body"
+        status_line, *lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+        return Response(int(status_line.split()[1]), headers, b"")
 
 
 def request(addr: Any, method: str, path: str, body: bytes | None = None, **kw: Any) -> Response:
