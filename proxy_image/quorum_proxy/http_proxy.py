@@ -318,7 +318,21 @@ class HttpClientProtocol(asyncio.Protocol):
         """Refuse with a status and close; nothing else is read from this client."""
         if self.closed or self.transport is None:
             return
-        self.runtime.metrics.bad_requests.inc((self.listener.name, str(status)))
+        runtime = self.runtime
+        runtime.metrics.bad_requests.inc((self.listener.name, str(status)))
+        if runtime.config.access_log:
+            cur = self.cur
+            runtime.access_log(
+                {
+                    "time": round(time.time(), 3),
+                    "listener": self.listener.name,
+                    "client": self.peer.decode(),
+                    "method": cur.method.decode() if cur is not None else "",
+                    "path": cur.url.decode("latin-1") if cur is not None else "",
+                    "status": status,
+                    "rejected": True,
+                }
+            )
         active = self.active
         if active is not None and (active is not self.cur or self.streaming):
             # an earlier answer is owed or under way: answers could not stay in order

@@ -10,7 +10,16 @@ from collections.abc import Callable
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from proxy_support import Client, Proxy, Reply, UpstreamServer, http_config, request, wait_for
+from proxy_support import (
+    Client,
+    LogSink,
+    Proxy,
+    Reply,
+    UpstreamServer,
+    http_config,
+    request,
+    wait_for,
+)
 
 STATUS_LINE = re.compile(rb"HTTP/1\.1 [1-5]\d\d ")
 
@@ -92,6 +101,18 @@ def test_uri_or_header_section_over_limits_is_refused(
         == 1
     )
     assert a.seen == []
+
+
+def test_refused_requests_are_logged_too(
+    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy], log_sink: LogSink
+) -> None:
+    proxy = start_proxy(http_config([upstreams().address], limits={"max_uri_bytes": 16}))
+    with socket.create_connection(proxy.addr("p2p"), timeout=3) as s:
+        s.sendall(b"GET /" + b"u" * 40 + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 414 ")
+    wait_for(lambda: len(log_sink.lines) == 1, what="a log line")
+    (entry,) = log_sink.entries()
+    assert entry["status"] == 414 and entry["rejected"] is True and entry["listener"] == "p2p"
 
 
 def test_slow_header_sender_is_cut_off_with_408(
