@@ -33,8 +33,8 @@ HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
-# request headers the proxy writes itself
-_REPLACED = frozenset({b"x-forwarded-for", b"content-length"})
+# request headers the proxy acts on or rewrites (all others pass, unless hop-by-hop)
+_LOOKED_AT = HOP_BY_HOP | {b"x-forwarded-for", b"content-length", b"host"}
 NON_IDEMPOTENT = frozenset({b"POST", b"LOCK", b"PATCH"})
 MAX_BUFFERED_404 = 65536
 STREAM_BUFFER_HIGH = 65536
@@ -164,6 +164,7 @@ class Request:
         "content_length",
         "expect_continue",
         "head",
+        "head_prefix",
         "headers",
         "keep_alive",
         "method",
@@ -173,7 +174,6 @@ class Request:
         "started",
         "upstream_chunked",
         "url",
-        "xff",
     )
 
     def __init__(self) -> None:
@@ -193,8 +193,8 @@ class Request:
         self.started = False
         self.route: RouteState | None = None
         self.head = b""
+        self.head_prefix = b""
         self.start = 0.0
-        self.xff = b""
 
 
 class HttpClientProtocol(asyncio.Protocol):
@@ -403,10 +403,16 @@ class HttpClientProtocol(asyncio.Protocol):
         req.keep_alive = (
             self.parser.should_keep_alive() and self.parser.get_http_version() == "1.1"
         )
+        # one pass: the headers the proxy acts on, and the ones it passes on
         xff = b""
+        has_host = False
+        named: set[bytes] | None = None
+        kept: list[tuple[bytes, bytes]] = []
         for name, value in req.headers:
             lname = name.lower()
-            if lname == b"content-length":
+            if lname not in _LOOKED_AT:
+                kept.append((lname, b"%s: %s\r\n" % (name, value)))
+            elif lname == b"content-length":
                 try:
                     req.content_length = int(value)
                 except ValueError:
@@ -417,10 +423,24 @@ class HttpClientProtocol(asyncio.Protocol):
                 req.expect_continue = value.lower() == b"100-continue"
             elif lname == b"x-forwarded-for":
                 xff = value + b", "
-        req.xff = xff + self.peer
+            elif lname == b"host":
+                has_host = True
+                kept.append((lname, b"%s: %s\r\n" % (name, value)))
+            elif lname == b"connection":
+                # headers the client names in Connection are hop-by-hop too (RFC 9110 7.6.1)
+                named = {t.strip().lower() for t in value.split(b",")}
         path = req.url.split(b"?", 1)[0]
         route = self.listener.match(path)
         req.route = route
+        if named:
+            kept = [(lname, line) for lname, line in kept if lname not in named]
+        lines = [req.method, b" ", req.url, b" HTTP/1.1\r\n"]
+        lines += [line for _, line in kept]
+        if not has_host and route is not None:
+            # as nginx's default $proxy_host: the upstream's name
+            lines.append(b"Host: %s\r\n" % route.group.config.name.encode())
+        lines += (b"X-Forwarded-For: ", xff, self.peer, b"\r\n")
+        req.head_prefix = b"".join(lines)
         if route is not None:
             cfg = route.config
             req.buffered = route.mirror_group is not None or (
@@ -596,7 +616,7 @@ class HttpClientProtocol(asyncio.Protocol):
             route.retry_404
             and req.buffered
             and len(group.servers) > 1
-            and bool(group.candidates([server]))
+            and group.has_untried([server])
         )
         self._bind(conn, may_hold_404, futures=False)
         self.fast_req = req
@@ -664,7 +684,7 @@ class HttpClientProtocol(asyncio.Protocol):
         assert route is not None
         outcome.failure = reason
         tried = [server]
-        if req.buffered and reason in route.config.retry_on and route.group.candidates(tried):
+        if req.buffered and reason in route.config.retry_on and route.group.has_untried(tried):
             outcome.retries = 1
             self.runtime.metrics.retries.inc((self.listener.name, route.label, reason))
             self.task = self.loop.create_task(self._serve(req, tried, outcome))
@@ -707,7 +727,7 @@ class HttpClientProtocol(asyncio.Protocol):
             if server is None:
                 return None
             tried.append(server)
-            more = bool(group.candidates(tried))
+            more = group.has_untried(tried)
             try:
                 conn = await self._attempt(req, server, route, more)
             except _AttemptFailedError as e:
@@ -882,12 +902,15 @@ class HttpClientProtocol(asyncio.Protocol):
         no_body = req.method == b"HEAD" or status in (204, 304) or 100 <= status < 200
         length: int | None = None
         chunked = False
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, b"Status"))]
         for name, value in headers:
             lname = name.lower()
             if lname == b"content-length":
                 length = int(value) if value.isdigit() else None
             elif lname == b"transfer-encoding":
                 chunked = True
+            elif lname not in HOP_BY_HOP:
+                lines.append(b"%s: %s\r\n" % (name, value))
         self.resp_no_body = no_body
         self.resp_close_delimited = not no_body and length is None and not chunked
         if status == 404 and self._may_hold_404 and (length or 0) <= MAX_BUFFERED_404:
@@ -897,9 +920,7 @@ class HttpClientProtocol(asyncio.Protocol):
             keep = req.keep_alive and not self.resp_close_delimited
             self.resp_chunked = not no_body and length is None and keep
             # held back briefly: it leaves with the first body bytes in one write
-            self.pending = self._client_head(
-                status, reason, headers, None if no_body else length, keep
-            )
+            self.pending = self._end_head(lines, None if no_body else length, keep)
         head = self.resp_head
         if head is not None and not head.done():
             head.set_result(None)
@@ -980,36 +1001,16 @@ class HttpClientProtocol(asyncio.Protocol):
 
     # message building
     def _upstream_head(self, req: Request) -> bytes:
-        route = req.route
-        assert route is not None
-        parts = [req.method, b" ", req.url, b" HTTP/1.1\r\n"]
-        has_host = False
-        dropped: frozenset[bytes] | set[bytes] = HOP_BY_HOP
-        for name, value in req.headers:
-            if name.lower() == b"connection":
-                # headers the client names in Connection are hop-by-hop too (RFC 9110 7.6.1)
-                dropped = HOP_BY_HOP | {t.strip().lower() for t in value.split(b",")}
-        for name, value in req.headers:
-            lname = name.lower()
-            if lname in dropped or lname in _REPLACED:
-                continue
-            if lname == b"host":
-                has_host = True
-            parts += (name, b": ", value, b"\r\n")
-        if not has_host:
-            # as nginx's default $proxy_host: the upstream's name
-            parts.append(b"Host: %s\r\n" % route.group.config.name.encode())
-        parts += (b"X-Forwarded-For: ", req.xff, b"\r\n")
+        """The request head for the upstream: the kept headers plus this hop's framing."""
         if req.buffered:
             if req.body_size or req.chunked or req.content_length is not None:
-                parts.append(b"Content-Length: %d\r\n" % req.body_size)
+                return req.head_prefix + b"Content-Length: %d\r\n\r\n" % req.body_size
         elif req.chunked:
             req.upstream_chunked = True
-            parts.append(b"Transfer-Encoding: chunked\r\n")
+            return req.head_prefix + b"Transfer-Encoding: chunked\r\n\r\n"
         elif req.content_length is not None:
-            parts.append(b"Content-Length: %d\r\n" % req.content_length)
-        parts.append(b"\r\n")
-        return b"".join(parts)
+            return req.head_prefix + b"Content-Length: %d\r\n\r\n" % req.content_length
+        return req.head_prefix + b"\r\n"
 
     def _client_head(
         self,
@@ -1019,20 +1020,23 @@ class HttpClientProtocol(asyncio.Protocol):
         length: int | None,
         keep: bool,
     ) -> bytes:
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, b"Status"))]
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, b"Status"))]
         for name, value in headers:
             lname = name.lower()
-            if lname in HOP_BY_HOP or lname == b"content-length":
-                continue
-            parts += (name, b": ", value, b"\r\n")
+            if lname not in HOP_BY_HOP and lname != b"content-length":
+                lines.append(b"%s: %s\r\n" % (name, value))
+        return self._end_head(lines, length, keep)
+
+    def _end_head(self, lines: list[bytes], length: int | None, keep: bool) -> bytes:
+        """Status line and passed headers, plus this hop's framing and Connection."""
         if length is not None:
-            parts.append(b"Content-Length: %d\r\n" % length)
+            lines.append(b"Content-Length: %d\r\n" % length)
         elif self.resp_chunked:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
+            lines.append(b"Transfer-Encoding: chunked\r\n")
         if not keep or self.runtime.draining:
-            parts.append(b"Connection: close\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)
+            lines.append(b"Connection: close\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
 
     # mirror
     def _mirror(self, req: Request, route: RouteState, tried: list[Server]) -> None:

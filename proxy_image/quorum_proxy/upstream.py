@@ -130,11 +130,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.handler is not None:
             self.handler.on_upstream_pause(False)
 
-    # httptools callbacks
-    def on_message_begin(self) -> None:
-        self.headers = []
-        self.reason = b""
-
+    # httptools callbacks (no on_message_begin: on_headers_complete resets, one call less)
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
 
@@ -142,12 +138,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        headers, reason = self.headers, self.reason
+        self.headers = []
+        self.reason = b""
         if self.handler is not None:
+            parser = self.parser
             self.handler.on_response_head(
-                self.parser.get_status_code(),
-                self.reason,
-                self.headers,
-                self.parser.should_keep_alive(),
+                parser.get_status_code(), reason, headers, parser.should_keep_alive()
             )
 
     def on_body(self, body: bytes) -> None:
@@ -269,26 +266,46 @@ class UpstreamGroup:
         now = time.monotonic()
         return any(s.available(now) for s in self.servers)
 
-    def candidates(self, tried: list[Server]) -> list[Server]:
-        """Servers not yet tried that take traffic; all of them when none does (fail open)."""
-        now = time.monotonic()
-        servers = self.servers
-        healthy = [s for s in servers if s.available(now)]
-        pool = healthy if healthy else servers
-        if not tried:
-            return pool
-        return [s for s in pool if s not in tried]
-
     def pick(self, tried: list[Server]) -> Server | None:
-        cands = self.candidates(tried)
-        if not cands:
-            return None
-        self.rr += 1
-        return cands[self.rr % len(cands)]
+        """Round-robin over servers not yet tried that take traffic.
 
-    def ordered(self) -> list[Server]:
-        """Primary first, then backups: healthy servers in config order (all if none)."""
-        return self.candidates([])
+        When no server takes traffic the untried ones are tried anyway (fail open); when some
+        do but all of those were tried, there is nothing left (nginx's "no live upstreams").
+        """
+        servers = self.servers
+        n = len(servers)
+        now = time.monotonic()
+        start = self.rr
+        any_up = False
+        fallback = -1
+        for step in range(1, n + 1):
+            i = (start + step) % n
+            s = servers[i]
+            if s.active_ok and now >= s.down_until:
+                any_up = True
+                if s not in tried:
+                    self.rr = i
+                    return s
+            elif fallback < 0 and s not in tried:
+                fallback = i
+        if any_up or fallback < 0:
+            return None
+        self.rr = fallback
+        return servers[fallback]
+
+    def has_untried(self, tried: list[Server]) -> bool:
+        """Whether pick(tried) would find a server (without moving the round-robin)."""
+        now = time.monotonic()
+        any_up = False
+        untried_down = False
+        for s in self.servers:
+            if s.active_ok and now >= s.down_until:
+                if s not in tried:
+                    return True
+                any_up = True
+            elif s not in tried:
+                untried_down = True
+        return untried_down and not any_up
 
     def start(self) -> None:
         if any(s.addr is None for s in self.servers):
