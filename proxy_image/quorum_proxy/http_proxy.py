@@ -110,7 +110,7 @@ def simple_response(status: int, body: bytes, close: bool = True) -> bytes:
 class RouteState:
     """A route with its upstream groups and mirror accounting."""
 
-    __slots__ = ("config", "group", "label", "mirror_group", "mirror_in_flight", "retry_404")
+    __slots__ = ("config", "copies", "group", "label", "mirror_group", "retry_404")
 
     def __init__(
         self, config: Route, group: UpstreamGroup, mirror_group: UpstreamGroup | None
@@ -118,7 +118,8 @@ class RouteState:
         self.config = config
         self.group = group
         self.mirror_group = mirror_group
-        self.mirror_in_flight = 0
+        # mirror copies in flight; their timeouts are checked by the runtime's sweeper
+        self.copies: set[MirrorCopy] = set()
         self.label = config.prefix
         self.retry_404 = "http_404" in config.retry_on
 
@@ -150,6 +151,15 @@ class HttpListener:
 
     def protocol(self) -> HttpClientProtocol:
         return HttpClientProtocol(self)
+
+    def check_timeouts(self, now: float) -> None:
+        """Called by the runtime's sweeper: slow clients, stalled upstreams, late mirrors."""
+        for conn in list(self.connections):
+            conn.check_timeouts(now)
+        for route in self.routes:
+            if route.copies:
+                for copy in list(route.copies):
+                    copy.check_timeout(now)
 
 
 class Request:
@@ -1052,11 +1062,10 @@ class HttpClientProtocol(asyncio.Protocol):
             if server.name in sent:
                 continue
             key = (self.listener.name, route.label, "dropped")
-            if route.mirror_in_flight >= mcfg.max_in_flight or not server.available(now):
+            if len(route.copies) >= mcfg.max_in_flight or not server.available(now):
                 metrics.mirror.inc(key)
                 continue
-            route.mirror_in_flight += 1
-            MirrorCopy(self.listener.name, route, server, payload, mcfg.timeout).start()
+            MirrorCopy(self.listener.name, route, server, payload, mcfg.timeout).start(self.loop)
 
 
 def _expire(fut: asyncio.Future[None]) -> None:
@@ -1080,8 +1089,8 @@ class MirrorCopy:
 
     __slots__ = (
         "conn",
+        "deadline",
         "done",
-        "handle",
         "listener",
         "payload",
         "route",
@@ -1099,19 +1108,23 @@ class MirrorCopy:
         self.payload = payload
         self.timeout = timeout
         self.conn: UpstreamConnection | None = None
-        self.handle: asyncio.TimerHandle | None = None
+        self.deadline = 0.0
         self.done = False
         self.status = 0
 
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.handle = loop.call_later(self.timeout, self._finish, "timeout", None)
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.deadline = loop.time() + self.timeout
+        self.route.copies.add(self)
         conn = self.server.pooled()
         if conn is not None:
             self._send(conn)
         else:
             task = loop.create_task(self.server.connect())
             task.add_done_callback(self._connected)
+
+    def check_timeout(self, now: float) -> None:
+        if now >= self.deadline:
+            self._finish("timeout", None)
 
     def _connected(self, task: asyncio.Task[UpstreamConnection]) -> None:
         if task.cancelled() or task.exception() is not None:
@@ -1132,15 +1145,13 @@ class MirrorCopy:
         if self.done:
             return
         self.done = True
-        if self.handle is not None:
-            self.handle.cancel()
         conn = self.conn
         if conn is not None:
             if keep_alive:
                 conn.release()
             else:
                 conn.abort()
-        self.route.mirror_in_flight -= 1
+        self.route.copies.discard(self)
         metrics = self.route.group.metrics
         metrics.mirror.inc((self.listener, self.route.label, result))
 

@@ -271,8 +271,7 @@ class ProxyRuntime:
             await asyncio.sleep(SWEEP_INTERVAL)
             now = loop.time()
             for listener in http:
-                for conn in list(listener.connections):
-                    conn.check_timeouts(now)
+                listener.check_timeouts(now)
 
     def in_flight(self) -> int:
         total = 0
