@@ -67,6 +67,7 @@ class UpstreamConnection(asyncio.Protocol):
         "got_data",
         "handler",
         "headers",
+        "interim",
         "last_read",
         "loop",
         "parser",
@@ -85,6 +86,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.reason = b""
         self.closed = False
         self.got_data = False
+        self.interim = False
         self.last_read = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -141,17 +143,23 @@ class UpstreamConnection(asyncio.Protocol):
         headers, reason = self.headers, self.reason
         self.headers = []
         self.reason = b""
+        parser = self.parser
+        status = parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # an interim answer (100 Continue, 103 Early Hints): the real one follows
+            self.interim = True
+            return
         if self.handler is not None:
-            parser = self.parser
-            self.handler.on_response_head(
-                parser.get_status_code(), reason, headers, parser.should_keep_alive()
-            )
+            self.handler.on_response_head(status, reason, headers, parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
         if self.handler is not None:
             self.handler.on_response_body(body)
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         handler = self.handler
         if handler is not None:
             handler.on_response_complete(self.parser.should_keep_alive())

@@ -87,6 +87,7 @@ class Reply:
     garbage: bool = False
     close: bool = False
     stall_body: bool = False
+    interim: bool = False
 
 
 class _UpstreamProtocol(asyncio.Protocol):
@@ -147,6 +148,8 @@ class _UpstreamProtocol(asyncio.Protocol):
         if reply.close:
             t.abort()
             return
+        if reply.interim:
+            t.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
         if reply.garbage:
             t.write(b"NOT HTTP AT ALL\r\n\r\n")
             t.close()

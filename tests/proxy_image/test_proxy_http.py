@@ -168,3 +168,15 @@ def test_http_1_0_client_gets_its_answer_and_a_close(
     assert data.startswith(b"HTTP/1.1 200 ")
     assert b"connection: close" in data.lower()
     assert a.seen[0].headers["host"] == "tessera"  # the upstream's name, as nginx sends
+
+
+def test_interim_1xx_answers_from_the_upstream_are_passed_over(
+    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> None:
+    a = upstreams("a")
+    a.handler = lambda seen: Reply(status=201, interim=True)
+    proxy = start_proxy(http_config([a.address]))
+    with Client(proxy.addr("p2p")) as client:
+        for _ in range(2):  # fresh, then pooled connection
+            r = client.request("POST", "/push", b"x")
+            assert r.status == 201 and r.json()["server"] == "a"
