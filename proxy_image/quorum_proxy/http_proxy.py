@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from .config import Limits, Listener, Route
+from .mirror import MirrorCopy
 from .upstream import Server, UpstreamConnection, UpstreamGroup
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ class RouteState:
         self.config = config
         self.group = group
         self.mirror_group = mirror_group
-        # mirror copies in flight; their timeouts are checked by the runtime's sweeper
+        # mirror copies not yet answered, for the max_in_flight bound
         self.copies: set[MirrorCopy] = set()
         self.label = config.prefix
         self.retry_404 = "http_404" in config.retry_on
@@ -153,13 +154,9 @@ class HttpListener:
         return HttpClientProtocol(self)
 
     def check_timeouts(self, now: float) -> None:
-        """Called by the runtime's sweeper: slow clients, stalled upstreams, late mirrors."""
+        """Called by the runtime's sweeper: slow clients and stalled upstreams."""
         for conn in list(self.connections):
             conn.check_timeouts(now)
-        for route in self.routes:
-            if route.copies:
-                for copy in list(route.copies):
-                    copy.check_timeout(now)
 
 
 class Request:
@@ -1054,18 +1051,25 @@ class HttpClientProtocol(asyncio.Protocol):
         mgroup = route.mirror_group
         mcfg = route.config.mirror
         assert mgroup is not None and mcfg is not None
-        metrics = self.runtime.metrics
+        if req.method == b"HEAD":
+            return  # nothing to teach a server, and pipelined HEAD answers cannot be framed
+        runtime = self.runtime
         now = time.monotonic()
-        sent = {s.name for s in tried}
         payload = req.head + b"".join(req.body)
+        deadline = self.loop.time() + mcfg.timeout
+        key = (self.listener.name, route.label)
+        copies = route.copies
+        # by name: the mirror upstream may be another group listing the same servers
+        sent = [s.name for s in tried]
         for server in mgroup.servers:
             if server.name in sent:
                 continue
-            key = (self.listener.name, route.label, "dropped")
-            if len(route.copies) >= mcfg.max_in_flight or not server.available(now):
-                metrics.mirror.inc(key)
+            if len(copies) >= mcfg.max_in_flight or not server.available(now):
+                runtime.metrics.mirror.inc((*key, "dropped"))
                 continue
-            MirrorCopy(self.listener.name, route, server, payload, mcfg.timeout).start(self.loop)
+            copy = MirrorCopy(payload, deadline, key, copies.discard)
+            copies.add(copy)
+            runtime.mirror_channel(server).submit(copy)
 
 
 def _expire(fut: asyncio.Future[None]) -> None:
@@ -1082,95 +1086,3 @@ def _fail(fut: asyncio.Future[None], error: BaseException) -> None:
 def _relay(waiter: asyncio.Future[None], _done: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-class MirrorCopy:
-    """One mirrored request: callbacks only, its answer read and dropped."""
-
-    __slots__ = (
-        "conn",
-        "deadline",
-        "done",
-        "listener",
-        "payload",
-        "route",
-        "server",
-        "status",
-        "timeout",
-    )
-
-    def __init__(
-        self, listener: str, route: RouteState, server: Server, payload: bytes, timeout: float
-    ) -> None:
-        self.listener = listener
-        self.route = route
-        self.server = server
-        self.payload = payload
-        self.timeout = timeout
-        self.conn: UpstreamConnection | None = None
-        self.deadline = 0.0
-        self.done = False
-        self.status = 0
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.deadline = loop.time() + self.timeout
-        self.route.copies.add(self)
-        conn = self.server.pooled()
-        if conn is not None:
-            self._send(conn)
-        else:
-            task = loop.create_task(self.server.connect())
-            task.add_done_callback(self._connected)
-
-    def check_timeout(self, now: float) -> None:
-        if now >= self.deadline:
-            self._finish("timeout", None)
-
-    def _connected(self, task: asyncio.Task[UpstreamConnection]) -> None:
-        if task.cancelled() or task.exception() is not None:
-            self._finish("error", None)
-            return
-        conn = task.result()
-        if self.done:
-            conn.release()
-            return
-        self._send(conn)
-
-    def _send(self, conn: UpstreamConnection) -> None:
-        self.conn = conn
-        conn.handler = self
-        conn.write(self.payload)
-
-    def _finish(self, result: str, keep_alive: bool | None) -> None:
-        if self.done:
-            return
-        self.done = True
-        conn = self.conn
-        if conn is not None:
-            if keep_alive:
-                conn.release()
-            else:
-                conn.abort()
-        self.route.copies.discard(self)
-        metrics = self.route.group.metrics
-        metrics.mirror.inc((self.listener, self.route.label, result))
-
-    def on_response_head(
-        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
-    ) -> None:
-        self.status = status
-
-    def on_response_body(self, data: bytes) -> None:
-        return
-
-    def on_response_complete(self, keep_alive: bool) -> None:
-        self._finish("ok" if self.status < 400 else "http_error", keep_alive)
-
-    def on_upstream_lost(self, exc: BaseException | None) -> None:
-        self._finish("error", False)
-
-    def on_upstream_pause(self, paused: bool) -> None:
-        return
-
-    def on_data_end(self) -> None:
-        return

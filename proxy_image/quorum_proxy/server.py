@@ -17,8 +17,9 @@ import httptools
 from .config import Config, Listener, parse_host_port
 from .http_proxy import HttpListener
 from .metrics import Metrics
+from .mirror import MirrorChannel
 from .tcp_proxy import TcpListener
-from .upstream import Resolver, UpstreamGroup, system_resolver
+from .upstream import Resolver, Server, UpstreamGroup, system_resolver
 
 SWEEP_INTERVAL = 0.25
 # inode of each socket file this process bound, so only our own file is removed on exit
@@ -177,6 +178,7 @@ class ProxyRuntime:
         self._log_lines: list[str] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._owned_unix: dict[str, socket.socket] = {}
+        self.mirror_channels: dict[Server, MirrorChannel] = {}
         self.metrics.open_connections.collect = self._collect_open
         self.metrics.upstream_healthy.collect = self._collect_health
 
@@ -190,6 +192,12 @@ class ProxyRuntime:
             for g in self.groups.values()
             for s in g.servers
         }
+
+    def mirror_channel(self, server: Server) -> MirrorChannel:
+        channel = self.mirror_channels.get(server)
+        if channel is None:
+            channel = self.mirror_channels[server] = MirrorChannel(server, self.metrics)
+        return channel
 
     def connection_opened(self, listener: str) -> None:
         self.open_connections[listener] += 1
@@ -272,6 +280,8 @@ class ProxyRuntime:
             now = loop.time()
             for listener in http:
                 listener.check_timeouts(now)
+            for channel in self.mirror_channels.values():
+                channel.check_timeouts(now)
 
     def in_flight(self) -> int:
         total = 0
@@ -311,6 +321,8 @@ class ProxyRuntime:
             server.close()
         if self.admin is not None:
             self.admin.close()
+        for channel in self.mirror_channels.values():
+            channel.close()
         for group in self.groups.values():
             await group.stop()
         for path, sock in self._owned_unix.items():

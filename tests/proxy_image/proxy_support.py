@@ -102,6 +102,7 @@ class _UpstreamProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.server.conns.add(self)
+        self.server.accepted += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.conns.discard(self)
@@ -188,6 +189,7 @@ class UpstreamServer:
         self.port = port
         self.seen: list[Seen] = []
         self.conns: set[_UpstreamProtocol] = set()
+        self.accepted = 0
         self.handler: Callable[[Seen], Reply] = lambda seen: Reply()
         self.server: asyncio.AbstractServer | None = None
         self.start()

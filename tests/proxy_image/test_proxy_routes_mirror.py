@@ -181,3 +181,44 @@ def test_path_without_a_route_gets_404_even_with_a_large_body_in_flight(
         r = client.read_response()
     assert r.status == 404 and r.headers["connection"] == "close"
     assert a.seen == []
+
+
+def test_mirror_copies_made_together_share_one_pipelined_connection(
+    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> None:
+    answering, copied = upstreams("answering"), upstreams("copied")
+    proxy = start_proxy(mirror_config([answering.address, copied.address]))
+    proxy.loop.call(lambda: _only_fast_answers(proxy))
+    clients = [Client(proxy.addr("p2p")) for _ in range(10)]
+    try:
+        for i, client in enumerate(clients):
+            client.send(
+                b"POST /partyinfo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n%02d" % i
+            )
+        assert all(client.read_response().status == 200 for client in clients)
+    finally:
+        for client in clients:
+            client.close()
+    wait_for(lambda: len(copied.seen) == 10, what="ten copies")
+    assert sorted(s.body for s in copied.seen) == [b"%02d" % i for i in range(10)]
+    metric = "quorum_proxy_mirror_requests_total"
+    wait_for(lambda: proxy.metric(metric, listener="p2p", route="/partyinfo", result="ok") == 10)
+    # one connection carried them all (the answering server got none of the copies)
+    assert len(answering.seen) == 10 and copied.accepted == 1
+
+
+def test_a_mirror_target_that_drops_its_connection_is_counted_and_reconnected(
+    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> None:
+    answering, copied = upstreams("answering"), upstreams("copied")
+    copied.handler = lambda seen: Reply(close=True) if seen.body == b"drop" else Reply()
+    proxy = start_proxy(mirror_config([answering.address, copied.address]))
+    proxy.loop.call(lambda: _only_fast_answers(proxy))
+    metric = "quorum_proxy_mirror_requests_total"
+    labels = {"listener": "p2p", "route": "/partyinfo"}
+    with Client(proxy.addr("p2p")) as client:
+        assert client.request("POST", "/partyinfo", b"drop").status == 200
+        wait_for(lambda: proxy.metric(metric, result="error", **labels) == 1, what="error")
+        assert client.request("POST", "/partyinfo", b"keep").status == 200
+        wait_for(lambda: proxy.metric(metric, result="ok", **labels) == 1, what="ok again")
+    assert [s.body for s in copied.seen] == [b"drop", b"keep"]
