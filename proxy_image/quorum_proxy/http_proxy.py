@@ -782,7 +782,7 @@ class HttpClientProtocol(asyncio.Protocol):
         fresh: bool,
     ) -> UpstreamConnection:
         self._bind(conn, may_hold_404)
-        resendable = req.buffered or (not req.chunked and not req.content_length)
+        resendable = _resendable(req)
         self._send(req, conn)
         assert self.resp_head is not None
         try:
@@ -984,8 +984,7 @@ class HttpClientProtocol(asyncio.Protocol):
                 self._fast_done()
             else:
                 got_data = conn is not None and conn.got_data
-                resendable = self.fast_req.buffered or not self.fast_req.content_length
-                self._fast_failed("error", stale=not got_data and resendable)
+                self._fast_failed("error", stale=not got_data and _resendable(self.fast_req))
             return
         error = ConnectionError(str(exc))
         head = self.resp_head
@@ -1070,6 +1069,17 @@ class HttpClientProtocol(asyncio.Protocol):
             copy = MirrorCopy(payload, deadline, key, copies.discard)
             copies.add(copy)
             runtime.mirror_channel(server).submit(copy)
+
+
+def _resendable(req: Request) -> bool:
+    """Whether req may go again after a pooled connection died under it.
+
+    As nginx: a POST, LOCK or PATCH already sent is not sent again unless the route allows it
+    (then it is buffered), and a streamed body is gone.
+    """
+    if req.buffered:
+        return True
+    return req.method not in NON_IDEMPOTENT and not req.chunked and not req.content_length
 
 
 def _expire(fut: asyncio.Future[None]) -> None:

@@ -221,3 +221,23 @@ def test_answers_stay_in_order_when_pipelined_requests_mix_fresh_and_pooled_conn
         answers = [client.read_response() for _ in range(6)]
     assert [r.status for r in answers] == [200] * 6
     assert [r.json()["path"] for r in answers] == [f"/send/{i}" for i in range(6)]
+
+
+@pytest.mark.parametrize(
+    ("method", "sent_again"), [("GET", True), ("POST", False)], ids=["get", "post"]
+)
+def test_a_dead_pooled_connection_resends_only_what_nginx_would(
+    method: str,
+    sent_again: bool,
+    upstreams: Callable[..., UpstreamServer],
+    start_proxy: Callable[..., Proxy],
+) -> None:
+    a = upstreams("a")
+    proxy = start_proxy(http_config([a.address], route={"retry_on": ["error", "timeout"]}))
+    with Client(proxy.addr("p2p")) as client:
+        assert client.request("GET", "/upcheck").status == 200  # leaves a pooled connection
+        # the server takes the request and dies with it, without a byte of answer
+        a.handler = lambda seen: Reply(close=True) if len(a.seen) == 2 else Reply()
+        r = client.request(method, "/transaction/abc")
+    assert r.status == (200 if sent_again else 502)
+    assert len(a.seen) == (3 if sent_again else 2)
