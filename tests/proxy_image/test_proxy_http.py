@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 
 from proxy_support import Client, Proxy, Reply, UpstreamServer, http_config, request, wait_for
@@ -180,3 +181,29 @@ def test_interim_1xx_answers_from_the_upstream_are_passed_over(
         for _ in range(2):  # fresh, then pooled connection
             r = client.request("POST", "/push", b"x")
             assert r.status == 201 and r.json()["server"] == "a"
+
+
+def test_a_client_that_does_not_read_stops_the_proxy_reading_the_upstream(
+    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> None:
+    big = b"r" * (32 * 1024 * 1024)
+    a = upstreams("a")
+    a.handler = lambda seen: Reply(body=big)
+    proxy = start_proxy(http_config([a.address]))
+
+    def upstream_backlog() -> int:
+        return sum(c.transport.get_write_buffer_size() for c in a.conns if c.transport)
+
+    def proxy_backlog() -> int:
+        conns = proxy.runtime.listeners["p2p"].connections
+        return sum(c.transport.get_write_buffer_size() for c in conns if c.transport)
+
+    with Client(proxy.addr("p2p"), timeout=20) as client:
+        client.send(b"GET /receiveraw HTTP/1.1\r\nHost: t\r\n\r\n")
+        wait_for(lambda: proxy.loop.call(proxy_backlog) > 0, what="the client falling behind")
+        time.sleep(0.3)  # room to drain the upstream, were the proxy not holding back
+        # nobody reads: the proxy stopped reading too, the upstream keeps most of the body
+        assert proxy.loop.call(proxy_backlog) < 2 * 1024 * 1024
+        assert a.loop.call(upstream_backlog) > 16 * 1024 * 1024
+        r = client.read_response()
+    assert len(r.body) == len(big)
