@@ -127,3 +127,18 @@ def test_readme_documents_every_metric() -> None:
     metrics = Metrics()
     for family in vars(metrics).values():
         assert f"`{family.name}`" in README
+
+
+# Debian's base-passwd accounts, present in every Debian image (useradd would refuse a clash)
+DEBIAN_BASE_ACCOUNTS = {
+    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
+    "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody", "_apt", "staff", "users",
+}  # fmt: skip
+
+
+def test_image_user_and_group_do_not_clash_with_debian_base_accounts() -> None:
+    (run,) = [r for r in instruction("RUN") if "useradd" in r]
+    names = re.findall(r"(?:useradd|groupadd) [^&]*?(\S+)\s*(?:&&|$)", run)
+    assert names and not set(names) & DEBIAN_BASE_ACCOUNTS, names
+    uid = re.search(r"useradd [^&]*--uid (\d+)", run)
+    assert uid is not None and instruction("USER")[-1].split(":")[0] == uid.group(1)
