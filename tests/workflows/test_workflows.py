@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,31 @@ def assert_runs_offline_tests(job: dict[str, Any]) -> None:
     runs = [s["run"].strip() for s in job["steps"] if "run" in s]
     assert "./dev test" in runs
     assert any("apt-packages.txt" in r for r in runs)  # ./dev installs them only as root
+
+
+def schema_check(*paths: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "check_jsonschema", "--builtin-schema"]
+    return subprocess.run(
+        [*command, "vendor.github-workflows", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_workflows_match_the_github_workflow_schema() -> None:
+    # check-jsonschema ships the schema (SchemaStore's github-workflow): no network needed.
+    done = schema_check(*(WORKFLOWS / name for name in all_workflows()))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_schema_check_catches_a_broken_workflow(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yml"
+    broken.write_text("name: x\non: push\njobs:\n  a:\n    steps:\n      - run: echo\n")
+    done = schema_check(broken)
+    assert done.returncode == 1
+    assert "'runs-on' is a required property" in done.stdout
 
 
 def test_workflows_exist_and_every_action_is_on_its_current_major() -> None:
