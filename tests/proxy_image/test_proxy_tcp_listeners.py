@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import select
 import socket
@@ -13,8 +14,11 @@ from typing import Any, cast
 
 import pytest
 from proxy_support import (
+    Client,
     LoopThread,
     Proxy,
+    Reply,
+    Seen,
     UpstreamServer,
     free_port,
     http_config,
@@ -278,3 +282,32 @@ def test_several_listeners_tcp_http_and_unix_run_in_one_process(
         assert request(proxy.addr(name), "GET", "/version").status == 200
     assert request(str(path), "GET", "/version").status == 200
     assert len(tessera.seen) == 3
+
+
+def test_tcp_primary_that_stops_advancing_blocks_hands_new_connections_to_the_backup(
+    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> None:
+    primary, backup = upstreams("quorum-0"), upstreams("quorum-1")
+    blocks = {"quorum-0": 1, "quorum-1": 1}
+
+    def rpc(name: str) -> Callable[[Seen], Reply]:
+        def answer(seen: Seen) -> Reply:
+            if name == "quorum-1":
+                blocks[name] += 1  # the backup keeps advancing; the primary is stuck
+            body = {"jsonrpc": "2.0", "id": 1, "result": hex(blocks[name]), "node": name}
+            return Reply(body=json.dumps(body).encode())
+
+        return answer
+
+    primary.handler, backup.handler = rpc("quorum-0"), rpc("quorum-1")
+    check = {"type": "jsonrpc", "interval": "50ms", "stall_after": "200ms", "fall": 1, "rise": 1}
+    proxy = start_proxy(tcp_config([primary.address, backup.address], health_check=check))
+
+    def node() -> str:
+        with Client(proxy.addr("quorum-rpc")) as client:
+            r = client.request("POST", "/", b'{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber"}')
+        return str(r.json()["node"])
+
+    assert node() == "quorum-0"
+    wait_for(lambda: node() == "quorum-1", what="the stalled primary skipped")
+    assert node() == "quorum-1"
