@@ -29,6 +29,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PROXY_DIR = REPO / "proxy_image"
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+KINDS = ("http", "tcp", "mirror")
 # ~200 bytes of JSON, like a Tessera third-party /storeraw call
 BODY = json.dumps(
     {
@@ -276,8 +277,11 @@ def parse_wrk(out: str) -> WrkResult:
 
 
 class Bench:
-    def __init__(self, tmp: Path, seconds: float, rounds: int) -> None:
+    def __init__(
+        self, tmp: Path, seconds: float, rounds: int, only: tuple[str, ...] = KINDS
+    ) -> None:
         self.tmp = tmp
+        self.only = only
         self.seconds = seconds
         self.rounds = rounds
         self.procs = Processes()
@@ -353,7 +357,7 @@ class Bench:
         return f"http://127.0.0.1:{ports.third_party}/storeraw"
 
     def throughput(self) -> dict[str, dict[str, list[float]]]:
-        kinds = ("http", "tcp", "mirror")
+        kinds = self.only
         rps: dict[str, dict[str, list[float]]] = {k: {"proxy": [], "nginx": []} for k in kinds}
         for n in range(self.rounds):
             for name, server in (("nginx", self.nginx), ("proxy", self.proxy)):
@@ -371,7 +375,7 @@ class Bench:
                             f"{per_request:6.1f} cpu-us/req, {result.errors} errors",
                             flush=True,
                         )
-                    if name == "proxy":
+                    if name == "proxy" and "mirror" in kinds:
                         print(f"  proxy mirror copies: {self.mirror_results()}", flush=True)
         return rps
 
@@ -437,14 +441,17 @@ class Bench:
         )
         print(f"direct to one upstream: {direct.rps:.0f} req/s", flush=True)
         rps = self.throughput()
-        p99 = self.latency()
-        failover = self.failover()
 
         def ratio(kind: str) -> float:
             return round(
                 statistics.median(rps[kind]["proxy"]) / statistics.median(rps[kind]["nginx"]), 3
             )
 
+        if self.only != KINDS:
+            # a quick look at some routes: throughput only, no latency or failover runs
+            return {f"{kind}_rps_ratio": ratio(kind) for kind in self.only}
+        p99 = self.latency()
+        failover = self.failover()
         return {
             "http_rps_ratio": ratio("http"),
             "tcp_rps_ratio": ratio("tcp"),
@@ -461,6 +468,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=KINDS,
+        help="throughput of these routes only (repeatable); skips the latency and failover runs",
+    )
     args = parser.parse_args()
     missing = [tool for tool in ("nginx", "wrk", "taskset") if shutil.which(tool) is None]
     if not os.path.exists(STREAM_MODULE):
@@ -477,7 +490,8 @@ def main() -> int:
         print("bench: needs 2 cores (server on core 0, wrk on core 1)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="quorum-proxy-bench-") as tmp:
-        bench = Bench(Path(tmp), args.seconds, args.rounds)
+        only = tuple(k for k in KINDS if k in args.only) if args.only else KINDS
+        bench = Bench(Path(tmp), args.seconds, args.rounds, only)
         try:
             summary = bench.run()
         finally:
