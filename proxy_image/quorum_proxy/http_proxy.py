@@ -111,7 +111,17 @@ def simple_response(status: int, body: bytes, close: bool = True) -> bytes:
 class RouteState:
     """A route with its upstream groups and mirror accounting."""
 
-    __slots__ = ("config", "copies", "group", "label", "mirror_group", "retry_404")
+    __slots__ = (
+        "buffer_all",
+        "buffer_idempotent",
+        "config",
+        "copies",
+        "group",
+        "host_line",
+        "label",
+        "mirror_group",
+        "retry_404",
+    )
 
     def __init__(
         self, config: Route, group: UpstreamGroup, mirror_group: UpstreamGroup | None
@@ -123,6 +133,12 @@ class RouteState:
         self.copies: set[MirrorCopy] = set()
         self.label = config.prefix
         self.retry_404 = "http_404" in config.retry_on
+        # whether a request's body is kept for a retry or a mirror copy (per method)
+        may_retry = len(group.servers) > 1 and bool(config.retry_on)
+        self.buffer_all = mirror_group is not None or (may_retry and config.retry_non_idempotent)
+        self.buffer_idempotent = may_retry
+        # as nginx's default $proxy_host: the upstream's name
+        self.host_line = b"Host: %s\r\n" % group.config.name.encode()
 
 
 class HttpListener:
@@ -172,8 +188,9 @@ class Request:
         "expect_continue",
         "head",
         "head_prefix",
-        "headers",
         "keep_alive",
+        "kept",
+        "looked",
         "method",
         "route",
         "sink",
@@ -185,7 +202,10 @@ class Request:
 
     def __init__(self) -> None:
         self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        # passed header lines as name, ": ", value, CRLF (joined once, in on_headers_complete)
+        self.kept: list[bytes] = []
+        # the few headers the proxy acts on, lowercased, in order
+        self.looked: list[tuple[bytes, bytes]] = []
         self.method = b""
         self.keep_alive = True
         self.chunked = False
@@ -215,6 +235,7 @@ class HttpClientProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.peer = b""
+        self.xff_line = b""
         self.cur: Request | None = None
         self.active: Request | None = None
         self.queue: deque[Request] = deque()
@@ -255,6 +276,7 @@ class HttpClientProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if isinstance(peer, tuple) else b"unix"
+        self.xff_line = b"X-Forwarded-For: %s\r\n" % self.peer
         self.waiting_since = self.loop.time()
         self.listener.connections.add(self)
         self.runtime.connection_opened(self.listener.name)
@@ -397,8 +419,16 @@ class HttpClientProtocol(asyncio.Protocol):
         self.header_bytes += len(name) + len(value) + 4
         if self.header_bytes > self.limits.max_header_bytes:
             raise _RejectError(431)
-        assert self.cur is not None
-        self.cur.headers.append((name, value))
+        req = self.cur
+        assert req is not None
+        # sorted as they arrive: on_headers_complete then only joins the passed lines
+        lname = name.lower()
+        if lname not in _LOOKED_AT:
+            req.kept += (name, b": ", value, b"\r\n")
+            return
+        req.looked.append((lname, value))
+        if lname == b"host":
+            req.kept += (name, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:
         req = self.cur
@@ -410,16 +440,12 @@ class HttpClientProtocol(asyncio.Protocol):
         req.keep_alive = (
             self.parser.should_keep_alive() and self.parser.get_http_version() == "1.1"
         )
-        # one pass: the headers the proxy acts on, and the ones it passes on
+        # the headers the proxy acts on; on_header kept the ones it passes on
         xff = b""
         has_host = False
         named: set[bytes] | None = None
-        kept: list[tuple[bytes, bytes]] = []
-        for name, value in req.headers:
-            lname = name.lower()
-            if lname not in _LOOKED_AT:
-                kept.append((lname, b"%s: %s\r\n" % (name, value)))
-            elif lname == b"content-length":
+        for lname, value in req.looked:
+            if lname == b"content-length":
                 try:
                     req.content_length = int(value)
                 except ValueError:
@@ -432,28 +458,32 @@ class HttpClientProtocol(asyncio.Protocol):
                 xff = value + b", "
             elif lname == b"host":
                 has_host = True
-                kept.append((lname, b"%s: %s\r\n" % (name, value)))
             elif lname == b"connection":
                 # headers the client names in Connection are hop-by-hop too (RFC 9110 7.6.1)
                 named = {t.strip().lower() for t in value.split(b",")}
         path = req.url.split(b"?", 1)[0]
         route = self.listener.match(path)
         req.route = route
+        kept = req.kept
         if named:
-            kept = [(lname, line) for lname, line in kept if lname not in named]
-        lines = [req.method, b" ", req.url, b" HTTP/1.1\r\n"]
-        lines += [line for _, line in kept]
+            kept = [
+                part
+                for i in range(0, len(kept), 4)
+                if kept[i].lower() not in named
+                for part in kept[i : i + 4]
+            ]
+        lines = [req.method, b" ", req.url, b" HTTP/1.1\r\n", *kept]
         if not has_host and route is not None:
             # as nginx's default $proxy_host: the upstream's name
-            lines.append(b"Host: %s\r\n" % route.group.config.name.encode())
-        lines += (b"X-Forwarded-For: ", xff, self.peer, b"\r\n")
+            lines.append(route.host_line)
+        if xff:
+            lines += (b"X-Forwarded-For: ", xff, self.peer, b"\r\n")
+        else:
+            lines.append(self.xff_line)
         req.head_prefix = b"".join(lines)
         if route is not None:
-            cfg = route.config
-            req.buffered = route.mirror_group is not None or (
-                len(route.group.servers) > 1
-                and bool(cfg.retry_on)
-                and (cfg.retry_non_idempotent or req.method not in NON_IDEMPOTENT)
+            req.buffered = route.buffer_all or (
+                route.buffer_idempotent and req.method not in NON_IDEMPOTENT
             )
         if self.active is None:
             self.waiting_since = None
