@@ -17,7 +17,7 @@ import httptools
 
 from .config import Limits, Listener, Route
 from .mirror import MirrorCopy
-from .upstream import Server, UpstreamConnection, UpstreamGroup
+from .upstream import Server, UpstreamConnection, UpstreamGroup, write_batch
 
 if TYPE_CHECKING:
     from .server import ProxyRuntime
@@ -232,6 +232,7 @@ class HttpClientProtocol(asyncio.Protocol):
         self.runtime = listener.runtime
         self.limits = listener.limits
         self.loop = asyncio.get_running_loop()
+        self.batch = write_batch(self.loop)
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.peer = b""
@@ -365,6 +366,7 @@ class HttpClientProtocol(asyncio.Protocol):
         active = self.active
         if active is not None and (active is not self.cur or self.streaming):
             # an earlier answer is owed or under way: answers could not stay in order
+            self.batch.flush()
             self.closed = True
             self.transport.abort()
             return
@@ -376,6 +378,7 @@ class HttpClientProtocol(asyncio.Protocol):
             self.conn.abort()
             self.conn = None
         body = json.dumps({"error": REASONS.get(status, b"").decode(), "status": status})
+        self.batch.flush()
         self.transport.write(simple_response(status, body.encode()))
         self.closed = True
         self.transport.close()
@@ -391,12 +394,14 @@ class HttpClientProtocol(asyncio.Protocol):
             if now - self.head_start >= self.limits.header_timeout:
                 self._reject(408)
         elif now - since >= KEEPALIVE_TIMEOUT and self.transport is not None:
+            self.batch.flush()
             self.closed = True
             self.transport.close()
 
     def close_if_idle(self) -> None:
         """Draining: close a keep-alive connection between requests."""
         if self.active is None and not self.partial and self.transport is not None:
+            self.batch.flush()
             self.closed = True
             self.transport.close()
 
@@ -581,6 +586,7 @@ class HttpClientProtocol(asyncio.Protocol):
         if self.closed or self.transport is None:
             return
         if not keep or self.runtime.draining:
+            self.batch.flush()
             self.closed = True
             self.transport.close()
             return
@@ -632,6 +638,7 @@ class HttpClientProtocol(asyncio.Protocol):
                 self.conn.abort()
                 self.conn = None
             if self.transport is not None:
+                self.batch.flush()
                 self.closed = True
                 self.transport.abort()
             self._finish(req, self.resp_status, outcome.server, False, outcome.retries)
@@ -702,6 +709,7 @@ class HttpClientProtocol(asyncio.Protocol):
         if stage == _STREAM_BODY:
             # the response broke after it started streaming: nothing can repair it
             if self.transport is not None:
+                self.batch.flush()
                 self.closed = True
                 self.transport.abort()
             self._finish(req, self.resp_status, server.name, False, 0)
@@ -924,7 +932,7 @@ class HttpClientProtocol(asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:
-            self.transport.write(data)
+            self.batch.write(self.transport, data)
 
     # upstream response callbacks (ResponseHandler)
     def on_response_head(

@@ -9,6 +9,7 @@ import json
 import logging
 import socket
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
@@ -21,6 +22,8 @@ log = logging.getLogger("quorum_proxy")
 
 Resolver = Callable[[str, int], Awaitable[tuple[str, int]]]
 MAX_IDLE_PER_SERVER = 512
+# bytes of small writes held for the end of a loop iteration (see WriteBatch)
+BATCH_BYTES = 65536
 
 
 async def system_resolver(host: str, port: int) -> tuple[str, int]:
@@ -39,6 +42,58 @@ def _literal_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+class WriteBatch:
+    """Writes made while the loop handles one batch of events, sent together at its end.
+
+    A peer process that sleeps is woken by the first write and finds the rest ready: one
+    wake-up per burst instead of one per request, which is most of what a write costs here.
+    Whoever closes a transport flushes first, so that nothing written before is lost. Past
+    BATCH_BYTES it writes at once: a transport's flow control (pause_writing) must see a
+    streamed body as it comes, or a burst of reads would pile up unbounded.
+    """
+
+    __slots__ = ("items", "size")
+
+    def __init__(self) -> None:
+        self.items: list[tuple[asyncio.Transport, bytes]] = []
+        self.size = 0
+
+    def write(self, transport: asyncio.Transport, data: bytes) -> None:
+        items = self.items
+        size = self.size + len(data)
+        if size > BATCH_BYTES:
+            self.flush()
+            transport.write(data)
+            return
+        if not items:
+            asyncio.get_running_loop().call_soon(self.flush)
+        items.append((transport, data))
+        self.size = size
+
+    def flush(self) -> None:
+        items = self.items
+        if items:
+            self.items = []
+            self.size = 0
+            for transport, data in items:
+                if not transport.is_closing():
+                    transport.write(data)
+
+
+# one per loop (tests run several loops in threads); a batch holds no reference to its loop
+_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteBatch] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def write_batch(loop: asyncio.AbstractEventLoop) -> WriteBatch:
+    """The loop's WriteBatch."""
+    batch = _batches.get(loop)
+    if batch is None:
+        batch = _batches[loop] = WriteBatch()
+    return batch
 
 
 class ResponseHandler(Protocol):
@@ -63,6 +118,7 @@ class UpstreamConnection(asyncio.Protocol):
     """One HTTP/1.1 connection to a server; pooled between requests."""
 
     __slots__ = (
+        "batch",
         "closed",
         "got_data",
         "handler",
@@ -79,6 +135,7 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.loop = asyncio.get_running_loop()
+        self.batch = write_batch(self.loop)
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.handler: ResponseHandler | None = None
@@ -166,7 +223,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
-        self.transport.write(data)
+        self.batch.write(self.transport, data)
 
     def release(self) -> None:
         """Back to the pool after a complete exchange."""
