@@ -159,6 +159,10 @@ class HttpListener:
         ]
         self.prefixes = [(r.config.prefix.encode(), r) for r in self.routes]
         self.connections: set[HttpClientProtocol] = set()
+        # the last response head seen: status, reason, headers, then _passed_head's answer
+        self.head_cache: (
+            tuple[int, bytes, list[tuple[bytes, bytes]], bytes, int | None, bool] | None
+        ) = None
 
     def match(self, path: bytes) -> RouteState | None:
         for prefix, route in self.prefixes:
@@ -945,17 +949,18 @@ class HttpClientProtocol(asyncio.Protocol):
         req = self.active
         assert req is not None
         no_body = req.method == b"HEAD" or status in (204, 304) or 100 <= status < 200
-        length: int | None = None
-        chunked = False
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, b"Status"))]
-        for name, value in headers:
-            lname = name.lower()
-            if lname == b"content-length":
-                length = int(value) if value.isdigit() else None
-            elif lname == b"transfer-encoding":
-                chunked = True
-            elif lname not in HOP_BY_HOP:
-                lines.append(b"%s: %s\r\n" % (name, value))
+        # a server answers alike again and again: the passed lines are built once per shape
+        cached = self.listener.head_cache
+        if (
+            cached is not None
+            and cached[0] == status
+            and cached[1] == reason
+            and cached[2] == headers
+        ):
+            passed, length, chunked = cached[3], cached[4], cached[5]
+        else:
+            passed, length, chunked = _passed_head(status, reason, headers)
+            self.listener.head_cache = (status, reason, headers, passed, length, chunked)
         self.resp_no_body = no_body
         self.resp_close_delimited = not no_body and length is None and not chunked
         if status == 404 and self._may_hold_404 and (length or 0) <= MAX_BUFFERED_404:
@@ -965,7 +970,7 @@ class HttpClientProtocol(asyncio.Protocol):
             keep = req.keep_alive and not self.resp_close_delimited
             self.resp_chunked = not no_body and length is None and keep
             # held back briefly: it leaves with the first body bytes in one write
-            self.pending = self._end_head(lines, None if no_body else length, keep)
+            self.pending = self._end_head(passed, None if no_body else length, keep)
         head = self.resp_head
         if head is not None and not head.done():
             head.set_result(None)
@@ -1069,18 +1074,20 @@ class HttpClientProtocol(asyncio.Protocol):
             lname = name.lower()
             if lname not in HOP_BY_HOP and lname != b"content-length":
                 lines.append(b"%s: %s\r\n" % (name, value))
-        return self._end_head(lines, length, keep)
+        return self._end_head(b"".join(lines), length, keep)
 
-    def _end_head(self, lines: list[bytes], length: int | None, keep: bool) -> bytes:
+    def _end_head(self, passed: bytes, length: int | None, keep: bool) -> bytes:
         """Status line and passed headers, plus this hop's framing and Connection."""
+        close = not keep or self.runtime.draining
         if length is not None:
-            lines.append(b"Content-Length: %d\r\n" % length)
+            if not close:
+                return passed + b"Content-Length: %d\r\n\r\n" % length
+            framing = b"Content-Length: %d\r\n" % length
         elif self.resp_chunked:
-            lines.append(b"Transfer-Encoding: chunked\r\n")
-        if not keep or self.runtime.draining:
-            lines.append(b"Connection: close\r\n")
-        lines.append(b"\r\n")
-        return b"".join(lines)
+            framing = b"Transfer-Encoding: chunked\r\n"
+        else:
+            framing = b""
+        return b"".join((passed, framing, b"Connection: close\r\n\r\n" if close else b"\r\n"))
 
     # mirror
     def _mirror(self, req: Request, route: RouteState, tried: list[Server]) -> None:
@@ -1107,6 +1114,24 @@ class HttpClientProtocol(asyncio.Protocol):
             copy = MirrorCopy(payload, deadline, key, copies.discard)
             copies.add(copy)
             runtime.mirror_channel(server).submit(copy)
+
+
+def _passed_head(
+    status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+) -> tuple[bytes, int | None, bool]:
+    """A response's status line and the headers passed on; its length and whether chunked."""
+    length: int | None = None
+    chunked = False
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, b"Status"))]
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"content-length":
+            length = int(value) if value.isdigit() else None
+        elif lname == b"transfer-encoding":
+            chunked = True
+        elif lname not in HOP_BY_HOP:
+            lines.append(b"%s: %s\r\n" % (name, value))
+    return b"".join(lines), length, chunked
 
 
 def _resendable(req: Request) -> bool:
