@@ -118,6 +118,7 @@ class RouteState:
         "copies",
         "group",
         "host_line",
+        "keys",
         "label",
         "mirror_group",
         "retry_404",
@@ -132,6 +133,8 @@ class RouteState:
         # mirror copies not yet answered, for the max_in_flight bound
         self.copies: set[MirrorCopy] = set()
         self.label = config.prefix
+        # metric label values by status, made once: (listener, route, status)
+        self.keys: dict[int, tuple[str, str, str]] = {}
         self.retry_404 = "http_404" in config.retry_on
         # whether a request's body is kept for a retry or a mirror copy (per method)
         may_retry = len(group.servers) > 1 and bool(config.retry_on)
@@ -159,6 +162,7 @@ class HttpListener:
         ]
         self.prefixes = [(r.config.prefix.encode(), r) for r in self.routes]
         self.connections: set[HttpClientProtocol] = set()
+        self.no_route_keys: dict[int, tuple[str, str, str]] = {}
         # the last response head seen: status, reason, headers, then _passed_head's answer
         self.head_cache: (
             tuple[int, bytes, list[tuple[bytes, bytes]], bytes, int | None, bool] | None
@@ -268,6 +272,7 @@ class HttpClientProtocol(asyncio.Protocol):
         self.streaming = False
         self._may_hold_404 = False
         self.head_start = 0.0
+        self.now = 0.0
         self.pending = b""
         # the coroutine-free path (see _try_fast)
         self.fast_req: Request | None = None
@@ -327,6 +332,8 @@ class HttpClientProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        # one clock read for the parser callbacks this data triggers
+        self.now = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -415,7 +422,7 @@ class HttpClientProtocol(asyncio.Protocol):
         self.partial = True
         self.url_bytes = 0
         self.header_bytes = 0
-        self.head_start = self.loop.time()
+        self.head_start = self.now
 
     def on_url(self, url: bytes) -> None:
         assert self.cur is not None
@@ -444,7 +451,7 @@ class HttpClientProtocol(asyncio.Protocol):
         assert req is not None
         self.partial = False
         self.head_bytes = 0
-        req.start = self.loop.time()
+        req.start = self.now
         req.method = self.parser.get_method()
         req.keep_alive = (
             self.parser.should_keep_alive() and self.parser.get_http_version() == "1.1"
@@ -563,18 +570,21 @@ class HttpClientProtocol(asyncio.Protocol):
 
     def _finish(self, req: Request, status: int, upstream: str, keep: bool, retries: int) -> None:
         listener = self.listener.name
-        route = req.route.label if req.route is not None else ""
+        keys = req.route.keys if req.route is not None else self.listener.no_route_keys
+        key = keys.get(status)
+        if key is None:
+            key = keys[status] = (listener, req.route.label if req.route else "", str(status))
         runtime = self.runtime
-        key = (listener, route, str(status))
         runtime.metrics.requests.inc(key)
-        elapsed = self.loop.time() - req.start
+        now = self.loop.time()
+        elapsed = now - req.start
         runtime.metrics.latency.observe(key, elapsed)
         if runtime.config.access_log:
             runtime.access_log(
                 {
                     "time": round(time.time(), 3),
                     "listener": listener,
-                    "route": route,
+                    "route": key[1],
                     "client": self.peer.decode(),
                     "method": req.method.decode(),
                     "path": req.url.decode("latin-1"),
@@ -600,8 +610,9 @@ class HttpClientProtocol(asyncio.Protocol):
                 self._resume(PAUSE_PIPELINE)
             self._start(nxt)
         else:
-            self.waiting_since = self.loop.time()
-            self._resume(PAUSE_PIPELINE)
+            self.waiting_since = now
+            if self.paused:
+                self._resume(PAUSE_PIPELINE)
 
     async def _serve(
         self, req: Request, tried: list[Server], outcome: _Outcome, first: Server | None = None
