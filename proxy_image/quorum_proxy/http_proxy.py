@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from bisect import bisect_left
 from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING, cast
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from .config import Limits, Listener, Route
+from .metrics import LATENCY_BUCKETS
 from .mirror import MirrorCopy
 from .upstream import Server, UpstreamConnection, UpstreamGroup, write_batch
 
@@ -133,8 +135,8 @@ class RouteState:
         # mirror copies not yet answered, for the max_in_flight bound
         self.copies: set[MirrorCopy] = set()
         self.label = config.prefix
-        # metric label values by status, made once: (listener, route, status)
-        self.keys: dict[int, tuple[str, str, str]] = {}
+        # metric label values by status, made once: (listener, route, status), latency series
+        self.keys: dict[int, tuple[tuple[str, str, str], list[float]]] = {}
         self.retry_404 = "http_404" in config.retry_on
         # whether a request's body is kept for a retry or a mirror copy (per method)
         may_retry = len(group.servers) > 1 and bool(config.retry_on)
@@ -162,7 +164,7 @@ class HttpListener:
         ]
         self.prefixes = [(r.config.prefix.encode(), r) for r in self.routes]
         self.connections: set[HttpClientProtocol] = set()
-        self.no_route_keys: dict[int, tuple[str, str, str]] = {}
+        self.no_route_keys: dict[int, tuple[tuple[str, str, str], list[float]]] = {}
         # the last response head seen: status, reason, headers, then _passed_head's answer
         self.head_cache: (
             tuple[int, bytes, list[tuple[bytes, bytes]], bytes, int | None, bool] | None
@@ -570,15 +572,22 @@ class HttpClientProtocol(asyncio.Protocol):
 
     def _finish(self, req: Request, status: int, upstream: str, keep: bool, retries: int) -> None:
         listener = self.listener.name
-        keys = req.route.keys if req.route is not None else self.listener.no_route_keys
-        key = keys.get(status)
-        if key is None:
-            key = keys[status] = (listener, req.route.label if req.route else "", str(status))
         runtime = self.runtime
-        runtime.metrics.requests.inc(key)
+        metrics = runtime.metrics
+        keys = req.route.keys if req.route is not None else self.listener.no_route_keys
+        entry = keys.get(status)
+        if entry is None:
+            key = (listener, req.route.label if req.route else "", str(status))
+            entry = keys[status] = (key, metrics.latency.series_for(key))
+        key, series = entry
+        counts = metrics.requests.values
+        counts[key] = counts.get(key, 0.0) + 1.0
         now = self.loop.time()
         elapsed = now - req.start
-        runtime.metrics.latency.observe(key, elapsed)
+        # Histogram.observe on a series found once per route and status
+        series[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+        series[-2] += elapsed
+        series[-1] += 1
         if runtime.config.access_log:
             runtime.access_log(
                 {
@@ -671,13 +680,14 @@ class HttpClientProtocol(asyncio.Protocol):
         if conn is None:
             return False
         req.head = self._upstream_head(req)
-        may_hold_404 = (
+        self._bind(
+            conn,
             route.retry_404
             and req.buffered
             and len(group.servers) > 1
-            and group.has_untried([server])
+            and group.has_untried([server]),
+            futures=False,
         )
-        self._bind(conn, may_hold_404, futures=False)
         self.fast_req = req
         self.fast_server = server
         self.fast_stage = _WAIT_HEAD
@@ -698,7 +708,7 @@ class HttpClientProtocol(asyncio.Protocol):
     def _fast_done(self) -> None:
         req, server, conn = self.fast_req, self.fast_server, self.conn
         assert req is not None and req.route is not None and conn is not None
-        self._fast_clear()
+        self.fast_req = None
         if self.resp_keep_alive and req.complete and not conn.closed:
             conn.release()
         else:
@@ -1004,7 +1014,8 @@ class HttpClientProtocol(asyncio.Protocol):
         if self.pending:
             data = self.pending + data
             self.pending = b""
-        self._write(data)
+        if not self.closed and self.transport is not None:
+            self.batch.write(self.transport, data)
 
     def on_response_complete(self, keep_alive: bool) -> None:
         self.resp_keep_alive = keep_alive and self.resp_keep_alive
@@ -1018,7 +1029,9 @@ class HttpClientProtocol(asyncio.Protocol):
             self.pending = b""
 
     def _response_done(self) -> None:
-        self.on_data_end()
+        if self.pending:
+            self._write(self.pending)
+            self.pending = b""
         conn = self.conn
         if conn is not None:
             conn.handler = None

@@ -97,11 +97,15 @@ class Histogram:
         self.buckets = buckets
         self.series: dict[tuple[str, ...], list[float]] = {}
 
-    def observe(self, key: tuple[str, ...], value: float) -> None:
+    def series_for(self, key: tuple[str, ...]) -> list[float]:
+        """Bucket counts (not cumulative), then sum, then count; kept for the key's lifetime."""
         s = self.series.get(key)
         if s is None:
-            # bucket counts (not cumulative), then sum, then count
             s = self.series[key] = [0.0] * (len(self.buckets) + 3)
+        return s
+
+    def observe(self, key: tuple[str, ...], value: float) -> None:
+        s = self.series_for(key)
         s[bisect_left(self.buckets, value)] += 1
         s[-2] += value
         s[-1] += 1
