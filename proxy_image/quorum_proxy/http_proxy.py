@@ -454,14 +454,13 @@ class HttpClientProtocol(asyncio.Protocol):
         self.partial = False
         self.head_bytes = 0
         req.start = self.now
-        req.method = self.parser.get_method()
-        req.keep_alive = (
-            self.parser.should_keep_alive() and self.parser.get_http_version() == "1.1"
-        )
+        parser = self.parser
+        req.method = parser.get_method()
         # the headers the proxy acts on; on_header kept the ones it passes on
         xff = b""
         has_host = False
         named: set[bytes] | None = None
+        connection_header = False
         for lname, value in req.looked:
             if lname == b"content-length":
                 try:
@@ -479,17 +478,17 @@ class HttpClientProtocol(asyncio.Protocol):
             elif lname == b"connection":
                 # headers the client names in Connection are hop-by-hop too (RFC 9110 7.6.1)
                 named = {t.strip().lower() for t in value.split(b",")}
-        path = req.url.split(b"?", 1)[0]
-        route = self.listener.match(path)
-        req.route = route
-        kept = req.kept
-        if named:
-            kept = [
-                part
-                for i in range(0, len(kept), 4)
-                if kept[i].lower() not in named
-                for part in kept[i : i + 4]
-            ]
+                connection_header = True
+            elif lname == b"proxy-connection":
+                connection_header = True
+        # keep-alive is for HTTP/1.1 only. llhttp says keep-alive without a (Proxy-)Connection
+        # header for 1.1 alone (0.9, 1.0 and 2.0 need "keep-alive" in one), so the version,
+        # a string made per call, is only asked for when such a header came
+        req.keep_alive = parser.should_keep_alive() and (
+            not connection_header or parser.get_http_version() == "1.1"
+        )
+        route = req.route = self.listener.match(req.url.split(b"?", 1)[0])
+        kept = _drop_named(req.kept, named) if named else req.kept
         lines = [req.method, b" ", req.url, b" HTTP/1.1\r\n", *kept]
         if not has_host and route is not None:
             # as nginx's default $proxy_host: the upstream's name
@@ -1138,6 +1137,16 @@ class HttpClientProtocol(asyncio.Protocol):
             copy = MirrorCopy(payload, deadline, key, copies.discard)
             copies.add(copy)
             runtime.mirror_channel(server).submit(copy)
+
+
+def _drop_named(kept: list[bytes], named: set[bytes]) -> list[bytes]:
+    """The kept header lines (4 parts each) less those named in the Connection header."""
+    return [
+        part
+        for i in range(0, len(kept), 4)
+        if kept[i].lower() not in named
+        for part in kept[i : i + 4]
+    ]
 
 
 def _passed_head(
