@@ -488,3 +488,17 @@ def test_the_example_stacks_run(stack: str) -> None:
     assert run.outputs["setup"] == load_stack_config(stack)["quorum-ha:setup"]
     protected = {r.name for r in run.resources if r.protect}
     assert bool(protected) is (stack != "dev")
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_every_stack_output_is_documented_in_the_readme(stack: str) -> None:
+    from tools.offline import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[
+        readme.index("## Outputs") : readme.index("```python", readme.index("## Outputs"))
+    ]
+    run = run_offline(load_stack_config(stack), stack=stack)
+    assert run.resources, "the program registered no resources"
+    missing = [name for name in run.outputs if f"`{name}`" not in section]
+    assert not missing, f"README's Outputs table does not name {missing}"
