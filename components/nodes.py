@@ -15,7 +15,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from node_bootstrap import render_user_data
+from node_bootstrap import UserDataTooLargeError, render_packed_user_data
 from node_bootstrap.context import NodeBootContext
 
 # Amazon Linux 2023, x86_64: Tessera publishes no arm64 image.
@@ -23,6 +23,14 @@ AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-
 DATA_DEVICE = "/dev/sdf"
 SSM_CORE_POLICY = "AmazonSSMManagedInstanceCore"  # AWS-managed, in the stack's partition
 METRICS_NAMESPACE = "QuorumHA"
+
+
+def _packed_user_data(ctx: NodeBootContext) -> str:
+    try:
+        return render_packed_user_data(ctx)
+    except UserDataTooLargeError as error:
+        # RunError: the engine shows the one line, not a traceback (also from inside apply).
+        raise pulumi.RunError(str(error)) from None
 
 
 @dataclass
@@ -125,7 +133,7 @@ class Nodes(pulumi.ComponentResource):
         # The volume outlives its machine (replacement keeps the chain data): it is created
         # first, in the subnet's AZ, and the boot finds it by id.
         user_data = pulumi.Output.all(machine.boot_context, volume.id).apply(
-            lambda v: render_user_data(replace(v[0], data_volume_id=v[1]))
+            lambda v: _packed_user_data(replace(v[0], data_volume_id=v[1]))
         )
         instance = aws.ec2.Instance(
             f"{node}-instance",
@@ -135,7 +143,8 @@ class Nodes(pulumi.ComponentResource):
             vpc_security_group_ids=list(args.security_group_ids),
             iam_instance_profile=profile.name,
             associate_public_ip_address=False,
-            user_data=user_data,
+            # One gzip over the whole cloud-config: EC2's 16 KiB counts the decoded bytes.
+            user_data_base64=user_data,
             metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
                 http_endpoint="enabled",
                 http_tokens="required",

@@ -4,8 +4,10 @@ Public API (stable; the node and proxy components call it with Outputs resolved)
 
 - ``render_user_data(ctx) -> str``: the ``#cloud-config`` document describing one machine's
   whole boot on Amazon Linux 2023 x86_64 (packages, data volume, rendered files, systemd units,
-  CloudWatch agent). Names and ARNs only, never secrets. EC2 caps user data at 16 KiB: pass
-  ``user_data_base64_gzip(text)`` as ``user_data_base64`` if it grows past that.
+  CloudWatch agent). Names and ARNs only, never secrets; files inside are plain text.
+- ``pack_user_data(text, machine=...) -> str``: base64 of one gzip over the document, for EC2's
+  ``user_data_base64`` (cloud-init unpacks gzip itself); raises ``UserDataTooLargeError`` naming
+  the machine when the gzip is over EC2's 16 KiB. ``render_packed_user_data(ctx)`` does both.
 - ``render_tessera_config(ctx) -> str``: Tessera's JSON config (pair and tessera machines).
 - ``validate_tessera_config(cfg: dict | str) -> None``: Tessera's own rules; raises
   ``TesseraConfigError`` naming the field and the value.
@@ -54,10 +56,18 @@ from node_bootstrap.tessera import (
     render_tessera_config,
     validate_tessera_config,
 )
-from node_bootstrap.user_data import AMI_FAMILY, render_user_data, user_data_base64_gzip
+from node_bootstrap.user_data import (
+    AMI_FAMILY,
+    EC2_USER_DATA_LIMIT,
+    UserDataTooLargeError,
+    pack_user_data,
+    render_packed_user_data,
+    render_user_data,
+)
 
 __all__ = [
     "AMI_FAMILY",
+    "EC2_USER_DATA_LIMIT",
     "PROXY_ADMIN_PORT",
     "QUORUM_METRICS_PORT",
     "QUORUM_P2P_PORT",
@@ -72,12 +82,14 @@ __all__ = [
     "NodeBootContext",
     "Setup",
     "TesseraConfigError",
+    "UserDataTooLargeError",
+    "pack_user_data",
     "render_ipc_proxy_config",
+    "render_packed_user_data",
     "render_quorum_files",
     "render_standalone_proxy_config",
     "render_tessera_config",
     "render_user_data",
-    "user_data_base64_gzip",
     "validate_context",
     "validate_tessera_config",
 ]

@@ -46,8 +46,21 @@ from node_bootstrap.tessera import render_tessera_config
 
 AMI_FAMILY = "Amazon Linux 2023 (x86_64)"
 CLOUDWATCH_AGENT_CTL = "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl"
-# EC2 refuses user data over 16 KiB (before base64): see user_data_base64_gzip.
+# EC2 refuses user data over 16 KiB (before base64); pack_user_data checks the packed bytes.
 EC2_USER_DATA_LIMIT = 16384
+
+
+class UserDataTooLargeError(ValueError):
+    """One machine's packed user data is over EC2's limit: AWS would refuse the machine."""
+
+    def __init__(self, machine: str, size: int) -> None:
+        super().__init__(
+            f"user data of {machine} is {size} bytes gzipped, over EC2's limit of "
+            f"{EC2_USER_DATA_LIMIT} bytes: shrink the genesis (quorum-ha:genesis, e.g. its "
+            "alloc accounts) or the peer lists (quorum-ha:quorumPeers, quorum-ha:tesseraPeers)"
+        )
+        self.machine = machine
+        self.size = size
 
 
 def quorum_image(ctx: NodeBootContext) -> str:
@@ -309,15 +322,13 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
-def _write_file(path: str, mode: str, text: str, compress: bool) -> dict[str, str]:
-    entry = {"path": path, "permissions": mode, "owner": "root:root"}
-    if compress:
-        packed = base64.b64encode(gzip.compress(text.encode(), mtime=0)).decode()
-        return entry | {"encoding": "gz+b64", "content": packed}
-    return entry | {"content": text}
+def _write_file(path: str, mode: str, text: str) -> dict[str, str]:
+    # Plain text: the whole document is gzipped once (pack_user_data), which packs far
+    # tighter than gzip+base64 per file.
+    return {"path": path, "permissions": mode, "owner": "root:root", "content": text}
 
 
-def cloud_config(ctx: NodeBootContext, *, compress: bool = False) -> dict[str, Any]:
+def cloud_config(ctx: NodeBootContext) -> dict[str, Any]:
     """The #cloud-config document as a dict (see render_user_data)."""
     files = machine_files(ctx)
     packages = ["docker", "jq", "amazon-cloudwatch-agent"]
@@ -327,9 +338,7 @@ def cloud_config(ctx: NodeBootContext, *, compress: bool = False) -> dict[str, A
     return {
         "package_update": False,
         "packages": packages,
-        "write_files": [
-            _write_file(path, mode, text, compress) for path, (mode, text) in files.items()
-        ],
+        "write_files": [_write_file(path, mode, text) for path, (mode, text) in files.items()],
         "runcmd": [
             ["groupadd", "--system", "--force", "--gid", str(SERVICE_UID), SERVICE_USER],
             [
@@ -364,18 +373,23 @@ def _dump(document: dict[str, Any]) -> str:
 def render_user_data(ctx: NodeBootContext) -> str:
     """#cloud-config user data for an Amazon Linux 2023 x86_64 machine of any role and setup.
 
-    Files are written as plain text when the document fits EC2's 16 KiB, else gzip+base64
-    (cloud-init's write_files `encoding: gz+b64`).
+    Files are written as plain text; give EC2 `pack_user_data` of it (see there).
     """
-    text = _dump(cloud_config(ctx))
-    if len(text.encode()) <= EC2_USER_DATA_LIMIT:
-        return text
-    return _dump(cloud_config(ctx, compress=True))
+    return _dump(cloud_config(ctx))
 
 
-def user_data_base64_gzip(user_data: str) -> str:
-    """gzip + base64 of user data, for EC2's user_data_base64 when the text nears 16 KiB.
+def pack_user_data(user_data: str, *, machine: str) -> str:
+    """base64 of gzip of user data, for EC2's user_data_base64; deterministic (mtime 0).
 
-    cloud-init detects and unpacks gzip itself.
+    cloud-init detects gzip and unpacks it itself. EC2's 16 KiB limit applies to the decoded
+    bytes, so the gzip is what must fit: raises UserDataTooLargeError naming `machine`.
     """
-    return base64.b64encode(gzip.compress(user_data.encode(), mtime=0)).decode()
+    packed = gzip.compress(user_data.encode(), mtime=0)
+    if len(packed) > EC2_USER_DATA_LIMIT:
+        raise UserDataTooLargeError(machine, len(packed))
+    return base64.b64encode(packed).decode()
+
+
+def render_packed_user_data(ctx: NodeBootContext) -> str:
+    """render_user_data, packed for EC2 (pack_user_data) with the machine's DNS name."""
+    return pack_user_data(render_user_data(ctx), machine=ctx.node_dns_name)

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import contextvars
+import gc
 import gzip
 import hashlib
 import json
@@ -451,6 +452,11 @@ def _run_in_context(
         _discard_pending(loop)
         asyncio.set_event_loop(None)
         loop.close()
+        if sys.exc_info()[0] is not None:
+            # A failed apply leaves Output futures holding its exception in reference cycles.
+            # Collect them now: collected later, inside some ast.parse, their finalizers trip
+            # CPython 3.11's "AST constructor recursion depth mismatch" (gh-106905).
+            gc.collect()
 
 
 def _discard_pending(loop: asyncio.AbstractEventLoop) -> None:
@@ -490,9 +496,30 @@ def walk(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
         yield path, value
 
 
+def unpack_user_data(value: str) -> str:
+    """The user data text cloud-init reads: plain as given, or base64 of gzip (EC2's
+    userDataBase64, packed by node_bootstrap.pack_user_data) unpacked."""
+    if value.startswith(("#", "Content-Type:")):
+        return value
+    raw = base64.b64decode(value, validate=True)
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    return raw.decode()
+
+
+def instance_user_data(inputs: Mapping[str, Any]) -> str | None:
+    """The plain user data of a declared instance's inputs (userData or userDataBase64)."""
+    for key in ("userData", "userDataBase64"):
+        value = inputs.get(key)
+        if isinstance(value, str) and value:
+            return unpack_user_data(value)
+    return None
+
+
 def cloud_config_files(user_data: str) -> dict[str, str]:
-    """Path -> text of every file a `#cloud-config` user data writes (gz+b64/b64 unpacked)."""
-    document = yaml.safe_load(user_data) or {}
+    """Path -> text of every file a `#cloud-config` user data writes (gz+b64/b64 unpacked);
+    the user data itself may be packed (base64 of gzip)."""
+    document = yaml.safe_load(unpack_user_data(user_data)) or {}
     files: dict[str, str] = {}
     for entry in document.get("write_files") or []:
         content = entry.get("content", "")
@@ -574,8 +601,9 @@ def public_texts(run: OfflineRun) -> Iterator[tuple[str, str]]:
         for path, leaf in walk(resource.inputs):
             if isinstance(leaf, str) and not _is_under(path, resource.secret_paths):
                 yield f"{resource.name}.{path}", leaf
-        user_data = resource.inputs.get("userData")
-        if isinstance(user_data, str) and user_data.startswith("#cloud-config"):
+        user_data = instance_user_data(resource.inputs)
+        if user_data is not None and user_data.startswith("#cloud-config"):
+            yield f"{resource.name} user data", user_data
             for file_path, text in cloud_config_files(user_data).items():
                 yield f"{resource.name} user data {file_path}", text
     for name, value in run.outputs.items():

@@ -63,10 +63,12 @@ def test_data_volume_sits_in_its_machines_az_and_is_named_in_the_boot(
         instance = instances[attachment.inputs["instanceId"]]
         assert attachment.inputs["deviceName"] == "/dev/sdf"
         assert volume.inputs["availabilityZone"].startswith("us-east-1")
-        assert f'DATA_VOLUME_ID="{volume.id}"' in instance_boot_env(instance.inputs["userData"])
+        boot_env = instance_boot_env(instance.inputs["userDataBase64"])
+        assert f'DATA_VOLUME_ID="{volume.id}"' in boot_env
 
 
 def instance_boot_env(user_data: str) -> str:
+    """boot.env of packed user data (base64 of gzip, as EC2 gets it)."""
     from tools.offline import cloud_config_files
 
     return cloud_config_files(user_data)["/etc/quorum-ha/boot.env"]

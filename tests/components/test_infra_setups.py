@@ -17,7 +17,7 @@ from node_bootstrap.context import (
     TESSERA_THIRD_PARTY_PORT,
     TM_IPC_PATH,
 )
-from tools.offline import DeclaredResource, OfflineRun, cloud_config_files
+from tools.offline import DeclaredResource, OfflineRun, cloud_config_files, instance_user_data
 
 SETUP_TYPES = {
     "pair": "quorum-ha:setups:PairHA",
@@ -33,13 +33,15 @@ def machines_by_role(setup: str, quorum: int, tessera: int) -> dict[str, int]:
 
 
 def boot_env(instance: DeclaredResource) -> dict[str, str]:
-    text = cloud_config_files(instance.inputs["userData"])["/etc/quorum-ha/boot.env"]
+    text = machine_files(instance)["/etc/quorum-ha/boot.env"]
     pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
     return {key: value.strip('"') for key, value in pairs}
 
 
 def machine_files(instance: DeclaredResource) -> dict[str, str]:
-    return cloud_config_files(instance.inputs["userData"])
+    user_data = instance_user_data(instance.inputs)
+    assert user_data is not None, instance.name
+    return cloud_config_files(user_data)
 
 
 def tessera_config(instance: DeclaredResource) -> dict[str, Any]:

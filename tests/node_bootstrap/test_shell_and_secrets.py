@@ -3,6 +3,8 @@ script a unit or runcmd names exists, and no fixture secret value appears in any
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import subprocess
 from pathlib import Path
@@ -65,10 +67,11 @@ def test_the_secret_scan_would_see_a_leak() -> None:
     # The scan reads decoded file contents: a secret in a gz+b64 file would still be found.
     ctx = make_context(CASES[0])
     doc = cloud_config_doc(render_user_data(ctx))
-    assert any(entry.get("encoding") == "gz+b64" for entry in doc["write_files"])
     entry = doc["write_files"][0]
-    entry.pop("encoding", None)
-    entry["content"] = "DB_PASSWORD=" + SECRET_VALUES[0]
+    entry["encoding"] = "gz+b64"
+    entry["content"] = base64.b64encode(
+        gzip.compress(("DB_PASSWORD=" + SECRET_VALUES[0]).encode())
+    ).decode()
     assert SECRET_VALUES[0] in written_files(doc)[entry["path"]]
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import configparser
+import gzip
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -30,9 +33,14 @@ from node_bootstrap import (
     render_quorum_files,
     render_tessera_config,
     render_user_data,
-    user_data_base64_gzip,
 )
-from node_bootstrap.user_data import EC2_USER_DATA_LIMIT, cloud_config
+from node_bootstrap.user_data import (
+    EC2_USER_DATA_LIMIT,
+    UserDataTooLargeError,
+    machine_files,
+    pack_user_data,
+    render_packed_user_data,
+)
 
 UNITS = "/etc/systemd/system/"
 
@@ -63,30 +71,44 @@ def test_cloud_init_accepts_every_user_data(case: Case, tmp_path: Path) -> None:
     assert "Valid cloud-config" in proc.stdout
 
 
-def test_user_data_fits_ec2s_16_kib(ctx: NodeBootContext) -> None:
-    assert len(render_user_data(ctx).encode()) <= EC2_USER_DATA_LIMIT
+def test_packed_user_data_fits_ec2s_16_kib(ctx: NodeBootContext) -> None:
+    packed = base64.b64decode(render_packed_user_data(ctx))
+    assert len(packed) <= EC2_USER_DATA_LIMIT
+    assert gzip.decompress(packed).decode() == render_user_data(ctx)
 
 
-def test_files_are_plain_text_when_they_fit() -> None:
-    ctx = make_context(Case("full", 2, "tessera", 0))
+def test_files_are_plain_text_with_their_modes() -> None:
+    ctx = make_context(Case("pair", 3, "pair", 2))
     doc = cloud_config_doc(render_user_data(ctx))
     assert all("encoding" not in entry for entry in doc["write_files"])
+    modes = {e["path"]: (e["permissions"], e["owner"]) for e in doc["write_files"]}
+    assert modes["/opt/quorum-ha/bin/start-quorum.sh"] == ("0755", "root:root")
+    assert modes["/etc/quorum-ha/boot.env"] == ("0644", "root:root")
+    assert written_files(doc) == {p: text for p, (_, text) in machine_files(ctx).items()}
 
 
-def test_compressed_files_decode_to_the_same_content() -> None:
-    ctx = make_context(Case("pair", 3, "pair", 2))
-    plain = written_files(cloud_config(ctx))
-    packed = cloud_config(ctx, compress=True)
-    assert all(entry["encoding"] == "gz+b64" for entry in packed["write_files"])
-    assert written_files(packed) == plain
-
-
-def test_gzip_base64_helper_round_trips() -> None:
-    import base64
-    import gzip
-
+def test_packing_is_one_deterministic_gzip_that_cloud_init_unpacks() -> None:
     text = render_user_data(make_context(Case("full", 3, "quorum", 1)))
-    assert gzip.decompress(base64.b64decode(user_data_base64_gzip(text))).decode() == text
+    packed = pack_user_data(text, machine="quorum-0.example")
+    assert packed == pack_user_data(text, machine="quorum-0.example")  # no mtime inside
+    raw = base64.b64decode(packed, validate=True)
+    assert raw[:2] == b"\x1f\x8b"  # the magic cloud-init looks for
+    assert gzip.decompress(raw).decode() == text
+
+
+def test_packed_user_data_over_the_limit_names_the_machine_and_what_to_shrink() -> None:
+    # Hash output does not compress: the gzip stays over 16 KiB.
+    noise = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(EC2_USER_DATA_LIMIT // 32))
+    noise_text = base64.b64encode(noise).decode()
+    with pytest.raises(UserDataTooLargeError) as caught:
+        pack_user_data("#cloud-config\n# " + noise_text + "\n", machine="pair-0.example")
+    message = str(caught.value)
+    assert "pair-0.example" in message
+    assert f"{caught.value.size} bytes gzipped" in message
+    assert caught.value.size > EC2_USER_DATA_LIMIT
+    assert f"limit of {EC2_USER_DATA_LIMIT} bytes" in message
+    assert "genesis" in message and "quorumPeers" in message
+    assert "\n" not in message
 
 
 def test_the_rendered_configs_are_the_files_written(ctx: NodeBootContext) -> None:

@@ -7,8 +7,15 @@ from typing import Any
 
 import pytest
 
+from node_bootstrap import pack_user_data
 from policy.harness import Violation, check_resources
-from tools.offline import DeclaredResource, OfflineRun, load_stack_config, run_offline
+from tools.offline import (
+    DeclaredResource,
+    OfflineRun,
+    load_stack_config,
+    run_offline,
+    unpack_user_data,
+)
 
 # Counts differ from the README diagrams' smallest shapes on purpose.
 SETUP_COUNTS = {"pair": (3, 3), "full": (3, 2), "tessera": (1, 3)}
@@ -79,7 +86,12 @@ def test_a_weakened_machine_is_caught() -> None:
         run,
         machine.name,
         metadataOptions={"httpTokens": "optional"},
-        userData=machine.inputs["userData"] + "\nruncmd:\n- echo 'db password=hunter22'\n",
+        # Packed as the program packs it: the rule must read through the gzip.
+        userDataBase64=pack_user_data(
+            unpack_user_data(machine.inputs["userDataBase64"])
+            + "\nruncmd:\n- echo 'db password=hunter22'\n",
+            machine=machine.name,
+        ),
     )
     assert names(check_resources(weakened, stack="dev")) == [
         ("imdsv2-required", machine.name),

@@ -575,6 +575,16 @@ write_files:
 """
 
 
+PLAIN_CLOUD_CONFIG = """#cloud-config
+write_files:
+- path: /etc/quorum-ha/boot.env
+  permissions: '0644'
+  content: |
+    A=1
+    DB_PASSWORD=correct-horse
+"""
+
+
 def cloud_config(file_text: str) -> str:
     packed = base64.b64encode(gzip.compress(file_text.encode())).decode()
     return CLOUD_CONFIG.format(packed=packed)
@@ -593,6 +603,18 @@ USER_DATA += [
         rules.INSTANCE,
         instance(userData=cloud_config("A=1\nDB_PASSWORD=correct-horse\n")),
         ("userData write_files /etc/quorum-ha/boot.env holds a literal password (line 2)",),
+    ),
+    Case(
+        # As the program packs it: one gzip over the document, plain files inside.
+        "gzipped-cloud-config-with-password",
+        ud,
+        rules.INSTANCE,
+        instance(
+            userDataBase64=base64.b64encode(
+                gzip.compress(PLAIN_CLOUD_CONFIG.encode(), mtime=0)
+            ).decode()
+        ),
+        ("userDataBase64 holds a literal password (line 7)",),
     ),
 ]
 

@@ -24,6 +24,6 @@ def test_every_resource_the_runbooks_target_is_declared() -> None:
 
     units = set(re.findall(r"systemctl \w+ ([\w\- ]+)\"", RUNBOOKS))
     machine = next(r for r in run.resources if r.type == "aws:ec2/instance:Instance")
-    boot = "\n".join(text for _, text in user_data_texts(machine.inputs["userData"]))
+    boot = "\n".join(text for _, text in user_data_texts(machine.inputs["userDataBase64"]))
     for unit in {u for group in units for u in group.split()}:
         assert f"{unit}.service" in boot, f"runbooks.md restarts {unit}, which no machine runs"
