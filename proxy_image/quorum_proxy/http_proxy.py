@@ -202,6 +202,7 @@ class Request:
         "kept",
         "looked",
         "method",
+        "retryable",
         "route",
         "sink",
         "start",
@@ -224,6 +225,8 @@ class Request:
         self.body: list[bytes] = []
         self.body_size = 0
         self.buffered = False
+        # may go to another server once sent: a mirror buffers a POST, it does not retry it
+        self.retryable = False
         self.complete = False
         self.sink: UpstreamConnection | None = None
         self.upstream_chunked = False
@@ -502,6 +505,9 @@ class HttpClientProtocol(asyncio.Protocol):
             req.buffered = route.buffer_all or (
                 route.buffer_idempotent and req.method not in NON_IDEMPOTENT
             )
+            req.retryable = route.buffer_idempotent and (
+                route.config.retry_non_idempotent or req.method not in NON_IDEMPOTENT
+            )
         if self.active is None:
             self.waiting_since = None
             self._start(req)
@@ -682,7 +688,7 @@ class HttpClientProtocol(asyncio.Protocol):
         self._bind(
             conn,
             route.retry_404
-            and req.buffered
+            and req.retryable
             and len(group.servers) > 1
             and group.has_untried([server]),
             futures=False,
@@ -753,7 +759,7 @@ class HttpClientProtocol(asyncio.Protocol):
         assert route is not None
         outcome.failure = reason
         tried = [server]
-        if req.buffered and reason in route.config.retry_on and route.group.has_untried(tried):
+        if req.retryable and reason in route.config.retry_on and route.group.has_untried(tried):
             outcome.retries = 1
             self.runtime.metrics.retries.inc((self.listener.name, route.label, reason))
             self.task = self.loop.create_task(self._serve(req, tried, outcome))
@@ -806,7 +812,7 @@ class HttpClientProtocol(asyncio.Protocol):
                     outcome.held_server = server.name
                 else:
                     server.record_failure(e.reason)
-                if (e.sent and not req.buffered) or e.reason not in retry_on or not more:
+                if (e.sent and not req.retryable) or e.reason not in retry_on or not more:
                     return None
                 outcome.retries += 1
                 self.runtime.metrics.retries.inc((self.listener.name, route.label, e.reason))
@@ -819,7 +825,7 @@ class HttpClientProtocol(asyncio.Protocol):
     ) -> UpstreamConnection:
         """Send req to server and wait for the response head; raises _AttemptFailedError."""
         timeout = route.group.config.read_timeout
-        may_hold_404 = route.retry_404 and more and req.buffered
+        may_hold_404 = route.retry_404 and more and req.retryable
         conn = server.pooled()
         if conn is not None:
             try:
@@ -1173,9 +1179,9 @@ def _resendable(req: Request) -> bool:
     As nginx: a POST, LOCK or PATCH already sent is not sent again unless the route allows it
     (then it is buffered), and a streamed body is gone.
     """
-    if req.buffered:
-        return True
-    return req.method not in NON_IDEMPOTENT and not req.chunked and not req.content_length
+    if req.method in NON_IDEMPOTENT:
+        return req.retryable
+    return req.buffered or (not req.chunked and not req.content_length)
 
 
 def _expire(fut: asyncio.Future[None]) -> None:

@@ -241,3 +241,18 @@ def test_a_dead_pooled_connection_resends_only_what_nginx_would(
         r = client.request(method, "/transaction/abc")
     assert r.status == (200 if sent_again else 502)
     assert len(a.seen) == (3 if sent_again else 2)
+
+
+def test_a_mirror_does_not_make_a_post_retryable_without_retry_non_idempotent(
+    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> None:
+    # The mirror keeps the body for its copies; that alone must not re-send a sent POST.
+    a, b = upstreams("a"), upstreams("b")
+    a.handler = lambda seen: Reply(close=True)
+    route = {"retry_on": ["error", "timeout", "http_404"], "mirror": {"upstream": "tessera"}}
+    proxy = start_proxy(http_config([a.address, b.address], route=route, upstream=FAST))
+    statuses = sorted(
+        request(proxy.addr("p2p"), "POST", "/partyinfo", b"%d" % i).status for i in range(2)
+    )
+    assert statuses == [200, 502]  # round robin: one POST met the failing server first
+    assert proxy.metric_sum("quorum_proxy_retries_total") == 0
