@@ -418,6 +418,14 @@ def _genesis(raw: _Raw) -> tuple[Mapping[str, Any], int]:
     chain_id = config.get("chainId") if isinstance(config, dict) else None
     if isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id <= 0:
         raise ConfigError(f"{key}.config.chainId", chain_id, "a positive integer")
+    is_quorum = config.get("isQuorum") if isinstance(config, dict) else None
+    if is_quorum is not True:
+        # Refused here, not at the machines' boot rendering halfway through `pulumi up`.
+        raise ConfigError(
+            f"{key}.config.isQuorum",
+            is_quorum,
+            "true: without it GoQuorum runs as plain geth, with no private transactions",
+        )
     network_id = raw.int_("networkId", chain_id)
     if network_id <= 0:
         raise ConfigError(raw.key("networkId"), network_id, "a positive integer")

@@ -18,7 +18,7 @@ from components.settings import (
     parse_settings,
 )
 
-GENESIS = json.dumps({"config": {"chainId": 10}})
+GENESIS = json.dumps({"config": {"chainId": 10, "isQuorum": True}})
 
 
 def settings(stack: str = "dev", region: str | None = "eu-west-1", **values: Any):  # type: ignore[no-untyped-def]
@@ -202,3 +202,14 @@ def test_template_defaults_are_values_the_program_accepts() -> None:
             continue
         name = key.split(":", 1)[1]
         settings(**{name: str(entry["default"])})  # the prompt stores the text as is
+
+
+@pytest.mark.parametrize("is_quorum", [None, False, "true"])
+def test_a_genesis_without_is_quorum_is_refused_before_any_resource(is_quorum: Any) -> None:
+    config: dict[str, Any] = {"chainId": 10}
+    if is_quorum is not None:
+        config["isQuorum"] = is_quorum
+    with pytest.raises(ConfigError) as error:
+        settings(genesis={"config": config})
+    assert str(error.value).startswith("quorum-ha:genesis.config.isQuorum: ")
+    assert "true" in str(error.value).split("allowed:")[1]
