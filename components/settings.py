@@ -59,6 +59,7 @@ _AWS_ID = {
     "subnet": re.compile(r"^subnet-[0-9a-f]{8,17}$"),
 }
 _IMAGE = re.compile(r"^[a-z0-9.-]+(:\d+)?/[a-z0-9._/-]+(:[\w.-]+|@sha256:[0-9a-f]{64})$")
+_SHELL_UNSAFE = re.compile(r"[\"'$`\\\s]")
 _TAG_KEY = re.compile(r"^[\w .:/=+\-@]{1,128}$")
 
 
@@ -275,6 +276,9 @@ def _enode(key: str, value: str) -> str:
 
 
 def _peer_url(key: str, value: str) -> str:
+    if _SHELL_UNSAFE.search(value):
+        # The URL lands in the machines' boot files, which refuse these characters.
+        raise ConfigError(key, value, "a URL without quotes, $, `, \\ or whitespace")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(key, value, "an http(s) URL with host and port, e.g. http://t2:9001")

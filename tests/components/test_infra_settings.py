@@ -213,3 +213,10 @@ def test_a_genesis_without_is_quorum_is_refused_before_any_resource(is_quorum: A
         settings(genesis={"config": config})
     assert str(error.value).startswith("quorum-ha:genesis.config.isQuorum: ")
     assert "true" in str(error.value).split("allowed:")[1]
+
+
+@pytest.mark.parametrize("peer", ["http://t2:9001/$x", "http://t2:9001/a'b", "http://t2:9001/a b"])
+def test_a_tessera_peer_the_machines_would_refuse_is_refused_as_config(peer: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        settings(tesseraPeers=[peer])
+    assert str(error.value).startswith("quorum-ha:tesseraPeers[0]: ")
