@@ -22,6 +22,8 @@ from eth_keyfile import decode_keyfile_json
 from nacl.public import PrivateKey
 from pulumi.runtime import config as runtime_config
 
+from components.shared_keys import account_address
+
 NAMESPACE = "quorum-ha"
 SETUPS = ("pair", "full", "tessera")
 Setup = Literal["pair", "full", "tessera"]
@@ -531,7 +533,7 @@ def _b64_key(key: str, value: str, *, secret: bool) -> bytes:
 def _check_keystore(key: str, keystore: str, password: str) -> None:
     try:
         parsed = json.loads(keystore)
-        decode_keyfile_json(parsed, password.encode())
+        private = decode_keyfile_json(parsed, password.encode())
     except Exception:  # any failure means the pair cannot unlock the account
         raise ConfigError(
             key,
@@ -539,6 +541,15 @@ def _check_keystore(key: str, keystore: str, password: str) -> None:
             "a v3 keystore JSON that quorumAccountPassword unlocks",
             secret=True,
         ) from None
+    # geth unlocks the account by the file's "address", and the stack exports it.
+    address = parsed.get("address")
+    if not isinstance(address, str) or address.lower() != account_address(private)[2:].lower():
+        raise ConfigError(
+            key,
+            keystore,
+            "a v3 keystore whose address field (40 hex digits) is its key's account",
+            secret=True,
+        )
 
 
 def _ingress(raw: _Raw) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:

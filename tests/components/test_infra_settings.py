@@ -220,3 +220,16 @@ def test_a_tessera_peer_the_machines_would_refuse_is_refused_as_config(peer: str
     with pytest.raises(ConfigError) as error:
         settings(tesseraPeers=[peer])
     assert str(error.value).startswith("quorum-ha:tesseraPeers[0]: ")
+
+
+@pytest.mark.parametrize("address", [None, "0x" + "ab" * 20, "ab" * 20])
+def test_a_keystore_whose_address_geth_cannot_unlock_by_is_refused(address: str | None) -> None:
+    keystore = create_keyfile_json(bytes(range(1, 33)), b"kept", iterations=2)
+    keystore.pop("address")
+    if address is not None:
+        keystore["address"] = address
+    with pytest.raises(ConfigError) as error:
+        settings(quorumAccountKeystore=json.dumps(keystore), quorumAccountPassword="kept")
+    message = str(error.value)
+    assert message.startswith("quorum-ha:quorumAccountKeystore: [secret] is not valid")
+    assert "address" in message
