@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,11 @@ from node_bootstrap.context import (
     TESSERA_THIRD_PARTY_PORT,
 )
 
+# An ECR image: the tasks' execution role and the Quorum machines' roles pull it by IAM.
+_ECR_IMAGE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr(-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?P<cn>\.cn)?"
+    r"/(?P<repository>[a-z0-9._/-]+?)(:[\w.-]+|@sha256:[0-9a-f]{64})$"
+)
 PROXY_IMAGE_DIR = Path(__file__).resolve().parent.parent / "proxy_image"
 CONTAINER = "proxy"
 LISTENERS = {
@@ -80,6 +86,9 @@ class ProxyService(pulumi.ComponentResource):
         self._args = args
         repository = self._create_repository()
         self.repository_arn = repository.arn
+        if args.image_uri is not None:
+            # A prebuilt image usually lives in another repository: pull rights go there.
+            self.repository_arn = pulumi.Output.from_input(ecr_repository_arn(args.image_uri))
         self.image_uri = self._create_image(repository)
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
@@ -232,7 +241,7 @@ class ProxyService(pulumi.ComponentResource):
             assume_role_policy=trust,
             opts=self._opts(),
         )
-        policy = pulumi.Output.all(repository.arn, log_group.arn).apply(
+        policy = pulumi.Output.all(self.repository_arn, log_group.arn).apply(
             lambda v: json.dumps(execution_policy(repository_arn=v[0], log_group_arn=v[1]))
         )
         aws.iam.RolePolicy(
@@ -312,6 +321,21 @@ class ProxyService(pulumi.ComponentResource):
             opts=self._opts(depends_on=list(listeners)),
         )
         return cluster, service
+
+
+def ecr_repository_arn(image_uri: str) -> str:
+    """The ARN of the ECR repository an image URI names; ValueError if it is not ECR's."""
+    match = _ECR_IMAGE.match(image_uri)
+    if match is None:
+        raise ValueError(f"not an ECR image URI: {image_uri!r}")
+    region = match["region"]
+    if match["cn"]:
+        partition = "aws-cn"
+    elif region.startswith("us-gov-"):
+        partition = "aws-us-gov"
+    else:
+        partition = "aws"
+    return f"arn:{partition}:ecr:{region}:{match['account']}:repository/{match['repository']}"
 
 
 def context_tag(directory: Path = PROXY_IMAGE_DIR) -> str:

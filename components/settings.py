@@ -22,6 +22,7 @@ from eth_keyfile import decode_keyfile_json
 from nacl.public import PrivateKey
 from pulumi.runtime import config as runtime_config
 
+from components.proxy_service import ecr_repository_arn
 from components.shared_keys import account_address
 
 NAMESPACE = "quorum-ha"
@@ -60,7 +61,6 @@ _AWS_ID = {
     "vpc": re.compile(r"^vpc-[0-9a-f]{8,17}$"),
     "subnet": re.compile(r"^subnet-[0-9a-f]{8,17}$"),
 }
-_IMAGE = re.compile(r"^[a-z0-9.-]+(:\d+)?/[a-z0-9._/-]+(:[\w.-]+|@sha256:[0-9a-f]{64})$")
 _SHELL_UNSAFE = re.compile(r"[\"'$`\\\s]")
 _TAG_KEY = re.compile(r"^[\w .:/=+\-@]{1,128}$")
 
@@ -618,12 +618,17 @@ def _proxy(raw: _Raw) -> tuple[int, int, int, str | None]:
             f"{sizes[0]} to {sizes[-1]} MiB in steps Fargate accepts for proxyCpu {proxy_cpu}",
         )
     proxy_image_uri = raw.str_("proxyImageUri")
-    if proxy_image_uri is not None and not _IMAGE.match(proxy_image_uri):
-        raise ConfigError(
-            raw.key("proxyImageUri"),
-            proxy_image_uri,
-            "registry/repository with :tag or @sha256:<digest>, e.g. an ECR image URI",
-        )
+    if proxy_image_uri is not None:
+        try:
+            ecr_repository_arn(proxy_image_uri)
+        except ValueError:
+            raise ConfigError(
+                raw.key("proxyImageUri"),
+                proxy_image_uri,
+                "an ECR image URI with :tag or @sha256:<digest>, e.g. "
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com/quorum-proxy:1.0 (the tasks and "
+                "machines pull it with their roles)",
+            ) from None
     return proxy_task_count, proxy_cpu, proxy_memory, proxy_image_uri
 
 

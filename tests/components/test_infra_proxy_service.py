@@ -131,3 +131,20 @@ def test_execution_role_pulls_only_our_repository_and_writes_only_our_logs(
     statements = {s["Sid"]: s for s in json.loads(policy.inputs["policy"])["Statement"]}
     assert statements["PullProxyImage"]["Resource"] == repository.state["arn"]
     assert statements["WriteLogs"]["Resource"][0].endswith(":log-group:/quorum-ha/dev/proxy")
+
+
+def test_a_prebuilt_image_is_pulled_from_its_own_repository(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    # The tasks' execution role and the Quorum machines' roles must be allowed to pull the
+    # image the task definition and the IPC proxy name, not the stack's empty repository.
+    uri = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/quorum-proxy@sha256:" + "a" * 64
+    run = offline("full", proxyImageUri=uri)
+    expected = "arn:aws:ecr:us-east-1:123456789012:repository/team/quorum-proxy"
+    pulls = []
+    for policy in run.of_type("aws:iam/rolePolicy:RolePolicy"):
+        for statement in json.loads(policy.inputs["policy"])["Statement"]:
+            if statement["Sid"] == "PullProxyImage":
+                pulls.append(statement["Resource"])
+    assert len(pulls) == 3  # the execution role and the two Quorum machines
+    assert pulls == [expected] * 3

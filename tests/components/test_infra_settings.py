@@ -233,3 +233,19 @@ def test_a_keystore_whose_address_geth_cannot_unlock_by_is_refused(address: str 
     message = str(error.value)
     assert message.startswith("quorum-ha:quorumAccountKeystore: [secret] is not valid")
     assert "address" in message
+
+
+@pytest.mark.parametrize(
+    "uri", ["docker.io/org/quorum-proxy:1.0", "ghcr.io/org/quorum-proxy@sha256:" + "b" * 64]
+)
+def test_a_proxy_image_outside_ecr_is_refused(uri: str) -> None:
+    # The Quorum machines log in to ECR to pull it; the roles' pull rights are ECR's.
+    with pytest.raises(ConfigError) as error:
+        settings(proxyImageUri=uri)
+    assert str(error.value).startswith("quorum-ha:proxyImageUri: ")
+    assert "ECR" in str(error.value)
+
+
+def test_a_proxy_image_in_ecr_is_accepted() -> None:
+    uri = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/quorum-proxy:1.0"
+    assert settings(proxyImageUri=uri).proxy_image_uri == uri
