@@ -18,7 +18,7 @@ from components.shared_keys import (
     node_public_key,
     tessera_key_pair,
 )
-from tools.offline import OfflineRun, run_offline
+from tools.offline import OfflineRun, public_texts, run_offline
 from tools.offline import load_stack_config as dev_config
 
 
@@ -152,3 +152,29 @@ def test_secrets_keep_a_recovery_window_outside_dev(stack: str, days: int) -> No
         assert secret.inputs["recoveryWindowInDays"] == days
         assert secret.inputs["name"].startswith(f"quorum-ha/{stack}/")
         assert secret.protect is (stack != "dev")
+
+
+@pytest.mark.parametrize("setup", ["pair", "full"])
+def test_supplied_keys_never_appear_in_clear(setup: str) -> None:
+    """Secret config is wrapped everywhere it goes: no clear input, user data or output."""
+    tessera = PrivateKey.generate()
+    keystore = create_keyfile_json(bytes(range(1, 33)), b"supplied-password", iterations=2)
+    secrets = {
+        "quorum-ha:tesseraPrivateKey": base64.b64encode(bytes(tessera)).decode(),
+        "quorum-ha:tesseraPublicKey": base64.b64encode(bytes(tessera.public_key)).decode(),
+        "quorum-ha:quorumAccountKeystore": json.dumps(keystore),
+        "quorum-ha:quorumAccountPassword": "supplied-password",
+    }
+    config = {**dev_config("dev"), "quorum-ha:setup": setup}
+    run = run_offline(config, secrets=secrets)
+    hidden = [
+        secrets["quorum-ha:tesseraPrivateKey"],
+        "supplied-password",
+        keystore["crypto"]["ciphertext"],
+    ]
+    leaks = [(where, h[:6]) for where, text in public_texts(run) for h in hidden if h in text]
+    assert leaks == []
+    # Not vacuous: the supplied values did reach the program's resources, as secrets.
+    values = secret_values(run)
+    assert values["quorum-ha/dev/tesseraKey"] == secrets["quorum-ha:tesseraPrivateKey"]
+    assert "supplied-password" in values["quorum-ha/dev/quorum-account"]
