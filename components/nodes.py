@@ -162,8 +162,11 @@ class Nodes(pulumi.ComponentResource):
             monitoring=True,
             disable_api_termination=False,
             tags={"Name": machine.dns_name, "quorum-ha/role": args.role},
-            # A newer AMI must not replace every machine at once: roll them on purpose.
-            opts=self._opts(ignore_changes=["ami"]),
+            # Neither a newer AMI nor new user data may touch every machine in one update: a
+            # user-data change would stop and start them all together, and cloud-init would not
+            # re-run on the same instance anyway. Roll machines on purpose, one at a time
+            # (docs/runbooks.md, "Replacing a node").
+            opts=self._opts(ignore_changes=["ami", "userDataBase64"]),
         )
         aws.ec2.VolumeAttachment(
             f"{node}-data-attachment",

@@ -52,7 +52,10 @@ _GRAVITON = re.compile(r"^(a1|[a-z]+\d+g[a-z]*)$")
 _INSTANCE_TYPE = re.compile(r"^([a-z][a-z0-9-]*)\.([a-z0-9]+)$")
 _DB_CLASS = re.compile(r"^db\.([a-z][a-z0-9-]*)\.([a-z0-9]+)$")
 _ENODE = re.compile(r"^enode://[0-9a-f]{128}@[A-Za-z0-9.-]+:\d{1,5}(\?discport=\d{1,5})?$")
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
+# Regions of the `aws` partition only: service endpoints and kms:ViaService names are built
+# with amazonaws.com, which China (amazonaws.com.cn) and the ISO partitions do not use.
+_REGION = re.compile(r"^(?!cn-)[a-z]{2}(-gov)?-[a-z]+-\d$")
+_REGION_ALLOWED = "an AWS region of the aws partition, e.g. us-east-1 (not cn-* or iso regions)"
 _STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
 _QUORUM_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _TESSERA_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?$")
@@ -572,9 +575,7 @@ def _ingress(raw: _Raw) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
 def _replica(raw: _Raw, region: str, network: NetworkSettings) -> tuple[str | None, str]:
     replica_region = raw.str_("replicaRegion")
     if replica_region is not None and not _REGION.match(replica_region):
-        raise ConfigError(
-            raw.key("replicaRegion"), replica_region, "an AWS region, e.g. us-west-2"
-        )
+        raise ConfigError(raw.key("replicaRegion"), replica_region, _REGION_ALLOWED)
     if replica_region == region:
         replica_region = None
     if replica_region and not isinstance(network, NewNetwork):
@@ -645,7 +646,7 @@ def parse_settings(
         )
     raw = _Raw(values)
     if not region or not _REGION.match(region):
-        raise ConfigError("aws:region", region, "an AWS region such as us-east-1")
+        raise ConfigError("aws:region", region, _REGION_ALLOWED)
     setup = raw.str_("setup", "pair")
     if setup not in SETUPS:
         raise ConfigError(raw.key("setup"), setup, "'pair', 'full' or 'tessera'")

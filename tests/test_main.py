@@ -357,7 +357,7 @@ BAD_CONFIGS = (
     Bad("db storage", {"dbAllocatedStorage": 10}, ("dbAllocatedStorage", "20 to 65536")),
     Bad("db version", {"dbEngineVersion": "9.6"}, ("dbEngineVersion", "13 to 17")),
     Bad("backups", {"dbBackupRetentionDays": 3}, ("dbBackupRetentionDays", "7 to 35")),
-    Bad("replica region", {"replicaRegion": "mars-1"}, ("replicaRegion", "us-west-2")),
+    Bad("replica region", {"replicaRegion": "mars-1"}, ("replicaRegion", "aws partition")),
     Bad(
         "replica overlaps",
         {"replicaRegion": "us-west-2", "replicaVpcCidr": "10.0.0.0/16"},

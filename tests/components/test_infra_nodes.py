@@ -36,8 +36,9 @@ def test_machines_are_x86_amazon_linux_with_no_key_pair(
         assert instance.inputs["ami"] == "ami-0123456789abcdef0"
         assert instance.inputs["instanceType"] == "m6i.large"
         assert "keyName" not in instance.inputs
-        # A newer AMI must not replace every machine in one `pulumi up`.
+        # Neither a newer AMI nor new user data may restart every machine in one `pulumi up`.
         assert "ami" in instance.ignore_changes
+        assert "userDataBase64" in instance.ignore_changes
 
 
 def test_every_machine_recovers_automatically(offline: Callable[..., OfflineRun]) -> None:

@@ -111,6 +111,25 @@ def test_missing_region_is_refused() -> None:
         settings(region=None)
 
 
+@pytest.mark.parametrize(
+    ("key", "region"),
+    [
+        ("region", "cn-north-1"),
+        ("region", "us-iso-east-1"),
+        ("region", "useast1"),
+        ("replicaRegion", "cn-northwest-1"),
+    ],
+)
+def test_regions_outside_the_aws_partition_are_refused(key: str, region: str) -> None:
+    name = "aws:region" if key == "region" else f"quorum-ha:{key}"
+    with pytest.raises(ConfigError, match=rf"{name}: '{region}' is not valid; allowed: .*cn-"):
+        settings(**{key: region})
+
+
+def test_gov_cloud_regions_are_accepted() -> None:
+    assert settings(region="us-gov-west-1").region == "us-gov-west-1"
+
+
 def test_same_replica_region_means_a_same_region_replica() -> None:
     assert settings(replicaRegion="eu-west-1").replica_region is None
     assert settings(replicaRegion="eu-central-1").replica_region == "eu-central-1"
