@@ -22,6 +22,19 @@ set -euo pipefail
 . /etc/quorum-ha/boot.env
 """
 
+# The Quorum and Tessera start scripts begin alike: data volume mounted, secrets in tmpfs.
+_SERVICE_PRELUDE = (
+    _PRELUDE
+    + """# shellcheck source=/dev/null
+. /opt/quorum-ha/bin/common.sh
+
+require_data_volume
+prepare_secrets_dir
+secrets=/run/quorum-ha/secrets
+umask 077
+"""
+)
+
 # Shared by the start scripts: Secrets Manager reads with the instance role, and the common
 # `docker run` options (host network: the containers reach IMDSv2 with hop limit 1).
 COMMON_SH = """\
@@ -150,15 +163,8 @@ START_QUORUM_SH = (
 # service user's), wait for the private transaction manager, then run geth in the foreground.
 # systemd restarts it on any exit, 112 included (geth exits 112 when Tessera keeps failing).
 """
-    + _PRELUDE
-    + """# shellcheck source=/dev/null
-. /opt/quorum-ha/bin/common.sh
-
-require_data_volume
-prepare_secrets_dir
-secrets=/run/quorum-ha/secrets
-umask 077
-install -d -m 0700 -o "$SERVICE_UID" -g "$SERVICE_GID" "$secrets/keystore"
+    + _SERVICE_PRELUDE
+    + """install -d -m 0700 -o "$SERVICE_UID" -g "$SERVICE_GID" "$secrets/keystore"
 
 account_json=$(fetch_secret "$QUORUM_ACCOUNT_SECRET_ARN")
 # The keystore may be stored as a JSON object or as a JSON string holding one.
@@ -243,15 +249,8 @@ START_TESSERA_SH = (
 # JDBC driver (checked against its SHA-256), apply the schema, then run Tessera with the
 # credentials passed as -o overrides: they are never in the config file, the image or user data.
 """
-    + _PRELUDE
-    + """# shellcheck source=/dev/null
-. /opt/quorum-ha/bin/common.sh
-
-require_data_volume
-prepare_secrets_dir
-secrets=/run/quorum-ha/secrets
-umask 077
-
+    + _SERVICE_PRELUDE
+    + """
 jar_dir=$DATA_DIR/tessera/lib
 jar=$jar_dir/postgresql-$PG_JDBC_VERSION.jar
 install -d -m 0755 "$jar_dir"
