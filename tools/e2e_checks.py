@@ -4,6 +4,12 @@ The NLB is internal by default, so HTTP checks run `curl` on one of the stack's 
 through SSM Run Command (`SsmShell`); the same checks run here with `local_shell` when the NLB
 is reachable, which is also how the tests drive them against servers on 127.0.0.1.
 
+How the private path is proven without blocks: a random payload is stored through one Quorum
+machine's `tm.ipc` (Q2T `POST /send` to the node's own key) and read back through another's
+(`GET /transaction/{hash}`). Both machines share one Tessera key and one database, so the read
+only succeeds when the key, the database and its JDBC driver and both machines' Q2T paths (the
+IPC proxy of setups 2 and 3, Tessera's own socket in setup 1) all work.
+
 How "a /partyinfo POST reaches every Tessera" is proven: each Tessera's own P2P `/metrics`
 (Jersey's per-method request counters, `tessera_P2P_POST_partyInfo..._RequestCount`) is read on
 its machine before and after one POST /partyinfo sent through the NLB, and every count must go
@@ -16,12 +22,17 @@ from __future__ import annotations
 import base64
 import json
 import re
+import secrets
 import shlex
 import subprocess
 import time
+import urllib.parse
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from node_bootstrap.context import TM_IPC_PATH
 
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]
@@ -36,6 +47,11 @@ PARTYINFO_POST_COUNT = re.compile(
     re.MULTILINE,
 )
 PROXY_GATEWAY_ERRORS = (502, 503, 504)
+# The workflow names the stack before the test runs, so its cleanup job can find it. Only e2e-*
+# names: the settings treat them as non-production (deletable), and 40 characters keep every
+# name derived from the stack within AWS's limits.
+E2E_STACK_ENV = "QUORUM_HA_E2E_STACK"
+E2E_STACK_NAME = re.compile(r"^e2e-[a-z0-9][a-z0-9-]{0,35}$")
 
 
 class CheckError(AssertionError):
@@ -137,6 +153,19 @@ def e2e_skip_reason(
     if docker_cli is None and not environ.get("QUORUM_HA_E2E_PROXY_IMAGE"):
         return "docker is not on PATH to build the proxy image (or set QUORUM_HA_E2E_PROXY_IMAGE)"
     return None
+
+
+def ephemeral_stack_name(environ: Mapping[str, str]) -> str:
+    """The stack's name: the one the workflow chose (QUORUM_HA_E2E_STACK), else a fresh one."""
+    given = environ.get(E2E_STACK_ENV)
+    if given is None:
+        return f"e2e-{uuid.uuid4().hex[:8]}"
+    if not E2E_STACK_NAME.match(given):
+        raise ValueError(
+            f"{E2E_STACK_ENV} is {given!r}; allowed: e2e- then 1-36 lowercase letters, digits "
+            "or dashes (the ephemeral stack is never dev or prod)"
+        )
+    return given
 
 
 def ephemeral_config(
@@ -263,13 +292,19 @@ def http_request(
     *,
     body: bytes | None = None,
     content_type: str | None = None,
+    accept: str | None = None,
+    unix_socket: str | None = None,
     timeout: float = 10.0,
 ) -> HttpAnswer:
     """One HTTP request made by curl where `shell` runs; status and body come back base64'd."""
     args = ["curl", "-sS", "-X", method, "--max-time", f"{timeout:g}", "-o", '"$out"']
     args += ["-w", "'%{http_code}'"]
+    if unix_socket:
+        args += ["--unix-socket", shlex.quote(unix_socket)]
     if content_type:
         args += ["-H", shlex.quote(f"Content-Type: {content_type}")]
+    if accept:
+        args += ["-H", shlex.quote(f"Accept: {accept}")]
     if body is not None:
         args += ["--data-binary", "@-"]
     command = " ".join([*args, shlex.quote(url)])
@@ -310,6 +345,37 @@ def rpc_block_number(shell: Shell, rpc_url: str, *, timeout: float = 10.0) -> in
         return int(reply["result"], 16)
     except (ValueError, KeyError, TypeError) as error:
         raise CheckError(f"eth_blockNumber via {rpc_url}: {answer.body[:200]!r}") from error
+
+
+def wait_for_rpc_block_number(
+    shell: Shell,
+    rpc_url: str,
+    *,
+    attempts: int = 40,
+    delay: float = 15.0,
+    timeout: float = 900.0,
+    request_timeout: float = 10.0,
+    sleep: Sleep = time.sleep,
+    clock: Clock = time.monotonic,
+) -> int:
+    """eth_blockNumber, retried: geth opens its RPC port only once Tessera answers on tm.ipc.
+
+    Bounded three ways: at most `attempts` tries, `delay` seconds apart, within `timeout`.
+    """
+    start = clock()
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return rpc_block_number(shell, rpc_url, timeout=request_timeout)
+        except CheckError as error:
+            last = error
+        if tries >= attempts or clock() + delay > start + timeout:
+            raise CheckError(
+                f"eth_blockNumber via {rpc_url}: no answer after {tries} attempts "
+                f"({clock() - start:g}s): {last}"
+            ) from last
+        sleep(delay)
 
 
 def upcheck(shell: Shell, base_url: str, *, timeout: float = 10.0) -> None:
@@ -380,3 +446,71 @@ def partyinfo_reaches_every_tessera(
         if clock() >= deadline:
             raise CheckError(f"POST /partyinfo did not reach: {', '.join(missed)}")
         sleep(poll)
+
+
+# ---------------------------------------------------------------- the private path (Q2T)
+
+
+@dataclass(frozen=True)
+class Q2TEndpoint:
+    """A Tessera Q2T API as seen from one machine: its shell, and the socket (or URL) there."""
+
+    shell: Shell
+    base_url: str = "http://localhost"
+    # What geth uses on every Quorum machine: Tessera's own socket or the IPC proxy's.
+    unix_socket: str | None = TM_IPC_PATH
+
+    def request(self, method: str, path: str, **kwargs: Any) -> HttpAnswer:
+        url = self.base_url.rstrip("/") + path
+        return http_request(self.shell, method, url, unix_socket=self.unix_socket, **kwargs)
+
+    def __str__(self) -> str:
+        return f"{self.base_url} on {self.unix_socket}" if self.unix_socket else self.base_url
+
+
+def _json_field(answer: HttpAnswer, name: str, what: str) -> str:
+    try:
+        value = json.loads(answer.body)[name]
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckError(f"{what}: no {name!r} in {answer.body[:200]!r}") from error
+    if not isinstance(value, str):
+        raise CheckError(f"{what}: {name!r} is {value!r}")
+    return value
+
+
+def private_payload_round_trip(
+    writer: Q2TEndpoint,
+    readers: Mapping[str, Q2TEndpoint],
+    public_key: str,
+    *,
+    timeout: float = 15.0,
+) -> str:
+    """Store a random payload through `writer` and read it back through every reader.
+
+    Tessera 24.4's Q2T: POST /send {"payload", "to"} answers 201 {"key"}; GET
+    /transaction/{key} (the base64 key URL-encoded) answers 200 {"payload", ...}
+    (tessera-jaxrs q2t TransactionResource). Returns the key.
+    """
+    payload = b"quorum-ha e2e " + secrets.token_bytes(24)
+    request = {"payload": base64.b64encode(payload).decode(), "to": [public_key]}
+    sent = writer.request(
+        "POST",
+        "/send",
+        body=json.dumps(request).encode(),
+        content_type="application/json",
+        accept="application/json",
+        timeout=timeout,
+    )
+    what = f"POST /send via {writer}"
+    if sent.status not in (200, 201):
+        raise CheckError(f"{what}: HTTP {sent.status} {sent.body[:200]!r}")
+    key = _json_field(sent, "key", what)
+    path = "/transaction/" + urllib.parse.quote(key, safe="")
+    for name, reader in readers.items():
+        answer = reader.request("GET", path, accept="application/json", timeout=timeout)
+        if answer.status != 200:
+            raise CheckError(f"{name}: GET {path}: HTTP {answer.status} {answer.body[:200]!r}")
+        encoded = _json_field(answer, "payload", f"{name}: GET {path}")
+        if base64.b64decode(encoded) != payload:
+            raise CheckError(f"{name}: read back a different payload for {key} via {reader}")
+    return key

@@ -1,13 +1,16 @@
 """The ephemeral stack test: a real `pulumi up` of the dev config in your AWS account, checked
 from the outside, then destroyed.
 
-    pulumi login --local            # or any backend; PULUMI_CONFIG_PASSPHRASE is optional
+    pulumi login 's3://<bucket>?region=<region>&awssdk=v2'   # the team's backend (README)
     QUORUM_HA_E2E=1 .venv/bin/python -m pytest -m e2e tests/e2e -s
 
 Needs the Pulumi CLI, AWS credentials (boto3's chain: env, profile, SSO or role) and, unless
 QUORUM_HA_E2E_PROXY_IMAGE names a prebuilt proxy image, Docker to build the proxy image. It
 creates billable resources (NAT gateways, RDS Multi-AZ with a replica, EC2, NLB, Fargate) for
-about 30-45 minutes; `destroy` and stack removal run even when a check fails.
+about 30-45 minutes; `destroy` and stack removal run even when a check fails. The stack is named
+by QUORUM_HA_E2E_STACK when set (CI names it per run, so its cleanup job can destroy what a
+cancelled test left), else e2e-<random>. PULUMI_CONFIG_PASSPHRASE, when unset, gets a throwaway
+value (then only this process could destroy the stack).
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 
+from node_bootstrap.context import TESSERA_Q2T_PORT
 from tools import e2e_checks as checks
 from tools.offline import ROOT, load_stack_config
 
@@ -46,7 +49,7 @@ def deployed() -> Iterator[dict[str, Any]]:
     config = checks.ephemeral_config(
         load_stack_config("dev"), proxy_image=os.environ.get("QUORUM_HA_E2E_PROXY_IMAGE")
     )
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    name = checks.ephemeral_stack_name(os.environ)
     env = {}
     if not {"PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"} & set(os.environ):
         # A throwaway stack needs a throwaway passphrase (only used by self-managed backends).
@@ -87,6 +90,11 @@ def tessera_names(deployed: dict[str, Any]) -> list[str]:
     return list(dns.get("tessera") or dns.get("pair") or [])
 
 
+def quorum_names(deployed: dict[str, Any]) -> list[str]:
+    dns = deployed["outputs"]["nodeDnsNames"]
+    return list(dns.get("quorum") or dns.get("pair") or [])
+
+
 def test_every_nlb_target_turns_healthy(deployed: dict[str, Any]) -> None:
     elbv2 = boto3.client("elbv2", region_name=deployed["region"])
     lb = checks.load_balancer_arn(elbv2, deployed["outputs"]["nlbDnsName"])
@@ -99,7 +107,8 @@ def test_json_rpc_answers_through_22000(
     deployed: dict[str, Any], machines: dict[str, checks.SsmShell]
 ) -> None:
     sender = machines[tessera_names(deployed)[0]]
-    assert checks.rpc_block_number(sender, deployed["outputs"]["rpcEndpoint"]) >= 0
+    # geth opens 22000 only once Tessera answers on tm.ipc: poll, bounded.
+    assert checks.wait_for_rpc_block_number(sender, deployed["outputs"]["rpcEndpoint"]) >= 0
 
 
 def test_tessera_upcheck_answers_through_9081(
@@ -119,3 +128,25 @@ def test_a_partyinfo_post_reaches_every_tessera(
         machines[names[0]], deployed["outputs"]["p2pUrl"], probes
     )
     assert set(seen) == set(names)
+
+
+def test_a_private_payload_stored_through_one_quorum_is_read_through_another(
+    deployed: dict[str, Any], machines: dict[str, checks.SsmShell]
+) -> None:
+    """The private path without blocks: shared key, shared database, JDBC driver, Q2T paths."""
+    quorums = quorum_names(deployed)
+    writer = checks.Q2TEndpoint(machines[quorums[0]])
+    readers = {name: checks.Q2TEndpoint(machines[name]) for name in quorums[1:]}
+    if not readers:
+        # Setup 3 has one Quorum machine: read back on every Tessera machine's own Q2T port
+        # instead, which proves the shared key and database on each, and the writer's IPC proxy.
+        readers = {
+            name: checks.Q2TEndpoint(
+                machines[name], base_url=f"http://localhost:{TESSERA_Q2T_PORT}", unix_socket=None
+            )
+            for name in tessera_names(deployed)
+        }
+    key = checks.private_payload_round_trip(
+        writer, readers, deployed["outputs"]["tesseraPublicKey"]
+    )
+    assert key

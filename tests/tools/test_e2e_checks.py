@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
+import socket
+import socketserver
 import threading
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from node_bootstrap.context import TM_IPC_PATH
 from tools import e2e_checks as checks
 from tools.e2e_checks import CheckError, TesseraProbe, local_shell
 
@@ -251,6 +259,43 @@ def serve() -> Iterator[Callable[..., str]]:
             server.server_close()
 
 
+@pytest.fixture
+def serve_at() -> Iterator[Callable[[int], None]]:
+    """Start the fake listener on a given port, later (a process that comes up)."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(port: int) -> None:
+        server = ThreadingHTTPServer(("127.0.0.1", port), _handler(None, None))
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture
+def serve_q2t_tcp() -> Iterator[Callable[[FakeQ2T], str]]:
+    """A Tessera's Q2T on a TCP port (setups 2 and 3 listen on one for the IPC proxy)."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(q2t: FakeQ2T) -> str:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _q2t_handler(q2t))
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
 def test_rpc_block_number_through_the_listener(serve: Callable[..., str]) -> None:
     assert checks.rpc_block_number(local_shell, serve() + "/") == 0x1B4
 
@@ -356,3 +401,217 @@ def test_the_dev_config_is_copied_as_config_text() -> None:
     }
     with pytest.raises(ValueError, match="'quorum-ha:dbPassword' is encrypted"):
         checks.ephemeral_config({"quorum-ha:dbPassword": {"secure": "v1:x"}})
+
+
+# ---------------------------------------------------------------- the stack's name
+
+
+def test_the_stack_name_comes_from_the_workflow_when_it_sets_one() -> None:
+    assert checks.ephemeral_stack_name({"QUORUM_HA_E2E_STACK": "e2e-4242"}) == "e2e-4242"
+
+
+def test_without_a_name_the_stack_gets_a_fresh_e2e_one() -> None:
+    first, second = checks.ephemeral_stack_name({}), checks.ephemeral_stack_name({})
+    assert re.fullmatch(r"e2e-[0-9a-f]{8}", first) and first != second
+
+
+@pytest.mark.parametrize("bad", ["prod", "dev-x", "e2e-", "E2E-1", "e2e-1/x", "e2e-" + "1" * 40])
+def test_a_name_outside_e2e_is_refused_naming_the_variable(bad: str) -> None:
+    with pytest.raises(ValueError, match=rf"QUORUM_HA_E2E_STACK is '{re.escape(bad)}'.*e2e-"):
+        checks.ephemeral_stack_name({"QUORUM_HA_E2E_STACK": bad})
+
+
+# ---------------------------------------------------------------- JSON-RPC, polled
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_json_rpc_is_polled_until_geth_listens(serve_at: Callable[[int], None]) -> None:
+    port = free_port()  # nothing listens yet: geth waits for Tessera before opening 22000
+
+    def geth_starts_on_second_sleep(count: int) -> None:
+        if count == 2:
+            serve_at(port)
+
+    time = FakeTime(geth_starts_on_second_sleep)
+    block = checks.wait_for_rpc_block_number(
+        local_shell, f"http://127.0.0.1:{port}/", delay=5, sleep=time.sleep, clock=time.clock
+    )
+    assert block == 0x1B4
+    assert time.sleeps == 2
+
+
+def test_json_rpc_polling_gives_up_after_its_attempts(serve: Callable[..., str]) -> None:
+    url = serve() + "/nope"
+    time = FakeTime()
+    with pytest.raises(CheckError, match=r"no answer after 3 attempts .*HTTP 404"):
+        checks.wait_for_rpc_block_number(
+            local_shell, url, attempts=3, delay=5, timeout=600, sleep=time.sleep, clock=time.clock
+        )
+    assert time.sleeps == 2
+
+
+def test_json_rpc_polling_gives_up_at_its_deadline(serve: Callable[..., str]) -> None:
+    url = serve() + "/nope"
+    time = FakeTime()
+    with pytest.raises(CheckError, match=r"no answer after 3 attempts \(20s\)"):
+        checks.wait_for_rpc_block_number(
+            local_shell, url, attempts=50, delay=10, timeout=20, sleep=time.sleep, clock=time.clock
+        )
+    assert time.now <= 20
+
+
+# ---------------------------------------------------------------- the private path (Q2T)
+
+OWN_KEY = "BULeR8JyUWhiuuCMU/HLA0Q5pzkYT+cHII3ZKBey3Bo="
+
+
+@dataclass
+class FakeQ2T:
+    """Tessera's Q2T on a unix socket: POST /send stores, GET /transaction/{hash} reads back.
+
+    Two servers sharing one `store` are two Tesseras sharing a database and a key.
+    """
+
+    store: dict[str, bytes] = field(default_factory=dict)
+    tamper: bool = False
+    sends: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _q2t_handler(q2t: FakeQ2T) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            return
+
+        def address_string(self) -> str:
+            return "unix"
+
+        def reply(self, status: int, document: dict[str, Any] | str) -> None:
+            body = (json.dumps(document) if isinstance(document, dict) else document).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if self.path != "/send" or self.headers["Content-Type"] != "application/json":
+                self.reply(415, "Unsupported Media Type")
+                return
+            request = json.loads(body)
+            q2t.sends.append(request)
+            # Tessera's hashes are base64 with '+' and '/': the reader must URL-encode them.
+            key = base64.b64encode(b"\xfb\xff" + hashlib.sha512(body).digest()[:62]).decode()
+            q2t.store[key] = base64.b64decode(request["payload"])
+            self.reply(201, {"key": key})
+
+        def do_GET(self) -> None:
+            prefix = "/transaction/"
+            path, _, _query = self.path.partition("?")
+            raw = path[len(prefix) :]
+            if not path.startswith(prefix) or "/" in raw:
+                self.reply(404, "Not Found")
+                return
+            key = urllib.parse.unquote(raw)
+            if key not in q2t.store:
+                self.reply(404, f"Message with hash {key} was not found")
+                return
+            payload = q2t.store[key] + (b"!" if q2t.tamper else b"")
+            document = {"payload": base64.b64encode(payload).decode(), "privacyFlag": 0}
+            self.reply(200, document)
+
+    return Handler
+
+
+class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+@pytest.fixture
+def q2t_socket(tmp_path: Path) -> Iterator[Callable[[FakeQ2T], str]]:
+    servers: list[UnixHTTPServer] = []
+
+    def start(q2t: FakeQ2T) -> str:
+        path = str(tmp_path / f"tm-{len(servers)}.ipc")
+        server = UnixHTTPServer(path, _q2t_handler(q2t))
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+        return path
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def test_the_tm_ipc_path_is_the_one_the_machines_use() -> None:
+    assert checks.Q2TEndpoint(local_shell).unix_socket == TM_IPC_PATH
+
+
+def test_a_payload_stored_through_one_machine_is_read_through_the_other(
+    q2t_socket: Callable[[FakeQ2T], str],
+) -> None:
+    shared = FakeQ2T()
+    one = checks.Q2TEndpoint(local_shell, unix_socket=q2t_socket(shared))
+    other = checks.Q2TEndpoint(local_shell, unix_socket=q2t_socket(FakeQ2T(store=shared.store)))
+    key = checks.private_payload_round_trip(one, {"quorum-1": other}, OWN_KEY)
+    [sent] = shared.sends
+    assert sent["to"] == [OWN_KEY]
+    assert key in shared.store and "+" in key and "/" in key
+    assert len(base64.b64decode(sent["payload"])) >= 16  # a fresh random payload
+
+
+def test_a_reader_without_the_shared_database_is_named(
+    q2t_socket: Callable[[FakeQ2T], str],
+) -> None:
+    one = checks.Q2TEndpoint(local_shell, unix_socket=q2t_socket(FakeQ2T()))
+    alone = checks.Q2TEndpoint(local_shell, unix_socket=q2t_socket(FakeQ2T()))
+    with pytest.raises(CheckError, match=r"^quorum-1: GET /transaction/\S+: HTTP 404 .*not found"):
+        checks.private_payload_round_trip(one, {"quorum-1": alone}, OWN_KEY)
+
+
+def test_a_reader_returning_another_payload_is_named(q2t_socket: Callable[[FakeQ2T], str]) -> None:
+    shared = FakeQ2T()
+    one = checks.Q2TEndpoint(local_shell, unix_socket=q2t_socket(shared))
+    wrong = FakeQ2T(store=shared.store, tamper=True)
+    other = checks.Q2TEndpoint(local_shell, unix_socket=q2t_socket(wrong))
+    with pytest.raises(CheckError, match=r"^quorum-1: read back a different payload"):
+        checks.private_payload_round_trip(one, {"quorum-1": other}, OWN_KEY)
+
+
+def test_a_missing_socket_fails_the_store(tmp_path: Path) -> None:
+    nowhere = checks.Q2TEndpoint(local_shell, unix_socket=str(tmp_path / "tm.ipc"))
+    with pytest.raises(CheckError, match="script exited 7"):
+        checks.private_payload_round_trip(nowhere, {}, OWN_KEY)
+
+
+def test_a_tessera_q2t_port_reads_back_too(
+    q2t_socket: Callable[[FakeQ2T], str], serve_q2t_tcp: Callable[[FakeQ2T], str]
+) -> None:
+    shared = FakeQ2T()
+    one = checks.Q2TEndpoint(local_shell, unix_socket=q2t_socket(shared))
+    tessera = checks.Q2TEndpoint(
+        local_shell, base_url=serve_q2t_tcp(FakeQ2T(store=shared.store)), unix_socket=None
+    )
+    checks.private_payload_round_trip(one, {"tessera-0": tessera}, OWN_KEY)
+
+
+def test_the_private_check_runs_curl_on_tm_ipc_through_ssm(aws: dict[str, Any]) -> None:
+    instance = aws["ec2"].run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)[
+        "Instances"
+    ][0]["InstanceId"]
+    ssm = boto3.client("ssm", region_name=REGION)
+    writer = checks.Q2TEndpoint(checks.SsmShell(ssm, instance, sleep=lambda _: None))
+    with pytest.raises(CheckError, match="no HTTP status"):  # moto runs nothing
+        checks.private_payload_round_trip(writer, {}, OWN_KEY)
+    [command] = ssm.list_commands(InstanceId=instance)["Commands"]
+    [script] = command["Parameters"]["commands"]
+    assert f"--unix-socket {TM_IPC_PATH}" in script
+    assert "http://localhost/send" in script
