@@ -189,3 +189,8 @@ def test_adding_a_dr_replica_later_keeps_every_stateful_resource(
             moved.append(resource.name)
     (_, replica) = split(before)
     assert moved == [replica.name]  # a replica in another region is a new instance
+    # Removing DR again deletes only what lives in the DR region.
+    known = {r.urn for r in before.resources}
+    dr_only = [r for r in after.resources if r.urn not in known and r.type in REPLACE_ON_CHANGE]
+    assert "aws:ec2/vpc:Vpc" in {r.type for r in dr_only}
+    assert all(r.inputs.get("region") == "us-west-2" for r in dr_only), dr_only
