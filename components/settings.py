@@ -24,6 +24,7 @@ from pulumi.runtime import config as runtime_config
 
 from components.proxy_service import ecr_repository_arn
 from components.shared_keys import account_address
+from domain.stacks import is_non_production
 
 NAMESPACE = "quorum-ha"
 SETUPS = ("pair", "full", "tessera")
@@ -59,7 +60,12 @@ _REGION_ALLOWED = "an AWS region of the aws partition, e.g. us-east-1 (not cn-* 
 _STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
 _QUORUM_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _TESSERA_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?$")
-_DB_ENGINE_VERSION = re.compile(r"^(1[3-7])(\.\d+)?$")
+_DB_ENGINE_VERSION = re.compile(r"^(?P<major>\d+)(\.(?P<minor>\d+))?$")
+# The replica keeps automated backups (so a promoted one has them), which RDS for PostgreSQL
+# allows on read replicas from 14.1 only (RDS user guide, "Read replica limitations with
+# PostgreSQL").
+MIN_DB_ENGINE_VERSION = (14, 1)
+MAX_DB_ENGINE_MAJOR = 17
 _AWS_ID = {
     "vpc": re.compile(r"^vpc-[0-9a-f]{8,17}$"),
     "subnet": re.compile(r"^subnet-[0-9a-f]{8,17}$"),
@@ -152,6 +158,7 @@ class Settings:
     db_backup_retention_days: int
     replica_region: str | None
     replica_vpc_cidr: str
+    replica_multi_az: bool
     deletion_protection: bool
     proxy_task_count: int
     proxy_cpu: int
@@ -168,8 +175,16 @@ class Settings:
         return f"qha-{label or 'stack'}"
 
     @property
-    def is_dev(self) -> bool:
-        return self.stack == "dev"
+    def non_production(self) -> bool:
+        """A throwaway stack (dev, dev-*, e2e-*): its names must be reusable at once."""
+        return is_non_production(self.stack)
+
+    @property
+    def secret_recovery_days(self) -> int:
+        """0 deletes secrets without recovery (Secrets Manager DeleteSecret
+        ForceDeleteWithoutRecovery), so a re-created throwaway stack can reuse their names;
+        production keeps Secrets Manager's default 30-day window."""
+        return 0 if self.non_production else 30
 
 
 # Every key this program reads, with its parser. Unknown `quorum-ha:` keys are refused so a typo
@@ -198,6 +213,7 @@ KEYS = (
     "dbBackupRetentionDays",
     "replicaRegion",
     "replicaVpcCidr",
+    "replicaMultiAz",
     "deletionProtection",
     "proxyTaskCount",
     "proxyCpu",
@@ -441,6 +457,13 @@ def _genesis(raw: _Raw) -> tuple[Mapping[str, Any], int]:
     return value, network_id
 
 
+def _replica_backups_allowed(major: str, minor: str | None) -> bool:
+    if not MIN_DB_ENGINE_VERSION[0] <= int(major) <= MAX_DB_ENGINE_MAJOR:
+        return False
+    # A bare major means its newest minor, past 14.1 for 14.
+    return minor is None or (int(major), int(minor)) >= MIN_DB_ENGINE_VERSION
+
+
 def _db(raw: _Raw) -> tuple[str, int, str, int]:
     db_class = raw.str_("dbInstanceClass", DEFAULT_DB_INSTANCE_CLASS)
     assert db_class is not None
@@ -459,9 +482,14 @@ def _db(raw: _Raw) -> tuple[str, int, str, int]:
         raise ConfigError(raw.key("dbAllocatedStorage"), storage, "20 to 65536 (GiB)")
     version = raw.str_("dbEngineVersion", DEFAULT_DB_ENGINE_VERSION)
     assert version is not None
-    if not _DB_ENGINE_VERSION.match(version):
+    match = _DB_ENGINE_VERSION.match(version)
+    if match is None or not _replica_backups_allowed(match["major"], match["minor"]):
+        low = ".".join(map(str, MIN_DB_ENGINE_VERSION))
         raise ConfigError(
-            raw.key("dbEngineVersion"), version, "a PostgreSQL version 13 to 17, e.g. 16 or 16.4"
+            raw.key("dbEngineVersion"),
+            version,
+            f"a PostgreSQL version {low} to {MAX_DB_ENGINE_MAJOR}, e.g. 16 or 16.4 (the read "
+            f"replica keeps backups, which RDS allows on PostgreSQL replicas from {low})",
         )
     retention = raw.int_("dbBackupRetentionDays", 7)
     if not 7 <= retention <= 35:
@@ -714,7 +742,8 @@ def parse_settings(
         db_backup_retention_days=retention,
         replica_region=replica_region,
         replica_vpc_cidr=replica_vpc_cidr,
-        deletion_protection=raw.bool_("deletionProtection", stack != "dev"),
+        replica_multi_az=raw.bool_("replicaMultiAz", not is_non_production(stack)),
+        deletion_protection=raw.bool_("deletionProtection", not is_non_production(stack)),
         proxy_task_count=proxy_task_count,
         proxy_cpu=proxy_cpu,
         proxy_memory=proxy_memory,

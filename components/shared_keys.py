@@ -106,8 +106,10 @@ class SharedKeysArgs:
     # Log groups under this prefix may be encrypted with the key.
     log_group_prefix: str
     protect: bool
-    # A multi-Region key lets a cross-Region database replica keep the same key material.
-    # A replica of the (then multi-Region) key for a database replica in another region.
+    # 0 deletes the secrets without recovery (throwaway stacks re-created under the same name);
+    # 7 to 30 keeps them recoverable that many days (Secrets Manager DeleteSecret).
+    secret_recovery_days: int
+    # A replica of the multi-Region key, for a database replica in another region.
     replica_region: str | None = None
     existing_tessera_private_key: pulumi.Input[str] | None = None
     existing_tessera_public_key: str | None = None
@@ -139,7 +141,7 @@ class SharedKeys(pulumi.ComponentResource):
         super().__init__("quorum-ha:shared_keys:SharedKeys", name, None, opts)
         self._name = name
         self._args = args
-        self._recovery_days = 30 if args.protect else 0
+        self._recovery_days = args.secret_recovery_days
         key, policy = self._create_key()
         self.key_arn = key.arn
         self.replica_key_arn = None
@@ -240,7 +242,11 @@ class SharedKeys(pulumi.ComponentResource):
             description=f"{args.name_prefix}: Tessera/Quorum keys, database, volumes and logs",
             enable_key_rotation=True,
             deletion_window_in_days=30,
-            multi_region=args.replica_region is not None,
+            # Always multi-Region: KMS CreateKey's MultiRegion cannot change after creation, so
+            # a key that followed replicaRegion would be replaced (and with it the database,
+            # volumes and repository it encrypts) when DR is added later. A multi-Region primary
+            # key works in every operation a single-Region key does, at the same price.
+            multi_region=True,
             policy=json.dumps(policy),
             opts=self._opts(protect=args.protect, retain_on_delete=args.protect),
         )

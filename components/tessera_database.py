@@ -47,6 +47,8 @@ class TesseraDatabaseArgs:
     engine_version: str
     backup_retention_days: int
     deletion_protection: bool
+    # A standby for the replica too: promoted, it is the primary (changed in place, no replace).
+    replica_multi_az: bool
     cross_region_replica: CrossRegionReplica | None = None
 
 
@@ -147,7 +149,10 @@ class TesseraDatabase(pulumi.ComponentResource):
             "storage_type": "gp3",
             "storage_encrypted": True,
             "publicly_accessible": False,
-            # Kept so a promoted replica starts life with backups already on.
+            # CreateDBInstanceReadReplica MultiAZ: the replica gets its own standby, whatever
+            # the source's deployment.
+            "multi_az": args.replica_multi_az,
+            # Kept so a promoted replica starts life with backups already on (PostgreSQL 14.1+).
             "backup_retention_period": args.backup_retention_days,
             "auto_minor_version_upgrade": True,
             "performance_insights_enabled": True,
@@ -160,7 +165,8 @@ class TesseraDatabase(pulumi.ComponentResource):
             return aws.rds.Instance(
                 f"{self._name}-replica",
                 replicate_source_db=primary.identifier,
-                kms_key_id=args.kms_key_arn,
+                # No kms_key_id: CreateDBInstanceReadReplica says a same-region replica always
+                # uses its source's key, and RDS refuses one (InvalidParameterCombination).
                 performance_insights_kms_key_id=args.kms_key_arn,
                 vpc_security_group_ids=[args.security_group_id],
                 parameter_group_name=parameters.name,
@@ -196,6 +202,7 @@ class TesseraDatabase(pulumi.ComponentResource):
         return aws.rds.Instance(
             f"{self._name}-replica",
             replicate_source_db=primary.arn,
+            # Another region needs a key of that region (CreateDBInstanceReadReplica KmsKeyId).
             kms_key_id=remote.kms_key_arn,
             performance_insights_kms_key_id=remote.kms_key_arn,
             db_subnet_group_name=remote_subnets.name,

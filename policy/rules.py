@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fnmatch
 import gzip
 import ipaddress
 import re
@@ -31,6 +30,9 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 from pulumi_policy.proxy import UnknownValueError
+
+from domain import stacks
+from domain.stacks import NON_PRODUCTION_STACKS
 
 PACK_NAME = "quorum-ha-guardrails"
 
@@ -54,7 +56,7 @@ SECURITY_GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 
 MIN_BACKUP_DAYS = 7
-DEFAULT_NON_PRODUCTION_STACKS = ("dev", "dev-*", "e2e-*")
+DEFAULT_NON_PRODUCTION_STACKS = NON_PRODUCTION_STACKS  # one rule for the program and the pack
 
 Rule = Callable[[ResourceValidationArgs, ReportViolation], None]
 
@@ -444,8 +446,9 @@ def stack_name(config: Mapping[str, Any]) -> str:
 
 
 def is_non_production(stack: str, config: Mapping[str, Any]) -> bool:
-    patterns = config.get("nonProductionStacks") or DEFAULT_NON_PRODUCTION_STACKS
-    return any(fnmatch.fnmatchcase(stack, str(p)) for p in patterns)
+    return stacks.is_non_production(
+        stack, config.get("nonProductionStacks") or DEFAULT_NON_PRODUCTION_STACKS
+    )
 
 
 def rds_deletion_protection(args: ResourceValidationArgs, report: ReportViolation) -> None:

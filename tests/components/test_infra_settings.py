@@ -38,12 +38,97 @@ def test_defaults_build_the_smallest_pair_setup() -> None:
     assert s.db_backup_retention_days == 7 and s.proxy_task_count == 2
 
 
-@pytest.mark.parametrize(("stack", "protected"), [("dev", False), ("prod", True), ("qa", True)])
-def test_deletion_protection_is_on_outside_dev(stack: str, protected: bool) -> None:
+@pytest.mark.parametrize(
+    ("stack", "protected"),
+    [
+        ("dev", False),
+        ("dev-alice", False),
+        ("e2e-1a2b3c4d", False),
+        ("prod", True),
+        ("qa", True),
+        ("develop", True),
+    ],
+)
+def test_deletion_protection_is_on_outside_non_production_stacks(
+    stack: str, protected: bool
+) -> None:
     assert settings(stack=stack).deletion_protection is protected
     assert settings(stack=stack, deletionProtection=not protected).deletion_protection is (
         not protected
     )
+
+
+@pytest.mark.parametrize(
+    ("stack", "protect", "days"),
+    [
+        ("dev", None, 0),
+        ("dev-alice", None, 0),
+        ("e2e-1a2b3c4d", None, 0),
+        ("dev", True, 0),  # protection asked for, but the name must be reusable at once
+        ("prod", None, 30),
+        ("prod", False, 30),  # unprotected production still keeps its secrets recoverable
+        ("qa", None, 30),
+    ],
+)
+def test_secrets_recovery_window_follows_the_non_production_rule(
+    stack: str, protect: bool | None, days: int
+) -> None:
+    values = {} if protect is None else {"deletionProtection": protect}
+    assert settings(stack=stack, **values).secret_recovery_days == days
+
+
+@pytest.mark.parametrize(
+    ("stack", "value", "multi_az"),
+    [
+        ("dev", None, False),
+        ("e2e-1a2b3c4d", None, False),
+        ("prod", None, True),
+        ("dev", True, True),
+        ("prod", False, False),
+    ],
+)
+def test_replica_multi_az_defaults_on_for_production(
+    stack: str, value: bool | None, multi_az: bool
+) -> None:
+    values = {} if value is None else {"replicaMultiAz": value}
+    assert settings(stack=stack, **values).replica_multi_az is multi_az
+
+
+def test_replica_multi_az_must_be_a_boolean() -> None:
+    expected = r"^quorum-ha:replicaMultiAz: 'yes' is not valid; allowed: true or false$"
+    with pytest.raises(ConfigError, match=expected):
+        settings(replicaMultiAz="yes")
+
+
+def test_the_prod_example_runs_a_multi_az_replica() -> None:
+    from tools.offline import load_stack_config
+
+    config = load_stack_config("prod")
+    values = {
+        k.split(":", 1)[1]: v if isinstance(v, str) else json.dumps(v)
+        for k, v in config.items()
+        if k.startswith("quorum-ha:")
+    }
+    prod = parse_settings(values, stack="prod", region=config["aws:region"])
+    assert prod.replica_multi_az is True
+    assert config["quorum-ha:replicaMultiAz"] is True  # said in the example, not left implied
+
+
+@pytest.mark.parametrize("version", ["14", "14.1", "14.10", "15", "15.8", "16", "16.4", "17"])
+def test_engine_versions_with_replica_backups_are_accepted(version: str) -> None:
+    assert settings(dbEngineVersion=version).db_engine_version == version
+
+
+@pytest.mark.parametrize(
+    "version", ["13", "13.16", "14.0", "12", "12.20", "11", "16.x", "v16", "14."]
+)
+def test_engine_versions_without_replica_backups_are_refused(version: str) -> None:
+    # The replica keeps backups so a promoted one has them: PostgreSQL 14.1+ only.
+    with pytest.raises(ConfigError) as refused:
+        settings(dbEngineVersion=version)
+    message = str(refused.value)
+    assert message.startswith(f"quorum-ha:dbEngineVersion: {version!r} is not valid; allowed: ")
+    assert "14.1" in message and "\n" not in message
 
 
 @pytest.mark.parametrize(

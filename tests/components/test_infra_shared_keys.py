@@ -143,15 +143,42 @@ def test_logs_may_use_the_key_only_for_this_stacks_log_groups(
     }
 
 
-@pytest.mark.parametrize(("stack", "days"), [("dev", 0), ("prod", 30)])
-def test_secrets_keep_a_recovery_window_outside_dev(stack: str, days: int) -> None:
-    config = dev_config("dev")
-    config.pop("quorum-ha:deletionProtection")
-    run = run_offline(config, stack=stack)
-    for secret in run.of_type("aws:secretsmanager/secret:Secret"):
-        assert secret.inputs["recoveryWindowInDays"] == days
+@pytest.mark.parametrize(
+    ("stack", "deletion_protection", "days"),
+    [
+        ("dev", None, 0),
+        ("dev-alice", None, 0),
+        ("e2e-1a2b3c4d", False, 0),  # the ephemeral test: the dev stack's config, renamed
+        ("prod", None, 30),
+        ("prod", False, 30),
+    ],
+)
+def test_secrets_of_non_production_stacks_are_deleted_without_recovery(
+    offline: Callable[..., OfflineRun],
+    stack: str,
+    deletion_protection: bool | None,
+    days: int,
+) -> None:
+    """A re-created dev or e2e stack reuses its secrets' names at once; production keeps the
+    30-day window whatever its deletion protection."""
+    run = offline("pair", stack=stack, deletionProtection=deletion_protection)
+    secrets = run.of_type("aws:secretsmanager/secret:Secret")
+    assert secrets
+    protected = days > 0 if deletion_protection is None else deletion_protection
+    for secret in secrets:
+        assert secret.inputs["recoveryWindowInDays"] == days, secret.name
         assert secret.inputs["name"].startswith(f"quorum-ha/{stack}/")
-        assert secret.protect is (stack != "dev")
+        assert secret.protect is protected
+
+
+@pytest.mark.parametrize("replica_region", [None, "us-west-2"])
+def test_the_key_is_multi_region_with_or_without_a_dr_replica(
+    offline: Callable[..., OfflineRun], replica_region: str | None
+) -> None:
+    # KMS CreateKey: MultiRegion cannot change after creation, so adding DR later must not
+    # ask for a different key (and with it a new database, volumes and repository).
+    (key,) = offline("pair", replicaRegion=replica_region).of_type("aws:kms/key:Key")
+    assert key.inputs["multiRegion"] is True
 
 
 @pytest.mark.parametrize("setup", ["pair", "full"])

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
+
+import pytest
 
 from components.tessera_database import jdbc_url
 from tools.offline import DeclaredResource, OfflineRun
@@ -90,3 +93,104 @@ def test_cross_region_replica_has_its_own_key_network_and_peering(
         n.inputs.get("region") != "us-west-2" for n in run.of_type("aws:ec2/natGateway:NatGateway")
     )
     assert run.outputs["dbEndpoints"]["replica"].endswith(".us-west-2.rds.amazonaws.com")
+
+
+def test_same_region_replica_names_no_kms_key(offline: Callable[..., OfflineRun]) -> None:
+    # CreateDBInstanceReadReplica: a same-region replica always uses its source's key, and a
+    # KmsKeyId there is refused with InvalidParameterCombination.
+    _, replica = split(offline("pair"))
+    assert "region" not in replica.inputs
+    assert "kmsKeyId" not in replica.inputs
+
+
+def test_cross_region_replica_is_encrypted_with_the_key_replica_in_its_region(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    run = offline("pair", replicaRegion="us-west-2")
+    _, replica = split(run)
+    (replica_key,) = run.of_type("aws:kms/replicaKey:ReplicaKey")
+    assert replica.inputs["kmsKeyId"] == replica_key.state["arn"]
+    assert replica_key.inputs["region"] == replica.inputs["region"] == "us-west-2"
+
+
+@pytest.mark.parametrize(
+    ("stack", "extra", "multi_az"),
+    [
+        ("dev", {}, False),
+        ("dev", {"replicaMultiAz": True}, True),
+        ("qa", {"deletionProtection": None}, True),
+        ("qa", {"deletionProtection": None, "replicaRegion": "us-west-2"}, True),
+        ("qa", {"deletionProtection": None, "replicaMultiAz": False}, False),
+    ],
+)
+def test_replica_multi_az_follows_the_setting(
+    offline: Callable[..., OfflineRun], stack: str, extra: dict[str, Any], multi_az: bool
+) -> None:
+    # A promoted replica becomes the primary: Multi-AZ from the start, not after a failover.
+    _, replica = split(offline("pair", stack=stack, **extra))
+    assert replica.inputs.get("multiAz", False) is multi_az
+
+
+# Inputs that replace a stateful resource when they change (pulumi-aws, from the Terraform
+# provider's ForceNew schema fields; identifier and subnet group kept as they move the data).
+REPLACE_ON_CHANGE: dict[str, tuple[str, ...]] = {
+    "aws:kms/key:Key": (
+        "multiRegion",
+        "keyUsage",
+        "customerMasterKeySpec",
+        "customKeyStoreId",
+        "xksKeyId",
+    ),
+    "aws:rds/instance:Instance": (
+        "identifier",
+        "engine",
+        "kmsKeyId",
+        "storageEncrypted",
+        "dbName",
+        "username",
+        "availabilityZone",
+        "dbSubnetGroupName",
+        "replicateSourceDb",
+    ),
+    "aws:secretsmanager/secret:Secret": ("name", "namePrefix"),
+    "aws:ebs/volume:Volume": ("availabilityZone", "encrypted", "kmsKeyId", "snapshotId"),
+    "aws:ecr/repository:Repository": ("name", "encryptionConfigurations"),
+    "aws:route53/zone:Zone": ("name",),
+    "aws:ec2/vpc:Vpc": ("cidrBlock",),
+    "aws:ec2/subnet:Subnet": ("cidrBlock", "availabilityZone", "vpcId"),
+    # Every input of a random resource replaces it (and with it a key or password).
+    "random:index/randomBytes:RandomBytes": ("*",),
+    "random:index/randomPassword:RandomPassword": ("*",),
+}
+
+
+def replace_inputs(resource: DeclaredResource) -> dict[str, Any]:
+    names = REPLACE_ON_CHANGE[resource.type]
+    if names == ("*",):
+        return resource.inputs
+    return {name: resource.inputs.get(name) for name in names}
+
+
+@pytest.mark.parametrize("setup", ["pair", "full"])
+def test_adding_a_dr_replica_later_keeps_every_stateful_resource(
+    offline: Callable[..., OfflineRun], setup: str
+) -> None:
+    """replicaRegion set on a living stack: the key, the database, the volumes, the secrets,
+    the repository and the seeds keep their identity; only the read replica moves region."""
+    before = offline(setup)
+    after = offline(setup, replicaRegion="us-west-2")
+    kept = {r.urn: r for r in after.resources}
+    stateful = [r for r in before.resources if r.type in REPLACE_ON_CHANGE]
+    assert {r.type for r in stateful} == set(REPLACE_ON_CHANGE)
+    moved = []
+    for resource in stateful:
+        assert resource.urn in kept, f"{resource.urn} is deleted when DR is added"
+        if replace_inputs(resource) != replace_inputs(kept[resource.urn]):
+            moved.append(resource.name)
+    (_, replica) = split(before)
+    assert moved == [replica.name]  # a replica in another region is a new instance
+    # Removing DR again deletes only what lives in the DR region.
+    known = {r.urn for r in before.resources}
+    dr_only = [r for r in after.resources if r.urn not in known and r.type in REPLACE_ON_CHANGE]
+    assert "aws:ec2/vpc:Vpc" in {r.type for r in dr_only}
+    assert all(r.inputs.get("region") == "us-west-2" for r in dr_only), dr_only

@@ -1,0 +1,1 @@
+"""Facts about quorum-ha's world that the program and the policy pack both rely on."""
