@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import posixpath
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,14 +342,98 @@ def ecr_repository_arn(image_uri: str) -> str:
 
 
 def context_tag(directory: Path = PROXY_IMAGE_DIR) -> str:
-    """A tag derived from every file of the build context (caches and bytecode left out)."""
+    """A tag that changes whenever pulumi-docker-build would rebuild the image.
+
+    docker-build rebuilds when its context hash changes: the Dockerfile's content, then the
+    content, path and mode of every file the .dockerignore keeps (pulumi-docker-build
+    provider/internal/context.go, hashBuildContext). The tag hashes the same things, so a rebuild
+    never pushes a tag that exists: the repository's tags are immutable.
+    """
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        relative = path.relative_to(directory).as_posix()
-        if "__pycache__" in relative or relative.endswith(".pyc"):
-            continue
-        digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update((directory / "Dockerfile").read_bytes() + b"\0")
+    for relative in context_files(directory):
+        path = directory / relative
+        mode = path.lstat().st_mode
+        digest.update(f"{relative}\0{stat.filemode(mode)}\0".encode())
+        if stat.S_ISLNK(mode):
+            digest.update(os.readlink(path).encode() + b"\0")
+        if path.is_file():
+            digest.update(path.read_bytes())
+        digest.update(b"\0")
     return f"src-{digest.hexdigest()[:16]}"
+
+
+def context_files(directory: Path = PROXY_IMAGE_DIR) -> list[str]:
+    """The files docker sends as the build context: what the .dockerignore keeps."""
+    patterns = dockerignore_patterns(directory)
+    kept: list[str] = []
+    for root, dirs, files in os.walk(directory):
+        base = Path(root).relative_to(directory).as_posix()
+        prefix = "" if base == "." else f"{base}/"
+        # An excluded directory is not walked (docker's FilterFS skips it too).
+        dirs[:] = [d for d in dirs if not _excluded(patterns, prefix + d)]
+        for name in files:
+            relative = prefix + name
+            mode = (Path(root) / name).lstat().st_mode
+            # docker-build hashes regular files and symlinks only.
+            if (stat.S_ISREG(mode) or stat.S_ISLNK(mode)) and not _excluded(patterns, relative):
+                kept.append(relative)
+    return sorted(kept)
+
+
+def dockerignore_patterns(directory: Path) -> list[re.Pattern[str]]:
+    """The context's .dockerignore read as docker reads it (moby/patternmatcher ignorefile).
+
+    Only the syntax mirrored here is accepted: `!` exceptions, character classes and escapes
+    raise ValueError, so the tag can never silently disagree with docker's file set.
+    """
+    path = directory / ".dockerignore"
+    if not path.exists():
+        return []
+    patterns = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.startswith("#") or not line.strip():
+            continue
+        pattern = line.strip()
+        if pattern.startswith("!") or any(c in pattern for c in "[]\\"):
+            raise ValueError(
+                f"{path}:{number}: '{pattern}': only *, ? and ** patterns are supported here "
+                "(no '!' exceptions, character classes or escapes)"
+            )
+        pattern = posixpath.normpath(pattern).lstrip("/") or "."
+        patterns.append(_pattern_regex(pattern))
+    return patterns
+
+
+def dockerignore_excludes(patterns: Sequence[str], relative: str) -> bool:
+    """Whether docker leaves this context-relative path out, given .dockerignore patterns."""
+    compiled = [_pattern_regex(posixpath.normpath(p).lstrip("/")) for p in patterns]
+    return _excluded(compiled, relative)
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    # moby/patternmatcher Pattern.compile: `**` (with its `/`) spans directories, `*` and `?`
+    # stay within one path element; a trailing `**` matches everything below.
+    regex = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            i += 2
+            if pattern.startswith("/", i):
+                i += 1
+            regex += ".*" if i == len(pattern) else "(.*/)?"
+            continue
+        char = pattern[i]
+        regex += "[^/]*" if char == "*" else "[^/]" if char == "?" else re.escape(char)
+        i += 1
+    return re.compile(f"^{regex}$")
+
+
+def _excluded(patterns: Sequence[re.Pattern[str]], relative: str) -> bool:
+    # MatchesOrParentMatches: the path itself or any of its parent directories.
+    parts = relative.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return any(p.match(c) for p in patterns for c in candidates)
 
 
 def container_definition(

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from components.proxy_service import context_tag
+import pytest
+
+from components.proxy_service import (
+    PROXY_IMAGE_DIR,
+    context_files,
+    context_tag,
+    dockerignore_excludes,
+)
 from tools.offline import OfflineRun
 
 LISTENER_PORTS = [9001, 9081, 22000]
@@ -112,13 +122,12 @@ def test_prebuilt_image_skips_the_build(offline: Callable[..., OfflineRun]) -> N
     assert run.outputs["proxyImageUri"] == uri
 
 
-def test_context_tag_follows_the_build_context(tmp_path: Path) -> None:
+def test_without_a_dockerignore_bytecode_is_context_and_changes_the_tag(tmp_path: Path) -> None:
+    # docker-build hashes every file when there is no .dockerignore: so must the tag.
     (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\n")
     first = context_tag(tmp_path)
     (tmp_path / "__pycache__").mkdir()
     (tmp_path / "__pycache__" / "x.pyc").write_bytes(b"noise")
-    assert context_tag(tmp_path) == first
-    (tmp_path / "Dockerfile").write_text("FROM python:3.12-slim\n")
     assert context_tag(tmp_path) != first
 
 
@@ -148,3 +157,121 @@ def test_a_prebuilt_image_is_pulled_from_its_own_repository(
                 pulls.append(statement["Resource"])
     assert len(pulls) == 3  # the execution role and the two Quorum machines
     assert pulls == [expected] * 3
+
+
+# Item 6: the image tag and pulumi-docker-build's rebuild decision must agree. docker-build
+# rebuilds when its context hash changes: the Dockerfile's content plus, for every file the
+# .dockerignore keeps, its content, path and mode (provider/internal/context.go,
+# hashBuildContext/hashFile). A rebuild that keeps our tag pushes an existing tag.
+
+
+def write(root: Path, relative: str, text: str = "x", mode: int = 0o644) -> Path:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_context_tag_changes_when_a_file_mode_changes(tmp_path: Path) -> None:
+    write(tmp_path, "Dockerfile", "FROM scratch\n")
+    script = write(tmp_path, "run.sh", "echo\n")
+    before = context_tag(tmp_path)
+    script.chmod(0o755)  # docker-build hashes the mode: it rebuilds
+    assert context_tag(tmp_path) != before
+
+
+def test_context_tag_changes_when_a_kept_file_is_added_or_renamed(tmp_path: Path) -> None:
+    write(tmp_path, "Dockerfile", "FROM scratch\n")
+    module = write(tmp_path, "pkg/a.py", "A = 1\n")
+    tags = {context_tag(tmp_path)}
+    write(tmp_path, "pkg/b.py", "")
+    tags.add(context_tag(tmp_path))
+    module.rename(tmp_path / "pkg" / "c.py")
+    tags.add(context_tag(tmp_path))
+    assert len(tags) == 3
+
+
+def test_context_tag_ignores_what_the_dockerignore_excludes(tmp_path: Path) -> None:
+    write(tmp_path, "Dockerfile", "FROM scratch\n")
+    write(tmp_path, ".dockerignore", "# caches\n**/__pycache__\n/README.md\n")
+    write(tmp_path, "pkg/a.py")
+    before = context_tag(tmp_path)
+    write(tmp_path, "pkg/__pycache__/a.cpython-311.pyc", "bytecode")
+    write(tmp_path, "README.md", "docs", mode=0o600)
+    assert context_tag(tmp_path) == before
+    write(tmp_path, "docs/README.md", "not at the root: kept")
+    assert context_tag(tmp_path) != before
+
+
+def test_context_tag_follows_the_dockerfile_even_when_it_is_ignored(tmp_path: Path) -> None:
+    # docker-build hashes the Dockerfile's content whatever the .dockerignore says.
+    dockerfile = write(tmp_path, "Dockerfile", "FROM scratch\n")
+    write(tmp_path, ".dockerignore", "Dockerfile\n")
+    before = context_tag(tmp_path)
+    dockerfile.write_text("FROM busybox\n")
+    assert context_tag(tmp_path) != before
+
+
+# Cases from moby/patternmatcher's semantics (the matcher docker-build's FilterFS applies):
+# `*` and `?` never cross `/`, `**` spans any number of directories, a leading `/` is dropped,
+# and a file is excluded when it or any of its parent directories matches.
+IGNORE_CASES = [
+    ("**/__pycache__", "__pycache__/x.pyc", True),
+    ("**/__pycache__", "a/b/__pycache__/x.pyc", True),
+    ("**/*.pyc", "a/b/x.pyc", True),
+    ("*.pyc", "a/x.pyc", False),
+    ("*.pyc", "x.pyc", True),
+    ("/README.md", "README.md", True),
+    ("README.md", "docs/README.md", False),
+    ("docs", "docs/a/b.txt", True),
+    ("docs/**", "docs/a/b.txt", True),
+    ("a/*/c", "a/b/c/d.txt", True),
+    ("a/*/c", "a/b/x/c", False),
+    ("a?c", "abc", True),
+    ("a?c", "a/c", False),
+    ("**", "anything/at/all", True),
+    ("a/**/z", "a/z", True),
+    ("a/**/z", "a/b/c/z", True),
+    ("file.txt", "file_txt", False),
+]
+
+
+@pytest.mark.parametrize(("pattern", "path", "excluded"), IGNORE_CASES)
+def test_dockerignore_patterns_match_like_docker(pattern: str, path: str, excluded: bool) -> None:
+    assert dockerignore_excludes([pattern], path) is excluded
+
+
+@pytest.mark.parametrize("pattern", ["!keep.txt", "[ab].txt", "a\\*b"])
+def test_dockerignore_syntax_we_do_not_mirror_is_refused(tmp_path: Path, pattern: str) -> None:
+    write(tmp_path, "Dockerfile", "FROM scratch\n")
+    write(tmp_path, ".dockerignore", f"{pattern}\n")
+    with pytest.raises(ValueError, match=re.escape(pattern)):
+        context_tag(tmp_path)
+
+
+def test_the_image_context_is_the_tracked_sources_whatever_caches_lie_around(
+    tmp_path: Path,
+) -> None:
+    context = tmp_path / "proxy_image"
+    shutil.copytree(PROXY_IMAGE_DIR, context, ignore=shutil.ignore_patterns("__pycache__"))
+    tracked = set(
+        subprocess.run(
+            ["git", "ls-files", "--", "."],
+            cwd=PROXY_IMAGE_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+    )
+    for junk in (
+        "quorum_proxy/__pycache__/server.cpython-311.pyc",
+        "__pycache__/x.pyc",
+        ".pytest_cache/v/cache/nodeids",
+        ".mypy_cache/3.11/x.json",
+        "quorum_proxy/.ruff_cache/x",
+        "quorum_proxy/stray.pyc",
+    ):
+        write(context, junk)
+    # The README documents the image; editing it must not rebuild it.
+    assert context_files(context) == sorted((tracked | {".dockerignore"}) - {"README.md"})
