@@ -40,6 +40,15 @@ LISTENERS = {
     "third-party": TESSERA_THIRD_PARTY_PORT,
     "p2p": TESSERA_P2P_PORT,
 }
+# Physical names of the NLB and its target groups: AWS allows 32 characters (CreateLoadBalancer,
+# CreateTargetGroup), so quorum-ha-proxy-third-party plus Pulumi's 8-character auto-name suffix
+# (35) is refused at preview. A name_prefix of at most 6 characters plus the
+# provider's 26-character unique suffix fits by construction for any stack. An explicit `name`
+# would fit too, but these are replaced create-before-delete (the NLB when `internal` changes, a
+# target group when its port, protocol or VPC does) and a second one of the same name is refused
+# (DuplicateTargetGroupName / DuplicateLoadBalancerName); a prefix gives each one a fresh name.
+NLB_NAME_PREFIX = "qha-"
+TARGET_GROUP_NAME_PREFIXES = {"rpc": "qrpc-", "third-party": "q3rd-", "p2p": "qp2p-"}
 CONFIG_ENV = "QUORUM_PROXY_CONFIG"
 # The NLB asks readiness: a draining task (rolling upgrade) answers 503 and gets no new
 # connections while it finishes the ones it has. The container check asks liveness only.
@@ -176,6 +185,7 @@ class ProxyService(pulumi.ComponentResource):
         args = self._args
         nlb = aws.lb.LoadBalancer(
             f"{self._name}-nlb",
+            name_prefix=NLB_NAME_PREFIX,
             load_balancer_type="network",
             internal=args.internal,
             subnets=args.nlb_subnet_ids,
@@ -189,6 +199,7 @@ class ProxyService(pulumi.ComponentResource):
         for role, port in LISTENERS.items():
             target_group = aws.lb.TargetGroup(
                 f"{self._name}-{role}",
+                name_prefix=TARGET_GROUP_NAME_PREFIXES[role],
                 port=port,
                 protocol="TCP",
                 target_type="ip",

@@ -275,3 +275,77 @@ def test_the_image_context_is_the_tracked_sources_whatever_caches_lie_around(
         write(context, junk)
     # The README documents the image; editing it must not rebuild it.
     assert context_files(context) == sorted((tracked | {".dockerignore"}) - {"README.md"})
+
+
+# Item 1: names AWS limits, whatever the stack is called. Pulumi's stack names run to 100
+# characters of letters, digits, `-`, `_` and `.`; the settings take any of them.
+LONGEST_STACK = ("Org_Team.quorum-ha-production-" * 4)[:100]
+# The physical name AWS gets: an explicit name, a name_prefix plus the provider's 26-character
+# unique suffix (terraform-plugin-sdk id.PrefixedUniqueId), or Pulumi's auto-name, the logical
+# name plus "-" and 7 random characters.
+UNIQUE_SUFFIX = 26
+AUTO_SUFFIX = 8
+# (type, name key, maximum length, allowed pattern), from each API reference:
+# ELBv2 CreateTargetGroup / CreateLoadBalancer Name (32, alphanumerics and hyphens, not starting
+# or ending with a hyphen; a load balancer's not starting with "internal-"), IAM CreateRole
+# RoleName (64), ECS CreateCluster / CreateService (255), CloudWatch Logs CreateLogGroup (512),
+# ECR CreateRepository (256), ECS RegisterTaskDefinition family (255).
+ELB_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+NAME_LIMITS = [
+    ("aws:lb/targetGroup:TargetGroup", "name", 32, ELB_NAME),
+    ("aws:lb/loadBalancer:LoadBalancer", "name", 32, ELB_NAME),
+    ("aws:iam/role:Role", "name", 64, r"[\w+=,.@-]+"),
+    ("aws:ecs/cluster:Cluster", "name", 255, r"[A-Za-z0-9_-]+"),
+    ("aws:ecs/service:Service", "name", 255, r"[A-Za-z0-9_-]+"),
+    ("aws:cloudwatch/logGroup:LogGroup", "name", 512, r"[\w./#-]+"),
+    ("aws:ecr/repository:Repository", "name", 256, r"[a-z0-9]+(?:[._/-][a-z0-9]+)*"),
+    ("aws:ecs/taskDefinition:TaskDefinition", "family", 255, r"[A-Za-z0-9_-]+"),
+]
+
+
+def physical_name(resource: Any, key: str) -> str:
+    """The name AWS will see, with a stand-in for the random part."""
+    if resource.inputs.get(key):
+        return str(resource.inputs[key])
+    if resource.inputs.get("namePrefix"):
+        return str(resource.inputs["namePrefix"]) + "0" * UNIQUE_SUFFIX
+    return f"{resource.name}-{'a' * (AUTO_SUFFIX - 1)}"
+
+
+def proxy_resources(run: OfflineRun, type_: str) -> list[Any]:
+    return [r for r in run.of_type(type_) if "-proxy-" in r.name or r.name.endswith("-proxy")]
+
+
+@pytest.mark.parametrize(("type_", "key", "limit", "pattern"), NAME_LIMITS)
+def test_every_length_limited_proxy_name_fits_for_the_longest_stack_name(
+    offline: Callable[..., OfflineRun], type_: str, key: str, limit: int, pattern: str
+) -> None:
+    run = offline("full", stack=LONGEST_STACK)
+    resources = proxy_resources(run, type_)
+    assert resources, type_
+    for resource in resources:
+        name = physical_name(resource, key)
+        assert len(name) <= limit, f"{resource.urn}: {name!r} is {len(name)} > {limit}"
+        assert re.fullmatch(pattern, name), f"{resource.urn}: {name!r}"
+        assert not name.startswith("internal-"), resource.urn
+
+
+def test_the_third_party_target_group_auto_name_was_too_long_and_its_prefix_fits(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    run = offline("full", stack=LONGEST_STACK)
+    (group,) = [g for g in run.of_type("aws:lb/targetGroup:TargetGroup") if "third" in g.name]
+    assert len(f"{group.name}-{'a' * (AUTO_SUFFIX - 1)}") == 35  # what preview refused
+    assert "name" not in group.inputs or not group.inputs["name"]
+    assert len(physical_name(group, "name")) <= 32
+
+
+def test_load_balancer_and_target_groups_take_a_fresh_name_on_replacement(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    # An explicit name would collide when a replacement is created before the old one goes.
+    run = offline("pair")
+    for type_ in ("aws:lb/targetGroup:TargetGroup", "aws:lb/loadBalancer:LoadBalancer"):
+        for resource in run.of_type(type_):
+            assert not resource.inputs.get("name"), resource.urn
+            assert 1 <= len(resource.inputs["namePrefix"]) <= 6, resource.urn
