@@ -50,9 +50,28 @@ LISTENERS = {
 NLB_NAME_PREFIX = "qha-"
 TARGET_GROUP_NAME_PREFIXES = {"rpc": "qrpc-", "third-party": "q3rd-", "p2p": "qp2p-"}
 CONFIG_ENV = "QUORUM_PROXY_CONFIG"
-# The NLB asks readiness: a draining task (rolling upgrade) answers 503 and gets no new
-# connections while it finishes the ones it has. The container check asks liveness only.
-NLB_HEALTH_PATH = "/readyz"
+# Health, as the NLB and ECS see it (proxy_image/README.md, "Health" has the whole argument):
+# - Each target group asks readiness of the proxy listener on its port (GET /readyz/<listener>):
+#   503 while draining or when that listener's upstream servers all fail their checks, so with
+#   every Tessera down the 9001 and 9081 targets are unhealthy while 22000 stays healthy.
+#   Servers whose DNS names do not exist yet do not count: on a first deploy the machines come
+#   20-60 min after the service, and ECS completes a deployment only when its tasks are healthy
+#   in every target group ("considered healthy if ... RUNNING and reported as healthy by the
+#   load balancer", ECS CreateService), which `wait_for_steady_state` waits for.
+# - ECS must not replace tasks for that answer: all tasks share the upstreams, so it would kill
+#   them all in a loop, RPC included. The grace period is the API maximum (2,147,483,647 s):
+#   ECS "ignores unhealthy Elastic Load Balancing ... and container health checks after a task
+#   has first started" (CreateService healthCheckGracePeriodSeconds; AWS's answer to
+#   aws/containers-roadmap#1271). An NLB whose targets are all unhealthy fails open (NLB guide,
+#   "Health checks for target groups"), so losing every upstream routes as before.
+# - Liveness is the process: it exits when its event loop stalls (quorum_proxy.main), and
+#   ECS replaces a task whose essential container exited. The container check on /healthz
+#   shows liveness in DescribeTasks; a task that never runs or exits at start still trips the
+#   circuit breaker, which rolls back.
+# - Draining needs no health check: ECS deregisters a task from its target groups and waits
+#   the deregistration delay before SIGTERM; the proxy then finishes in-flight requests.
+PROXY_LISTENERS = {"rpc": "quorum-rpc", "third-party": "third-party", "p2p": "p2p"}
+HEALTH_CHECK_GRACE_PERIOD = 2_147_483_647
 CONTAINER_HEALTH_PATH = "/healthz"
 
 
@@ -209,7 +228,7 @@ class ProxyService(pulumi.ComponentResource):
                 health_check=aws.lb.TargetGroupHealthCheckArgs(
                     protocol="HTTP",
                     port=str(PROXY_ADMIN_PORT),
-                    path=NLB_HEALTH_PATH,
+                    path=f"/readyz/{PROXY_LISTENERS[role]}",
                     matcher="200",
                     interval=10,
                     healthy_threshold=2,
@@ -323,13 +342,15 @@ class ProxyService(pulumi.ComponentResource):
                 )
                 for role, port in LISTENERS.items()
             ],
-            # Rolling upgrade: new tasks become healthy before old ones drain.
+            # Rolling upgrade: new tasks become healthy before old ones drain. A new task whose
+            # listeners' upstreams are all down stays unhealthy: the deployment waits (no task
+            # is replaced) and completes when they return; docs/runbooks.md says what to do.
             deployment_minimum_healthy_percent=100,
             deployment_maximum_percent=200,
             deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(
                 enable=True, rollback=True
             ),
-            health_check_grace_period_seconds=30,
+            health_check_grace_period_seconds=HEALTH_CHECK_GRACE_PERIOD,
             propagate_tags="SERVICE",
             wait_for_steady_state=True,
             opts=self._opts(depends_on=list(listeners)),
@@ -473,7 +494,8 @@ def container_definition(
             "retries": 3,
             "startPeriod": 10,
         },
-        # The proxy drains (readyz 503) on SIGTERM; give it the NLB's deregistration delay.
+        # On SIGTERM (after ECS deregistered the task and waited the deregistration delay) the
+        # proxy finishes in-flight requests for up to its drain_timeout (20 s) before exiting.
         "stopTimeout": 40,
         "ulimits": [{"name": "nofile", "softLimit": 65536, "hardLimit": 65536}],
         "logConfiguration": {

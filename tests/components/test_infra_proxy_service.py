@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 
 from components.proxy_service import (
+    HEALTH_CHECK_GRACE_PERIOD,
     PROXY_IMAGE_DIR,
     context_files,
     context_tag,
     dockerignore_excludes,
 )
+from node_bootstrap.proxy import standalone_proxy_config
 from tools.offline import OfflineRun
 
 LISTENER_PORTS = [9001, 9081, 22000]
@@ -53,7 +55,7 @@ def test_listeners_forward_tcp_to_ip_targets_checked_on_the_admin_port(
         assert group.inputs["port"] == listener.inputs["port"]
         assert (group.inputs["protocol"], group.inputs["targetType"]) == ("TCP", "ip")
         check = group.inputs["healthCheck"]
-        assert (check["protocol"], check["port"], check["path"]) == ("HTTP", "9900", "/readyz")
+        assert (check["protocol"], check["port"]) == ("HTTP", "9900")
 
 
 def test_service_runs_at_least_two_fargate_tasks_in_private_subnets(
@@ -349,3 +351,34 @@ def test_load_balancer_and_target_groups_take_a_fresh_name_on_replacement(
         for resource in run.of_type(type_):
             assert not resource.inputs.get("name"), resource.urn
             assert 1 <= len(resource.inputs["namePrefix"]) <= 6, resource.urn
+
+
+# Items 2 and 3: one readiness question per target group, and ECS does not act on the answers.
+def test_each_target_group_asks_the_readiness_of_the_listener_on_its_port(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    run = offline("full")
+    config = standalone_proxy_config(quorum_dns_names=["q.example"], tessera_dns_names=["t.x"])
+    listener_of_port = {
+        int(lc["listen"].rsplit(":", 1)[1]): lc["name"] for lc in config["listeners"]
+    }
+    groups = run.of_type("aws:lb/targetGroup:TargetGroup")
+    paths = {int(g.inputs["port"]): g.inputs["healthCheck"]["path"] for g in groups}
+    assert paths == {port: f"/readyz/{name}" for port, name in listener_of_port.items()}
+    # The proxy's admin port answers the checks: it is in the config the task runs.
+    assert config["admin"]["listen"].endswith(f":{groups[0].inputs['healthCheck']['port']}")
+
+
+def test_ecs_never_replaces_a_task_for_its_readiness(offline: Callable[..., OfflineRun]) -> None:
+    # With every Tessera down the 9001 and 9081 targets are unhealthy; were ECS to replace tasks
+    # failing ELB checks, it would kill every proxy task (RPC included) in a loop. The grace
+    # period is the API's maximum: ECS ignores ELB health for the task's life.
+    run = offline("full")
+    (service,) = run.of_type("aws:ecs/service:Service")
+    assert service.inputs["healthCheckGracePeriodSeconds"] == HEALTH_CHECK_GRACE_PERIOD
+    assert HEALTH_CHECK_GRACE_PERIOD == 2_147_483_647
+    # A deployment still fails, and rolls back, on tasks that never run or exit.
+    assert service.inputs["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+    assert service.inputs["waitForSteadyState"] is True
+    # The container check asks liveness only, never upstreams.
+    assert "/healthz" in container(run)["healthCheck"]["command"][-1]
