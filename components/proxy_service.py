@@ -57,7 +57,8 @@ CONFIG_ENV = "QUORUM_PROXY_CONFIG"
 #   Servers whose DNS names do not exist yet do not count: on a first deploy the machines come
 #   20-60 min after the service, and ECS completes a deployment only when its tasks are healthy
 #   in every target group ("considered healthy if ... RUNNING and reported as healthy by the
-#   load balancer", ECS CreateService), which `wait_for_steady_state` waits for.
+#   load balancer", ECS CreateService), which `wait_for_steady_state` waits for (the
+#   service deployment's SUCCESSFUL status: terraform-provider-aws statusServiceWaitForStable).
 # - ECS must not replace tasks for that answer: all tasks share the upstreams, so it would kill
 #   them all in a loop, RPC included. The grace period is the API maximum (2,147,483,647 s):
 #   ECS "ignores unhealthy Elastic Load Balancing ... and container health checks after a task
