@@ -415,13 +415,15 @@ def context_files(directory: Path = PROXY_IMAGE_DIR) -> list[str]:
 
 
 def dockerignore_patterns(directory: Path) -> list[re.Pattern[str]]:
-    """The context's .dockerignore read as docker reads it (moby/patternmatcher ignorefile).
+    """The context's ignore file read as docker reads it (moby/patternmatcher ignorefile).
 
     Only the syntax mirrored here is accepted: `!` exceptions, character classes and escapes
     raise ValueError, so the tag can never silently disagree with docker's file set.
     """
-    path = directory / ".dockerignore"
-    if not path.exists():
+    # <Dockerfile>.dockerignore wins over the context's .dockerignore (getIgnorePatterns).
+    candidates = (directory / "Dockerfile.dockerignore", directory / ".dockerignore")
+    path = next((p for p in candidates if p.exists()), None)
+    if path is None:
         return []
     patterns = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):

@@ -382,3 +382,18 @@ def test_ecs_never_replaces_a_task_for_its_readiness(offline: Callable[..., Offl
     assert service.inputs["waitForSteadyState"] is True
     # The container check asks liveness only, never upstreams.
     assert "/healthz" in container(run)["healthCheck"]["command"][-1]
+
+
+def test_a_dockerfile_specific_ignore_file_wins_as_docker_build_reads_it(tmp_path: Path) -> None:
+    # getIgnorePatterns prefers <Dockerfile>.dockerignore to the context's .dockerignore.
+    write(tmp_path, "Dockerfile", "FROM scratch\n")
+    write(tmp_path, ".dockerignore", "notes.txt\n")
+    write(tmp_path, "Dockerfile.dockerignore", "**/*.log\n")
+    write(tmp_path, "a.log")
+    write(tmp_path, "notes.txt")
+    assert context_files(tmp_path) == [
+        ".dockerignore",
+        "Dockerfile",
+        "Dockerfile.dockerignore",
+        "notes.txt",
+    ]
