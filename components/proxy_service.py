@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import posixpath
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +40,39 @@ LISTENERS = {
     "third-party": TESSERA_THIRD_PARTY_PORT,
     "p2p": TESSERA_P2P_PORT,
 }
+# Physical names of the NLB and its target groups: AWS allows 32 characters (CreateLoadBalancer,
+# CreateTargetGroup), so quorum-ha-proxy-third-party plus Pulumi's 8-character auto-name suffix
+# (35) is refused at preview. A name_prefix of at most 6 characters plus the
+# provider's 26-character unique suffix fits by construction for any stack. An explicit `name`
+# would fit too, but these are replaced create-before-delete (the NLB when `internal` changes, a
+# target group when its port, protocol or VPC does) and a second one of the same name is refused
+# (DuplicateTargetGroupName / DuplicateLoadBalancerName); a prefix gives each one a fresh name.
+NLB_NAME_PREFIX = "qha-"
+TARGET_GROUP_NAME_PREFIXES = {"rpc": "qrpc-", "third-party": "q3rd-", "p2p": "qp2p-"}
 CONFIG_ENV = "QUORUM_PROXY_CONFIG"
-# The NLB asks readiness: a draining task (rolling upgrade) answers 503 and gets no new
-# connections while it finishes the ones it has. The container check asks liveness only.
-NLB_HEALTH_PATH = "/readyz"
+# Health, as the NLB and ECS see it (proxy_image/README.md, "Health" has the whole argument):
+# - Each target group asks readiness of the proxy listener on its port (GET /readyz/<listener>):
+#   503 while draining or when that listener's upstream servers all fail their checks, so with
+#   every Tessera down the 9001 and 9081 targets are unhealthy while 22000 stays healthy.
+#   Servers whose DNS names do not exist yet do not count: on a first deploy the machines come
+#   20-60 min after the service, and ECS completes a deployment only when its tasks are healthy
+#   in every target group ("considered healthy if ... RUNNING and reported as healthy by the
+#   load balancer", ECS CreateService), which `wait_for_steady_state` waits for (the
+#   service deployment's SUCCESSFUL status: terraform-provider-aws statusServiceWaitForStable).
+# - ECS must not replace tasks for that answer: all tasks share the upstreams, so it would kill
+#   them all in a loop, RPC included. The grace period is the API maximum (2,147,483,647 s):
+#   ECS "ignores unhealthy Elastic Load Balancing ... and container health checks after a task
+#   has first started" (CreateService healthCheckGracePeriodSeconds; AWS's answer to
+#   aws/containers-roadmap#1271). An NLB whose targets are all unhealthy fails open (NLB guide,
+#   "Health checks for target groups"), so losing every upstream routes as before.
+# - Liveness is the process: it exits when its event loop stalls (quorum_proxy.main), and
+#   ECS replaces a task whose essential container exited. The container check on /healthz
+#   shows liveness in DescribeTasks; a task that never runs or exits at start still trips the
+#   circuit breaker, which rolls back.
+# - Draining needs no health check: ECS deregisters a task from its target groups and waits
+#   the deregistration delay before SIGTERM; the proxy then finishes in-flight requests.
+PROXY_LISTENERS = {"rpc": "quorum-rpc", "third-party": "third-party", "p2p": "p2p"}
+HEALTH_CHECK_GRACE_PERIOD = 2_147_483_647
 CONTAINER_HEALTH_PATH = "/healthz"
 
 
@@ -173,6 +205,7 @@ class ProxyService(pulumi.ComponentResource):
         args = self._args
         nlb = aws.lb.LoadBalancer(
             f"{self._name}-nlb",
+            name_prefix=NLB_NAME_PREFIX,
             load_balancer_type="network",
             internal=args.internal,
             subnets=args.nlb_subnet_ids,
@@ -186,6 +219,7 @@ class ProxyService(pulumi.ComponentResource):
         for role, port in LISTENERS.items():
             target_group = aws.lb.TargetGroup(
                 f"{self._name}-{role}",
+                name_prefix=TARGET_GROUP_NAME_PREFIXES[role],
                 port=port,
                 protocol="TCP",
                 target_type="ip",
@@ -195,7 +229,7 @@ class ProxyService(pulumi.ComponentResource):
                 health_check=aws.lb.TargetGroupHealthCheckArgs(
                     protocol="HTTP",
                     port=str(PROXY_ADMIN_PORT),
-                    path=NLB_HEALTH_PATH,
+                    path=f"/readyz/{PROXY_LISTENERS[role]}",
                     matcher="200",
                     interval=10,
                     healthy_threshold=2,
@@ -309,13 +343,15 @@ class ProxyService(pulumi.ComponentResource):
                 )
                 for role, port in LISTENERS.items()
             ],
-            # Rolling upgrade: new tasks become healthy before old ones drain.
+            # Rolling upgrade: new tasks become healthy before old ones drain. A new task whose
+            # listeners' upstreams are all down stays unhealthy: the deployment waits (no task
+            # is replaced) and completes when they return; docs/runbooks.md says what to do.
             deployment_minimum_healthy_percent=100,
             deployment_maximum_percent=200,
             deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(
                 enable=True, rollback=True
             ),
-            health_check_grace_period_seconds=30,
+            health_check_grace_period_seconds=HEALTH_CHECK_GRACE_PERIOD,
             propagate_tags="SERVICE",
             wait_for_steady_state=True,
             opts=self._opts(depends_on=list(listeners)),
@@ -339,14 +375,100 @@ def ecr_repository_arn(image_uri: str) -> str:
 
 
 def context_tag(directory: Path = PROXY_IMAGE_DIR) -> str:
-    """A tag derived from every file of the build context (caches and bytecode left out)."""
+    """A tag that changes whenever pulumi-docker-build would rebuild the image.
+
+    docker-build rebuilds when its context hash changes: the Dockerfile's content, then the
+    content, path and mode of every file the .dockerignore keeps (pulumi-docker-build
+    provider/internal/context.go, hashBuildContext). The tag hashes the same things, so a rebuild
+    never pushes a tag that exists: the repository's tags are immutable.
+    """
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        relative = path.relative_to(directory).as_posix()
-        if "__pycache__" in relative or relative.endswith(".pyc"):
-            continue
-        digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update((directory / "Dockerfile").read_bytes() + b"\0")
+    for relative in context_files(directory):
+        path = directory / relative
+        mode = path.lstat().st_mode
+        digest.update(f"{relative}\0{stat.filemode(mode)}\0".encode())
+        if stat.S_ISLNK(mode):
+            digest.update(os.readlink(path).encode() + b"\0")
+        if path.is_file():
+            digest.update(path.read_bytes())
+        digest.update(b"\0")
     return f"src-{digest.hexdigest()[:16]}"
+
+
+def context_files(directory: Path = PROXY_IMAGE_DIR) -> list[str]:
+    """The files docker sends as the build context: what the .dockerignore keeps."""
+    patterns = dockerignore_patterns(directory)
+    kept: list[str] = []
+    for root, dirs, files in os.walk(directory):
+        base = Path(root).relative_to(directory).as_posix()
+        prefix = "" if base == "." else f"{base}/"
+        # An excluded directory is not walked (docker's FilterFS skips it too).
+        dirs[:] = [d for d in dirs if not _excluded(patterns, prefix + d)]
+        for name in files:
+            relative = prefix + name
+            mode = (Path(root) / name).lstat().st_mode
+            # docker-build hashes regular files and symlinks only.
+            if (stat.S_ISREG(mode) or stat.S_ISLNK(mode)) and not _excluded(patterns, relative):
+                kept.append(relative)
+    return sorted(kept)
+
+
+def dockerignore_patterns(directory: Path) -> list[re.Pattern[str]]:
+    """The context's ignore file read as docker reads it (moby/patternmatcher ignorefile).
+
+    Only the syntax mirrored here is accepted: `!` exceptions, character classes and escapes
+    raise ValueError, so the tag can never silently disagree with docker's file set.
+    """
+    # <Dockerfile>.dockerignore wins over the context's .dockerignore (getIgnorePatterns).
+    candidates = (directory / "Dockerfile.dockerignore", directory / ".dockerignore")
+    path = next((p for p in candidates if p.exists()), None)
+    if path is None:
+        return []
+    patterns = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.startswith("#") or not line.strip():
+            continue
+        pattern = line.strip()
+        if pattern.startswith("!") or any(c in pattern for c in "[]\\"):
+            raise ValueError(
+                f"{path}:{number}: '{pattern}': only *, ? and ** patterns are supported here "
+                "(no '!' exceptions, character classes or escapes)"
+            )
+        pattern = posixpath.normpath(pattern).lstrip("/") or "."
+        patterns.append(_pattern_regex(pattern))
+    return patterns
+
+
+def dockerignore_excludes(patterns: Sequence[str], relative: str) -> bool:
+    """Whether docker leaves this context-relative path out, given .dockerignore patterns."""
+    compiled = [_pattern_regex(posixpath.normpath(p).lstrip("/")) for p in patterns]
+    return _excluded(compiled, relative)
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    # moby/patternmatcher Pattern.compile: `**` (with its `/`) spans directories, `*` and `?`
+    # stay within one path element; a trailing `**` matches everything below.
+    regex = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            i += 2
+            if pattern.startswith("/", i):
+                i += 1
+            regex += ".*" if i == len(pattern) else "(.*/)?"
+            continue
+        char = pattern[i]
+        regex += "[^/]*" if char == "*" else "[^/]" if char == "?" else re.escape(char)
+        i += 1
+    return re.compile(f"^{regex}$")
+
+
+def _excluded(patterns: Sequence[re.Pattern[str]], relative: str) -> bool:
+    # MatchesOrParentMatches: the path itself or any of its parent directories.
+    parts = relative.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return any(p.match(c) for p in patterns for c in candidates)
 
 
 def container_definition(
@@ -375,7 +497,8 @@ def container_definition(
             "retries": 3,
             "startPeriod": 10,
         },
-        # The proxy drains (readyz 503) on SIGTERM; give it the NLB's deregistration delay.
+        # On SIGTERM (after ECS deregistered the task and waited the deregistration delay) the
+        # proxy finishes in-flight requests for up to its drain_timeout (20 s) before exiting.
         "stopTimeout": 40,
         "ulimits": [{"name": "nofile", "softLimit": 65536, "hardLimit": 65536}],
         "logConfiguration": {

@@ -117,7 +117,7 @@ def standalone_proxy_config(
     plain = {"retry_on": ["error", "timeout"]}
     return {
         "workers": workers,
-        # The NLB's target group health check calls /readyz here.
+        # Each NLB target group asks /readyz/<listener> here (components/proxy_service.py).
         "admin": {"listen": f"0.0.0.0:{PROXY_ADMIN_PORT}"},
         "access_log": access_log,
         "drain_timeout": "20s",

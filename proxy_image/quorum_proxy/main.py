@@ -17,6 +17,7 @@ import uvloop
 
 from .config import Config, ConfigError, load_config
 from .server import (
+    LoopWatchdog,
     ProxyRuntime,
     StartupError,
     prepare_unix_sockets,
@@ -52,12 +53,15 @@ async def serve(config: Config, unix_sockets: dict[str, socket.socket]) -> int:
         return EXIT_STARTUP
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    watchdog = LoopWatchdog(loop)
+    watchdog.start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("listening: %s", runtime.addresses)
     await stop.wait()
     log.info("draining up to %ss", config.drain_timeout)
     await runtime.drain()
+    watchdog.stop()
     return 0
 
 

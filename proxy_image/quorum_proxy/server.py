@@ -8,6 +8,7 @@ import os
 import socket
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TextIO, cast
@@ -22,6 +23,9 @@ from .tcp_proxy import TcpListener
 from .upstream import Resolver, Server, UpstreamGroup, system_resolver
 
 SWEEP_INTERVAL = 0.25
+# Seconds without a turn of the event loop after which the process cannot serve and exits.
+LOOP_STALL_TIMEOUT = 30.0
+EXIT_STALLED = 3
 # inode of each socket file this process bound, so only our own file is removed on exit
 _bound_inodes: dict[str, int] = {}
 
@@ -101,8 +105,61 @@ def unix_path_of(config: Config, name: str) -> str:
     raise KeyError(name)
 
 
+def _exit_stalled(seconds: float) -> None:
+    # os._exit: the stalled loop would never run an orderly shutdown.
+    sys.stderr.write(f"event loop stalled for {seconds:.1f}s: exiting\n")
+    sys.stderr.flush()
+    os._exit(EXIT_STALLED)
+
+
+class LoopWatchdog:
+    """Liveness by exit: a thread ends the process when the event loop stops turning.
+
+    ECS ignores health checks for a proxy task's life (see components/proxy_service.py), so a
+    process that cannot serve at all must end itself; ECS then replaces the task, and the
+    supervisor of several workers restarts the one that exited.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        timeout: float = LOOP_STALL_TIMEOUT,
+        tick: float = 1.0,
+        on_stall: Callable[[float], None] = _exit_stalled,
+    ) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        self.tick = tick
+        self.on_stall = on_stall
+        self.last_turn = time.monotonic()
+        self._stopped = threading.Event()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Call on the loop's thread."""
+        self._beat()
+        threading.Thread(target=self._watch, name="loop-watchdog", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        handle = self._handle
+        if handle is not None:
+            self.loop.call_soon_threadsafe(handle.cancel)
+
+    def _beat(self) -> None:
+        self.last_turn = time.monotonic()
+        self._handle = self.loop.call_later(self.tick, self._beat)
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(self.tick):
+            stalled = time.monotonic() - self.last_turn
+            if stalled > self.timeout:
+                self.on_stall(stalled)
+                return
+
+
 class AdminProtocol(asyncio.Protocol):
-    """/healthz, /readyz and /metrics; one request per connection is plenty here."""
+    """/healthz, /readyz, /readyz/<listener> and /metrics; one request per connection."""
 
     def __init__(self, runtime: ProxyRuntime) -> None:
         self.runtime = runtime
@@ -131,6 +188,22 @@ class AdminProtocol(asyncio.Protocol):
         elif path == b"/readyz":
             ready = runtime.ready()
             body = json.dumps({"ready": ready, "draining": runtime.draining}).encode()
+            self._send(200 if ready else 503, body, "application/json")
+        elif path.startswith(b"/readyz/") and path[8:].decode("latin-1") in runtime.listeners:
+            # One NLB target group per listener asks this: can this listener serve?
+            name = path[8:].decode("latin-1")
+            ready = runtime.listener_ready(name)
+            body = json.dumps(
+                {
+                    "listener": name,
+                    "ready": ready,
+                    "draining": runtime.draining,
+                    "upstreams": {
+                        group: runtime.groups[group].readiness()
+                        for group in runtime.listener_upstreams(name)
+                    },
+                }
+            ).encode()
             self._send(200 if ready else 503, body, "application/json")
         elif path == b"/metrics":
             self._send(200, runtime.metrics.render().encode(), "text/plain; version=0.0.4")
@@ -207,6 +280,23 @@ class ProxyRuntime:
 
     def ready(self) -> bool:
         return not self.draining and any(g.any_available() for g in self.groups.values())
+
+    def listener_upstreams(self, name: str) -> list[str]:
+        """The upstream groups a listener forwards to (mirrors aside: they serve no answer)."""
+        lc = self.listeners[name].config
+        names = [lc.upstream] if lc.upstream is not None else []
+        names += [route.upstream for route in lc.routes]
+        return list(dict.fromkeys(names))
+
+    def listener_ready(self, name: str) -> bool:
+        """Whether this listener can serve: not draining, and every upstream it routes to can.
+
+        A listener routing by path (p2p: /partyinfo, /resend, ...) needs each of its groups;
+        in the standalone config they all name the same Tessera servers.
+        """
+        if self.draining:
+            return False
+        return all(self.groups[g].can_serve() for g in self.listener_upstreams(name))
 
     def access_log(self, entry: dict[str, Any]) -> None:
         # lines are gathered and written once per loop iteration: one write per burst

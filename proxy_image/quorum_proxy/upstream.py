@@ -21,6 +21,11 @@ from .metrics import Metrics
 log = logging.getLogger("quorum_proxy")
 
 Resolver = Callable[[str, int], Awaitable[tuple[str, int]]]
+# getaddrinfo's answers for a name that does not exist (NXDOMAIN, or no address record), as
+# opposed to EAI_AGAIN and the like when DNS itself fails: see getaddrinfo(3).
+NO_SUCH_NAME = frozenset(
+    code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code is not None
+)
 MAX_IDLE_PER_SERVER = 512
 # bytes of small writes held for the end of a loop iteration (see WriteBatch)
 BATCH_BYTES = 65536
@@ -263,9 +268,21 @@ class Server:
         self.fall_count = 0
         self.last_block: int | None = None
         self.last_block_change = 0.0
+        # DNS said the name does not exist: the machine is not created yet, or was removed.
+        self.absent = False
 
     def available(self, now: float) -> bool:
         return self.active_ok and now >= self.down_until
+
+    async def resolve(self) -> tuple[str, int]:
+        """The server's address now; notes whether DNS says the name does not exist."""
+        try:
+            addr = await self.group.resolver(self.host, self.port)
+        except socket.gaierror as e:
+            self.absent = e.errno in NO_SUCH_NAME
+            raise
+        self.absent = False
+        return addr
 
     def record_failure(self, reason: str) -> None:
         """Passive health: max_fails failures within fail_timeout take it out for fail_timeout."""
@@ -298,7 +315,7 @@ class Server:
     async def connect(self) -> UpstreamConnection:
         """A fresh connection within connect_timeout; raises OSError or TimeoutError."""
         if self.addr is None:
-            self.set_address(await self.group.resolver(self.host, self.port))
+            self.set_address(await self.resolve())
         assert self.addr is not None
         loop = asyncio.get_running_loop()
         server = self
@@ -330,6 +347,20 @@ class UpstreamGroup:
     def any_available(self) -> bool:
         now = time.monotonic()
         return any(s.available(now) for s in self.servers)
+
+    def can_serve(self) -> bool:
+        """Some server takes traffic, or none exists yet (every name is unknown to DNS)."""
+        now = time.monotonic()
+        existing = [s for s in self.servers if not s.absent]
+        return not existing or any(s.available(now) for s in existing)
+
+    def readiness(self) -> dict[str, int]:
+        now = time.monotonic()
+        return {
+            "servers": len(self.servers),
+            "available": sum(1 for s in self.servers if not s.absent and s.available(now)),
+            "absent": sum(1 for s in self.servers if s.absent),
+        }
 
     def pick(self, tried: list[Server]) -> Server | None:
         """Round-robin over servers not yet tried that take traffic.
@@ -397,7 +428,7 @@ class UpstreamGroup:
             if _literal_ip(server.host):
                 continue
             try:
-                server.set_address(await self.resolver(server.host, server.port))
+                server.set_address(await server.resolve())
             except (OSError, UnicodeError) as e:
                 # keep the last good address: a DNS hiccup must not take a server out
                 log.warning("resolve %s failed: %s", server.name, e)
@@ -480,7 +511,7 @@ async def run_check(server: Server, check: HealthCheck) -> bool:
     """One active check of one server: tcp connect, http status, or jsonrpc block advance."""
     addr = server.addr
     if addr is None or not _literal_ip(server.host):
-        addr = await server.group.resolver(server.host, server.port)
+        addr = await server.resolve()
     if check.type == "tcp":
         _, writer = await asyncio.open_connection(*addr)
         writer.close()

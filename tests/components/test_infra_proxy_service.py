@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from components.proxy_service import context_tag
+import pytest
+
+from components.proxy_service import (
+    HEALTH_CHECK_GRACE_PERIOD,
+    PROXY_IMAGE_DIR,
+    context_files,
+    context_tag,
+    dockerignore_excludes,
+)
+from node_bootstrap.proxy import standalone_proxy_config
 from tools.offline import OfflineRun
 
 LISTENER_PORTS = [9001, 9081, 22000]
@@ -43,7 +55,7 @@ def test_listeners_forward_tcp_to_ip_targets_checked_on_the_admin_port(
         assert group.inputs["port"] == listener.inputs["port"]
         assert (group.inputs["protocol"], group.inputs["targetType"]) == ("TCP", "ip")
         check = group.inputs["healthCheck"]
-        assert (check["protocol"], check["port"], check["path"]) == ("HTTP", "9900", "/readyz")
+        assert (check["protocol"], check["port"]) == ("HTTP", "9900")
 
 
 def test_service_runs_at_least_two_fargate_tasks_in_private_subnets(
@@ -112,13 +124,12 @@ def test_prebuilt_image_skips_the_build(offline: Callable[..., OfflineRun]) -> N
     assert run.outputs["proxyImageUri"] == uri
 
 
-def test_context_tag_follows_the_build_context(tmp_path: Path) -> None:
+def test_without_a_dockerignore_bytecode_is_context_and_changes_the_tag(tmp_path: Path) -> None:
+    # docker-build hashes every file when there is no .dockerignore: so must the tag.
     (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\n")
     first = context_tag(tmp_path)
     (tmp_path / "__pycache__").mkdir()
     (tmp_path / "__pycache__" / "x.pyc").write_bytes(b"noise")
-    assert context_tag(tmp_path) == first
-    (tmp_path / "Dockerfile").write_text("FROM python:3.12-slim\n")
     assert context_tag(tmp_path) != first
 
 
@@ -148,3 +159,241 @@ def test_a_prebuilt_image_is_pulled_from_its_own_repository(
                 pulls.append(statement["Resource"])
     assert len(pulls) == 3  # the execution role and the two Quorum machines
     assert pulls == [expected] * 3
+
+
+# Item 6: the image tag and pulumi-docker-build's rebuild decision must agree. docker-build
+# rebuilds when its context hash changes: the Dockerfile's content plus, for every file the
+# .dockerignore keeps, its content, path and mode (provider/internal/context.go,
+# hashBuildContext/hashFile). A rebuild that keeps our tag pushes an existing tag.
+
+
+def write(root: Path, relative: str, text: str = "x", mode: int = 0o644) -> Path:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_context_tag_changes_when_a_file_mode_changes(tmp_path: Path) -> None:
+    write(tmp_path, "Dockerfile", "FROM scratch\n")
+    script = write(tmp_path, "run.sh", "echo\n")
+    before = context_tag(tmp_path)
+    script.chmod(0o755)  # docker-build hashes the mode: it rebuilds
+    assert context_tag(tmp_path) != before
+
+
+def test_context_tag_changes_when_a_kept_file_is_added_or_renamed(tmp_path: Path) -> None:
+    write(tmp_path, "Dockerfile", "FROM scratch\n")
+    module = write(tmp_path, "pkg/a.py", "A = 1\n")
+    tags = {context_tag(tmp_path)}
+    write(tmp_path, "pkg/b.py", "")
+    tags.add(context_tag(tmp_path))
+    module.rename(tmp_path / "pkg" / "c.py")
+    tags.add(context_tag(tmp_path))
+    assert len(tags) == 3
+
+
+def test_context_tag_ignores_what_the_dockerignore_excludes(tmp_path: Path) -> None:
+    write(tmp_path, "Dockerfile", "FROM scratch\n")
+    write(tmp_path, ".dockerignore", "# caches\n**/__pycache__\n/README.md\n")
+    write(tmp_path, "pkg/a.py")
+    before = context_tag(tmp_path)
+    write(tmp_path, "pkg/__pycache__/a.cpython-311.pyc", "bytecode")
+    write(tmp_path, "README.md", "docs", mode=0o600)
+    assert context_tag(tmp_path) == before
+    write(tmp_path, "docs/README.md", "not at the root: kept")
+    assert context_tag(tmp_path) != before
+
+
+def test_context_tag_follows_the_dockerfile_even_when_it_is_ignored(tmp_path: Path) -> None:
+    # docker-build hashes the Dockerfile's content whatever the .dockerignore says.
+    dockerfile = write(tmp_path, "Dockerfile", "FROM scratch\n")
+    write(tmp_path, ".dockerignore", "Dockerfile\n")
+    before = context_tag(tmp_path)
+    dockerfile.write_text("FROM busybox\n")
+    assert context_tag(tmp_path) != before
+
+
+# Cases from moby/patternmatcher's semantics (the matcher docker-build's FilterFS applies):
+# `*` and `?` never cross `/`, `**` spans any number of directories, a leading `/` is dropped,
+# and a file is excluded when it or any of its parent directories matches.
+IGNORE_CASES = [
+    ("**/__pycache__", "__pycache__/x.pyc", True),
+    ("**/__pycache__", "a/b/__pycache__/x.pyc", True),
+    ("**/*.pyc", "a/b/x.pyc", True),
+    ("*.pyc", "a/x.pyc", False),
+    ("*.pyc", "x.pyc", True),
+    ("/README.md", "README.md", True),
+    ("README.md", "docs/README.md", False),
+    ("docs", "docs/a/b.txt", True),
+    ("docs/**", "docs/a/b.txt", True),
+    ("a/*/c", "a/b/c/d.txt", True),
+    ("a/*/c", "a/b/x/c", False),
+    ("a?c", "abc", True),
+    ("a?c", "a/c", False),
+    ("**", "anything/at/all", True),
+    ("a/**/z", "a/z", True),
+    ("a/**/z", "a/b/c/z", True),
+    ("file.txt", "file_txt", False),
+]
+
+
+@pytest.mark.parametrize(("pattern", "path", "excluded"), IGNORE_CASES)
+def test_dockerignore_patterns_match_like_docker(pattern: str, path: str, excluded: bool) -> None:
+    assert dockerignore_excludes([pattern], path) is excluded
+
+
+@pytest.mark.parametrize("pattern", ["!keep.txt", "[ab].txt", "a\\*b"])
+def test_dockerignore_syntax_we_do_not_mirror_is_refused(tmp_path: Path, pattern: str) -> None:
+    write(tmp_path, "Dockerfile", "FROM scratch\n")
+    write(tmp_path, ".dockerignore", f"{pattern}\n")
+    with pytest.raises(ValueError, match=re.escape(pattern)):
+        context_tag(tmp_path)
+
+
+def test_the_image_context_is_the_tracked_sources_whatever_caches_lie_around(
+    tmp_path: Path,
+) -> None:
+    context = tmp_path / "proxy_image"
+    shutil.copytree(PROXY_IMAGE_DIR, context, ignore=shutil.ignore_patterns("__pycache__"))
+    tracked = set(
+        subprocess.run(
+            ["git", "ls-files", "--", "."],
+            cwd=PROXY_IMAGE_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+    )
+    for junk in (
+        "quorum_proxy/__pycache__/server.cpython-311.pyc",
+        "__pycache__/x.pyc",
+        ".pytest_cache/v/cache/nodeids",
+        ".mypy_cache/3.11/x.json",
+        "quorum_proxy/.ruff_cache/x",
+        "quorum_proxy/stray.pyc",
+    ):
+        write(context, junk)
+    # The README documents the image; editing it must not rebuild it.
+    assert context_files(context) == sorted((tracked | {".dockerignore"}) - {"README.md"})
+
+
+# Item 1: names AWS limits, whatever the stack is called. Pulumi's stack names run to 100
+# characters of letters, digits, `-`, `_` and `.`; the settings take any of them.
+LONGEST_STACK = ("Org_Team.quorum-ha-production-" * 4)[:100]
+# The physical name AWS gets: an explicit name, a name_prefix plus the provider's 26-character
+# unique suffix (terraform-plugin-sdk id.PrefixedUniqueId), or Pulumi's auto-name, the logical
+# name plus "-" and 7 random characters.
+UNIQUE_SUFFIX = 26
+AUTO_SUFFIX = 8
+# (type, name key, maximum length, allowed pattern), from each API reference:
+# ELBv2 CreateTargetGroup / CreateLoadBalancer Name (32, alphanumerics and hyphens, not starting
+# or ending with a hyphen; a load balancer's not starting with "internal-"), IAM CreateRole
+# RoleName (64), ECS CreateCluster / CreateService (255), CloudWatch Logs CreateLogGroup (512),
+# ECR CreateRepository (256), ECS RegisterTaskDefinition family (255).
+ELB_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+NAME_LIMITS = [
+    ("aws:lb/targetGroup:TargetGroup", "name", 32, ELB_NAME),
+    ("aws:lb/loadBalancer:LoadBalancer", "name", 32, ELB_NAME),
+    ("aws:iam/role:Role", "name", 64, r"[\w+=,.@-]+"),
+    ("aws:ecs/cluster:Cluster", "name", 255, r"[A-Za-z0-9_-]+"),
+    ("aws:ecs/service:Service", "name", 255, r"[A-Za-z0-9_-]+"),
+    ("aws:cloudwatch/logGroup:LogGroup", "name", 512, r"[\w./#-]+"),
+    ("aws:ecr/repository:Repository", "name", 256, r"[a-z0-9]+(?:[._/-][a-z0-9]+)*"),
+    ("aws:ecs/taskDefinition:TaskDefinition", "family", 255, r"[A-Za-z0-9_-]+"),
+]
+
+
+def physical_name(resource: Any, key: str) -> str:
+    """The name AWS will see, with a stand-in for the random part."""
+    if resource.inputs.get(key):
+        return str(resource.inputs[key])
+    if resource.inputs.get("namePrefix"):
+        return str(resource.inputs["namePrefix"]) + "0" * UNIQUE_SUFFIX
+    return f"{resource.name}-{'a' * (AUTO_SUFFIX - 1)}"
+
+
+def proxy_resources(run: OfflineRun, type_: str) -> list[Any]:
+    return [r for r in run.of_type(type_) if "-proxy-" in r.name or r.name.endswith("-proxy")]
+
+
+@pytest.mark.parametrize(("type_", "key", "limit", "pattern"), NAME_LIMITS)
+def test_every_length_limited_proxy_name_fits_for_the_longest_stack_name(
+    offline: Callable[..., OfflineRun], type_: str, key: str, limit: int, pattern: str
+) -> None:
+    run = offline("full", stack=LONGEST_STACK)
+    resources = proxy_resources(run, type_)
+    assert resources, type_
+    for resource in resources:
+        name = physical_name(resource, key)
+        assert len(name) <= limit, f"{resource.urn}: {name!r} is {len(name)} > {limit}"
+        assert re.fullmatch(pattern, name), f"{resource.urn}: {name!r}"
+        assert not name.startswith("internal-"), resource.urn
+
+
+def test_the_third_party_target_group_auto_name_was_too_long_and_its_prefix_fits(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    run = offline("full", stack=LONGEST_STACK)
+    (group,) = [g for g in run.of_type("aws:lb/targetGroup:TargetGroup") if "third" in g.name]
+    assert len(f"{group.name}-{'a' * (AUTO_SUFFIX - 1)}") == 35  # what preview refused
+    assert "name" not in group.inputs or not group.inputs["name"]
+    assert len(physical_name(group, "name")) <= 32
+
+
+def test_load_balancer_and_target_groups_take_a_fresh_name_on_replacement(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    # An explicit name would collide when a replacement is created before the old one goes.
+    run = offline("pair")
+    for type_ in ("aws:lb/targetGroup:TargetGroup", "aws:lb/loadBalancer:LoadBalancer"):
+        for resource in run.of_type(type_):
+            assert not resource.inputs.get("name"), resource.urn
+            assert 1 <= len(resource.inputs["namePrefix"]) <= 6, resource.urn
+
+
+# Items 2 and 3: one readiness question per target group, and ECS does not act on the answers.
+def test_each_target_group_asks_the_readiness_of_the_listener_on_its_port(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    run = offline("full")
+    config = standalone_proxy_config(quorum_dns_names=["q.example"], tessera_dns_names=["t.x"])
+    listener_of_port = {
+        int(lc["listen"].rsplit(":", 1)[1]): lc["name"] for lc in config["listeners"]
+    }
+    groups = run.of_type("aws:lb/targetGroup:TargetGroup")
+    paths = {int(g.inputs["port"]): g.inputs["healthCheck"]["path"] for g in groups}
+    assert paths == {port: f"/readyz/{name}" for port, name in listener_of_port.items()}
+    # The proxy's admin port answers the checks: it is in the config the task runs.
+    assert config["admin"]["listen"].endswith(f":{groups[0].inputs['healthCheck']['port']}")
+
+
+def test_ecs_never_replaces_a_task_for_its_readiness(offline: Callable[..., OfflineRun]) -> None:
+    # With every Tessera down the 9001 and 9081 targets are unhealthy; were ECS to replace tasks
+    # failing ELB checks, it would kill every proxy task (RPC included) in a loop. The grace
+    # period is the API's maximum: ECS ignores ELB health for the task's life.
+    run = offline("full")
+    (service,) = run.of_type("aws:ecs/service:Service")
+    assert service.inputs["healthCheckGracePeriodSeconds"] == HEALTH_CHECK_GRACE_PERIOD
+    assert HEALTH_CHECK_GRACE_PERIOD == 2_147_483_647
+    # A deployment still fails, and rolls back, on tasks that never run or exit.
+    assert service.inputs["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+    assert service.inputs["waitForSteadyState"] is True
+    # The container check asks liveness only, never upstreams.
+    assert "/healthz" in container(run)["healthCheck"]["command"][-1]
+
+
+def test_a_dockerfile_specific_ignore_file_wins_as_docker_build_reads_it(tmp_path: Path) -> None:
+    # getIgnorePatterns prefers <Dockerfile>.dockerignore to the context's .dockerignore.
+    write(tmp_path, "Dockerfile", "FROM scratch\n")
+    write(tmp_path, ".dockerignore", "notes.txt\n")
+    write(tmp_path, "Dockerfile.dockerignore", "**/*.log\n")
+    write(tmp_path, "a.log")
+    write(tmp_path, "notes.txt")
+    assert context_files(tmp_path) == [
+        ".dockerignore",
+        "Dockerfile",
+        "Dockerfile.dockerignore",
+        "notes.txt",
+    ]
