@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from boot_fixtures import SECRETS, require_tool
 
 from node_bootstrap import NodeBootContext
@@ -116,6 +115,7 @@ def run_script(
     env_overrides: dict[str, str] | None = None,
     stub_env: dict[str, str] | None = None,
     real: tuple[str, ...] = (),
+    secrets: dict[str, str] | None = None,
 ) -> Run:
     """Write the machine's files under root, then run bin/<script> with the stubs on PATH."""
     require_tool("jq")  # the scripts parse secrets with the real jq (apt-packages.txt)
@@ -144,7 +144,7 @@ def run_script(
         stub = stubs / name
         stub.write_text(_RECORDER.format(python=sys.executable, body=body))
         stub.chmod(0o755)
-    (root / "secrets.json").write_text(json.dumps(SECRETS))
+    (root / "secrets.json").write_text(json.dumps(SECRETS | (secrets or {})))
     (root / "run").mkdir(exist_ok=True)
     (root / "fstab").touch()
     log = root / "calls.jsonl"

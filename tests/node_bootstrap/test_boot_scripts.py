@@ -80,6 +80,32 @@ def test_schema_is_applied_before_tessera_starts(tmp_path: Path) -> None:
     assert stat.S_IMODE(pgpass.stat().st_mode) == 0o600
 
 
+@pytest.mark.parametrize(
+    ("password", "field"),
+    [("p:ss\\word", "p\\:ss\\\\word"), ("plain-Pass.1", "plain-Pass.1")],
+    ids=["colon-and-backslash", "plain"],
+)
+def test_the_password_file_escapes_what_libpq_would_split(
+    password: str, field: str, tmp_path: Path
+) -> None:
+    # libpq's password file: "If an entry needs to contain : or \\, escape this character
+    # with \\" (PostgreSQL docs, The Password File); otherwise psql would send a wrong one.
+    db = json.dumps({"username": DB["username"], "password": password})
+    run = run_script(
+        make_context(Case("pair", 2, "pair", 0)),
+        "start-tessera.sh",
+        tmp_path,
+        env_overrides={"PG_JDBC_SHA256": JAR_SHA256},
+        stub_env={"STUB_DOWNLOAD": JAR},
+        secrets={arn("quorum-ha/db"): db},
+    )
+    assert run.returncode == 0, run.stderr
+    secrets = run.moved("/run/quorum-ha/secrets")
+    assert (secrets / "pgpass").read_text() == f"*:*:*:*:{field}\n"
+    merged = json.loads((secrets / "tessera-config.json").read_text())
+    assert merged["jdbc"]["password"] == password
+
+
 def test_a_jdbc_jar_with_the_wrong_checksum_is_never_used(tmp_path: Path) -> None:
     run = start_tessera(Case("full", 2, "tessera", 0), tmp_path, sha256="0" * 64)
     assert run.returncode != 0
@@ -150,7 +176,11 @@ def test_a_mounted_data_volume_is_left_alone(tmp_path: Path) -> None:
         # systemd mounted it (an fstab entry from an earlier boot) before the script looked.
         {"STUB_FINDMNT_SOURCE": "{device}", "STUB_LSBLK_MOUNTPOINT": "{data}"},
         # ... or between the script's checks and its own mount, which then fails.
-        {"STUB_FINDMNT_SOURCE": "{device}", "STUB_FINDMNT_AFTER_MOUNT": "1", "STUB_MOUNT_RC": "32"},
+        {
+            "STUB_FINDMNT_SOURCE": "{device}",
+            "STUB_FINDMNT_AFTER_MOUNT": "1",
+            "STUB_MOUNT_RC": "32",
+        },
     ],
     ids=["before-the-checks", "before-its-mount"],
 )

@@ -252,7 +252,9 @@ def test_logrotate_caps_the_service_logs_with_the_units_own_command(tmp_path: Pa
     logrotate = require_tool("logrotate")
     files = machine_files(make_context(Case("pair", 2, "pair", 0)))
     service = files[UNITS + "quorum-ha-logrotate.service"][1]
-    (command,) = [ln.removeprefix("ExecStart=") for ln in service.splitlines() if "ExecStart=" in ln]
+    (command,) = [
+        ln.removeprefix("ExecStart=") for ln in service.splitlines() if "ExecStart=" in ln
+    ]
     log_dir = tmp_path / "log"
     log_dir.mkdir(mode=0o750)
     etc = tmp_path / "etc"
