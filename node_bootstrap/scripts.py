@@ -301,7 +301,7 @@ printf '%s' "$db_json" |
 config=$secrets/tessera-config.json
 printf '%s' "$db_json" |
   jq -e --slurpfile rendered /etc/quorum-ha/tessera/tessera-config.json \\
-    '$rendered[0] * {jdbc: {username: .username, password: .password}}' >"$config"
+    '. as $db | $rendered[0] | .jdbc += ($db | {username, password})' >"$config"
 unset db_json
 chown "$SERVICE_UID:$SERVICE_GID" "$secrets/jdbc-username" "$secrets/pgpass" "$config"
 chmod 0600 "$secrets/jdbc-username" "$secrets/pgpass" "$config"
