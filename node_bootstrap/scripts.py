@@ -314,7 +314,10 @@ if [[ $ROLE == pair ]]; then
 fi
 
 docker_opts tessera
-# The image's entrypoint is /tessera/bin/tessera (docker/tessera.aws.Dockerfile).
+# The image's entrypoint is /tessera/bin/tessera (docker/tessera.aws.Dockerfile). That start
+# script runs java --module-path "$APP_HOME/lib" (the directory: tessera-dist/build.gradle
+# applies org.javamodularity.moduleplugin, whose StartScriptsMutator writes it), so the driver
+# mounted into lib/ is an automatic module that java.sql's `uses java.sql.Driver` binds.
 exec docker run "${DOCKER_OPTS[@]}" --stop-timeout 30 \\
   -e "AWS_REGION=$AWS_REGION" \\
   -v /etc/quorum-ha/tessera:/etc/quorum-ha/tessera:ro \\
