@@ -15,6 +15,8 @@ DATA_DIR = "/var/lib/quorum-ha"
 LOG_DIR = "/var/log/quorum-ha"
 SERVICE_USER = "quorum-ha"
 SERVICE_UID = 10001
+# XFS allows 12 characters (mkfs.xfs -L: "maximum 12 characters"); test_real_tools runs it.
+DATA_LABEL = "quorum-ha"
 
 _PRELUDE = """\
 set -euo pipefail
@@ -106,6 +108,15 @@ if [[ -z $device ]]; then
   echo "no data volume at ${candidates[*]} after 10 minutes" >&2
   exit 1
 fi
+# systemd mounts the volume itself from the fstab entry of an earlier boot, possibly while this
+# script waited for the device: mounted where it belongs is success.
+mounted_in_place() {
+  [[ $(findmnt -n -o SOURCE --mountpoint "$DATA_DIR" 2>/dev/null || true) == "$device" ]]
+}
+if mounted_in_place; then
+  echo "$device is already mounted at $DATA_DIR"
+  exit 0
+fi
 if lsblk -n -o MOUNTPOINT "$device" | grep -q .; then
   echo "$device is already in use (mounted); refusing to touch it" >&2
   exit 1
@@ -113,7 +124,9 @@ fi
 
 fstype=$(blkid -o value -s TYPE "$device" || true)
 if [[ -z $fstype ]]; then
-  mkfs.xfs -L quorum-ha-data "$device"
+  mkfs.xfs -L """
+    + DATA_LABEL
+    + """ "$device"
   fstype=xfs
 fi
 uuid=$(blkid -o value -s UUID "$device")
@@ -121,7 +134,13 @@ if ! grep -q "^UUID=$uuid " /etc/fstab; then
   echo "UUID=$uuid $DATA_DIR $fstype defaults,nofail,noatime 0 2" >>/etc/fstab
 fi
 install -d -m 0755 "$DATA_DIR"
-mount "$DATA_DIR"
+if ! mount --fstab /etc/fstab "$DATA_DIR"; then
+  if ! mounted_in_place; then
+    echo "could not mount $device at $DATA_DIR" >&2
+    exit 1
+  fi
+  echo "$device was mounted at $DATA_DIR meanwhile"
+fi
 chown "$SERVICE_UID:$SERVICE_GID" "$DATA_DIR"
 """
 )
@@ -204,10 +223,14 @@ geth_args=(
   --nodiscover
   --port "$QUORUM_P2P_PORT"
   --ptm.socket "$TM_IPC_PATH"
+  # Without them the unix transport has no response timeout; GoQuorum's defaults, explicit
+  # (common/http/config.go at v24.4.1: Timeout 5, DialTimeout 1, in seconds).
+  --ptm.timeout 5 --ptm.dialtimeout 1
+  # Only namespaces v24.4.1 registers (it has no "quorum" one; see test_quorum_files.py).
   --http --http.addr 0.0.0.0 --http.port "$QUORUM_RPC_PORT" --http.vhosts '*'
-  --http.api 'eth,net,web3,quorum,istanbul,txpool'
+  --http.api 'eth,net,web3,istanbul,txpool'
   --ws --ws.addr 0.0.0.0 --ws.port "$QUORUM_WS_PORT" --ws.origins '*'
-  --ws.api 'eth,net,web3,quorum,istanbul'
+  --ws.api 'eth,net,web3,istanbul'
   # The HA node signs for its clients with the shared account. geth refuses --unlock while
   # HTTP-RPC is on unless told: only the proxy tasks reach 22000 (security groups) and the
   # personal API is not exposed.
@@ -236,18 +259,20 @@ APPLY_TESSERA_SCHEMA_SH = (
     + _PRELUDE
     + """
 secrets=/run/quorum-ha/secrets
-PGUSER=$(<"$secrets/jdbc-username") PGPASSWORD=$(<"$secrets/jdbc-password") \\
+# The password stays in libpq's 0600 password file: never in psql's argv or environment.
+PGUSER=$(<"$secrets/jdbc-username") PGPASSFILE=$secrets/pgpass \\
   PGCONNECT_TIMEOUT=10 psql "$TESSERA_DB_URI" -v ON_ERROR_STOP=1 -q -X \\
   -f /etc/quorum-ha/sql/tessera-schema.sql
 """
 )
 
 START_TESSERA_SH = (
-    """\
+    """\\
 #!/bin/bash
 # Fetch the database credentials with the instance role into tmpfs, add the pinned PostgreSQL
-# JDBC driver (checked against its SHA-256), apply the schema, then run Tessera with the
-# credentials passed as -o overrides: they are never in the config file, the image or user data.
+# JDBC driver (checked against its SHA-256), apply the schema, then run Tessera on its rendered
+# config with the credentials merged in: one 0600 file in tmpfs, owned by the service user. The
+# password is in no command line (ps, /proc/*/cmdline), environment, image or user data.
 """
     + _SERVICE_PRELUDE
     + """
@@ -266,12 +291,20 @@ if ! echo "$PG_JDBC_SHA256  $jar" | sha256sum --check --status 2>/dev/null; then
   mv "$jar.part" "$jar"
 fi
 
+# printf is a shell builtin and jq reads stdin: the secret is never an argument.
 db_json=$(fetch_secret "$DB_SECRET_ARN")
 printf '%s' "$db_json" | jq -e -j '.username' >"$secrets/jdbc-username"
-printf '%s' "$db_json" | jq -e -j '.password' >"$secrets/jdbc-password"
+# libpq's password file (for psql): any host, port, database and user; '\\' and ':' escaped.
+printf '%s' "$db_json" |
+  jq -e -j '"*:*:*:*:" + (.password | gsub("\\\\\\\\"; "\\\\\\\\") | gsub(":"; "\\\\:"))
+    + "\\n"' >"$secrets/pgpass"
+config=$secrets/tessera-config.json
+printf '%s' "$db_json" |
+  jq -e --slurpfile rendered /etc/quorum-ha/tessera/tessera-config.json \\
+    '. as $db | $rendered[0] | .jdbc += ($db | {username, password})' >"$config"
 unset db_json
-chown "$SERVICE_UID:$SERVICE_GID" "$secrets/jdbc-username" "$secrets/jdbc-password"
-chmod 0600 "$secrets/jdbc-username" "$secrets/jdbc-password"
+chown "$SERVICE_UID:$SERVICE_GID" "$secrets/jdbc-username" "$secrets/pgpass" "$config"
+chmod 0600 "$secrets/jdbc-username" "$secrets/pgpass" "$config"
 
 /opt/quorum-ha/bin/apply-tessera-schema.sh
 
@@ -281,17 +314,16 @@ if [[ $ROLE == pair ]]; then
 fi
 
 docker_opts tessera
-# The credentials are read inside the container, so they are not in `docker inspect` either.
-# shellcheck disable=SC2016
+# The image's entrypoint is /tessera/bin/tessera (docker/tessera.aws.Dockerfile). That start
+# script runs java --module-path "$APP_HOME/lib" (the directory: tessera-dist/build.gradle
+# applies org.javamodularity.moduleplugin, whose StartScriptsMutator writes it), so the driver
+# mounted into lib/ is an automatic module that java.sql's `uses java.sql.Driver` binds.
 exec docker run "${DOCKER_OPTS[@]}" --stop-timeout 30 \\
   -e "AWS_REGION=$AWS_REGION" \\
   -v /etc/quorum-ha/tessera:/etc/quorum-ha/tessera:ro \\
   -v "$jar:/tessera/lib/postgresql-$PG_JDBC_VERSION.jar:ro" \\
   -v /run/quorum-ha:/run/quorum-ha \\
-  --entrypoint /bin/sh "$TESSERA_IMAGE" -c \\
-  'exec /tessera/bin/tessera --configfile /etc/quorum-ha/tessera/tessera-config.json \\
-    -o "jdbc.username=$(cat /run/quorum-ha/secrets/jdbc-username)" \\
-    -o "jdbc.password=$(cat /run/quorum-ha/secrets/jdbc-password)"'
+  "$TESSERA_IMAGE" --configfile "$config"
 """
 )
 

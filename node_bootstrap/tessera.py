@@ -92,7 +92,8 @@ def tessera_config(ctx: NodeBootContext) -> dict[str, Any]:
         "useWhiteList": ctx.use_white_list,
         "disablePeerDiscovery": False,
         "jdbc": {
-            # username and password come from Secrets Manager at start: -o jdbc.username=...
+            # username and password come from Secrets Manager at start, merged into a 0600
+            # copy of this file in tmpfs (start-tessera.sh): never in this file or on argv.
             "url": ctx.jdbc_url,
             # The boot applies the schema once under an advisory lock: two Tessera racing
             # through autoCreateTables could both try to create the same tables.
@@ -240,7 +241,9 @@ def _check_jdbc(cfg: dict[str, Any]) -> None:
         raise TesseraConfigError("jdbc.url", url, "a JDBC URL is required")
     if "password" in jdbc:
         raise TesseraConfigError(
-            "jdbc.password", "(hidden)", "keep it out of the file: -o jdbc.password=... at start"
+            "jdbc.password",
+            "(hidden)",
+            "keep it out of the file: the boot merges it into a tmpfs copy at start",
         )
 
 

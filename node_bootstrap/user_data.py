@@ -117,10 +117,19 @@ def render_boot_env(ctx: NodeBootContext) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _log_path(script: str) -> str:
+    """The file a unit appends its script's output to (one per script, shipped by the agent)."""
+    return f"{LOG_DIR}/{script.rsplit('/', 1)[-1].removesuffix('.sh')}.log"
+
+
+def _log_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1].removesuffix(".log")
+
+
 def _unit(description: str, after: list[str], script: str, stop: str | None) -> str:
     wants = " ".join(after)
     stop_lines = f"ExecStop=/usr/bin/docker stop {stop}\n" if stop else ""
-    log = script.rsplit("/", 1)[-1].removesuffix(".sh")
+    log = _log_path(script)
     return f"""\
 [Unit]
 Description={description}
@@ -138,8 +147,8 @@ Restart=always
 RestartForceExitStatus=112
 RestartSec=5
 TimeoutStopSec=120
-StandardOutput=append:{LOG_DIR}/{log}.log
-StandardError=append:{LOG_DIR}/{log}.log
+StandardOutput=append:{log}
+StandardError=append:{log}
 
 [Install]
 WantedBy=multi-user.target
@@ -147,6 +156,7 @@ WantedBy=multi-user.target
 
 
 _BASE = ["network-online.target", "docker.service", "quorum-ha-data.service"]
+MOUNT_SCRIPT = f"{BIN_DIR}/mount-data-volume.sh"
 
 DATA_UNIT = f"""\
 [Unit]
@@ -157,12 +167,12 @@ After=network-online.target local-fs.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart={BIN_DIR}/mount-data-volume.sh
+ExecStart={MOUNT_SCRIPT}
 Restart=on-failure
 RestartSec=10
 TimeoutStartSec=15min
-StandardOutput=append:{LOG_DIR}/mount-data-volume.log
-StandardError=append:{LOG_DIR}/mount-data-volume.log
+StandardOutput=append:{_log_path(MOUNT_SCRIPT)}
+StandardError=append:{_log_path(MOUNT_SCRIPT)}
 
 [Install]
 WantedBy=multi-user.target
@@ -174,8 +184,49 @@ d /run/quorum-ha/secrets 0700 {SERVICE_UID} {SERVICE_UID} -
 d {LOG_DIR} 0750 root root -
 """
 
+# The units append to files under LOG_DIR (the CloudWatch agent ships them) on a 30 GiB root
+# volume: logrotate (AL2023 package) caps each at LOG_MAX_SIZE x (LOG_ROTATIONS + 1), checked
+# every quarter hour by our own timer. copytruncate keeps the file systemd appends to (its
+# O_APPEND descriptor stays valid); the agent only reads the named *.log files.
+LOG_MAX_SIZE = "50M"
+LOG_ROTATIONS = 4
+LOGROTATE_CONF = f"{ETC_DIR}/logrotate.conf"
+LOGROTATE_CONFIG = f"""\
+{LOG_DIR}/*.log {{
+    size {LOG_MAX_SIZE}
+    rotate {LOG_ROTATIONS}
+    compress
+    copytruncate
+    missingok
+    notifempty
+}}
+"""
 
-def _units(ctx: NodeBootContext) -> dict[str, str]:
+LOGROTATE_SERVICE = f"""\
+[Unit]
+Description=Rotate the quorum-ha service logs in {LOG_DIR}
+
+[Service]
+Type=oneshot
+ExecStart=/usr/sbin/logrotate --state {LOG_DIR}/.logrotate.status {LOGROTATE_CONF}
+"""
+
+LOGROTATE_TIMER = """\
+[Unit]
+Description=Rotate the quorum-ha service logs every quarter hour
+
+[Timer]
+OnCalendar=*:0/15
+AccuracySec=1min
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+"""
+
+
+def _services(ctx: NodeBootContext) -> dict[str, str]:
+    """Unit name -> text of the machine's long-running services and the data volume."""
     units = {"quorum-ha-data.service": DATA_UNIT}
     ptm_unit = None
     if ctx.runs_tessera:
@@ -197,6 +248,28 @@ def _units(ctx: NodeBootContext) -> dict[str, str]:
             "GoQuorum node (quorum-ha)", after, f"{BIN_DIR}/start-quorum.sh", "quorum"
         )
     return units
+
+
+def enabled_units(ctx: NodeBootContext) -> list[str]:
+    """What cloud-init enables and starts: the services and the log rotation timer."""
+    return [*_services(ctx), "quorum-ha-logrotate.timer"]
+
+
+def _units(ctx: NodeBootContext) -> dict[str, str]:
+    return _services(ctx) | {
+        "quorum-ha-logrotate.service": LOGROTATE_SERVICE,
+        "quorum-ha-logrotate.timer": LOGROTATE_TIMER,
+    }
+
+
+def service_logs(ctx: NodeBootContext) -> list[str]:
+    """Every file the machine's units append to, in unit order."""
+    return [
+        line.split(":", 1)[1]
+        for text in _services(ctx).values()
+        for line in text.splitlines()
+        if line.startswith("StandardOutput=append:")
+    ]
 
 
 def _prometheus_config(ctx: NodeBootContext) -> str:
@@ -231,11 +304,18 @@ def cloudwatch_agent_config(ctx: NodeBootContext) -> dict[str, Any]:
                         "log_group_name": ctx.log_group_name,
                         "log_stream_name": f"{ctx.node_dns_name}/cloud-init",
                     },
-                    {
-                        "file_path": f"{LOG_DIR}/*.log",
-                        "log_group_name": ctx.log_group_name,
-                        "log_stream_name": f"{ctx.node_dns_name}/services",
-                    },
+                    # Each file by name, to its own stream: a glob without publish_multi_logs
+                    # tails only the newest match (plugins/inputs/logfile/logfile.go). A file
+                    # that appears later is read from its start (from_beginning defaults to
+                    # true: translator/.../collect_list/ruleFromBeginning.go).
+                    *(
+                        {
+                            "file_path": path,
+                            "log_group_name": ctx.log_group_name,
+                            "log_stream_name": f"{ctx.node_dns_name}/{_log_name(path)}",
+                        }
+                        for path in service_logs(ctx)
+                    ),
                 ]
             }
         }
@@ -285,6 +365,7 @@ def machine_files(ctx: NodeBootContext) -> dict[str, tuple[str, str]]:
         f"{BIN_DIR}/common.sh": ("0644", COMMON_SH),
         f"{BIN_DIR}/mount-data-volume.sh": ("0755", MOUNT_DATA_VOLUME_SH),
         "/etc/tmpfiles.d/quorum-ha.conf": ("0644", TMPFILES),
+        LOGROTATE_CONF: ("0644", LOGROTATE_CONFIG),
         f"{ETC_DIR}/cloudwatch-agent.json": (
             "0644",
             json.dumps(cloudwatch_agent_config(ctx), indent=2) + "\n",
@@ -331,10 +412,11 @@ def _write_file(path: str, mode: str, text: str) -> dict[str, str]:
 def cloud_config(ctx: NodeBootContext) -> dict[str, Any]:
     """The #cloud-config document as a dict (see render_user_data)."""
     files = machine_files(ctx)
-    packages = ["docker", "jq", "amazon-cloudwatch-agent"]
+    # Every name is in AL2023's package lists (test_user_data.py cites them): one unknown name
+    # fails cloud-init's whole install.
+    packages = ["docker", "jq", "amazon-cloudwatch-agent", "logrotate"]
     if ctx.runs_tessera:
         packages.append("postgresql15")  # psql, to apply Tessera's schema
-    units = [path.rsplit("/", 1)[-1] for path in files if path.startswith("/etc/systemd/system/")]
     return {
         "package_update": False,
         "packages": packages,
@@ -361,7 +443,7 @@ def cloud_config(ctx: NodeBootContext) -> dict[str, Any]:
                 f"file:{ETC_DIR}/cloudwatch-agent.json",
             ],
             # --no-block: the services wait for the volume and each other, not cloud-init.
-            ["systemctl", "enable", "--now", "--no-block", *units],
+            ["systemctl", "enable", "--now", "--no-block", *enabled_units(ctx)],
         ],
     }
 

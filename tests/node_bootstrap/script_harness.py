@@ -1,20 +1,24 @@
 """Run a machine's start script for real, with its fixed paths moved under a temp dir and the
-AWS CLI, docker, curl, psql and mountpoint replaced by recording stubs.
+AWS CLI, docker, curl, psql and the block-device tools replaced by recording stubs.
 
 bash, jq, install, chown, sha256sum and friends are the real ones, so the script's own logic
-(secret handling, file modes, argument building) is what the tests observe.
+(secret handling, file modes, argument building) is what the tests observe. A test can keep the
+real program for any stubbed name (``real=``) where it can run here (psql, mkfs.xfs, mount...).
+Every stub records its argv and its whole environment, so a test can prove a secret is in none.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from boot_fixtures import SECRETS, require_tool
 
 from node_bootstrap import NodeBootContext
@@ -33,7 +37,7 @@ _RECORDER = """\
 import json, os, sys
 name = os.path.basename(sys.argv[0])
 with open(os.environ["STUB_LOG"], "a") as log:
-    env = {{k: v for k, v in os.environ.items() if k.startswith("PG")}}
+    env = dict(os.environ)
     log.write(json.dumps({{"cmd": name, "argv": sys.argv[1:], "env": env}}) + "\\n")
 {body}
 """
@@ -47,9 +51,25 @@ if sys.argv[1:3] == ["secretsmanager", "get-secret-value"]:
     "docker": "",
     "mountpoint": 'sys.exit(int(os.environ.get("STUB_MOUNTPOINT_RC", "0")))',
     "psql": "",
-    "mount": "",
+    # A state machine for the reboot race: mount can fail (STUB_MOUNT_RC) as if systemd had
+    # mounted the volume first; findmnt then reports it (STUB_FINDMNT_SOURCE), at once or only
+    # after that mount attempt (STUB_FINDMNT_AFTER_MOUNT).
+    "mount": """\
+open(os.environ["STUB_LOG"] + ".mounted", "w").close()
+sys.exit(int(os.environ.get("STUB_MOUNT_RC", "0")))
+""",
+    "findmnt": """\
+source = os.environ.get("STUB_FINDMNT_SOURCE", "")
+if os.environ.get("STUB_FINDMNT_AFTER_MOUNT") and not os.path.exists(
+    os.environ["STUB_LOG"] + ".mounted"
+):
+    source = ""
+if not source:
+    sys.exit(1)  # findmnt's "nothing found"
+print(source)
+""",
     "mkfs.xfs": "",
-    "lsblk": "",
+    "lsblk": 'print(os.environ.get("STUB_LSBLK_MOUNTPOINT", ""))',
     "blkid": """\
 field = sys.argv[sys.argv.index("-s") + 1]
 value = os.environ.get("STUB_BLKID_" + field, "")
@@ -94,6 +114,8 @@ def run_script(
     *,
     env_overrides: dict[str, str] | None = None,
     stub_env: dict[str, str] | None = None,
+    real: tuple[str, ...] = (),
+    secrets: dict[str, str] | None = None,
 ) -> Run:
     """Write the machine's files under root, then run bin/<script> with the stubs on PATH."""
     require_tool("jq")  # the scripts parse secrets with the real jq (apt-packages.txt)
@@ -117,10 +139,12 @@ def run_script(
     stubs = root / "stubs"
     stubs.mkdir(exist_ok=True)
     for name, body in _STUB_BODIES.items():
+        if name in real:
+            continue
         stub = stubs / name
         stub.write_text(_RECORDER.format(python=sys.executable, body=body))
         stub.chmod(0o755)
-    (root / "secrets.json").write_text(json.dumps(SECRETS))
+    (root / "secrets.json").write_text(json.dumps(SECRETS | (secrets or {})))
     (root / "run").mkdir(exist_ok=True)
     (root / "fstab").touch()
     log = root / "calls.jsonl"
@@ -158,3 +182,17 @@ def flags(argv: list[str]) -> dict[str, str | bool]:
             out[arg] = True
         i += 1
     return out
+
+
+def attached_volume(root: Path) -> Path:
+    """A block device node at root/dev/nvme1n1 with the /dev/sdf-style link to it."""
+    if os.geteuid() != 0:
+        reason = "creating a block device node needs root (CI runs as root)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason + "; CI is not set, so skipping locally")
+    dev = root / "dev"
+    dev.mkdir()
+    os.mknod(dev / "nvme1n1", 0o600 | stat.S_IFBLK, os.makedev(259, 99))
+    (dev / "sdf").symlink_to(dev / "nvme1n1")
+    return dev

@@ -14,6 +14,15 @@ from node_bootstrap import BootContextError, NodeBootContext, render_quorum_file
 
 QUORUM_CASES = [c for c in CASES if c.role in ("pair", "quorum")]
 
+# Every RPC namespace GoQuorum v24.4.1 registers (git grep 'Namespace: "' at tag v24.4.1 of
+# github.com/Consensys/quorum, non-test files). There is no "quorum" namespace: geth logs
+# "Unavailable modules in HTTP API list" (node/rpcstack.go) and serves without it.
+GOQUORUM_24_4_1_NAMESPACES = {
+    "account", "admin", "clique", "consensus", "debug", "eth", "ethash", "istanbul", "les",
+    "miner", "net", "personal", "qlight", "quorumExtension", "quorumPermission", "raft",
+    "simulation", "txpool", "vflux", "web3",
+}  # fmt: skip
+
 
 @pytest.fixture(params=QUORUM_CASES, ids=[c.id for c in QUORUM_CASES])
 def quorum_ctx(request: pytest.FixtureRequest) -> NodeBootContext:
@@ -99,6 +108,13 @@ def test_start_script_fetches_secrets_waits_for_ptm_then_runs_geth(
     assert options[options.index("--network") + 1] == "host"
     got = flags(geth_argv)
     assert got["--ptm.socket"] == ipc
+    # Without them the unix transport waits for Tessera's answer forever; GoQuorum's own
+    # defaults (common/http/config.go at v24.4.1: Timeout 5, DialTimeout 1), set explicitly.
+    assert (got["--ptm.timeout"], got["--ptm.dialtimeout"]) == ("5", "1")
+    for api in ("--http.api", "--ws.api"):
+        modules = str(got[api]).split(",")
+        assert set(modules) <= GOQUORUM_24_4_1_NAMESPACES, (api, modules)
+        assert {"eth", "net", "web3", "istanbul"} <= set(modules), (api, modules)
     assert (got["--http"], got["--http.addr"], got["--http.port"]) == (True, "0.0.0.0", "22000")
     assert (got["--ws"], got["--ws.port"]) == (True, "8546")
     assert got["--networkid"] == "1337"

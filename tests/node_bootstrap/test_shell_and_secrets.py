@@ -125,9 +125,12 @@ def test_every_script_a_unit_or_runcmd_runs_is_written() -> None:
                 continue
             for line in text.splitlines():
                 if line.startswith("ExecStart="):
-                    script = line.removeprefix("ExecStart=")
-                    assert script in files, (case.id, script)
-                    assert files[script][0] == "0755", (case.id, script)
+                    program, *args = line.removeprefix("ExecStart=").split()
+                    if program == "/usr/sbin/logrotate":  # AL2023's logrotate package
+                        assert args[-1] in files, (case.id, args)
+                        continue
+                    assert program in files and not args, (case.id, program)
+                    assert files[program][0] == "0755", (case.id, program)
         for path, (_mode, text) in files.items():
             if path.endswith(".sh"):
                 for called in ("wait-for-ptm.sh", "apply-tessera-schema.sh", "common.sh"):

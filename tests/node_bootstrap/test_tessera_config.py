@@ -230,7 +230,7 @@ BROKEN = [
     Broken(
         "jdbc password in file",
         _set("jdbc.password", "hunter2"),
-        ("jdbc.password", "-o jdbc.password"),
+        ("jdbc.password", "merges it into a tmpfs copy at start"),
     ),
     Broken("useWhiteList not bool", _set("useWhiteList", "yes"), ("useWhiteList: 'yes'",)),
     Broken("peer without port", _set("peer.0.url", "http://peer.example"), ("peer[0].url",)),

@@ -125,14 +125,15 @@ def test_the_rendered_configs_are_the_files_written(ctx: NodeBootContext) -> Non
 
 def test_each_role_gets_its_services(ctx: NodeBootContext) -> None:
     units = {p.removeprefix(UNITS) for p in files_of(ctx) if p.startswith(UNITS)}
-    expected = {"quorum-ha-data.service"}
+    expected = {"quorum-ha-data.service", "quorum-ha-logrotate.timer"}
     if ctx.role == "pair":
         expected |= {"quorum-ha-tessera.service", "quorum-ha-quorum.service"}
     elif ctx.role == "quorum":
         expected |= {"quorum-ha-proxy.service", "quorum-ha-quorum.service"}
     else:
         expected |= {"quorum-ha-tessera.service"}
-    assert units == expected
+    # The timer starts the rotation service; the service itself is not enabled.
+    assert units == expected | {"quorum-ha-logrotate.service"}
     enable = cloud_config_doc(render_user_data(ctx))["runcmd"][-1]
     assert enable[:4] == ["systemctl", "enable", "--now", "--no-block"]
     assert set(enable[4:]) == expected
@@ -140,7 +141,7 @@ def test_each_role_gets_its_services(ctx: NodeBootContext) -> None:
 
 def test_services_restart_on_every_exit_including_quorums_112(ctx: NodeBootContext) -> None:
     for path, text in files_of(ctx).items():
-        if not path.startswith(UNITS) or path.endswith("quorum-ha-data.service"):
+        if not path.startswith(UNITS) or "-data." in path or "-logrotate." in path:
             continue
         service = unit(text)["Service"]
         assert service["Restart"] == "always", path
@@ -180,16 +181,47 @@ def test_boot_env_pins_the_images_and_names_the_secrets_by_arn(ctx: NodeBootCont
         assert env["PROXY_IMAGE"] == PROXY_IMAGE
 
 
+# Names in Amazon Linux 2023's package lists: github.com/amazonlinux/amazon-linux-2023 at
+# 2128881983d5 (2025-02-18), al2023-support-statements/support_info.xml (<package name=...>)
+# and Release-Notes-Amazon-Linux-2023.1.20230719.md (x86_64 rows: docker 20.10.25, jq 1.6,
+# amazon-cloudwatch-agent 1.247358.0, postgresql15 15.0, logrotate 3.20.1). One unknown name
+# makes cloud-init's whole package install fail: no docker, no node.
+AL2023_PACKAGES = {"docker", "jq", "amazon-cloudwatch-agent", "postgresql15", "logrotate"}
+
+
 def test_packages_are_for_amazon_linux_2023(ctx: NodeBootContext) -> None:
     packages = cloud_config_doc(render_user_data(ctx))["packages"]
-    assert {"docker", "jq", "amazon-cloudwatch-agent"} <= set(packages)
+    assert set(packages) <= AL2023_PACKAGES
+    assert {"docker", "jq", "amazon-cloudwatch-agent", "logrotate"} <= set(packages)
     assert ("postgresql15" in packages) == ctx.runs_tessera
 
 
 def test_cloudwatch_agent_ships_logs_to_the_stacks_group(ctx: NodeBootContext) -> None:
-    agent = json.loads(files_of(ctx)["/etc/quorum-ha/cloudwatch-agent.json"])
+    files = files_of(ctx)
+    agent = json.loads(files["/etc/quorum-ha/cloudwatch-agent.json"])
     collected = agent["logs"]["logs_collected"]["files"]["collect_list"]
     assert {c["log_group_name"] for c in collected} == {ctx.log_group_name}
+    # A glob without publish_multi_logs tails only the newest match (the agent's
+    # plugins/inputs/logfile/logfile.go): every file a unit writes is named, each to its own
+    # stream, read from its start (the agent's default from_beginning=true, ruleFromBeginning.go).
+    logs = {
+        line.split(":", 1)[1]
+        for path, text in files.items()
+        if path.startswith(UNITS)
+        for line in text.splitlines()
+        if line.startswith("StandardOutput=append:")
+    }
+    assert "/var/log/quorum-ha/mount-data-volume.log" in logs
+    by_path = {c["file_path"]: c for c in collected}
+    assert len(by_path) == len(collected)
+    assert set(by_path) == logs | {"/var/log/cloud-init-output.log"}
+    assert not any(c.get("publish_multi_logs") for c in collected)
+    assert all("*" not in c["file_path"] for c in collected)
+    streams = [c["log_stream_name"] for c in collected]
+    assert len(set(streams)) == len(streams)
+    assert by_path["/var/log/quorum-ha/mount-data-volume.log"]["log_stream_name"] == (
+        f"{ctx.node_dns_name}/mount-data-volume"
+    )
     assert "disk" in agent["metrics"]["metrics_collected"]
     assert ("metrics_collected" in agent["logs"]) == ctx.runs_quorum
 
