@@ -68,7 +68,9 @@ def quorum_image(ctx: NodeBootContext) -> str:
 
 
 def tessera_image(ctx: NodeBootContext) -> str:
-    # The aws- flavour carries the AWS Secrets Manager key vault.
+    # The aws- flavour carries the AWS Secrets Manager key vault. Tessera's release workflow
+    # (Consensys/tessera .github/workflows/release.yml, commit a9632c5) pushes
+    # quorumengineering/tessera:aws-<minor> and aws-<full> from docker/tessera.aws.Dockerfile.
     return f"quorumengineering/tessera:aws-{ctx.tessera_version}"
 
 
