@@ -82,6 +82,12 @@ def _api(service_path: str) -> str:
 _TG_LB_SOURCE = _api("elasticloadbalancing/latest/APIReference/API_CreateTargetGroup.html")
 _IAM_ROLE_SOURCE = _api("IAM/latest/APIReference/API_CreateRole.html")
 
+_SG_CHARS = r"[A-Za-z0-9 ._\-:/()#,@\[\]+=&;{}!$*]*"
+# A security group rule's description: the same characters as a group's.
+_RULE_DESCRIPTION = NameRule(
+    "description", 255, _SG_CHARS, _api("AWSEC2/latest/APIReference/API_IpRange.html"), min_len=0
+)
+
 NAME_RULES: dict[str, tuple[NameRule, ...]] = {
     "aws:lb/loadBalancer:LoadBalancer": (
         NameRule(
@@ -220,7 +226,7 @@ NAME_RULES: dict[str, tuple[NameRule, ...]] = {
         NameRule(
             "name",
             255,
-            r"[A-Za-z0-9 ._\-:/()#,@\[\]+=&;{}!$*]+",
+            _SG_CHARS,
             _api("AWSEC2/latest/APIReference/API_CreateSecurityGroup.html"),
             autonamed=True,
             refuse=(("^sg-", "must not begin with 'sg-'"),),
@@ -228,7 +234,7 @@ NAME_RULES: dict[str, tuple[NameRule, ...]] = {
         NameRule(
             "description",
             255,
-            r"[A-Za-z0-9 ._\-:/()#,@\[\]+=&;{}!$*]+",
+            _SG_CHARS,
             _api("AWSEC2/latest/APIReference/API_CreateSecurityGroup.html"),
         ),
     ),
@@ -273,8 +279,8 @@ NAME_RULES: dict[str, tuple[NameRule, ...]] = {
     "aws:ec2/vpcPeeringConnectionAccepter:VpcPeeringConnectionAccepter": (),
     "aws:kms/key:Key": (),
     "aws:kms/replicaKey:ReplicaKey": (),
-    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": (),
-    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": (),
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": (_RULE_DESCRIPTION,),
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": (_RULE_DESCRIPTION,),
     "docker-build:index:Image": (),
     "random:index/randomBytes:RandomBytes": (),
     "random:index/randomPassword:RandomPassword": (),
