@@ -25,7 +25,7 @@ from eth_keyfile import create_keyfile_json
 from nacl.public import PrivateKey
 
 from policy.harness import check_resources
-from tools import diagram
+from tools import aws_rules, diagram
 from tools.offline import (
     MASK,
     ROOT,
@@ -437,7 +437,12 @@ def _report_policy(run: OfflineRun, stack: str, out: Any) -> int:
     print(f"Policy pack: {len(violations)} violation(s)", file=out)
     for violation in violations:
         print(f"  {violation}", file=out)
-    return 1 if violations else 0
+    # What AWS would refuse at `pulumi up` though the mocks accept it (tools/aws_rules.py).
+    refused = aws_rules.violations(run)
+    print(f"AWS rules: {len(refused)} violation(s)", file=out)
+    for violation in refused:
+        print(f"  {violation}", file=out)
+    return 1 if violations or refused else 0
 
 
 if __name__ == "__main__":
