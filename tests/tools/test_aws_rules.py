@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import re
-from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -13,7 +12,7 @@ import pulumi_aws as aws
 import pytest
 
 from tests.conftest import SHAPES, RunProgram
-from tools import aws_rules, plan
+from tools import aws_rules
 from tools.aws_rules import AUTONAMED, CONSTRAINTS, NAME_RULES, REPLACE_ON_CHANGES
 from tools.offline import OfflineRun, load_stack_config, run_offline
 from tools.plan import plan_config
@@ -231,15 +230,3 @@ def test_default_tags_of_the_provider_count_against_the_tag_limit() -> None:
 
     found = aws_rules.constraint_violations(_declare(program), "tags")
     assert len(found) == 1 and "51 tags" in found[0]
-
-
-def test_the_plan_reports_what_aws_would_refuse_and_fails(
-    project: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    def long_target_group() -> None:
-        aws.lb.TargetGroup("a-target-group-named-rather-long", port=80, protocol="TCP")
-
-    assert plan.main(["--stack", "dev"], root=project, program=long_target_group) == 1
-    out = capsys.readouterr().out
-    assert "Policy pack: 0 violation(s)" in out and "AWS rules: 1 violation(s)" in out
-    assert "a-target-group-named-rather-long: name" in out
