@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eth_keyfile import create_keyfile_json
 from nacl.public import PrivateKey
 
 from policy.harness import check_resources
@@ -147,6 +146,9 @@ def _generated_tessera_pair() -> tuple[str, str]:
 
 
 def _generated_keystore(password: str) -> str:
+    # Imported here: about a second of import (py_ecc) that plans without a keystore skip.
+    from eth_keyfile import create_keyfile_json  # noqa: PLC0415 - see above
+
     # Few iterations: the placeholder only has to unlock, not to resist guessing.
     keystore = create_keyfile_json(secrets.token_bytes(32), password.encode(), iterations=2)
     return json.dumps(keystore)
