@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 # 7 random characters from "0123456789abcdef" (sdk/go/common/resource NewUniqueName); a name
 # whose prefix + 7 exceeds the property's Maxlen fails the preview ("plus 7 random chars is longer
 # than maximum length"). pulumi-aws calls SetAutonaming(255, "-") for every string input called
-# `name`, with per-type Maxlen overrides (load balancers and target groups 32, IAM roles 64).
+# `name` it does not configure itself; its own per-type Maxlen (and lowercasing) overrides in
+# provider/resources.go were not read here: a name over AWS's limit fails either way, at
+# preview (the bridge) or at create (AWS), and NAME_RULES holds AWS's limit.
 AUTONAME_RANDOM_CHARS = 7
 AUTONAME_SEPARATOR = "-"
 AUTONAME_SOURCE = (

@@ -86,25 +86,70 @@ def _run(offline: RunProgram, shape: dict[str, Any]) -> OfflineRun:
     return offline(shape.pop("setup"), shape.pop("quorum"), shape.pop("tessera"), **shape)
 
 
+def _strings(value: Any) -> set[str]:
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        return {s for v in value.values() for s in _strings(v)}
+    if isinstance(value, list):
+        return {s for v in value for s in _strings(v)}
+    return set()
+
+
+def _identities(run: OfflineRun) -> dict[str, set[str]]:
+    """Per resource, the values only it has: its id and the outputs the provider computed
+    (ARN, key id, address...), left out when another resource has the same (a region, the
+    account id)."""
+    outputs = {
+        r.real_urn: {r.id} | _strings({k: v for k, v in r.state.items() if k not in r.inputs})
+        for r in run.resources
+    }
+    owners: dict[str, int] = {}
+    for values in outputs.values():
+        for value in values:
+            owners[value] = owners.get(value, 0) + 1
+    return {urn: {v for v in values if owners[v] == 1} for urn, values in outputs.items()}
+
+
 def replaced_stateful(before: OfflineRun, after: OfflineRun) -> dict[str, str]:
-    """Logical name -> why, for each stateful resource of `before` the update would replace."""
+    """Logical name -> why, for each stateful resource of `before` the update would replace.
+
+    The mocks give a replaced resource the same ids and ARNs as the old one, so a replacement
+    is carried on by hand: a kept resource whose replace-on-change input holds an id or ARN of
+    a replaced one (a volume's kmsKeyId and a replaced key) is replaced too.
+    """
     matches = previous_urns(before, after)
     kept = {old: new for new, old in matches.items() if old is not None}
     by_urn = {r.real_urn: r for r in after.resources}
+    identities = _identities(before)
     found: dict[str, str] = {}
+    gone: dict[str, str] = {}  # an identity (id, ARN...) of a replaced resource -> its name
     for old in before.resources:
-        if old.type not in STATEFUL_TYPES:
-            continue
         if old.real_urn not in kept:
-            found[old.name] = "its URN disappears"
-            continue
-        new = by_urn[kept[old.real_urn]]
-        rule = REPLACE_ON_CHANGES[old.type]
-        assert rule is not None
-        for prop in rule.inputs:
-            was, now = old.inputs.get(prop), new.inputs.get(prop)
-            if json.dumps(was, sort_keys=True) != json.dumps(now, sort_keys=True):
-                found[old.name] = f"{prop} changes ({rule.source})"
+            gone.update(dict.fromkeys(identities[old.real_urn], old.name))
+            if old.type in STATEFUL_TYPES:
+                found[old.name] = "its URN disappears"
+    changed = True
+    while changed:
+        changed = False
+        for old in before.resources:
+            if old.type not in STATEFUL_TYPES or old.name in found:
+                continue
+            new = by_urn[kept[old.real_urn]]
+            rule = REPLACE_ON_CHANGES[old.type]
+            assert rule is not None
+            for prop in rule.inputs:
+                was, now = old.inputs.get(prop), new.inputs.get(prop)
+                if json.dumps(was, sort_keys=True) != json.dumps(now, sort_keys=True):
+                    why = f"{prop} changes ({rule.source})"
+                elif hits := sorted(gone[v] for v in _strings(was) if v in gone):
+                    why = f"{prop} names {hits[0]}, which is replaced"
+                else:
+                    continue
+                found[old.name] = why
+                gone.update(dict.fromkeys(identities[old.real_urn], old.name))
+                changed = True
+                break
     return found
 
 
@@ -134,20 +179,24 @@ def test_every_change_and_what_it_replaces_is_in_the_runbook() -> None:
             )
 
 
-def test_the_comparison_sees_a_replaced_key() -> None:
-    """The check itself: a KMS key whose multiRegion changes is reported as replaced."""
+def test_the_comparison_sees_a_replaced_key_and_what_it_takes_along() -> None:
+    """The check itself: a KMS key whose multiRegion changes is replaced, and so is the volume
+    it encrypts (a volume's kmsKeyId replaces it)."""
     from tools.offline import run_offline
 
     def program(multi_region: bool) -> Any:
         def declare() -> None:
             import pulumi_aws as aws
 
-            aws.kms.Key("key", multi_region=multi_region)
+            key = aws.kms.Key("key", multi_region=multi_region)
+            aws.ebs.Volume("volume", availability_zone="us-east-1a", size=8, kms_key_id=key.arn)
 
         return declare
 
     before = run_offline({}, program=program(False))
     after = run_offline({}, program=program(True))
+    source = REPLACE_ON_CHANGES["aws:kms/key:Key"].source  # type: ignore[union-attr]
     assert replaced_stateful(before, after) == {
-        "key": f"multiRegion changes ({REPLACE_ON_CHANGES['aws:kms/key:Key'].source})"  # type: ignore[union-attr]
+        "key": f"multiRegion changes ({source})",
+        "volume": "kmsKeyId names key, which is replaced",
     }
