@@ -859,8 +859,8 @@ REPLACE_ON_CHANGES: dict[str, Replacement | None] = {
         _RANDOM + "resource_password.go",
         regional=False,
     ),
-    # `identifier` is renamed in place since provider v5; engine, key, encryption, user and the
-    # initial database are not.
+    # `identifier` is ForceNew in the provider source read (a v4-era instance.go); later
+    # versions may rename in place. Kept as replacing: stricter, and ours never changes.
     "aws:rds/instance:Instance": Replacement(
         (
             "availabilityZone",
@@ -868,6 +868,8 @@ REPLACE_ON_CHANGES: dict[str, Replacement | None] = {
             "customIamInstanceProfile",
             "dbName",
             "engine",
+            "identifier",
+            "identifierPrefix",
             "kmsKeyId",
             "ncharCharacterSetName",
             "restoreToPointInTime",
