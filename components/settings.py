@@ -18,7 +18,6 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import pulumi
-from eth_keyfile import decode_keyfile_json
 from nacl.public import PrivateKey
 from pulumi.runtime import config as runtime_config
 
@@ -562,6 +561,10 @@ def _b64_key(key: str, value: str, *, secret: bool) -> bytes:
 
 
 def _check_keystore(key: str, keystore: str, password: str) -> None:
+    # Imported here: eth_keyfile costs about a second to import (py_ecc), and only stacks that
+    # supply a keystore need it.
+    from eth_keyfile import decode_keyfile_json  # noqa: PLC0415 - see above
+
     try:
         parsed = json.loads(keystore)
         private = decode_keyfile_json(parsed, password.encode())

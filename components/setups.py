@@ -77,7 +77,12 @@ class ClientNode(pulumi.ComponentResource):
     def __init__(
         self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__(self.TYPE, name, None, opts)
+        # The type token is in every child's URN: aliased to the other setups' tokens, a change
+        # of `setup` finds the keys, database, network and provider where they were.
+        aliases = pulumi.ResourceOptions(
+            aliases=[pulumi.Alias(type_=t) for t in SETUP_TYPES if t != self.TYPE]
+        )
+        super().__init__(self.TYPE, name, None, pulumi.ResourceOptions.merge(aliases, opts))
         self._name = name
         self._settings = settings
         stack = settings.stack
@@ -459,6 +464,8 @@ class TesseraHA(FullHA):
 
 
 SETUPS: dict[str, type[ClientNode]] = {"pair": PairHA, "full": FullHA, "tessera": TesseraHA}
+# Every setup's type token, for the aliases that let `setup` change on a living stack.
+SETUP_TYPES = tuple(setup.TYPE for setup in SETUPS.values())
 
 
 def build(settings: Settings) -> ClientNode:

@@ -182,7 +182,7 @@ class TesseraDatabase(pulumi.ComponentResource):
         remote_group = aws.ec2.SecurityGroup(
             f"{self._name}-replica-sg",
             vpc_id=remote.vpc_id,
-            description="Tessera database replica: PostgreSQL from the peered machines' VPC",
+            description="Tessera database replica: PostgreSQL from the peered VPC of the machines",
             region=remote.region,
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -194,7 +194,7 @@ class TesseraDatabase(pulumi.ComponentResource):
             from_port=DB_PORT,
             to_port=DB_PORT,
             cidr_ipv4=remote.client_cidr,
-            description="PostgreSQL from the machines' VPC over peering",
+            description="PostgreSQL from the VPC of the machines, over peering",
             region=remote.region,
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -30,6 +30,8 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.sync_await import _sync_await
 
+from tools.aws_rules import AUTONAMED, auto_name
+
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "quorum-ha"
 ACCOUNT_ID = "123456789012"
@@ -53,6 +55,12 @@ class DeclaredResource:
     retain_on_delete: bool = False
     ignore_changes: tuple[str, ...] = ()
     id: str = ""  # the provider-assigned id (mocked), as `resource.id` resolves
+    # The URN the real engine gives it: the mock monitor keeps only the parent's last type, the
+    # engine the whole chain of parent types (see `real_urn`).
+    real_urn: str = ""
+    # The aliases the SDK sent, as alias specs (name/type/stack/project/parentUrn/noParent,
+    # parentUrn being a mock URN) or {"urn": ...}; the engine, not the SDK, adds inherited ones.
+    aliases: tuple[dict[str, Any], ...] = ()
 
     @property
     def masked_inputs(self) -> dict[str, Any]:
@@ -125,10 +133,13 @@ def _service_of(type_: str) -> str:
     return type_.split(":")[1].split("/", maxsplit=1)[0] if type_.count(":") >= 2 else "resource"
 
 
+_ELB_ARN = "arn:aws:elasticloadbalancing"
+
+
 def _arn(type_: str, name: str, inputs: dict[str, Any], region: str, token: str) -> str:
     """ARNs shaped as AWS shapes them, so code that parses or validates them sees real forms."""
     region = str(inputs.get("region") or region)
-    physical = str(inputs.get("name") or f"{name}-{token[:7]}")
+    physical = str(inputs.get("name") or auto_name(name, token))
     if type_ == "aws:secretsmanager/secret:Secret":
         return f"arn:aws:secretsmanager:{region}:{ACCOUNT_ID}:secret:{physical}-{token[:6]}"
     if type_ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
@@ -144,11 +155,9 @@ def _arn(type_: str, name: str, inputs: dict[str, Any], region: str, token: str)
     if type_ == "aws:rds/instance:Instance":
         return f"arn:aws:rds:{region}:{ACCOUNT_ID}:db:{inputs.get('identifier') or physical}"
     if type_ == "aws:lb/loadBalancer:LoadBalancer":
-        return (
-            f"arn:aws:elasticloadbalancing:{region}:{ACCOUNT_ID}:loadbalancer/net/{name}/{token}"
-        )
+        return f"{_ELB_ARN}:{region}:{ACCOUNT_ID}:loadbalancer/net/{physical}/{token}"
     if type_ == "aws:lb/targetGroup:TargetGroup":
-        return f"arn:aws:elasticloadbalancing:{region}:{ACCOUNT_ID}:targetgroup/{name}/{token}"
+        return f"{_ELB_ARN}:{region}:{ACCOUNT_ID}:targetgroup/{physical}/{token}"
     return f"arn:aws:{_service_of(type_)}:{region}:{ACCOUNT_ID}:{name}-{token}"
 
 
@@ -165,7 +174,7 @@ def _identity(type_: str, name: str, inputs: dict[str, Any], token: str) -> dict
     if type_ in prefixes:
         out["id"] = f"{prefixes[type_]}-{token}"
     if type_ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
-        out["name"] = inputs.get("name") or f"{name}-{token[:7]}"
+        out["name"] = inputs.get("name") or auto_name(name, token)
         if type_ == "aws:iam/role:Role":
             out["id"] = out["name"]
     elif type_ == "docker-build:index:Image":
@@ -183,9 +192,11 @@ def _computed_state(type_: str, name: str, inputs: dict[str, Any], region: str) 
         "arn": _arn(type_, name, inputs, region, token),
         "id": f"{name}-{token}",
     }
-    if type_.startswith("aws:") and not inputs.get("name"):
-        # Pulumi auto-names physical resources: the logical name plus a random suffix.
-        state["name"] = f"{name}-{token[:7]}"
+    autonamed = AUTONAMED.get(type_)
+    if autonamed and not inputs.get(autonamed):
+        # pulumi-aws auto-names it as the logical name, "-" and 7 hex characters (random for
+        # real; here derived from the resource, so runs are repeatable).
+        state[autonamed] = auto_name(name, token)
     if type_ == "aws:secretsmanager/secret:Secret":
         state["id"] = state["arn"]
     state.update(_identity(type_, name, inputs, token))
@@ -288,14 +299,60 @@ class _Mocks(pulumi.runtime.Mocks):
         return _call_result(args.token, args.args, self.region)
 
 
+ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
+
+
+def urn_parts(urn: str) -> tuple[str, str, str, str]:
+    """(stack, project, qualified type, name) of a URN."""
+    stack, project, qualified, name = urn.removeprefix("urn:pulumi:").split("::", 3)
+    return stack, project, qualified, name
+
+
+def real_urn(parent_urn: str, type_: str, name: str, stack: str = "", project: str = "") -> str:
+    """The URN the engine gives a resource: its parent's whole type chain, `$`, its own type
+    (pulumi/pulumi sdk/go/common/resource/urn.go NewURN; a child of the root stack has only its
+    own type). Stack and project default to those of `parent_urn`, else the running program's."""
+    qualified = type_
+    if parent_urn:
+        parent_stack, parent_project, parent_type, _ = urn_parts(parent_urn)
+        stack, project = stack or parent_stack, project or parent_project
+        if parent_type != ROOT_STACK_TYPE:
+            qualified = f"{parent_type}${type_}"
+    stack = stack or pulumi.get_stack()
+    project = project or pulumi.get_project()
+    return f"urn:pulumi:{stack}::{project}::{qualified}::{name}"
+
+
+def _alias(alias: Any) -> dict[str, Any]:
+    """One alias of a register request, as plain data."""
+    if alias.WhichOneof("alias") == "urn":
+        return {"urn": alias.urn}
+    spec = alias.spec
+    return {
+        "name": spec.name,
+        "type": spec.type,
+        "stack": spec.stack,
+        "project": spec.project,
+        "parentUrn": spec.parentUrn,
+        "noParent": spec.noParent,
+    }
+
+
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: _Mocks) -> None:
         super().__init__(mocks)
         self.declared: list[DeclaredResource] = []
+        self.real_urns: dict[str, str] = {}  # mock URN -> the real engine's URN
+
+    def _real_urn(self, mock_urn: str, parent: str, type_: str, name: str) -> str:
+        real = real_urn(self.real_urns.get(parent, ""), type_, name)
+        self.real_urns[mock_urn] = real
+        return real
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
         response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
+            self.real_urns[response.urn] = response.urn
             return response
         secrets: set[str] = set()
         inputs = _unwrap(rpc.deserialize_properties(request.object), "", secrets)
@@ -316,6 +373,8 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 retain_on_delete=bool(request.retainOnDelete),
                 ignore_changes=tuple(request.ignoreChanges),
                 id=str(response.id or ""),
+                real_urn=self._real_urn(urn, request.parent, request.type, request.name),
+                aliases=tuple(_alias(a) for a in request.aliases),
             )
         )
         return response
@@ -338,6 +397,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 state=_unwrap(self.resources[urn].state, "", set()),
                 provider=request.provider,
                 id=str(request.id or ""),
+                real_urn=self._real_urn(urn, request.parent, request.type, request.name),
             )
         )
         return response
@@ -609,3 +669,74 @@ def public_texts(run: OfflineRun) -> Iterator[tuple[str, str]]:
     for name, value in run.outputs.items():
         if name not in run.secret_outputs:
             yield f"output {name}", json.dumps(value)
+
+
+# ---------------------------------------------------------------- the engine's alias matching
+
+
+def _collapse_alias(
+    alias: Mapping[str, Any], resource: DeclaredResource, mock_to_real: Mapping[str, str]
+) -> str:
+    """An alias spec as the URN it stands for (engine: stepGenerator.collapseAliasToUrn)."""
+    if "urn" in alias:
+        return str(alias["urn"])
+    if alias.get("noParent"):
+        parent = ""
+    elif alias.get("parentUrn"):
+        parent = mock_to_real.get(alias["parentUrn"], alias["parentUrn"])
+    else:
+        parent = mock_to_real.get(resource.parent_urn, "")
+    stack, project, _, _ = urn_parts(resource.real_urn)
+    return real_urn(
+        parent,
+        alias.get("type") or resource.type,
+        alias.get("name") or resource.name,
+        alias.get("stack") or stack,
+        alias.get("project") or project,
+    )
+
+
+def _inherited_alias(child_type: str, child_name: str, parent_name: str, parent_alias: str) -> str:
+    """engine: stepGenerator.inheritedChildAlias. A child named after its parent takes the
+    aliased parent's name in its own name too."""
+    stack, project, parent_type, alias_name = urn_parts(parent_alias)
+    if child_name.startswith(parent_name):
+        child_name = alias_name + child_name[len(parent_name) :]
+    return f"urn:pulumi:{stack}::{project}::{parent_type}${child_type}::{child_name}"
+
+
+def previous_urns(before: OfflineRun, after: OfflineRun) -> dict[str, str | None]:
+    """For each resource of `after` (by real URN), the real URN of the `before` resource the
+    engine would take it to be, or None when it would create it anew.
+
+    As pulumi/pulumi pkg/resource/deploy/step_generator.go does it: the resource's own URN
+    first, then its aliases (own aliases; the alias its parent was matched by, inherited; and
+    each own alias under that one), the first present in the old state winning; a parent matched
+    through an alias passes only that alias on to its children.
+    """
+    olds = {r.real_urn for r in before.resources}
+    mock_to_real = {r.urn: r.real_urn for r in after.resources}
+    matched_alias: dict[str, str] = {}  # after real URN -> the old URN it was matched by
+    result: dict[str, str | None] = {}
+    for resource in after.resources:  # registration order: parents come first
+        own = resource.real_urn
+        candidates = [_collapse_alias(a, resource, mock_to_real) for a in resource.aliases]
+        parent_real = mock_to_real.get(resource.parent_urn, "")
+        parent_alias = matched_alias.get(parent_real)
+        if parent_alias is not None:
+            parent_name = urn_parts(parent_real)[3]
+            inherited = [_inherited_alias(resource.type, resource.name, parent_name, parent_alias)]
+            for alias in list(candidates):
+                _, _, qualified, name = urn_parts(alias)
+                inherited.append(
+                    _inherited_alias(qualified.split("$")[-1], name, parent_name, parent_alias)
+                )
+            candidates += inherited
+        if own in olds:
+            result[own] = own
+            continue
+        found = next((c for c in candidates if c in olds), None)
+        if found is not None:
+            matched_alias[own] = found
+        result[own] = found
+    return result

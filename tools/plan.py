@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eth_keyfile import create_keyfile_json
 from nacl.public import PrivateKey
 
 from policy.harness import check_resources
-from tools import diagram
+from tools import aws_rules, diagram
 from tools.offline import (
     MASK,
     ROOT,
@@ -147,6 +146,9 @@ def _generated_tessera_pair() -> tuple[str, str]:
 
 
 def _generated_keystore(password: str) -> str:
+    # Imported here: about a second of import (py_ecc) that plans without a keystore skip.
+    from eth_keyfile import create_keyfile_json  # noqa: PLC0415 - see above
+
     # Few iterations: the placeholder only has to unlock, not to resist guessing.
     keystore = create_keyfile_json(secrets.token_bytes(32), password.encode(), iterations=2)
     return json.dumps(keystore)
@@ -437,7 +439,12 @@ def _report_policy(run: OfflineRun, stack: str, out: Any) -> int:
     print(f"Policy pack: {len(violations)} violation(s)", file=out)
     for violation in violations:
         print(f"  {violation}", file=out)
-    return 1 if violations else 0
+    # What AWS would refuse at `pulumi up` though the mocks accept it (tools/aws_rules.py).
+    refused = aws_rules.violations(run)
+    print(f"AWS rules: {len(refused)} violation(s)", file=out)
+    for violation in refused:
+        print(f"  {violation}", file=out)
+    return 1 if violations or refused else 0
 
 
 if __name__ == "__main__":

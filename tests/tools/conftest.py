@@ -50,6 +50,7 @@ def synthetic_stack(
             "db-primary",
             engine="postgres",
             instance_class="db.m6i.large",
+            allocated_storage=20,
             multi_az=True,
             storage_encrypted=True,
             kms_key_id=key.arn,

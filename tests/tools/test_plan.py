@@ -75,6 +75,20 @@ def test_policy_violations_make_the_plan_fail(
     assert "[kms-key-rotation] keys: enableKeyRotation is not true" in capsys.readouterr().out
 
 
+def test_the_plan_reports_what_aws_would_refuse_and_fails(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def long_target_group() -> None:
+        import pulumi_aws as aws
+
+        aws.lb.TargetGroup("a-target-group-named-rather-long", port=80, protocol="TCP")
+
+    assert plan.main(["--stack", "dev"], root=project, program=long_target_group) == 1
+    out = capsys.readouterr().out
+    assert "Policy pack: 0 violation(s)" in out and "AWS rules: 1 violation(s)" in out
+    assert "a-target-group-named-rather-long: name" in out
+
+
 def test_encrypted_values_get_consistent_placeholders_and_a_note() -> None:
     raw = {
         "quorum-ha:setup": "pair",
