@@ -44,6 +44,17 @@ def auto_name(logical_name: str, random_hex: str) -> str:
     return f"{logical_name}{AUTONAME_SEPARATOR}{random_hex[:AUTONAME_RANDOM_CHARS]}"
 
 
+# A `namePrefix` turns pulumi-aws's auto-naming off: the provider appends a unique id of 26
+# characters (terraform-plugin-sdk helper/id PrefixedUniqueId, UniqueIDSuffixLength = 26).
+PREFIXED_UNIQUE_ID_CHARS = 26
+
+
+def prefixed_name(prefix: str, random_hex: str) -> str:
+    """The name the provider gives a resource declared with a `namePrefix`."""
+    digits = (random_hex * PREFIXED_UNIQUE_ID_CHARS)[:PREFIXED_UNIQUE_ID_CHARS]
+    return f"{prefix}{digits}"
+
+
 # ------------------------------------------------------------------ physical names
 
 _ELB_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"

@@ -30,7 +30,7 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.sync_await import _sync_await
 
-from tools.aws_rules import AUTONAMED, auto_name
+from tools.aws_rules import AUTONAMED, auto_name, prefixed_name
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "quorum-ha"
@@ -193,7 +193,9 @@ def _computed_state(type_: str, name: str, inputs: dict[str, Any], region: str) 
         "id": f"{name}-{token}",
     }
     autonamed = AUTONAMED.get(type_)
-    if autonamed and not inputs.get(autonamed):
+    if autonamed and not inputs.get(autonamed) and inputs.get("namePrefix"):
+        state[autonamed] = prefixed_name(str(inputs["namePrefix"]), token)
+    elif autonamed and not inputs.get(autonamed):
         # pulumi-aws auto-names it as the logical name, "-" and 7 hex characters (random for
         # real; here derived from the resource, so runs are repeatable).
         state[autonamed] = auto_name(name, token)

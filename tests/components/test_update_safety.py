@@ -71,15 +71,6 @@ CHANGES = (
     Change("more-proxy-tasks", _shape("pair", 2, 2), _shape("pair", 2, 2, proxyTaskCount=3)),
 )
 
-# Defects other helpers fix on their branches: the check finds them on today's code.
-XFAIL = {
-    "add-replica-region": pytest.mark.xfail(
-        strict=True,
-        reason="issue 8, KMS key multiRegion replaces the key when replicaRegion is added; "
-        "fixed on branch h-db",
-    ),
-}
-
 
 def _run(offline: RunProgram, shape: dict[str, Any]) -> OfflineRun:
     shape = dict(shape)
@@ -155,7 +146,7 @@ def replaced_stateful(before: OfflineRun, after: OfflineRun) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     "change",
-    [pytest.param(c, id=c.id, marks=XFAIL.get(c.id, ())) for c in CHANGES],
+    [pytest.param(c, id=c.id) for c in CHANGES],
 )
 def test_a_change_replaces_only_what_the_runbook_says(offline: RunProgram, change: Change) -> None:
     before, after = _run(offline, change.before), _run(offline, change.after)

@@ -51,25 +51,9 @@ def test_every_entry_names_its_source() -> None:
     assert sources and all(s.startswith("https://") for s in sources)
 
 
-# Defects other helpers fix on their branches: these checks find them on today's code.
-NAME_XFAIL = {
-    "aws:lb/targetGroup:TargetGroup": pytest.mark.xfail(
-        strict=True,
-        reason="issue 8, proxy target group quorum-ha-proxy-third-party auto-names to 35 > 32 "
-        "characters; fixed on branch h-proxy",
-    ),
-}
-CONSTRAINT_XFAIL = {
-    "replica-kms-key": pytest.mark.xfail(
-        strict=True,
-        reason="issue 8, same-region read replica is given kmsKeyId; fixed on branch h-db",
-    ),
-}
-
-
 @pytest.mark.parametrize(
     "type_",
-    [pytest.param(t, marks=NAME_XFAIL.get(t, ())) for t in sorted(NAME_RULES) if NAME_RULES[t]],
+    [t for t in sorted(NAME_RULES) if NAME_RULES[t]],
 )
 def test_physical_names_meet_awss_rules(every_run: list[OfflineRun], type_: str) -> None:
     found = [v for run in every_run for v in aws_rules.name_violations(run, type_)]
@@ -79,9 +63,7 @@ def test_physical_names_meet_awss_rules(every_run: list[OfflineRun], type_: str)
 CONSTRAINT_IDS = sorted({c.id for constraints in CONSTRAINTS.values() for c in constraints})
 
 
-@pytest.mark.parametrize(
-    "constraint_id", [pytest.param(c, marks=CONSTRAINT_XFAIL.get(c, ())) for c in CONSTRAINT_IDS]
-)
+@pytest.mark.parametrize("constraint_id", CONSTRAINT_IDS)
 def test_declared_resources_meet_awss_constraints(
     every_run: list[OfflineRun], constraint_id: str
 ) -> None:
@@ -97,9 +79,25 @@ def test_unnamed_resources_are_auto_named_as_pulumi_aws_does(every_run: list[Off
             if prop is None or resource.inputs.get(prop):
                 continue
             seen += 1
-            pattern = rf"{re.escape(resource.name)}-[0-9a-f]{{7}}"
+            prefix = resource.inputs.get("namePrefix")
+            if prefix:  # the provider appends a 26-character unique id instead
+                pattern = rf"{re.escape(prefix)}[0-9a-f]{{26}}"
+            else:
+                pattern = rf"{re.escape(resource.name)}-[0-9a-f]{{7}}"
             assert re.fullmatch(pattern, resource.state[prop]), (resource.name, resource.state)
     assert seen > 20
+
+
+def test_a_name_prefix_gets_the_providers_unique_suffix_not_an_auto_name() -> None:
+    def program() -> None:
+        import pulumi_aws as aws
+
+        logical = "a-logical-name-far-longer-than-thirty-two"
+        aws.lb.TargetGroup(logical, name_prefix="q3rd-", port=1, protocol="TCP")
+
+    (group,) = _declare(program).of_type("aws:lb/targetGroup:TargetGroup")
+    assert re.fullmatch(r"q3rd-[0-9a-f]{26}", group.state["name"]), group.state["name"]
+    assert not list(aws_rules.name_violations(_declare(program), group.type))
 
 
 # ------------------------------------------------------------------ the rules themselves

@@ -27,11 +27,6 @@ def test_readme_and_docs_diagrams_match_the_program() -> None:
     assert block == f"\n{plan.readme_block(diagrams)}\n", f"README.md: {STALE}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8: the dev plan's AWS rules find the proxy target group name (fixed on branch "
-    "h-proxy) and the same-region replica's kmsKeyId (fixed on branch h-db)",
-)
 def test_the_dev_plan_command_plans_the_real_stack_and_redraws_the_same_diagram(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
