@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from components.network import INTERFACE_ENDPOINTS
+from tests.components.test_infra_nodes import machine_subnet
 from tools.offline import OfflineProgramError, OfflineRun
 
 EXISTING = {
@@ -116,7 +117,7 @@ def test_existing_network_is_adopted_not_built(offline: Callable[..., OfflineRun
     assert run.outputs["subnetIds"]["private"] == EXISTING["privateSubnetIds"]
     (zone,) = run.of_type("aws:route53/zone:Zone")
     assert zone.inputs["vpcs"][0]["vpcId"] == EXISTING["vpcId"]
-    subnets = {i.inputs["subnetId"] for i in run.of_type("aws:ec2/instance:Instance")}
+    subnets = {machine_subnet(run, i) for i in run.of_type("aws:ec2/instance:Instance")}
     assert subnets == set(EXISTING["privateSubnetIds"])
     # The VPC's own CIDR (looked up) may reach the listeners.
     assert any(r["source"] == "10.20.0.0/16" for r in rules(run) if r["group"] == "nlb")
