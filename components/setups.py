@@ -159,6 +159,7 @@ class ClientNode(pulumi.ComponentResource):
             )
         else:
             args = self._network_from_stack(network)
+        args.instance_types = [g.instance_type for g in self.groups]
         return Network(f"{self._name}-network", args, opts=self._child_opts())
 
     def _network_from_stack(self, network: StackReferenceNetwork) -> NetworkArgs:
@@ -409,7 +410,9 @@ class ClientNode(pulumi.ComponentResource):
             "tesseraPublicKey": self.keys.tessera_public_key,
             "quorumAccountAddress": self.keys.quorum_account_address,
             # By kept IP: GoQuorum resolves an enode's host when it parses static/permissioned
-            # nodes and drops what does not resolve, and only this VPC resolves the names.
+            # nodes and drops what does not resolve, and only this VPC resolves the names
+            # (ConsenSys/quorum p2p/enode/urlv4.go parseComplete: net.LookupIP; node/config.go
+            # parsePersistentNodes and permission/core/permissions.go: log and `continue`).
             "haEnodes": self._enodes(self._quorum_nodes().private_ips),
             "haEnodeDnsNames": self._enodes(self.quorum_dns_names),
             "securityGroupIds": {

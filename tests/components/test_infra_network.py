@@ -6,9 +6,11 @@ from collections.abc import Callable
 
 import pytest
 
+import tools.offline
 from components.network import INTERFACE_ENDPOINTS
 from tests.components.test_infra_nodes import machine_subnet
-from tools.offline import OfflineProgramError, OfflineRun
+from tests.conftest import stack_config
+from tools.offline import OfflineProgramError, OfflineRun, run_offline
 
 EXISTING = {
     "mode": "existing",
@@ -161,3 +163,88 @@ def test_public_nlb_in_an_existing_network_uses_its_public_subnets(
     assert nlb.inputs["internal"] is False and nlb.inputs["subnets"] == public
     (service,) = run.of_type("aws:ecs/service:Service")
     assert service.inputs["networkConfiguration"]["subnets"] == EXISTING["privateSubnetIds"]
+
+
+def subnet_zones(run: OfflineRun, tier: str) -> list[str]:
+    subnets = [
+        s
+        for s in run.of_type("aws:ec2/subnet:Subnet")
+        if s.inputs["tags"]["quorum-ha/tier"] == tier
+    ]
+    return [s.inputs["availabilityZone"] for s in sorted(subnets, key=lambda s: s.name)]
+
+
+def run_where_missing(
+    monkeypatch: pytest.MonkeyPatch, missing: set[tuple[str, str]], setup: str = "pair", **extra
+) -> OfflineRun:
+    """The program run in a region whose AZs lack the given (AZ, type or service) offerings."""
+    monkeypatch.setattr(tools.offline, "MISSING_OFFERINGS", frozenset(missing))
+    return run_offline(stack_config(setup, **extra))
+
+
+@pytest.mark.parametrize(
+    ("setup", "missing", "zones"),
+    [
+        ("pair", {("us-east-1a", "m6i.large")}, ["us-east-1b", "us-east-1c"]),
+        ("full", {("us-east-1b", "m6i.large")}, ["us-east-1a", "us-east-1c"]),
+        ("pair", {("us-east-1a", "ecr.dkr")}, ["us-east-1b", "us-east-1c"]),
+        ("pair", {("us-east-1b", "ssmmessages")}, ["us-east-1a", "us-east-1c"]),
+        ("pair", {("us-east-1c", "m6i.large")}, ["us-east-1a", "us-east-1b"]),
+    ],
+    ids=["quorum-type", "full-setup", "ecr-endpoint", "ssm-endpoint", "unused-az"],
+)
+def test_azs_that_lack_an_instance_type_or_endpoint_are_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+    setup: str,
+    missing: set[tuple[str, str]],
+    zones: list[str],
+) -> None:
+    run = run_where_missing(monkeypatch, missing, setup)
+    assert subnet_zones(run, "private") == zones
+    assert subnet_zones(run, "public") == zones
+    assert "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings" in run.invokes
+
+
+def test_the_tessera_instance_type_is_checked_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = run_where_missing(
+        monkeypatch, {("us-east-1a", "m6i.xlarge")}, "full", tesseraInstanceType="m6i.xlarge"
+    )
+    assert subnet_zones(run, "private") == ["us-east-1b", "us-east-1c"]
+
+
+@pytest.mark.parametrize(
+    ("missing", "az_count", "names"),
+    [
+        ({("us-east-1a", "m6i.large"), ("us-east-1b", "ecr.dkr")}, 2, ["m6i.large", "ecr.dkr"]),
+        ({("us-east-1c", "kms")}, 3, ["kms"]),
+    ],
+)
+def test_too_few_azs_offering_everything_stop_the_program_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    missing: set[tuple[str, str]],
+    az_count: int,
+    names: list[str],
+) -> None:
+    network = {"mode": "new", "cidr": "10.0.0.0/16", "azCount": az_count}
+    with pytest.raises(OfflineProgramError) as stopped:
+        run_where_missing(monkeypatch, missing, network=network)
+    message = str(stopped.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert f"needs {az_count} availability zones" in message
+    for zone, _ in missing:
+        assert zone in message
+    for name in names:
+        assert name in message
+
+
+def test_existing_subnets_in_an_az_without_the_instance_type_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    subnet = EXISTING["privateSubnetIds"][1]
+    zone = tools.offline._call_result("aws:ec2/getSubnet:getSubnet", {"id": subnet}, "us-east-1")
+    missing = {(zone["availabilityZone"], "m6i.large")}
+    with pytest.raises(OfflineProgramError) as stopped:
+        run_where_missing(monkeypatch, missing, network=EXISTING)
+    message = str(stopped.value)
+    assert "\n" not in message
+    assert subnet in message and zone["availabilityZone"] in message and "m6i.large" in message
