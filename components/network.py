@@ -351,46 +351,54 @@ class Network(pulumi.ComponentResource):
         self.vpc_cidr = aws.ec2.get_vpc_output(
             id=self.vpc_id, opts=pulumi.InvokeOutputOptions(parent=self)
         ).cidr_block
-        offered = self._offered_types()  # at the top level: no invoke waits inside an apply
-        self.private_subnet_ids = pulumi.Output.from_input(private_subnet_ids).apply(
-            lambda ids: self._check_subnets(ids, offered)
-        )
+        self.private_subnet_ids = self._checked_subnets(private_subnet_ids)
         self.public_subnet_ids = pulumi.Output.from_input(public_subnet_ids).apply(list)
         # An adopted network's routing stays its owner's.
         self.private_route_table_ids = pulumi.Output.from_input([])
         self.private_route_table_count = 0
 
-    def _check_subnets(
-        self, subnet_ids: Sequence[str], offered: set[tuple[str, str]]
+    def _checked_subnets(
+        self, subnet_ids: pulumi.Input[Sequence[str]]
     ) -> pulumi.Output[list[str]]:
-        """The given private subnets, once their AZs are known to offer the instance types;
-        every consumer of the subnets waits for this, so a refusal stops the program."""
-        ids = [str(i) for i in subnet_ids]
+        """The given private subnets, once their AZs are known to offer the instance types."""
         if not self._instance_types:
-            return pulumi.Output.from_input(ids)
-        zones = [
-            aws.ec2.get_subnet_output(
-                id=subnet, opts=pulumi.InvokeOutputOptions(parent=self)
-            ).availability_zone
-            for subnet in ids
-        ]
-
-        def check(subnet_zones: list[str]) -> list[str]:
-            gaps = [
-                f"{subnet} ({zone}) lacks {', '.join(missing)}"
-                for subnet, zone in zip(ids, subnet_zones, strict=True)
-                if (missing := [t for t in self._instance_types if (zone, t) not in offered])
+            return pulumi.Output.from_input(subnet_ids).apply(list)
+        offered = self._offered_types()  # at the top level: no invoke waits inside an apply
+        if isinstance(subnet_ids, list | tuple) and all(isinstance(i, str) for i in subnet_ids):
+            # Ids given in config: checked now, so a refusal is one line before anything runs.
+            ids = [str(i) for i in subnet_ids]
+            zones = [
+                aws.ec2.get_subnet(id=i, opts=self._invoke_opts()).availability_zone for i in ids
             ]
-            if gaps:
-                # RunError: the engine shows the one line, not a traceback (also inside apply).
-                raise pulumi.RunError(
-                    "the network's private subnets must lie in availability zones that offer "
-                    f"the machines' instance types: {'; '.join(gaps)}; "
-                    "choose other subnets or instance types"
-                )
-            return ids
+            return pulumi.Output.from_input(self._refuse_gaps(ids, zones, offered))
+        # Ids from another stack: checked once known; every consumer of the subnets waits.
+        return pulumi.Output.from_input(subnet_ids).apply(
+            lambda ids: pulumi.Output.all(
+                *[
+                    aws.ec2.get_subnet_output(
+                        id=i, opts=pulumi.InvokeOutputOptions(parent=self)
+                    ).availability_zone
+                    for i in ids
+                ]
+            ).apply(lambda zones: self._refuse_gaps([str(i) for i in ids], zones, offered))
+        )
 
-        return pulumi.Output.all(*zones).apply(check)
+    def _refuse_gaps(
+        self, ids: list[str], zones: Sequence[str], offered: set[tuple[str, str]]
+    ) -> list[str]:
+        gaps = [
+            f"{subnet} ({zone}) lacks {', '.join(missing)}"
+            for subnet, zone in zip(ids, zones, strict=True)
+            if (missing := [t for t in self._instance_types if (zone, t) not in offered])
+        ]
+        if gaps:
+            # RunError: the engine shows the one line, not a traceback (also inside apply).
+            raise pulumi.RunError(
+                "the network's private subnets must lie in availability zones that offer "
+                f"the machines' instance types: {'; '.join(gaps)}; "
+                "choose other subnets or instance types"
+            )
+        return ids
 
     def _create_zone(self, zone_name: str) -> pulumi.Output[str]:
         zone = aws.route53.Zone(

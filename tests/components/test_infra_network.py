@@ -237,14 +237,19 @@ def test_too_few_azs_offering_everything_stop_the_program_with_one_line(
         assert name in message
 
 
-def test_existing_subnets_in_an_az_without_the_instance_type_are_refused(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("mode", ["existing", "stackReference"])
+def test_adopted_subnets_in_an_az_without_the_instance_type_are_refused(
+    monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
     subnet = EXISTING["privateSubnetIds"][1]
     zone = tools.offline._call_result("aws:ec2/getSubnet:getSubnet", {"id": subnet}, "us-east-1")
     missing = {(zone["availabilityZone"], "m6i.large")}
+    outputs = {"acme/network/prod": {k: EXISTING[k] for k in ("vpcId", "privateSubnetIds")}}
+    network = EXISTING if mode == "existing" else {"mode": mode, "stack": "acme/network/prod"}
+    monkeypatch.setattr(tools.offline, "MISSING_OFFERINGS", frozenset(missing))
     with pytest.raises(OfflineProgramError) as stopped:
-        run_where_missing(monkeypatch, missing, network=EXISTING)
+        run_offline(stack_config("pair", network=network), stack_outputs=outputs)
     message = str(stopped.value)
     assert "\n" not in message
     assert subnet in message and zone["availabilityZone"] in message and "m6i.large" in message
+    assert EXISTING["privateSubnetIds"][0] not in message  # its AZ offers the type
