@@ -232,8 +232,9 @@ class Nodes(pulumi.ComponentResource):
             tags={"Name": machine.dns_name},
             opts=self._opts(),
         )
-        # pulumi-aws 7.51.1 Instance.primary_network_interface (network_interface is deprecated);
-        # no public IP: EC2 auto-assigns one only to an eth0 it creates at launch.
+        # pulumi-aws 7.51.1 Instance.primary_network_interface (network_interface is deprecated).
+        # RunInstances InstanceNetworkInterfaceSpecification: an existing interface gets no
+        # public IP and cannot be deleted on termination (only one EC2 creates can).
         return {
             "primary_network_interface": aws.ec2.InstancePrimaryNetworkInterfaceArgs(
                 network_interface_id=interface.id, delete_on_termination=False
