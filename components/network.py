@@ -7,7 +7,8 @@ adopts an existing one. `SecurityGroups` holds every port rule of the client nod
 Not every AZ offers every instance type or endpoint service: a new VPC takes the first AZs (by
 name) that offer the machines' instance types and every interface endpoint, and an adopted one
 must have its private subnets in AZs that offer the instance types; otherwise the program stops
-with one line. The choice is made on every run: on a living stack, a later change to an
+with one line (subnets taken from another stack are only known later: a warning then). The
+choice is made on every run: on a living stack, a later change to an
 instance type that one of its AZs lacks would move subnets (a replacement that fails on their
 CIDRs), so such a change needs a type those AZs offer.
 """
@@ -156,8 +157,15 @@ class Network(pulumi.ComponentResource):
         return lacking
 
     def _create_vpc(self, cidr: str, az_count: int, with_egress: bool) -> None:
+        # DescribeAvailabilityZones also lists opted-in Local and Wavelength Zones, and in no
+        # promised order: regular AZs only, sorted by name.
         available = aws.get_availability_zones(
-            state="available", region=self._region, opts=self._invoke_opts()
+            state="available",
+            filters=[
+                aws.GetAvailabilityZonesFilterArgs(name="zone-type", values=["availability-zone"])
+            ],
+            region=self._region,
+            opts=self._invoke_opts(),
         ).names
         region = self._region_name()
         zones = choose_zones(
@@ -360,18 +368,30 @@ class Network(pulumi.ComponentResource):
     def _checked_subnets(
         self, subnet_ids: pulumi.Input[Sequence[str]]
     ) -> pulumi.Output[list[str]]:
-        """The given private subnets, once their AZs are known to offer the instance types."""
+        """The given private subnets, their AZs checked for the machines' instance types."""
         if not self._instance_types:
             return pulumi.Output.from_input(subnet_ids).apply(list)
-        offered = self._offered_types()  # at the top level: no invoke waits inside an apply
+        offered = self._offered_types()
         if isinstance(subnet_ids, list | tuple) and all(isinstance(i, str) for i in subnet_ids):
-            # Ids given in config: checked now, so a refusal is one line before anything runs.
+            # Ids given in config: refused now, in one line, before anything is declared.
             ids = [str(i) for i in subnet_ids]
             zones = [
                 aws.ec2.get_subnet(id=i, opts=self._invoke_opts()).availability_zone for i in ids
             ]
-            return pulumi.Output.from_input(self._refuse_gaps(ids, zones, offered))
-        # Ids from another stack: checked once known; every consumer of the subnets waits.
+            gaps = self._gaps(ids, zones, offered)
+            if gaps:
+                raise pulumi.RunError(gaps)
+            return pulumi.Output.from_input(ids)
+
+        # Ids from another stack are known only inside an apply, where a refusal would reach
+        # the operator as a traceback per waiting resource: warn instead (EC2 then refuses the
+        # machines in those AZs).
+        def warn(ids: list[str], zones: list[str]) -> list[str]:
+            gaps = self._gaps(ids, zones, offered)
+            if gaps:
+                pulumi.log.warn(gaps, resource=self)
+            return ids
+
         return pulumi.Output.from_input(subnet_ids).apply(
             lambda ids: pulumi.Output.all(
                 *[
@@ -380,25 +400,22 @@ class Network(pulumi.ComponentResource):
                     ).availability_zone
                     for i in ids
                 ]
-            ).apply(lambda zones: self._refuse_gaps([str(i) for i in ids], zones, offered))
+            ).apply(lambda zones: warn([str(i) for i in ids], zones))
         )
 
-    def _refuse_gaps(
-        self, ids: list[str], zones: Sequence[str], offered: set[tuple[str, str]]
-    ) -> list[str]:
+    def _gaps(self, ids: list[str], zones: Sequence[str], offered: set[tuple[str, str]]) -> str:
+        """One line naming each subnet whose AZ lacks an instance type; empty when none does."""
         gaps = [
             f"{subnet} ({zone}) lacks {', '.join(missing)}"
             for subnet, zone in zip(ids, zones, strict=True)
             if (missing := [t for t in self._instance_types if (zone, t) not in offered])
         ]
-        if gaps:
-            # RunError: the engine shows the one line, not a traceback (also inside apply).
-            raise pulumi.RunError(
-                "the network's private subnets must lie in availability zones that offer "
-                f"the machines' instance types: {'; '.join(gaps)}; "
-                "choose other subnets or instance types"
-            )
-        return ids
+        if not gaps:
+            return ""
+        return (
+            "the network's private subnets must lie in availability zones that offer the "
+            f"machines' instance types: {'; '.join(gaps)}; choose other subnets or instance types"
+        )
 
     def _create_zone(self, zone_name: str) -> pulumi.Output[str]:
         zone = aws.route53.Zone(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -237,19 +239,60 @@ def test_too_few_azs_offering_everything_stop_the_program_with_one_line(
         assert name in message
 
 
-@pytest.mark.parametrize("mode", ["existing", "stackReference"])
-def test_adopted_subnets_in_an_az_without_the_instance_type_are_refused(
-    monkeypatch: pytest.MonkeyPatch, mode: str
-) -> None:
+def subnet_in_an_az_without_the_type(monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """EXISTING's second subnet, its AZ made to lack m6i.large; returns (subnet, AZ)."""
     subnet = EXISTING["privateSubnetIds"][1]
-    zone = tools.offline._call_result("aws:ec2/getSubnet:getSubnet", {"id": subnet}, "us-east-1")
-    missing = {(zone["availabilityZone"], "m6i.large")}
-    outputs = {"acme/network/prod": {k: EXISTING[k] for k in ("vpcId", "privateSubnetIds")}}
-    network = EXISTING if mode == "existing" else {"mode": mode, "stack": "acme/network/prod"}
-    monkeypatch.setattr(tools.offline, "MISSING_OFFERINGS", frozenset(missing))
+    found = tools.offline._call_result("aws:ec2/getSubnet:getSubnet", {"id": subnet}, "us-east-1")
+    zone = str(found["availabilityZone"])
+    monkeypatch.setattr(tools.offline, "MISSING_OFFERINGS", frozenset({(zone, "m6i.large")}))
+    return subnet, zone
+
+
+def test_given_subnets_in_an_az_without_the_instance_type_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    subnet, zone = subnet_in_an_az_without_the_type(monkeypatch)
     with pytest.raises(OfflineProgramError) as stopped:
-        run_offline(stack_config("pair", network=network), stack_outputs=outputs)
+        run_offline(stack_config("pair", network=EXISTING))
     message = str(stopped.value)
     assert "\n" not in message
-    assert subnet in message and zone["availabilityZone"] in message and "m6i.large" in message
+    assert f"{subnet} ({zone}) lacks m6i.large" in message
     assert EXISTING["privateSubnetIds"][0] not in message  # its AZ offers the type
+
+
+def test_subnets_from_another_stack_in_an_az_without_the_instance_type_are_warned_of(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    subnet, zone = subnet_in_an_az_without_the_type(monkeypatch)
+    outputs = {"acme/network/prod": {k: EXISTING[k] for k in ("vpcId", "privateSubnetIds")}}
+    network = {"mode": "stackReference", "stack": "acme/network/prod"}
+    with caplog.at_level(logging.WARNING):
+        run_offline(stack_config("pair", network=network), stack_outputs=outputs)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"{subnet} ({zone}) lacks m6i.large" in w for w in warnings), warnings
+
+
+def test_the_program_asks_for_regular_azs_and_offerings_of_its_instance_types(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: dict[str, list[dict]] = {}
+    call = tools.offline._Mocks.call
+
+    def recording(self: Any, args: Any) -> Any:
+        asked.setdefault(args.token, []).append(dict(args.args))
+        return call(self, args)
+
+    monkeypatch.setattr(tools.offline._Mocks, "call", recording)
+    run_offline(stack_config("full", quorumInstanceType="m6i.xlarge"))
+    (zones,) = asked["aws:index/getAvailabilityZones:getAvailabilityZones"]
+    # Local and Wavelength Zones (once opted in) are listed too: only real AZs host the node.
+    assert {"name": "zone-type", "values": ["availability-zone"]} in zones["filters"]
+    (offerings,) = asked["aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings"]
+    assert offerings["locationType"] == "availability-zone"
+    assert offerings["filters"] == [
+        {"name": "instance-type", "values": ["m6i.large", "m6i.xlarge"]}
+    ]
+    services = asked["aws:ec2/getVpcEndpointService:getVpcEndpointService"]
+    assert sorted(s["serviceName"] for s in services) == sorted(
+        f"com.amazonaws.us-east-1.{service}" for service in INTERFACE_ENDPOINTS
+    )
