@@ -3,12 +3,20 @@
 `Network` either builds a VPC (private subnets for machines, database and proxy tasks; public
 subnets for NAT and an internet-facing NLB; VPC endpoints so AWS API traffic stays private) or
 adopts an existing one. `SecurityGroups` holds every port rule of the client node in one place.
+
+Not every AZ offers every instance type or endpoint service: a new VPC takes the first AZs (by
+name) that offer the machines' instance types and every interface endpoint, and an adopted one
+must have its private subnets in AZs that offer the instance types; otherwise the program stops
+with one line (subnets taken from another stack are only known later: a warning then). The
+choice is made on every run: on a living stack, a later change to an
+instance type that one of its AZs lacks would move subnets (a replacement that fails on their
+CIDRs), so such a change needs a type those AZs offer.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -54,6 +62,8 @@ class NetworkArgs:
     # Endpoints and NAT are only worth it where machines run; a DR-only VPC skips them.
     with_egress: bool = True
     region: str | None = None
+    # The machines' instance types: every AZ the network uses must offer all of them.
+    instance_types: Sequence[str] = ()
 
 
 class Network(pulumi.ComponentResource):
@@ -75,6 +85,7 @@ class Network(pulumi.ComponentResource):
         super().__init__("quorum-ha:network:Network", name, None, opts)
         self._name = name
         self._region = args.region
+        self._instance_types = sorted(set(args.instance_types))
         self.zone_name = args.zone_name
         if args.cidr is not None:
             self._create_vpc(args.cidr, args.az_count, args.with_egress)
@@ -98,14 +109,68 @@ class Network(pulumi.ComponentResource):
     def _opts(self, **kwargs: object) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, **kwargs)  # type: ignore[arg-type]
 
-    def _create_vpc(self, cidr: str, az_count: int, with_egress: bool) -> None:
-        zones = aws.get_availability_zones(
-            state="available",
+    def _invoke_opts(self) -> pulumi.InvokeOptions:
+        # The parent's explicit provider (the stack's region) answers the invoke.
+        return pulumi.InvokeOptions(parent=self)
+
+    def _region_name(self) -> str:
+        return self._region or aws.get_region(opts=self._invoke_opts()).region
+
+    def _offered_types(self) -> set[tuple[str, str]]:
+        """(AZ, instance type) pairs the region offers, for the machines' instance types."""
+        if not self._instance_types:
+            return set()
+        # DescribeInstanceTypeOfferings, LocationType availability-zone: one row per AZ and type.
+        offers = aws.ec2.get_instance_type_offerings(
+            location_type="availability-zone",
+            filters=[
+                aws.ec2.GetInstanceTypeOfferingsFilterArgs(
+                    name="instance-type", values=self._instance_types
+                )
+            ],
             region=self._region,
-            opts=pulumi.InvokeOptions(parent=self),
-        ).names[:az_count]
-        if len(zones) < 2:
-            raise ValueError(f"region has {len(zones)} available AZs; high availability needs 2")
+            opts=self._invoke_opts(),
+        )
+        return set(zip(offers.locations, offers.instance_types, strict=True))
+
+    def _lacking(
+        self, zones: Sequence[str], region: str, with_egress: bool
+    ) -> dict[str, list[str]]:
+        """AZ -> the instance types and interface endpoint services it does not offer."""
+        offered = self._offered_types()
+        lacking = {
+            zone: [t for t in self._instance_types if (zone, t) not in offered] for zone in zones
+        }
+        if with_egress:
+            # pulumi-aws 7.51.1 get_vpc_endpoint_service takes no region: it asks the parent's
+            # provider, the region endpoints are only built in (a DR VPC has no endpoints).
+            for service in INTERFACE_ENDPOINTS:
+                # DescribeVpcEndpointServices: ServiceDetail.AvailabilityZones.
+                detail = aws.ec2.get_vpc_endpoint_service(
+                    service_name=f"com.amazonaws.{region}.{service}",
+                    service_type="Interface",
+                    opts=self._invoke_opts(),
+                )
+                for zone in zones:
+                    if zone not in detail.availability_zones:
+                        lacking[zone].append(f"the {service} endpoint")
+        return lacking
+
+    def _create_vpc(self, cidr: str, az_count: int, with_egress: bool) -> None:
+        # DescribeAvailabilityZones also lists opted-in Local and Wavelength Zones, and in no
+        # promised order: regular AZs only, sorted by name.
+        available = aws.get_availability_zones(
+            state="available",
+            filters=[
+                aws.GetAvailabilityZonesFilterArgs(name="zone-type", values=["availability-zone"])
+            ],
+            region=self._region,
+            opts=self._invoke_opts(),
+        ).names
+        region = self._region_name()
+        zones = choose_zones(
+            region, self._lacking(sorted(available), region, with_egress), az_count
+        )
         vpc = aws.ec2.Vpc(
             f"{self._name}-vpc",
             cidr_block=cidr,
@@ -165,7 +230,7 @@ class Network(pulumi.ComponentResource):
             route_tables.append(table)
         if with_egress:
             self._create_nat(public, route_tables)
-            self._create_endpoints(vpc, cidr, private, route_tables)
+            self._create_endpoints(vpc, cidr, private, route_tables, region)
         self.vpc_id = vpc.id
         self.vpc_cidr = vpc.cidr_block
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in private])
@@ -241,6 +306,7 @@ class Network(pulumi.ComponentResource):
         cidr: str,
         private: Sequence[aws.ec2.Subnet],
         route_tables: Sequence[aws.ec2.RouteTable],
+        region: str,
     ) -> None:
         group = aws.ec2.SecurityGroup(
             f"{self._name}-endpoints-sg",
@@ -260,7 +326,6 @@ class Network(pulumi.ComponentResource):
             region=self._region,
             opts=self._opts(),
         )
-        region = self._region or aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
         for service in INTERFACE_ENDPOINTS:
             aws.ec2.VpcEndpoint(
                 f"{self._name}-{service.replace('.', '-')}-endpoint",
@@ -294,11 +359,63 @@ class Network(pulumi.ComponentResource):
         self.vpc_cidr = aws.ec2.get_vpc_output(
             id=self.vpc_id, opts=pulumi.InvokeOutputOptions(parent=self)
         ).cidr_block
-        self.private_subnet_ids = pulumi.Output.from_input(private_subnet_ids).apply(list)
+        self.private_subnet_ids = self._checked_subnets(private_subnet_ids)
         self.public_subnet_ids = pulumi.Output.from_input(public_subnet_ids).apply(list)
         # An adopted network's routing stays its owner's.
         self.private_route_table_ids = pulumi.Output.from_input([])
         self.private_route_table_count = 0
+
+    def _checked_subnets(
+        self, subnet_ids: pulumi.Input[Sequence[str]]
+    ) -> pulumi.Output[list[str]]:
+        """The given private subnets, their AZs checked for the machines' instance types."""
+        if not self._instance_types:
+            return pulumi.Output.from_input(subnet_ids).apply(list)
+        offered = self._offered_types()
+        if isinstance(subnet_ids, list | tuple) and all(isinstance(i, str) for i in subnet_ids):
+            # Ids given in config: refused now, in one line, before anything is declared.
+            ids = [str(i) for i in subnet_ids]
+            zones = [
+                aws.ec2.get_subnet(id=i, opts=self._invoke_opts()).availability_zone for i in ids
+            ]
+            gaps = self._gaps(ids, zones, offered)
+            if gaps:
+                raise pulumi.RunError(gaps)
+            return pulumi.Output.from_input(ids)
+
+        # Ids from another stack are known only inside an apply, where a refusal would reach
+        # the operator as a traceback per waiting resource: warn instead (EC2 then refuses the
+        # machines in those AZs).
+        def warn(ids: list[str], zones: list[str]) -> list[str]:
+            gaps = self._gaps(ids, zones, offered)
+            if gaps:
+                pulumi.log.warn(gaps, resource=self)
+            return ids
+
+        return pulumi.Output.from_input(subnet_ids).apply(
+            lambda ids: pulumi.Output.all(
+                *[
+                    aws.ec2.get_subnet_output(
+                        id=i, opts=pulumi.InvokeOutputOptions(parent=self)
+                    ).availability_zone
+                    for i in ids
+                ]
+            ).apply(lambda zones: warn([str(i) for i in ids], zones))
+        )
+
+    def _gaps(self, ids: list[str], zones: Sequence[str], offered: set[tuple[str, str]]) -> str:
+        """One line naming each subnet whose AZ lacks an instance type; empty when none does."""
+        gaps = [
+            f"{subnet} ({zone}) lacks {', '.join(missing)}"
+            for subnet, zone in zip(ids, zones, strict=True)
+            if (missing := [t for t in self._instance_types if (zone, t) not in offered])
+        ]
+        if not gaps:
+            return ""
+        return (
+            "the network's private subnets must lie in availability zones that offer the "
+            f"machines' instance types: {'; '.join(gaps)}; choose other subnets or instance types"
+        )
 
     def _create_zone(self, zone_name: str) -> pulumi.Output[str]:
         zone = aws.route53.Zone(
@@ -311,6 +428,22 @@ class Network(pulumi.ComponentResource):
             opts=self._opts(),
         )
         return zone.zone_id
+
+
+def choose_zones(region: str, lacking: Mapping[str, Sequence[str]], count: int) -> list[str]:
+    """The first `count` AZs by name that lack nothing; otherwise one line saying what is
+    missing where (a RunError: the engine shows it without a traceback)."""
+    usable = sorted(zone for zone, missing in lacking.items() if not missing)
+    if len(usable) >= count:
+        return usable[:count]
+    gaps = [f"{zone} lacks {', '.join(m)}" for zone, m in sorted(lacking.items()) if m]
+    raise pulumi.RunError(
+        f"the network needs {count} availability zones of {region} that offer its machines' "
+        f"instance types and VPC endpoints; {len(usable)} do "
+        f"({', '.join(usable) or 'none'}){': ' + '; '.join(gaps) if gaps else ''}; "
+        "choose instance types offered in more zones, fewer zones (network.azCount) or another "
+        "region"
+    )
 
 
 @dataclass

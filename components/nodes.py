@@ -2,7 +2,9 @@
 
 Each machine gets its own role (it reads only its own secrets), an encrypted data volume, a
 stable name in the private zone, automatic recovery, and user data rendered by `node_bootstrap`
-from a `NodeBootContext` that carries names and ARNs only.
+from a `NodeBootContext` that carries names and ARNs only. Machines that run Quorum also keep
+their private IP across replacements (a network interface of their own), because the network's
+other nodes name them by IP in their static and permissioned nodes.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class NodesArgs:
     region: str
     # Quorum machines of setups 2 and 3 pull the IPC proxy image from this repository.
     ecr_repository_arn: pulumi.Input[str] | None = None
+    # Boot each machine on a network interface the program keeps, so its IP outlives it.
+    fixed_address: bool = False
     data_volume_gib: int = 100
     log_retention_days: int = 90
 
@@ -135,14 +139,13 @@ class Nodes(pulumi.ComponentResource):
         user_data = pulumi.Output.all(machine.boot_context, volume.id).apply(
             lambda v: _packed_user_data(replace(v[0], data_volume_id=v[1]))
         )
+        placement, address = self._placement(node, machine, subnet_id)
         instance = aws.ec2.Instance(
             f"{node}-instance",
             ami=self._ami,
             instance_type=args.instance_type,
-            subnet_id=subnet_id,
-            vpc_security_group_ids=list(args.security_group_ids),
+            **placement,
             iam_instance_profile=profile.name,
-            associate_public_ip_address=False,
             # One gzip over the whole cloud-config: EC2's 16 KiB counts the decoded bytes.
             user_data_base64=user_data,
             metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
@@ -166,8 +169,13 @@ class Nodes(pulumi.ComponentResource):
             # user-data change would stop and start them all together, and cloud-init would not
             # re-run on the same instance anyway. Roll machines on purpose, one at a time
             # (docs/runbooks.md, "Replacing a node").
-            opts=self._opts(ignore_changes=["ami", "userDataBase64"]),
+            # A kept interface attaches to one instance at a time: the old instance must be gone
+            # before its replacement boots on it (Pulumi creates the new one first by default).
+            opts=self._opts(
+                ignore_changes=["ami", "userDataBase64"], delete_before_replace=args.fixed_address
+            ),
         )
+        address = address or instance.private_ip
         aws.ec2.VolumeAttachment(
             f"{node}-data-attachment",
             device_name=DATA_DEVICE,
@@ -181,7 +189,7 @@ class Nodes(pulumi.ComponentResource):
             name=machine.dns_name,
             type="A",
             ttl=60,
-            records=[instance.private_ip],
+            records=[address],
             opts=self._opts(),
         )
         aws.cloudwatch.MetricAlarm(
@@ -199,8 +207,39 @@ class Nodes(pulumi.ComponentResource):
             opts=self._opts(),
         )
         self.instance_ids.append(instance.id)
-        self.private_ips.append(instance.private_ip)
+        self.private_ips.append(address)
         self.role_arns.append(role.arn)
+
+    def _placement(
+        self, node: str, machine: MachineSpec, subnet_id: pulumi.Output[str]
+    ) -> tuple[dict[str, Any], pulumi.Output[str] | None]:
+        """The instance's network arguments, and its kept IP when it has one."""
+        args = self._args
+        if not args.fixed_address:
+            return {
+                "subnet_id": subnet_id,
+                "vpc_security_group_ids": list(args.security_group_ids),
+                "associate_public_ip_address": False,
+            }, None
+        # EC2 assigns the IP from the subnet (no clash with what else lives there); it stays the
+        # interface's until the interface is deleted, whatever happens to the instance.
+        interface = aws.ec2.NetworkInterface(
+            f"{node}-eni",
+            subnet_id=subnet_id,
+            # With a network interface given, RunInstances takes the groups from it only.
+            security_groups=list(args.security_group_ids),
+            description=f"{machine.dns_name}: its address outlives its instances",
+            tags={"Name": machine.dns_name},
+            opts=self._opts(),
+        )
+        # pulumi-aws 7.51.1 Instance.primary_network_interface (network_interface is deprecated).
+        # RunInstances InstanceNetworkInterfaceSpecification: an existing interface gets no
+        # public IP and cannot be deleted on termination (only one EC2 creates can).
+        return {
+            "primary_network_interface": aws.ec2.InstancePrimaryNetworkInterfaceArgs(
+                network_interface_id=interface.id, delete_on_termination=False
+            )
+        }, interface.private_ip
 
     def _create_role(self, node: str, machine: MachineSpec) -> aws.iam.Role:
         args = self._args

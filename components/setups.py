@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,6 +164,7 @@ class ClientNode(pulumi.ComponentResource):
             )
         else:
             args = self._network_from_stack(network)
+        args.instance_types = [g.instance_type for g in self.groups]
         return Network(f"{self._name}-network", args, opts=self._child_opts())
 
     def _network_from_stack(self, network: StackReferenceNetwork) -> NetworkArgs:
@@ -382,8 +384,25 @@ class ClientNode(pulumi.ComponentResource):
                 log_group_name=f"{self.log_prefix}{group.role}",
                 region=settings.region,
                 ecr_repository_arn=self.proxy.repository_arn if group.role == "quorum" else None,
+                # The network's other nodes name Quorum machines by IP (haEnodes).
+                fixed_address=runs_quorum,
             ),
             opts=self._child_opts(),
+        )
+
+    def _quorum_nodes(self) -> Nodes:
+        """The machines that run Quorum (pairs, or Quorum machines)."""
+        (nodes,) = [n for g, n in zip(self.groups, self.nodes, strict=True) if g.role != "tessera"]
+        return nodes
+
+    def _enodes(self, hosts: Sequence[pulumi.Input[str]]) -> pulumi.Output[list[str]]:
+        """Enode URLs of the Quorum machines, in node-key order, at the given hosts."""
+        return pulumi.Output.all(
+            keys=pulumi.Output.all(*self.keys.node_public_keys), hosts=pulumi.Output.all(*hosts)
+        ).apply(
+            lambda v: [
+                enode_url(key, host) for key, host in zip(v["keys"], v["hosts"], strict=True)
+            ]
         )
 
     def _collect_outputs(self) -> dict[str, pulumi.Input[Any]]:
@@ -397,12 +416,12 @@ class ClientNode(pulumi.ComponentResource):
             "nlbDnsName": nlb,
             "tesseraPublicKey": self.keys.tessera_public_key,
             "quorumAccountAddress": self.keys.quorum_account_address,
-            "haEnodes": pulumi.Output.all(*self.keys.node_public_keys).apply(
-                lambda keys: [
-                    enode_url(key, host)
-                    for key, host in zip(keys, self.quorum_dns_names, strict=True)
-                ]
-            ),
+            # By kept IP: GoQuorum resolves an enode's host when it parses static/permissioned
+            # nodes and drops what does not resolve, and only this VPC resolves the names
+            # (ConsenSys/quorum p2p/enode/urlv4.go parseComplete: net.LookupIP; node/config.go
+            # parsePersistentNodes and permission/core/permissions.go: log and `continue`).
+            "haEnodes": self._enodes(self._quorum_nodes().private_ips),
+            "haEnodeDnsNames": self._enodes(self.quorum_dns_names),
             "securityGroupIds": {
                 "nlb": groups.nlb_id,
                 "proxy": groups.proxy_id,

@@ -119,9 +119,15 @@ class References:
     def __init__(self, resources: list[DeclaredResource]) -> None:
         self.resources = resources
         owner: dict[str, str] = {}
+        shown_owner: set[str] = set()
         for resource in resources:
             for token in _tokens(resource):
-                owner.setdefault(token, resource.urn)
+                # Two resources may carry one identity (a kept network interface and the
+                # instance booted on it share an IP): the one drawn is the one meant.
+                if token not in owner or (resource.type in SHOWN and token not in shown_owner):
+                    owner[token] = resource.urn
+                    if resource.type in SHOWN:
+                        shown_owner.add(token)
         self.forward: dict[str, set[str]] = {r.urn: set() for r in resources}
         self.backward: dict[str, set[str]] = {r.urn: set() for r in resources}
         if not owner:

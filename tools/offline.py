@@ -240,6 +240,7 @@ def _computed_state(type_: str, name: str, inputs: dict[str, Any], region: str) 
         state["hex"] = raw.hex()
         state["b64Url"] = raw.hex()
         state["dec"] = str(int.from_bytes(raw, "big"))
+    state.update(_network_interface_state(type_, inputs, token))
     return state
 
 
@@ -247,6 +248,9 @@ def _call_result(token: str, args: dict[str, Any], region: str) -> dict[str, Any
     """Answers for the data sources (invokes) the program may call."""
     # pulumi-aws v7 invokes take a per-call region.
     region = str(args.get("region") or region)
+    offerings = _offerings_result(token, args, region)
+    if offerings is not None:
+        return offerings
     if token == "aws:index/getRegion:getRegion":
         return {"name": region, "region": region, "id": region}
     if token == "aws:index/getCallerIdentity:getCallerIdentity":
@@ -275,6 +279,75 @@ def _call_result(token: str, args: dict[str, Any], region: str) -> dict[str, Any
             "proxyEndpoint": f"https://{ACCOUNT_ID}.dkr.ecr.{region}.amazonaws.com",
             "authorizationToken": rpc.wrap_rpc_secret("ecr-token"),
             "id": region,
+        }
+    return {}
+
+
+# --- What each AZ offers (instance types, endpoint services), and kept network interfaces ------
+# (availability zone, instance type or endpoint service short name such as "ecr.dkr") pairs the
+# mocked region does NOT offer. Everything else is offered in every AZ. Tests patch this (with
+# monkeypatch) to make one AZ lack a type or a service.
+MISSING_OFFERINGS: frozenset[tuple[str, str]] = frozenset()
+_MOCK_ZONE_SUFFIXES = "abc"  # the AZs getAvailabilityZones answers
+_MOCK_INSTANCE_TYPES = ("m6i.large", "m6i.xlarge", "m6i.2xlarge", "m7i.large", "c6i.large")
+
+
+def _offerings_result(token: str, args: dict[str, Any], region: str) -> dict[str, Any] | None:
+    """DescribeInstanceTypeOfferings and DescribeVpcEndpointServices as AWS answers them: only
+    what is offered, per AZ; None for any other invoke."""
+    zones = [f"{region}{suffix}" for suffix in _MOCK_ZONE_SUFFIXES]
+    if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+        location_type = str(args.get("locationType") or "region")
+        types = list(_MOCK_INSTANCE_TYPES)
+        for spec in args.get("filters") or []:
+            if spec.get("name") == "instance-type":
+                # Any x86_64 type the settings accept is offered unless a test says otherwise.
+                types = list(spec.get("values", []))
+        rows = [(t, z) for z in zones for t in types if (z, t) not in MISSING_OFFERINGS]
+        if location_type == "region":
+            rows = sorted({(t, region) for t, _ in rows})
+        elif location_type != "availability-zone":
+            raise OfflineProgramError(f"mock offerings: locationType {location_type!r} not mocked")
+        return {
+            "id": region,
+            "instanceTypes": [t for t, _ in rows],
+            "locations": [z for _, z in rows],
+            "locationTypes": [location_type] * len(rows),
+            "locationType": location_type,
+        }
+    if token == "aws:ec2/getVpcEndpointService:getVpcEndpointService":
+        name = str(args.get("serviceName") or f"com.amazonaws.{region}.{args.get('service')}")
+        short = name.removeprefix(f"com.amazonaws.{region}.")
+        return {
+            "id": name,
+            "serviceName": name,
+            "serviceType": args.get("serviceType") or "Interface",
+            "serviceId": "vpce-svc-" + hashlib.sha256(name.encode()).hexdigest()[:17],
+            "availabilityZones": [z for z in zones if (z, short) not in MISSING_OFFERINGS],
+            "acceptanceRequired": False,
+            "owner": "amazon",
+        }
+    return None
+
+
+def _interface_address(interface_id: str) -> str:
+    """The private IP EC2 gave a network interface (a function of its id, so an instance booted
+    on the interface reports the same address)."""
+    digest = hashlib.sha256(interface_id.encode()).hexdigest()
+    return f"10.0.{int(digest[:2], 16)}.{int(digest[2:4], 16) or 1}"
+
+
+def _network_interface_state(type_: str, inputs: dict[str, Any], token: str) -> dict[str, Any]:
+    """A network interface's id and kept private IP; an instance booted on one takes its IP."""
+    if type_ == "aws:ec2/networkInterface:NetworkInterface":
+        address = _interface_address(f"eni-{token}")
+        return {"id": f"eni-{token}", "privateIp": address, "privateIps": [address]}
+    primary = inputs.get("primaryNetworkInterface")
+    if type_ == "aws:ec2/instance:Instance" and isinstance(primary, dict):
+        interface_id = str(primary.get("networkInterfaceId", ""))
+        return {
+            "privateIp": _interface_address(interface_id),
+            "primaryNetworkInterfaceId": interface_id,
         }
     return {}
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+import tools.offline
 from components.network import INTERFACE_ENDPOINTS
-from tools.offline import OfflineProgramError, OfflineRun
+from tests.components.test_infra_nodes import machine_subnet
+from tests.conftest import stack_config
+from tools.offline import OfflineProgramError, OfflineRun, run_offline
 
 EXISTING = {
     "mode": "existing",
@@ -116,7 +121,7 @@ def test_existing_network_is_adopted_not_built(offline: Callable[..., OfflineRun
     assert run.outputs["subnetIds"]["private"] == EXISTING["privateSubnetIds"]
     (zone,) = run.of_type("aws:route53/zone:Zone")
     assert zone.inputs["vpcs"][0]["vpcId"] == EXISTING["vpcId"]
-    subnets = {i.inputs["subnetId"] for i in run.of_type("aws:ec2/instance:Instance")}
+    subnets = {machine_subnet(run, i) for i in run.of_type("aws:ec2/instance:Instance")}
     assert subnets == set(EXISTING["privateSubnetIds"])
     # The VPC's own CIDR (looked up) may reach the listeners.
     assert any(r["source"] == "10.20.0.0/16" for r in rules(run) if r["group"] == "nlb")
@@ -160,3 +165,134 @@ def test_public_nlb_in_an_existing_network_uses_its_public_subnets(
     assert nlb.inputs["internal"] is False and nlb.inputs["subnets"] == public
     (service,) = run.of_type("aws:ecs/service:Service")
     assert service.inputs["networkConfiguration"]["subnets"] == EXISTING["privateSubnetIds"]
+
+
+def subnet_zones(run: OfflineRun, tier: str) -> list[str]:
+    subnets = [
+        s
+        for s in run.of_type("aws:ec2/subnet:Subnet")
+        if s.inputs["tags"]["quorum-ha/tier"] == tier
+    ]
+    return [s.inputs["availabilityZone"] for s in sorted(subnets, key=lambda s: s.name)]
+
+
+def run_where_missing(
+    monkeypatch: pytest.MonkeyPatch, missing: set[tuple[str, str]], setup: str = "pair", **extra
+) -> OfflineRun:
+    """The program run in a region whose AZs lack the given (AZ, type or service) offerings."""
+    monkeypatch.setattr(tools.offline, "MISSING_OFFERINGS", frozenset(missing))
+    return run_offline(stack_config(setup, **extra))
+
+
+@pytest.mark.parametrize(
+    ("setup", "missing", "zones"),
+    [
+        ("pair", {("us-east-1a", "m6i.large")}, ["us-east-1b", "us-east-1c"]),
+        ("full", {("us-east-1b", "m6i.large")}, ["us-east-1a", "us-east-1c"]),
+        ("pair", {("us-east-1a", "ecr.dkr")}, ["us-east-1b", "us-east-1c"]),
+        ("pair", {("us-east-1b", "ssmmessages")}, ["us-east-1a", "us-east-1c"]),
+        ("pair", {("us-east-1c", "m6i.large")}, ["us-east-1a", "us-east-1b"]),
+    ],
+    ids=["quorum-type", "full-setup", "ecr-endpoint", "ssm-endpoint", "unused-az"],
+)
+def test_azs_that_lack_an_instance_type_or_endpoint_are_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+    setup: str,
+    missing: set[tuple[str, str]],
+    zones: list[str],
+) -> None:
+    run = run_where_missing(monkeypatch, missing, setup)
+    assert subnet_zones(run, "private") == zones
+    assert subnet_zones(run, "public") == zones
+    assert "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings" in run.invokes
+
+
+def test_the_tessera_instance_type_is_checked_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = run_where_missing(
+        monkeypatch, {("us-east-1a", "m6i.xlarge")}, "full", tesseraInstanceType="m6i.xlarge"
+    )
+    assert subnet_zones(run, "private") == ["us-east-1b", "us-east-1c"]
+
+
+@pytest.mark.parametrize(
+    ("missing", "az_count", "names"),
+    [
+        ({("us-east-1a", "m6i.large"), ("us-east-1b", "ecr.dkr")}, 2, ["m6i.large", "ecr.dkr"]),
+        ({("us-east-1c", "kms")}, 3, ["kms"]),
+    ],
+)
+def test_too_few_azs_offering_everything_stop_the_program_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    missing: set[tuple[str, str]],
+    az_count: int,
+    names: list[str],
+) -> None:
+    network = {"mode": "new", "cidr": "10.0.0.0/16", "azCount": az_count}
+    with pytest.raises(OfflineProgramError) as stopped:
+        run_where_missing(monkeypatch, missing, network=network)
+    message = str(stopped.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert f"needs {az_count} availability zones" in message
+    for zone, _ in missing:
+        assert zone in message
+    for name in names:
+        assert name in message
+
+
+def subnet_in_an_az_without_the_type(monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """EXISTING's second subnet, its AZ made to lack m6i.large; returns (subnet, AZ)."""
+    subnet = EXISTING["privateSubnetIds"][1]
+    found = tools.offline._call_result("aws:ec2/getSubnet:getSubnet", {"id": subnet}, "us-east-1")
+    zone = str(found["availabilityZone"])
+    monkeypatch.setattr(tools.offline, "MISSING_OFFERINGS", frozenset({(zone, "m6i.large")}))
+    return subnet, zone
+
+
+def test_given_subnets_in_an_az_without_the_instance_type_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    subnet, zone = subnet_in_an_az_without_the_type(monkeypatch)
+    with pytest.raises(OfflineProgramError) as stopped:
+        run_offline(stack_config("pair", network=EXISTING))
+    message = str(stopped.value)
+    assert "\n" not in message
+    assert f"{subnet} ({zone}) lacks m6i.large" in message
+    assert EXISTING["privateSubnetIds"][0] not in message  # its AZ offers the type
+
+
+def test_subnets_from_another_stack_in_an_az_without_the_instance_type_are_warned_of(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    subnet, zone = subnet_in_an_az_without_the_type(monkeypatch)
+    outputs = {"acme/network/prod": {k: EXISTING[k] for k in ("vpcId", "privateSubnetIds")}}
+    network = {"mode": "stackReference", "stack": "acme/network/prod"}
+    with caplog.at_level(logging.WARNING):
+        run_offline(stack_config("pair", network=network), stack_outputs=outputs)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"{subnet} ({zone}) lacks m6i.large" in w for w in warnings), warnings
+
+
+def test_the_program_asks_for_regular_azs_and_offerings_of_its_instance_types(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: dict[str, list[dict]] = {}
+    call = tools.offline._Mocks.call
+
+    def recording(self: Any, args: Any) -> Any:
+        asked.setdefault(args.token, []).append(dict(args.args))
+        return call(self, args)
+
+    monkeypatch.setattr(tools.offline._Mocks, "call", recording)
+    run_offline(stack_config("full", quorumInstanceType="m6i.xlarge"))
+    (zones,) = asked["aws:index/getAvailabilityZones:getAvailabilityZones"]
+    # Local and Wavelength Zones (once opted in) are listed too: only real AZs host the node.
+    assert {"name": "zone-type", "values": ["availability-zone"]} in zones["filters"]
+    (offerings,) = asked["aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings"]
+    assert offerings["locationType"] == "availability-zone"
+    assert offerings["filters"] == [
+        {"name": "instance-type", "values": ["m6i.large", "m6i.xlarge"]}
+    ]
+    services = asked["aws:ec2/getVpcEndpointService:getVpcEndpointService"]
+    assert sorted(s["serviceName"] for s in services) == sorted(
+        f"com.amazonaws.us-east-1.{service}" for service in INTERFACE_ENDPOINTS
+    )

@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
 
+import pytest
+
+import tools.offline
 from components.nodes import AMI_PARAMETER, SSM_CORE_POLICY, machine_policy
-from tools.offline import OfflineRun
+from tests.conftest import stack_config
+from tools.offline import DeclaredResource, OfflineRun, run_offline
+
+INSTANCE = "aws:ec2/instance:Instance"
+INTERFACE = "aws:ec2/networkInterface:NetworkInterface"
+
+
+def kept_interface(run: OfflineRun, instance: DeclaredResource) -> DeclaredResource | None:
+    """The network interface an instance boots on, when it is one the program keeps."""
+    primary = instance.inputs.get("primaryNetworkInterface")
+    if primary is None:
+        return None
+    (interface,) = [i for i in run.of_type(INTERFACE) if i.id == primary["networkInterfaceId"]]
+    return interface
+
+
+def machine_subnet(run: OfflineRun, instance: DeclaredResource) -> str:
+    """The subnet a machine lives in: its kept interface's, or its own."""
+    interface = kept_interface(run, instance)
+    return str((interface or instance).inputs["subnetId"])
+
+
+def runs_quorum(instance: DeclaredResource) -> bool:
+    return instance.inputs["tags"]["quorum-ha/role"] in ("pair", "quorum")
 
 
 def test_machines_spread_over_private_subnets_without_public_ips(
@@ -15,11 +44,12 @@ def test_machines_spread_over_private_subnets_without_public_ips(
     run = offline("full", quorum=3, tessera=4)
     private = run.outputs["subnetIds"]["private"]
     by_role: dict[str, list[str]] = {}
-    for instance in sorted(run.of_type("aws:ec2/instance:Instance"), key=lambda i: i.name):
-        assert instance.inputs["associatePublicIpAddress"] is False
-        assert instance.inputs["subnetId"] in private
+    for instance in sorted(run.of_type(INSTANCE), key=lambda i: i.name):
+        # A kept interface never gets a public IP (EC2 only auto-assigns to a new eth0).
+        assert instance.inputs.get("associatePublicIpAddress", False) is False
+        assert machine_subnet(run, instance) in private
         by_role.setdefault(instance.inputs["tags"]["quorum-ha/role"], []).append(
-            instance.inputs["subnetId"]
+            machine_subnet(run, instance)
         )
     for subnets in by_role.values():
         assert set(subnets) == set(private)  # every role lives in every AZ
@@ -133,3 +163,83 @@ def test_machine_policy_scopes_secrets_and_key() -> None:
         "QuorumHA",
         "QuorumHA/*",
     ]
+
+
+@pytest.mark.parametrize("setup", ["pair", "full", "tessera"])
+def test_ha_enodes_name_each_quorum_machine_by_its_kept_interface_ip(
+    offline: Callable[..., OfflineRun], setup: str
+) -> None:
+    run = offline(setup)
+    address = {}
+    for instance in run.of_type(INSTANCE):
+        if runs_quorum(instance):
+            interface = kept_interface(run, instance)
+            assert interface is not None, instance.name
+            address[instance.inputs["tags"]["Name"]] = interface.state["privateIp"]
+    names = run.outputs["nodeDnsNames"]
+    quorum = names.get("quorum") or names["pair"]
+    hosts = [urlsplit(enode).hostname for enode in run.outputs["haEnodes"]]
+    assert all(isinstance(ipaddress.ip_address(str(h)), ipaddress.IPv4Address) for h in hosts)
+    assert hosts == [address[name] for name in quorum]
+    # The DNS form stays an output of its own, for peers inside this VPC.
+    by_name = run.outputs["haEnodeDnsNames"]
+    assert [urlsplit(enode).hostname for enode in by_name] == quorum
+    keys = [enode.split("@")[0] for enode in run.outputs["haEnodes"]]
+    assert [enode.split("@")[0] for enode in by_name] == keys
+
+
+@pytest.mark.parametrize("setup", ["pair", "full"])
+def test_quorum_machines_boot_on_a_kept_interface_that_carries_their_groups(
+    offline: Callable[..., OfflineRun], setup: str
+) -> None:
+    run = offline(setup)
+    groups = run.outputs["securityGroupIds"]
+    expected = [groups["quorum"], groups["tessera"]] if setup == "pair" else [groups["quorum"]]
+    records = {r.inputs["name"]: r for r in run.of_type("aws:route53/record:Record")}
+    for instance in run.of_type(INSTANCE):
+        interface = kept_interface(run, instance)
+        if not runs_quorum(instance):
+            assert interface is None and "subnetId" in instance.inputs
+            continue
+        assert interface is not None
+        assert instance.inputs["primaryNetworkInterface"].get("deleteOnTermination") is False
+        # Subnet and groups belong to the interface; EC2 refuses them on the instance too.
+        assert "subnetId" not in instance.inputs and "vpcSecurityGroupIds" not in instance.inputs
+        assert interface.inputs["securityGroups"] == expected
+        assert interface.inputs["subnetId"] in run.outputs["subnetIds"]["private"]
+        record = records[instance.inputs["tags"]["Name"]]
+        assert record.inputs["records"] == [interface.state["privateIp"]]
+
+
+def test_a_quorum_machines_address_does_not_change_with_its_instance(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    before = offline("pair")
+    after = offline("pair", quorumInstanceType="m6i.xlarge")
+    assert {i.inputs["instanceType"] for i in after.of_type(INSTANCE)} == {"m6i.xlarge"}
+    interfaces = {i.name: i.inputs for i in before.of_type(INTERFACE)}
+    assert len(interfaces) == 2
+    # Nothing of the instance (type, AMI, user data) is an input of the interface.
+    assert {i.name: i.inputs for i in after.of_type(INTERFACE)} == interfaces
+    for inputs in interfaces.values():
+        assert not {"instanceType", "ami", "userDataBase64", "attachments"} & set(inputs)
+    assert after.outputs["haEnodes"] == before.outputs["haEnodes"]
+
+
+def test_quorum_machines_are_deleted_before_their_replacement_is_created(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An interface attaches to one instance at a time: Pulumi's default (create the new
+    # instance, then delete the old one) could never attach it to the new one.
+    seen: dict[str, bool] = {}
+    register = tools.offline._RecordingMonitor.RegisterResource
+
+    def recording(self: Any, request: Any) -> Any:
+        if request.type == INSTANCE:
+            seen[request.name] = bool(request.deleteBeforeReplace)
+        return register(self, request)
+
+    monkeypatch.setattr(tools.offline._RecordingMonitor, "RegisterResource", recording)
+    run = run_offline(stack_config("full"))
+    for instance in run.of_type(INSTANCE):
+        assert seen[instance.name] is runs_quorum(instance), instance.name

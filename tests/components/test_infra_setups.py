@@ -226,7 +226,7 @@ def test_standalone_proxy_lists_every_node_and_keeps_one_rpc_primary(
 
 
 def test_quorum_nodes_know_each_other_by_enode(shaped_run: OfflineRun) -> None:
-    enodes = shaped_run.outputs["haEnodes"]
+    enodes = shaped_run.outputs["haEnodeDnsNames"]
     names = shaped_run.outputs["nodeDnsNames"]
     quorum = names.get("quorum") or names["pair"]
     assert [e.split("@")[1].split(":")[0] for e in enodes] == quorum
