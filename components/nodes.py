@@ -190,7 +190,10 @@ class Nodes(pulumi.ComponentResource):
             type="A",
             ttl=60,
             records=[address],
-            opts=self._opts(),
+            # The name appears with its machine, not with the kept interface: the proxy's
+            # readiness does not wait for names that do not resolve yet, so a first deploy's
+            # proxy tasks become ready before the machines (which wait for the database) exist.
+            opts=self._opts(depends_on=[instance]),
         )
         aws.cloudwatch.MetricAlarm(
             f"{node}-recover",

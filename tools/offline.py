@@ -61,6 +61,8 @@ class DeclaredResource:
     # The aliases the SDK sent, as alias specs (name/type/stack/project/parentUrn/noParent,
     # parentUrn being a mock URN) or {"urn": ...}; the engine, not the SDK, adds inherited ones.
     aliases: tuple[dict[str, Any], ...] = ()
+    # Mock URNs of what it waits for: depends_on and every resource whose outputs it takes.
+    dependencies: tuple[str, ...] = ()
 
     @property
     def masked_inputs(self) -> dict[str, Any]:
@@ -450,6 +452,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 id=str(response.id or ""),
                 real_urn=self._real_urn(urn, request.parent, request.type, request.name),
                 aliases=tuple(_alias(a) for a in request.aliases),
+                dependencies=tuple(request.dependencies),
             )
         )
         return response

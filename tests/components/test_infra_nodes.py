@@ -243,3 +243,22 @@ def test_quorum_machines_are_deleted_before_their_replacement_is_created(
     run = run_offline(stack_config("full"))
     for instance in run.of_type(INSTANCE):
         assert seen[instance.name] is runs_quorum(instance), instance.name
+
+
+@pytest.mark.parametrize("setup", ["pair", "full", "tessera"])
+def test_a_machines_name_exists_only_once_its_machine_does(
+    offline: Callable[..., OfflineRun], setup: str
+) -> None:
+    # The proxy's readiness does not wait for names that do not resolve yet (a first deploy
+    # completes before the machines, which come after the database); a record created with the
+    # kept interface, long before its machine, would hold the first deploy on a dead upstream.
+    run = offline(setup)
+    instances = {i.name: i for i in run.of_type("aws:ec2/instance:Instance")}
+    records = run.of_type("aws:route53/record:Record")
+    machine_records = [
+        r for r in records if r.name.removesuffix("-dns") + "-instance" in instances
+    ]
+    assert len(machine_records) == len(instances) >= 2
+    for record in machine_records:
+        instance = instances[record.name.removesuffix("-dns") + "-instance"]
+        assert instance.urn in record.dependencies, (record.name, record.dependencies)
