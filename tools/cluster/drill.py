@@ -12,7 +12,6 @@ import shutil
 import stat
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from typing import Any
 from node_bootstrap.scripts import TESSERA_SCHEMA_SQL
 from tools.cluster import configs, tessera_dist
 from tools.cluster.configs import Layout
+from tools.cluster.failover import promote_under_load
 from tools.cluster.postgres import PgPair
 from tools.cluster.procs import DrillError, MissingPieceError, Procs, free_port, run, wait_until
 from tools.cluster.vault import StackSecrets, Vault, put_stack_secrets, start_vault
@@ -133,90 +133,6 @@ def start_proxies(drill: Drill, procs: Procs, secrets: StackSecrets, layout: Lay
     return started
 
 
-def db_failover(drill: Drill, pg: PgPair, uri: str, env: dict[str, str]) -> dict[str, Any]:
-    """Writes through the two-host URI while the primary stops and the standby is promoted.
-
-    libpq's target_session_attrs=read-write is what the boot script's psql uses, and the
-    counterpart of the JDBC driver's targetServerType=primary that Tessera uses."""
-    psql = str(pg.bin / "psql")
-
-    def write(k: int) -> bool:
-        try:
-            run(
-                [
-                    psql,
-                    uri,
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-qAtX",
-                    "-c",
-                    # k is the int this loop counts: nothing from outside reaches the SQL
-                    f"INSERT INTO cluster_drill_writes VALUES ({k}) ON CONFLICT DO NOTHING",  # noqa: S608
-                ],
-                what="write",
-                env=env,
-                timeout=10,
-            )
-        except DrillError:
-            return False
-        return True
-
-    run(
-        [psql, uri, "-qAtX", "-c", "CREATE TABLE cluster_drill_writes (id int PRIMARY KEY)"],
-        what="create the drill's table",
-        env=env,
-    )
-    kill_at = drill.writes // 3
-    stopped_at: list[float] = []
-    promote_error: list[str] = []
-
-    def fail_over() -> None:
-        assert pg.primary.proc is not None
-        pg.primary.proc.stop()  # fast shutdown: the primary is gone
-        stopped_at.append(time.monotonic())
-        try:
-            pg.promote()
-        except DrillError as e:
-            promote_error.append(str(e))
-
-    acked: list[int] = []
-    errors = 0
-    first_after: float | None = None
-    deadline = time.monotonic() + 120
-    failer: threading.Thread | None = None
-    for k in range(drill.writes):
-        if k == kill_at:
-            failer = threading.Thread(target=fail_over, name="fail-over")
-            failer.start()
-        while not write(k):
-            errors += 1
-            if time.monotonic() > deadline:
-                raise DrillError(f"db failover: write {k} still failing after 120 s")
-            time.sleep(0.1)
-        acked.append(k)
-        if stopped_at and first_after is None and k > kill_at:
-            first_after = time.monotonic()
-    if failer is not None:
-        failer.join(90)
-    if promote_error:
-        raise DrillError(promote_error[0])
-    present = run(
-        [psql, uri, "-qAtX", "-c", "SELECT id FROM cluster_drill_writes"],
-        what="read back",
-        env=env,
-    ).split()
-    lost = sorted(set(acked) - {int(x) for x in present})
-    seconds = (first_after - stopped_at[0]) if first_after is not None and stopped_at else None
-    return {
-        "writes": drill.writes,
-        "acked": len(acked),
-        "lost": len(lost),
-        "client_errors": errors,
-        "failover_seconds": None if seconds is None else round(seconds, 2),
-        "standby_now_primary": pg.psql(pg.standby, "SELECT pg_is_in_recovery()") == "f",
-    }
-
-
 def make_layout(vault: Vault, pg: PgPair, work: Path) -> Layout:
     """Free loopback ports for every listener of the drill."""
     n = configs.TESSERA_COUNT
@@ -296,13 +212,23 @@ def run_drill(writes: int = 60) -> dict[str, Any]:
         result["proxies_healthy"] = start_proxies(drill, procs, secrets, layout)
         drill.say(f"{n} Tessera configs rendered and valid; standalone + IPC proxy healthy")
 
-        libpq = db_failover(drill, pg, uri, env)
-        result["libpq_db_failover"] = libpq
-        drill.say(
-            f"db failover (libpq, two-host URI): {libpq['acked']}/{libpq['writes']} writes acked, "
-            f"{libpq['lost']} lost, {libpq['client_errors']} failed attempts, "
-            f"{libpq['failover_seconds']} s from primary stop to next write"
+        fo = promote_under_load(
+            pg,
+            procs,
+            uri=uri,
+            jdbc_url=configs.local_tessera_config(secrets, layout, 0)["jdbc"]["url"],
+            db_user=db["username"],
+            db_password=db["password"],
+            writes=drill.writes,
         )
+        result["db_promotion"] = fo
+        for name in ("jdbc", "libpq"):
+            f = fo[name]
+            drill.say(
+                f"standby promoted under load, {name}: {f['acked']}/{f['writes']} writes acked, "
+                f"{f['lost']} lost, {f['client_errors']} failed attempts, "
+                f"{f['failover_seconds']} s from primary stop to the next write"
+            )
     finally:
         procs.stop_all()
         leftovers = [p.name for p in procs.started if p.alive()]

@@ -106,14 +106,16 @@ class Procs:
         cwd: Path | None = None,
         run_as: RunAs | None = None,
         stop_signal: int = signal.SIGTERM,
+        pipe_stdout: bool = False,
     ) -> Proc:
+        """Start argv; its output goes to the log (stderr only, with pipe_stdout)."""
         log = self.log_dir / f"{name}.log"
         with log.open("ab") as out:
             popen = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
+                stdout=subprocess.PIPE if pipe_stdout else out,
+                stderr=out if pipe_stdout else subprocess.STDOUT,
                 env=dict(env) if env is not None else None,
                 cwd=cwd,
                 user=run_as.uid if run_as else None,

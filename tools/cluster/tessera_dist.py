@@ -59,7 +59,7 @@ def _versions(artifact: str) -> list[str]:
 def resolve(line: str = DEFAULT_TESSERA_VERSION) -> TesseraRelease:
     """The newest release of the pinned line with a pinned SHA-256, or MissingPieceError."""
     if shutil.which("java") is None:
-        raise MissingPieceError("no java on PATH: apt-get install openjdk-17-jre-headless")
+        raise MissingPieceError("no java on PATH: apt-get install openjdk-17-jdk-headless")
     versions = [v for v in _versions(DIST) if v == line or v.startswith(line + ".")]
     if not versions:
         raise MissingPieceError(f"Maven Central lists no {GROUP}:{DIST} {line}.x")
