@@ -62,8 +62,9 @@ class Failover:
         if proc is None:
             self.error = "the primary was never started"
             return
-        proc.stop()
+        # From the signal on: a primary shutting down already refuses new sessions.
         self.stopped_at = time.monotonic()
+        proc.stop()
         try:
             self.pg.promote()
             self.promoted_at = time.monotonic()
