@@ -18,7 +18,7 @@ import base64
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,13 +27,16 @@ if TYPE_CHECKING:
 # ------------------------------------------------------------------ auto-naming
 # pulumi-terraform-bridge pkg/tfbridge/info/autonaming.go: AutoName() = the URN's name + "-" +
 # 7 random characters from "0123456789abcdef" (sdk/go/common/resource NewUniqueName); a name
-# whose prefix + 7 exceeds the property's Maxlen fails the preview ("plus 7 random chars is longer
-# than maximum length"). pulumi-aws calls SetAutonaming(255, "-") for every string input called
-# `name` it does not configure itself; its own per-type Maxlen (and lowercasing) overrides in
-# provider/resources.go were not read here: a name over AWS's limit fails either way, at
-# preview (the bridge) or at create (AWS), and NAME_RULES holds AWS's limit.
+# whose prefix + 7 exceeds the property's Maxlen fails the preview. pulumi-aws
+# provider/resources.go setAutonaming() gives AutoName("name", 255, "-") to every resource with
+# a `name` input it does not configure itself (ECR repository, secret, hosted zone and log group
+# included); its own overrides among our types: lb TargetGroup 32, iam Role 64, MetricAlarm
+# (alarm_name) 255. Two types are auto-named another way and not modelled here (the program
+# names both, a test checks it): kms Alias ("alias/" + name + "-" + 7, Maxlen 238) and rds
+# Instance identifier (NewUniqueHex(name, 7, 255): no separator, not lowercased).
 AUTONAME_RANDOM_CHARS = 7
 AUTONAME_SEPARATOR = "-"
+AUTONAME_MAX_LEN = 255  # setAutonaming's maxLength in pulumi-aws provider/resources.go
 AUTONAME_SOURCE = (
     "https://github.com/pulumi/pulumi-terraform-bridge/blob/master/pkg/tfbridge/info/autonaming.go"
 )
@@ -76,6 +79,7 @@ class NameRule:
     source: str
     min_len: int = 1
     autonamed: bool = False  # pulumi-aws fills it (logical name + "-" + 7 hex) when not given
+    autoname_max_len: int = AUTONAME_MAX_LEN  # the bridge's Maxlen for that auto-name
     refuse: tuple[tuple[str, str], ...] = ()  # (regex that must not match, why)
 
     def problems(self, value: str) -> list[str]:
@@ -113,11 +117,11 @@ NAME_RULES: dict[str, tuple[NameRule, ...]] = {
         ),
     ),
     "aws:lb/targetGroup:TargetGroup": (
-        NameRule("name", 32, _ELB_NAME, _TG_LB_SOURCE, autonamed=True),
+        NameRule("name", 32, _ELB_NAME, _TG_LB_SOURCE, autonamed=True, autoname_max_len=32),
     ),
     "aws:lb/listener:Listener": (),
     "aws:iam/role:Role": (
-        NameRule("name", 64, _IAM_NAME, _IAM_ROLE_SOURCE, autonamed=True),
+        NameRule("name", 64, _IAM_NAME, _IAM_ROLE_SOURCE, autonamed=True, autoname_max_len=64),
         NameRule("path", 512, _IAM_PATH, _IAM_ROLE_SOURCE),
     ),
     "aws:iam/instanceProfile:InstanceProfile": (
@@ -178,6 +182,7 @@ NAME_RULES: dict[str, tuple[NameRule, ...]] = {
             _ECR_NAME,
             _api("AmazonECR/latest/APIReference/API_CreateRepository.html"),
             min_len=2,
+            autonamed=True,
         ),
     ),
     "aws:ecs/cluster:Cluster": (
@@ -212,6 +217,7 @@ NAME_RULES: dict[str, tuple[NameRule, ...]] = {
             512,
             r"[.\-_/#A-Za-z0-9]+",
             _api("AmazonCloudWatchLogs/latest/APIReference/API_CreateLogGroup.html"),
+            autonamed=True,
         ),
     ),
     "aws:cloudwatch/metricAlarm:MetricAlarm": (
@@ -229,6 +235,7 @@ NAME_RULES: dict[str, tuple[NameRule, ...]] = {
             512,
             r"[A-Za-z0-9/_+=.@-]+",
             _api("secretsmanager/latest/apireference/API_CreateSecret.html"),
+            autonamed=True,
             # Secrets Manager appends "-" and 6 characters to ARNs; a name ending that way
             # makes partial-ARN lookups ambiguous.
             refuse=((r"-[A-Za-z0-9]{6}$", "must not end with a hyphen and 6 characters"),),
@@ -262,7 +269,11 @@ NAME_RULES: dict[str, tuple[NameRule, ...]] = {
     ),
     "aws:route53/zone:Zone": (
         NameRule(
-            "name", 255, _DNS_NAME, _api("Route53/latest/APIReference/API_CreateHostedZone.html")
+            "name",
+            255,
+            _DNS_NAME,
+            _api("Route53/latest/APIReference/API_CreateHostedZone.html"),
+            autonamed=True,
         ),
     ),
     "aws:route53/record:Record": (
@@ -309,11 +320,14 @@ AUTONAMED: dict[str, str] = {
 def physical_names(resource: DeclaredResource) -> Iterator[tuple[NameRule, str]]:
     """(rule, value) for each name-like input of the resource: as given, or as auto-named."""
     for rule in NAME_RULES.get(resource.type, ()):
-        value = resource.inputs.get(rule.prop)
+        value, applied = resource.inputs.get(rule.prop), rule
         if value is None and rule.autonamed:
             value = resource.state.get(rule.prop)
+            if not resource.inputs.get("namePrefix"):
+                # An auto-name longer than the bridge's Maxlen fails the preview.
+                applied = replace(rule, max_len=min(rule.max_len, rule.autoname_max_len))
         if isinstance(value, str):
-            yield rule, value
+            yield applied, value
 
 
 def name_violations(run: OfflineRun, type_: str | None = None) -> list[str]:
@@ -852,6 +866,8 @@ REPLACE_ON_CHANGES: dict[str, Replacement | None] = {
     "random:index/randomBytes:RandomBytes": Replacement(
         ("keepers", "length"), _RANDOM + "resource_bytes.go", regional=False
     ),
+    # keepers: RequiresReplaceIfValuesNotNull; overrideSpecial: not from "" to null. Counted as
+    # replacing on any change (stricter).
     "random:index/randomPassword:RandomPassword": Replacement(
         (
             "keepers",
@@ -870,17 +886,16 @@ REPLACE_ON_CHANGES: dict[str, Replacement | None] = {
         _RANDOM + "resource_password.go",
         regional=False,
     ),
-    # `identifier` is ForceNew in the provider source read (a v4-era instance.go); later
-    # versions may rename in place. Kept as replacing: stricter, and ours never changes.
+    # Since provider v5 `identifier`/`identifierPrefix` are no longer ForceNew: a new identifier
+    # renames the instance in place (ModifyDBInstance NewDBInstanceIdentifier).
     "aws:rds/instance:Instance": Replacement(
         (
             "availabilityZone",
+            "backupTarget",
             "characterSetName",
             "customIamInstanceProfile",
             "dbName",
             "engine",
-            "identifier",
-            "identifierPrefix",
             "kmsKeyId",
             "ncharCharacterSetName",
             "restoreToPointInTime",
@@ -909,15 +924,23 @@ REPLACE_ON_CHANGES: dict[str, Replacement | None] = {
     "aws:route53/zone:Zone": Replacement(
         ("delegationSetId", "name"), _TF + "route53/zone.go", regional=False
     ),
+    # instanceTenancy: resourceVPCCustomizeDiff forces new on any change but dedicated -> default.
     "aws:ec2/vpc:Vpc": Replacement(
-        ("cidrBlock", "ipv4IpamPoolId", "ipv4NetmaskLength"), _TF + "ec2/vpc_.go"
+        ("cidrBlock", "instanceTenancy", "ipv4IpamPoolId", "ipv4NetmaskLength"),
+        _TF + "ec2/vpc_.go",
     ),
     "aws:ec2/subnet:Subnet": Replacement(
         (
             "availabilityZone",
             "availabilityZoneId",
             "cidrBlock",
+            "ipv4IpamPoolId",
+            "ipv4NetmaskLength",
+            # customdiff.ForceNewIf: only when the old subnet had assignIpv6AddressOnCreation.
+            "ipv6CidrBlock",
+            "ipv6IpamPoolId",
             "ipv6Native",
+            "ipv6NetmaskLength",
             "outpostArn",
             "vpcId",
         ),

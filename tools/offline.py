@@ -220,7 +220,7 @@ def _computed_state(type_: str, name: str, inputs: dict[str, Any], region: str) 
         state["privateDns"] = f"ip-10-0-{octet}.{region}.compute.internal"
         state["availabilityZone"] = f"{region}a"
     elif type_ == "aws:ecr/repository:Repository":
-        repo = str(inputs.get("name") or name)
+        repo = str(inputs.get("name") or state.get("name") or name)  # auto-named if unnamed
         state["repositoryUrl"] = f"{ACCOUNT_ID}.dkr.ecr.{region}.amazonaws.com/{repo}"
         state["registryId"] = ACCOUNT_ID
         state["name"] = repo

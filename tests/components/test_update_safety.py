@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import pulumi_aws as aws
 import pytest
 
 from tests.conftest import RunProgram
@@ -191,3 +192,52 @@ def test_the_comparison_sees_a_replaced_key_and_what_it_takes_along() -> None:
         "key": f"multiRegion changes ({source})",
         "volume": "kmsKeyId names key, which is replaced",
     }
+
+
+def _one_resource(make: Any) -> Any:
+    def declare() -> None:
+        make()
+
+    return declare
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "replaced"),
+    [
+        # terraform-provider-aws rds/instance.go (v5+): identifier is updated in place.
+        (
+            lambda: aws.rds.Instance(
+                "db", identifier="qha-a", instance_class="db.m6i.large", engine="postgres"
+            ),
+            lambda: aws.rds.Instance(
+                "db", identifier="qha-b", instance_class="db.m6i.large", engine="postgres"
+            ),
+            False,
+        ),
+        # ec2/vpc_subnet.go: ipv4_netmask_length is ForceNew.
+        (
+            lambda: aws.ec2.Subnet(
+                "subnet", vpc_id="vpc-1", ipv4_ipam_pool_id="ipam-pool-1", ipv4_netmask_length=24
+            ),
+            lambda: aws.ec2.Subnet(
+                "subnet", vpc_id="vpc-1", ipv4_ipam_pool_id="ipam-pool-1", ipv4_netmask_length=26
+            ),
+            True,
+        ),
+        # ec2/vpc_.go resourceVPCCustomizeDiff: default -> dedicated tenancy is ForceNew.
+        (
+            lambda: aws.ec2.Vpc("vpc", cidr_block="10.0.0.0/16"),
+            lambda: aws.ec2.Vpc("vpc", cidr_block="10.0.0.0/16", instance_tenancy="dedicated"),
+            True,
+        ),
+    ],
+    ids=["rds-rename", "subnet-netmask", "vpc-tenancy"],
+)
+def test_the_comparison_follows_the_providers_force_new(
+    before: Any, after: Any, replaced: bool
+) -> None:
+    from tools.offline import run_offline
+
+    old = run_offline({}, program=_one_resource(before))
+    found = replaced_stateful(old, run_offline({}, program=_one_resource(after)))
+    assert bool(found) is replaced, found

@@ -228,3 +228,91 @@ def test_default_tags_of_the_provider_count_against_the_tag_limit() -> None:
 
     found = aws_rules.constraint_violations(_declare(program), "tags")
     assert len(found) == 1 and "51 tags" in found[0]
+
+
+# ------------------------------------------------------------------ the tables against the sources
+_TF = "terraform-provider-aws internal/service/"
+
+
+@pytest.mark.parametrize(
+    ("type_", "prop", "replaces", "source"),
+    [
+        # CustomizeDiff resourceVPCCustomizeDiff: diff.ForceNew("instance_tenancy") unless
+        # dedicated -> default.
+        ("aws:ec2/vpc:Vpc", "instanceTenancy", True, _TF + "ec2/vpc_.go"),
+        ("aws:ec2/vpc:Vpc", "ipv4NetmaskLength", True, _TF + "ec2/vpc_.go"),
+        ("aws:ec2/vpc:Vpc", "enableDnsHostnames", False, _TF + "ec2/vpc_.go"),
+        ("aws:ec2/subnet:Subnet", "ipv4IpamPoolId", True, _TF + "ec2/vpc_subnet.go"),
+        ("aws:ec2/subnet:Subnet", "ipv4NetmaskLength", True, _TF + "ec2/vpc_subnet.go"),
+        ("aws:ec2/subnet:Subnet", "ipv6IpamPoolId", True, _TF + "ec2/vpc_subnet.go"),
+        ("aws:ec2/subnet:Subnet", "ipv6NetmaskLength", True, _TF + "ec2/vpc_subnet.go"),
+        # customdiff.ForceNewIf("ipv6_cidr_block", ...) when the old subnet assigned IPv6.
+        ("aws:ec2/subnet:Subnet", "ipv6CidrBlock", True, _TF + "ec2/vpc_subnet.go"),
+        ("aws:ec2/subnet:Subnet", "mapPublicIpOnLaunch", False, _TF + "ec2/vpc_subnet.go"),
+        # Since provider v5: "identifier ... can be updated" (ModifyDBInstance renames it).
+        ("aws:rds/instance:Instance", "identifier", False, _TF + "rds/instance.go"),
+        ("aws:rds/instance:Instance", "identifierPrefix", False, _TF + "rds/instance.go"),
+        ("aws:rds/instance:Instance", "backupTarget", True, _TF + "rds/instance.go"),
+        ("aws:rds/instance:Instance", "kmsKeyId", True, _TF + "rds/instance.go"),
+        ("aws:ecr/repository:Repository", "encryptionConfigurations", True, _TF + "ecr"),
+        ("aws:ecr/repository:Repository", "imageTagMutability", False, _TF + "ecr"),
+        ("aws:route53/zone:Zone", "vpcs", False, _TF + "route53/zone.go"),
+        ("aws:route53/zone:Zone", "region", False, "route53 is global: no region input"),
+        ("aws:secretsmanager/secret:Secret", "kmsKeyId", False, _TF + "secretsmanager/secret.go"),
+        ("aws:kms/replicaKey:ReplicaKey", "primaryKeyArn", True, _TF + "kms/replica_key.go"),
+        ("aws:kms/replicaKey:ReplicaKey", "policy", False, _TF + "kms/replica_key.go"),
+        ("random:index/randomBytes:RandomBytes", "keepers", True, "random resource_bytes.go"),
+        ("random:index/randomPassword:RandomPassword", "overrideSpecial", True, "random"),
+    ],
+)
+def test_replace_on_change_inputs_are_the_providers(
+    type_: str, prop: str, replaces: bool, source: str
+) -> None:
+    rule = REPLACE_ON_CHANGES[type_]
+    assert rule is not None
+    assert (prop in rule.inputs) is replaces, f"{type_}.{prop} per {source}"
+
+
+# pulumi-aws provider/resources.go: setAutonaming(255, "-") for every resource with a `name`
+# input it does not configure itself, so these are auto-named too (the v7 SDK makes ECR's and
+# the zone's `name` optional although Terraform requires it).
+@pytest.mark.parametrize(
+    ("make", "type_"),
+    [
+        (lambda: aws.ecr.Repository("repo"), "aws:ecr/repository:Repository"),
+        (lambda: aws.secretsmanager.Secret("secret"), "aws:secretsmanager/secret:Secret"),
+        (lambda: aws.route53.Zone("zone"), "aws:route53/zone:Zone"),
+        (lambda: aws.cloudwatch.LogGroup("logs"), "aws:cloudwatch/logGroup:LogGroup"),
+    ],
+)
+def test_types_pulumi_aws_auto_names_get_a_name(make: Any, type_: str) -> None:
+    (resource,) = _declare(make).of_type(type_)
+    assert re.fullmatch(rf"{resource.name}-[0-9a-f]{{7}}", str(resource.state.get("name"))), (
+        resource.state
+    )
+
+
+def test_an_auto_name_over_the_bridges_limit_is_reported() -> None:
+    """Secrets Manager takes 512 characters, but pulumi-aws auto-names at most 255."""
+    logical = "s" * 250
+
+    def program() -> None:
+        aws.secretsmanager.Secret(logical)
+
+    found = aws_rules.name_violations(_declare(program))
+    assert len(found) == 1 and "is 258 characters, allowed 1-255" in found[0], found
+
+
+def test_the_program_names_what_pulumi_aws_auto_names_another_way(
+    every_run: list[OfflineRun],
+) -> None:
+    """A KMS alias is auto-named "alias/" + name + "-" + 7 hex, an RDS identifier name + 7 hex
+    (no separator, not lowercased): NAME_RULES does not model those, so the program names both."""
+    unnamed = [
+        r.name
+        for run in every_run
+        for r in run.resources
+        if (r.type == "aws:kms/alias:Alias" and not r.inputs.get("name"))
+        or (r.type == "aws:rds/instance:Instance" and not r.inputs.get("identifier"))
+    ]
+    assert unnamed == []
