@@ -108,7 +108,7 @@ def test_image_is_built_for_x86_pushed_and_skipped_on_preview(
     assert image.inputs["push"] is True
     assert image.inputs["buildOnPreview"] is False
     assert image.inputs["platforms"] == ["linux/amd64"]
-    assert image.inputs["context"]["location"].endswith("proxy_image")
+    assert Path(image.inputs["context"]["location"]).name == "proxy_image"
     (repository,) = run.of_type("aws:ecr/repository:Repository")
     assert image.inputs["tags"] == [f"{repository.state['repositoryUrl']}:{context_tag()}"]
     (registry,) = image.inputs["registries"]
@@ -397,3 +397,32 @@ def test_a_dockerfile_specific_ignore_file_wins_as_docker_build_reads_it(tmp_pat
         "Dockerfile.dockerignore",
         "notes.txt",
     ]
+
+
+def test_image_build_paths_are_relative_to_the_project_so_any_checkout_agrees(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    # pulumi-docker-build v0.0.22 Image.Diff compares context.location and dockerfile raw: an
+    # absolute path differs between checkouts (CI vs a laptop), which rebuilds and pushes the
+    # same content tag again to the immutable repository (ImageTagAlreadyExistsException).
+    # Relative paths resolve against the provider's working directory, the project directory
+    # (pulumi sdk/go/common/resource/plugin: providers start with cmd.Dir = ctx.Pwd).
+    (image,) = offline("pair").of_type("docker-build:index:Image")
+    context = image.inputs["context"]["location"]
+    dockerfile = image.inputs["dockerfile"]["location"]
+    assert (context, dockerfile) == ("proxy_image", "proxy_image/Dockerfile")
+    project = Path(__file__).resolve().parents[2]
+    assert (project / "Pulumi.yaml").is_file()
+    assert (project / context).resolve() == PROXY_IMAGE_DIR
+    assert (project / dockerfile).is_file()
+
+
+def test_target_health_checks_time_out_before_the_next_check(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    # Left unset, the timeout is 10 s for a TCP target group even with an HTTP check
+    # (CreateTargetGroup HealthCheckTimeoutSeconds: 2-120, default by the group's protocol);
+    # it must not exceed the 10 s interval.
+    for group in offline("pair").of_type("aws:lb/targetGroup:TargetGroup"):
+        check = group.inputs["healthCheck"]
+        assert (check["timeout"], check["interval"]) == (5, 10), group.name
