@@ -258,7 +258,10 @@ class ProxyService(pulumi.ComponentResource):
                         type="forward", target_group_arn=target_group.arn
                     )
                 ],
-                opts=self._opts(),
+                # Replaced with the NLB (internalNlb): a target group may serve listeners of one
+                # NLB only (NLB guide, "Create a target group"), so the old listener must let go
+                # of it before the new NLB's listener takes it.
+                opts=self._opts(delete_before_replace=True),
             )
             target_groups[role] = target_group
             listeners.append(listener)

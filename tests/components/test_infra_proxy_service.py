@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pulumi
+import pulumi_aws as aws
 import pytest
 
 from components.proxy_service import (
@@ -20,7 +22,8 @@ from components.proxy_service import (
     dockerignore_excludes,
 )
 from node_bootstrap.proxy import standalone_proxy_config
-from tools.offline import OfflineRun
+from tests.conftest import stack_config
+from tools.offline import OfflineRun, run_offline
 
 LISTENER_PORTS = [9001, 9081, 22000]
 
@@ -426,3 +429,30 @@ def test_target_health_checks_time_out_before_the_next_check(
     for group in offline("pair").of_type("aws:lb/targetGroup:TargetGroup"):
         check = group.inputs["healthCheck"]
         assert (check["timeout"], check["interval"]) == (5, 10), group.name
+
+
+def test_listeners_free_their_target_groups_before_an_nlb_replacement_takes_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # internalNlb replaces the NLB and so its listeners (load_balancer_arn forces a new one).
+    # A target group may serve listeners of one NLB only ("the target group is not used by a
+    # listener for another load balancer", NLB guide, "Create a target group"): a new listener
+    # created before the old one is deleted is refused. The listeners go first.
+    options: dict[str, pulumi.ResourceOptions | None] = {}
+
+    class RecordedListener(aws.lb.Listener):
+        def __init__(
+            self,
+            resource_name: str,
+            *args: Any,
+            opts: pulumi.ResourceOptions | None = None,
+            **kw: Any,
+        ) -> None:
+            options[resource_name] = opts
+            super().__init__(resource_name, *args, opts=opts, **kw)
+
+    monkeypatch.setattr(aws.lb, "Listener", RecordedListener)
+    run_offline(stack_config("pair"))
+    assert len(options) == len(LISTENER_PORTS)
+    for name, opts in options.items():
+        assert opts is not None and opts.delete_before_replace is True, name
