@@ -199,20 +199,25 @@ class Settings:
         return 0 if self.non_production else 30
 
 
-def stack_name_prefix(stack: str) -> str:
-    """Prefix for AWS names unique per account and region; fits RDS identifiers (lowercase,
-    letters, digits and single hyphens, room left for suffixes).
+def stack_label(stack: str) -> str:
+    """The stack name as one lowercase DNS label / RDS identifier part: letters, digits and
+    single hyphens, at most 37 characters.
 
-    When the stack name had to be altered to fit (lowercased, characters replaced, cut), 6 hex
+    When the name had to be altered to fit (lowercased, characters replaced, cut at 30), 6 hex
     of its sha256 follow, so `Dev` and `dev`, or two long names sharing 30 characters, never
-    share the database identifier, ECR repository or KMS alias. At most 41 characters:
-    `<prefix>-tessera-replica` stays within RDS's 63.
+    share a name (database identifier, ECR repository, KMS alias).
     """
     label = re.sub(r"[^a-z0-9]+", "-", stack.lower()).strip("-")[:30].rstrip("-")
     if label == stack:
-        return f"qha-{label}"
+        return label
     digest = hashlib.sha256(stack.encode()).hexdigest()[:6]
-    return f"qha-{label or 'stack'}-{digest}"
+    return f"{label or 'stack'}-{digest}"
+
+
+def stack_name_prefix(stack: str) -> str:
+    """Prefix for AWS names unique per account and region, at most 41 characters:
+    `<prefix>-tessera-replica` stays within RDS's 63."""
+    return f"qha-{stack_label(stack)}"
 
 
 # Every key this program reads, with its parser. Unknown `quorum-ha:` keys are refused so a typo

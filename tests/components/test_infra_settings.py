@@ -19,6 +19,7 @@ from components.settings import (
     NewNetwork,
     StackReferenceNetwork,
     parse_settings,
+    stack_label,
 )
 
 GENESIS = json.dumps({"config": {"chainId": 10, "isQuorum": True}})
@@ -447,3 +448,9 @@ def test_a_proxy_image_outside_ecr_is_refused(uri: str) -> None:
 def test_a_proxy_image_in_ecr_is_accepted() -> None:
     uri = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/quorum-proxy:1.0"
     assert settings(proxyImageUri=uri).proxy_image_uri == uri
+
+
+@pytest.mark.parametrize("stack", [s for pair in COLLIDING_STACKS for s in pair] + ["Z" * 90])
+def test_the_stack_label_is_one_dns_label(stack: str) -> None:
+    # For the private zone name and IAM role paths too (components/setups.py).
+    assert re.match(r"^[a-z0-9](?!.*--)[a-z0-9-]{0,36}(?<!-)$", stack_label(stack)), stack
