@@ -33,7 +33,15 @@ _ECR_IMAGE = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr(-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?P<cn>\.cn)?"
     r"/(?P<repository>[a-z0-9._/-]+?)(:[\w.-]+|@sha256:[0-9a-f]{64})$"
 )
-PROXY_IMAGE_DIR = Path(__file__).resolve().parent.parent / "proxy_image"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROXY_IMAGE_DIR = PROJECT_DIR / "proxy_image"
+# What the Image resource is given: paths relative to the project directory, which is the
+# provider's working directory (pulumi: providers start with cmd.Dir = ctx.Pwd, the project
+# root when Pulumi.yaml has no `main`). Absolute paths differ between checkouts and
+# docker-build's Diff compares them raw (v0.0.22 image.go): a deploy from another checkout
+# would rebuild and push the same tag again to the immutable repository.
+PROXY_IMAGE_CONTEXT = PROXY_IMAGE_DIR.relative_to(PROJECT_DIR).as_posix()
+PROXY_IMAGE_DOCKERFILE = f"{PROXY_IMAGE_CONTEXT}/Dockerfile"
 CONTAINER = "proxy"
 LISTENERS = {
     "rpc": QUORUM_RPC_PORT,
@@ -176,8 +184,8 @@ class ProxyService(pulumi.ComponentResource):
         )
         image = docker_build.Image(
             f"{self._name}-image",
-            context=docker_build.BuildContextArgs(location=str(PROXY_IMAGE_DIR)),
-            dockerfile=docker_build.DockerfileArgs(location=str(PROXY_IMAGE_DIR / "Dockerfile")),
+            context=docker_build.BuildContextArgs(location=PROXY_IMAGE_CONTEXT),
+            dockerfile=docker_build.DockerfileArgs(location=PROXY_IMAGE_DOCKERFILE),
             # Tessera has no arm64 image, so the whole node is x86_64; so is the proxy.
             platforms=[docker_build.Platform.LINUX_AMD64],
             push=True,
@@ -232,6 +240,9 @@ class ProxyService(pulumi.ComponentResource):
                     path=f"/readyz/{PROXY_LISTENERS[role]}",
                     matcher="200",
                     interval=10,
+                    # Unset, it is 10 s for a TCP group (CreateTargetGroup: 2-120 s, default by
+                    # the group's protocol, not the check's): answer within half the interval.
+                    timeout=5,
                     healthy_threshold=2,
                     unhealthy_threshold=2,
                 ),
@@ -247,7 +258,10 @@ class ProxyService(pulumi.ComponentResource):
                         type="forward", target_group_arn=target_group.arn
                     )
                 ],
-                opts=self._opts(),
+                # Replaced with the NLB (internalNlb): a target group may serve listeners of one
+                # NLB only (NLB guide, "Create a target group"), so the old listener must let go
+                # of it before the new NLB's listener takes it.
+                opts=self._opts(delete_before_replace=True),
             )
             target_groups[role] = target_group
             listeners.append(listener)

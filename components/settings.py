@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import ipaddress
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -70,7 +72,19 @@ _AWS_ID = {
     "subnet": re.compile(r"^subnet-[0-9a-f]{8,17}$"),
 }
 _SHELL_UNSAFE = re.compile(r"[\"'$`\\\s]")
-_TAG_KEY = re.compile(r"^[\w .:/=+\-@]{1,128}$")
+# Tags reach every resource through the provider's default_tags: they follow the strictest
+# service's rule, RDS's (API Tag: `^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$`, no aws:/rds: prefix on keys or
+# values; the ECS, ECR, EC2... rules are looser). 50 tags per resource everywhere (RDS, ECS,
+# EC2 tagging guides); the program adds 3 default tags and up to 2 of a resource's own (Name,
+# quorum-ha/tier).
+_TAG_PUNCTUATION = frozenset("_.:/=+-@")
+_RESERVED_TAG_PREFIXES = ("aws:", "rds:")
+_TAG_TEXT = (
+    "characters: Unicode letters, digits, spaces and _ . : / = + - @, not starting with aws: "
+    "or rds:"
+)
+TAGS_PER_RESOURCE = 50
+MAX_USER_TAGS = TAGS_PER_RESOURCE - 5
 
 
 class ConfigError(ValueError):
@@ -168,10 +182,8 @@ class Settings:
 
     @property
     def name_prefix(self) -> str:
-        """Prefix for AWS names unique per account and region; fits RDS identifiers (lowercase,
-        letters, digits and single hyphens, room left for suffixes)."""
-        label = re.sub(r"[^a-z0-9]+", "-", self.stack.lower()).strip("-")[:30].rstrip("-")
-        return f"qha-{label or 'stack'}"
+        """Prefix for AWS names unique per account and region (`stack_name_prefix`)."""
+        return stack_name_prefix(self.stack)
 
     @property
     def non_production(self) -> bool:
@@ -184,6 +196,27 @@ class Settings:
         ForceDeleteWithoutRecovery), so a re-created throwaway stack can reuse their names;
         production keeps Secrets Manager's default 30-day window."""
         return 0 if self.non_production else 30
+
+
+def stack_label(stack: str) -> str:
+    """The stack name as one lowercase DNS label / RDS identifier part: letters, digits and
+    single hyphens, at most 37 characters.
+
+    When the name had to be altered to fit (lowercased, characters replaced, cut at 30), 6 hex
+    of its sha256 follow, so `Dev` and `dev`, or two long names sharing 30 characters, never
+    share a name (database identifier, ECR repository, KMS alias).
+    """
+    label = re.sub(r"[^a-z0-9]+", "-", stack.lower()).strip("-")[:30].rstrip("-")
+    if label == stack:
+        return label
+    digest = hashlib.sha256(stack.encode()).hexdigest()[:6]
+    return f"{label or 'stack'}-{digest}"
+
+
+def stack_name_prefix(stack: str) -> str:
+    """Prefix for AWS names unique per account and region, at most 41 characters:
+    `<prefix>-tessera-replica` stays within RDS's 63."""
+    return f"qha-{stack_label(stack)}"
 
 
 # Every key this program reads, with its parser. Unknown `quorum-ha:` keys are refused so a typo
@@ -503,14 +536,27 @@ def _tags(raw: _Raw) -> dict[str, str]:
         return {}
     if not isinstance(value, dict):
         raise ConfigError(key, value, "an object of string tag values")
+    if len(value) > MAX_USER_TAGS:
+        raise ConfigError(
+            key,
+            f"{len(value)} tags",
+            f"at most {MAX_USER_TAGS} tags (AWS allows 50 per resource; the program adds "
+            f"{TAGS_PER_RESOURCE - MAX_USER_TAGS} of its own)",
+        )
     for tag, tag_value in value.items():
-        if not _TAG_KEY.match(tag) or tag.lower().startswith("aws:"):
-            raise ConfigError(
-                f"{key}.{tag}", tag, "a tag key of 1-128 characters, not starting with aws:"
-            )
-        if not isinstance(tag_value, str) or len(tag_value) > 256:
-            raise ConfigError(f"{key}.{tag}", tag_value, "a string of at most 256 characters")
+        if not 1 <= len(tag) <= 128 or not _tag_text(tag):
+            raise ConfigError(f"{key}.{tag}", tag, f"a tag key of 1-128 {_TAG_TEXT}")
+        if not isinstance(tag_value, str) or len(tag_value) > 256 or not _tag_text(tag_value):
+            raise ConfigError(f"{key}.{tag}", tag_value, f"a tag value of 0-256 {_TAG_TEXT}")
     return dict(value)
+
+
+def _tag_text(text: str) -> bool:
+    """RDS's rule, the strictest of the tagged services (RDS API Tag; ECS and ECR allow the
+    same characters): Unicode letters, digits and spaces, `_.:/=+-@`, no aws:/rds: prefix."""
+    if text.lower().startswith(_RESERVED_TAG_PREFIXES):
+        return False
+    return all(unicodedata.category(c)[0] in "LZN" or c in _TAG_PUNCTUATION for c in text)
 
 
 def _existing_keys(raw: _Raw) -> ExistingKeys:

@@ -101,7 +101,10 @@ class SharedKeysArgs:
     name_prefix: str  # unique per account and region, e.g. qha-dev
     secret_prefix: str  # Secrets Manager path, e.g. quorum-ha/dev
     quorum_node_count: int
-    # Only roles under this IAM path may use the key to read secrets (the machines' roles).
+    # The machines' roles' IAM path, named in the key policy's decrypt statement. That statement
+    # limits nothing by itself: the policy's first statement lets the account root (so any IAM
+    # policy in the account) use the key without condition. What keeps other principals out is
+    # IAM: only the machines' role policies grant kms:Decrypt on this key.
     node_role_path: str
     # Log groups under this prefix may be encrypted with the key.
     log_group_prefix: str
@@ -190,7 +193,7 @@ class SharedKeys(pulumi.ComponentResource):
             "Statement": [
                 {
                     # Without this the key becomes unmanageable; IAM policies then decide who
-                    # in the account administers it.
+                    # in the account administers and uses it (the only limit on use).
                     "Sid": "AccountAdministers",
                     "Effect": "Allow",
                     "Principal": {"AWS": root},
@@ -198,6 +201,10 @@ class SharedKeys(pulumi.ComponentResource):
                     "Resource": "*",
                 },
                 {
+                    # Documents the intended use; a subset of AccountAdministers, so it grants
+                    # and restricts nothing (an Allow cannot narrow another Allow). Narrowing
+                    # AccountAdministers instead would first need the deployer's own use of the
+                    # key (it reads secrets back through Secrets Manager) allowed explicitly.
                     "Sid": "MachinesDecryptSecretsThroughSecretsManager",
                     "Effect": "Allow",
                     "Principal": {"AWS": root},

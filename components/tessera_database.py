@@ -10,6 +10,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from domain.stacks import is_non_production
+
 DB_NAME = "tessera"
 DB_PORT = 5432
 
@@ -50,6 +52,9 @@ class TesseraDatabaseArgs:
     # A standby for the replica too: promoted, it is the primary (changed in place, no replace).
     replica_multi_az: bool
     cross_region_replica: CrossRegionReplica | None = None
+    # A throwaway stack deletes the database without a final snapshot; None: decide from the
+    # running stack's name (domain/stacks.py), whatever its deletion protection says.
+    non_production: bool | None = None
 
 
 class TesseraDatabase(pulumi.ComponentResource):
@@ -66,6 +71,10 @@ class TesseraDatabase(pulumi.ComponentResource):
         self._name = name
         self._args = args
         self._family = f"postgres{args.engine_version.split('.')[0]}"
+        # A pinned minor (16.4) is the operator's: once RDS upgraded it automatically, the
+        # provider would plan a downgrade RDS refuses (hashicorp/terraform-provider-aws#39579).
+        # A bare major (16) lets RDS keep the newest minor.
+        self._auto_minor_version_upgrade = "." not in args.engine_version
         subnet_group = aws.rds.SubnetGroup(
             f"{name}-subnets",
             subnet_ids=args.subnet_ids,
@@ -108,6 +117,9 @@ class TesseraDatabase(pulumi.ComponentResource):
         args = self._args
         protect = args.deletion_protection
         identifier = f"{args.name_prefix}-tessera"
+        non_production = args.non_production
+        if non_production is None:
+            non_production = is_non_production(pulumi.get_stack())
         return aws.rds.Instance(
             f"{self._name}-primary",
             identifier=identifier,
@@ -129,12 +141,19 @@ class TesseraDatabase(pulumi.ComponentResource):
             publicly_accessible=False,
             backup_retention_period=args.backup_retention_days,
             copy_tags_to_snapshot=True,
-            auto_minor_version_upgrade=True,
+            auto_minor_version_upgrade=self._auto_minor_version_upgrade,
+            # ModifyDBInstance refuses a new major EngineVersion without it; the provider sends
+            # it only with an engine_version change (terraform-provider-aws, instance update).
+            allow_major_version_upgrade=True,
+            # In-place changes (instance class, pinned minor, major) restart or fail over the
+            # database: they wait for the maintenance window unless the operator applies them
+            # now (docs/runbooks.md, "Upgrading PostgreSQL").
+            apply_immediately=False,
             performance_insights_enabled=True,
             performance_insights_kms_key_id=args.kms_key_arn,
             deletion_protection=protect,
-            skip_final_snapshot=not protect,
-            final_snapshot_identifier=f"{identifier}-final" if protect else None,
+            skip_final_snapshot=non_production,
+            final_snapshot_identifier=None if non_production else f"{identifier}-final",
             opts=pulumi.ResourceOptions(parent=self, protect=protect, retain_on_delete=protect),
         )
 
@@ -154,7 +173,8 @@ class TesseraDatabase(pulumi.ComponentResource):
             "multi_az": args.replica_multi_az,
             # Kept so a promoted replica starts life with backups already on (PostgreSQL 14.1+).
             "backup_retention_period": args.backup_retention_days,
-            "auto_minor_version_upgrade": True,
+            "auto_minor_version_upgrade": self._auto_minor_version_upgrade,
+            "apply_immediately": False,
             "performance_insights_enabled": True,
             "deletion_protection": protect,
             "skip_final_snapshot": True,

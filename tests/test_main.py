@@ -218,7 +218,11 @@ def test_each_machine_reads_only_its_own_secrets(shaped_run: OfflineRun) -> None
             assert (tessera_only <= readable) is (role == "pair")
 
 
-def test_the_key_lets_only_this_stacks_machine_roles_decrypt(shaped_run: OfflineRun) -> None:
+def test_the_keys_decrypt_statement_names_only_this_stacks_machine_roles(
+    shaped_run: OfflineRun,
+) -> None:
+    # The statement documents intent: the key policy's AccountAdministers statement already
+    # delegates every kms action to IAM, so the machines' role policies are what limit use.
     ((key, policy),) = [
         (r, d) for r, d in policy_documents(shaped_run) if r.type == "aws:kms/key:Key"
     ]
@@ -233,6 +237,24 @@ def test_the_key_lets_only_this_stacks_machine_roles_decrypt(shaped_run: Offline
     assert machine_roles and all(str(r.state["arn"]).startswith(allowed) for r in machine_roles)
     proxy_roles = [r for r in roles if "-proxy-" in r.name]
     assert proxy_roles and not any(str(r.state["arn"]).startswith(allowed) for r in proxy_roles)
+
+
+def test_only_the_machines_role_policies_may_decrypt_with_the_key(shaped_run: OfflineRun) -> None:
+    # What actually limits use of the key: IAM. The key policy delegates to the account.
+    (key,) = shaped_run.of_type("aws:kms/key:Key")
+    roles = {r.id: r for r in shaped_run.of_type("aws:iam/role:Role")}
+    granted = set()
+    for resource, document in policy_documents(shaped_run):
+        if resource.type != "aws:iam/rolePolicy:RolePolicy":
+            continue
+        for statement in _statements(document):
+            decrypts = any(a in ("kms:Decrypt", "kms:*") for a in _listed(statement["Action"]))
+            if decrypts and key.state["arn"] in _listed(statement["Resource"]):
+                granted.add(roles[resource.inputs["role"]].name)
+    machine_roles = {
+        r.name for r in roles.values() if r.name.endswith("-role") and "-proxy-" not in r.name
+    }
+    assert granted and granted <= machine_roles, granted
 
 
 def test_every_aws_resource_uses_the_tagged_provider(shaped_run: OfflineRun) -> None:

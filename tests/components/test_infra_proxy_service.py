@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pulumi
+import pulumi_aws as aws
 import pytest
 
 from components.proxy_service import (
@@ -20,7 +22,8 @@ from components.proxy_service import (
     dockerignore_excludes,
 )
 from node_bootstrap.proxy import standalone_proxy_config
-from tools.offline import OfflineRun
+from tests.conftest import stack_config
+from tools.offline import OfflineRun, run_offline
 
 LISTENER_PORTS = [9001, 9081, 22000]
 
@@ -108,7 +111,7 @@ def test_image_is_built_for_x86_pushed_and_skipped_on_preview(
     assert image.inputs["push"] is True
     assert image.inputs["buildOnPreview"] is False
     assert image.inputs["platforms"] == ["linux/amd64"]
-    assert image.inputs["context"]["location"].endswith("proxy_image")
+    assert Path(image.inputs["context"]["location"]).name == "proxy_image"
     (repository,) = run.of_type("aws:ecr/repository:Repository")
     assert image.inputs["tags"] == [f"{repository.state['repositoryUrl']}:{context_tag()}"]
     (registry,) = image.inputs["registries"]
@@ -397,3 +400,59 @@ def test_a_dockerfile_specific_ignore_file_wins_as_docker_build_reads_it(tmp_pat
         "Dockerfile.dockerignore",
         "notes.txt",
     ]
+
+
+def test_image_build_paths_are_relative_to_the_project_so_any_checkout_agrees(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    # pulumi-docker-build v0.0.22 Image.Diff compares context.location and dockerfile raw: an
+    # absolute path differs between checkouts (CI vs a laptop), which rebuilds and pushes the
+    # same content tag again to the immutable repository (ImageTagAlreadyExistsException).
+    # Relative paths resolve against the provider's working directory, the project directory
+    # (pulumi sdk/go/common/resource/plugin: providers start with cmd.Dir = ctx.Pwd).
+    (image,) = offline("pair").of_type("docker-build:index:Image")
+    context = image.inputs["context"]["location"]
+    dockerfile = image.inputs["dockerfile"]["location"]
+    assert (context, dockerfile) == ("proxy_image", "proxy_image/Dockerfile")
+    project = Path(__file__).resolve().parents[2]
+    assert (project / "Pulumi.yaml").is_file()
+    assert (project / context).resolve() == PROXY_IMAGE_DIR
+    assert (project / dockerfile).is_file()
+
+
+def test_target_health_checks_time_out_before_the_next_check(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    # Left unset, the timeout is 10 s for a TCP target group even with an HTTP check
+    # (CreateTargetGroup HealthCheckTimeoutSeconds: 2-120, default by the group's protocol);
+    # it must not exceed the 10 s interval.
+    for group in offline("pair").of_type("aws:lb/targetGroup:TargetGroup"):
+        check = group.inputs["healthCheck"]
+        assert (check["timeout"], check["interval"]) == (5, 10), group.name
+
+
+def test_listeners_free_their_target_groups_before_an_nlb_replacement_takes_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # internalNlb replaces the NLB and so its listeners (load_balancer_arn forces a new one).
+    # A target group may serve listeners of one NLB only ("the target group is not used by a
+    # listener for another load balancer", NLB guide, "Create a target group"): a new listener
+    # created before the old one is deleted is refused. The listeners go first.
+    options: dict[str, pulumi.ResourceOptions | None] = {}
+
+    class RecordedListener(aws.lb.Listener):
+        def __init__(
+            self,
+            resource_name: str,
+            *args: Any,
+            opts: pulumi.ResourceOptions | None = None,
+            **kw: Any,
+        ) -> None:
+            options[resource_name] = opts
+            super().__init__(resource_name, *args, opts=opts, **kw)
+
+    monkeypatch.setattr(aws.lb, "Listener", RecordedListener)
+    run_offline(stack_config("pair"))
+    assert len(options) == len(LISTENER_PORTS)
+    for name, opts in options.items():
+        assert opts is not None and opts.delete_before_replace is True, name

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,6 +19,7 @@ from components.settings import (
     NewNetwork,
     StackReferenceNetwork,
     parse_settings,
+    stack_label,
 )
 
 GENESIS = json.dumps({"config": {"chainId": 10, "isQuorum": True}})
@@ -286,13 +290,104 @@ def test_unknown_keys_are_refused_as_typos() -> None:
     ("stack", "prefix"),
     [
         ("dev", "qha-dev"),
-        ("Prod_EU.1", "qha-prod-eu-1"),
-        ("a--b", "qha-a-b"),
-        ("x" * 90, "qha-" + "x" * 30),
+        ("dev-alice", "qha-dev-alice"),
+        ("prod", "qha-prod"),
+        # Altered labels carry 6 hex of sha256(stack name) so distinct stacks stay distinct.
+        ("Prod_EU.1", "qha-prod-eu-1-" + hashlib.sha256(b"Prod_EU.1").hexdigest()[:6]),
+        ("a--b", "qha-a-b-" + hashlib.sha256(b"a--b").hexdigest()[:6]),
+        ("x" * 90, "qha-" + "x" * 30 + "-" + hashlib.sha256(b"x" * 90).hexdigest()[:6]),
     ],
 )
 def test_name_prefix_is_a_valid_rds_identifier_start(stack: str, prefix: str) -> None:
     assert settings(stack=stack).name_prefix == prefix
+
+
+# RDS DB instance identifier: 1-63 letters, digits or hyphens, a letter first, no two
+# consecutive hyphens, no hyphen last (CreateDBInstance DBInstanceIdentifier).
+_RDS_IDENTIFIER = re.compile(r"^[a-z](?!.*--)[a-z0-9-]{0,62}(?<!-)$")
+COLLIDING_STACKS = (
+    ("dev-alice-feature-branch-number-one-xyz", "dev-alice-feature-branch-number-one-abc"),
+    ("Dev", "dev"),
+    ("prod_eu", "prod-eu"),
+    ("prod.eu", "prod_eu"),
+    ("x" * 31, "x" * 32),
+    ("a--b", "a-b"),
+)
+
+
+@pytest.mark.parametrize(("first", "second"), COLLIDING_STACKS)
+def test_stacks_whose_labels_collide_get_distinct_name_prefixes(first: str, second: str) -> None:
+    # Equal prefixes would make the second stack fail on DBInstanceAlreadyExists, the ECR
+    # repository name and the KMS alias.
+    assert settings(stack=first).name_prefix != settings(stack=second).name_prefix
+
+
+@pytest.mark.parametrize("stack", [s for pair in COLLIDING_STACKS for s in pair] + ["Z" * 90])
+def test_every_name_derived_from_the_prefix_fits_its_aws_limit(stack: str) -> None:
+    prefix = settings(stack=stack).name_prefix
+    # The longest RDS identifier: the replica's (tessera_database.py).
+    assert _RDS_IDENTIFIER.match(f"{prefix}-tessera-replica"), prefix
+    assert len(f"{prefix}-tessera-final") <= 255  # final DB snapshot identifier
+    assert len(f"alias/{prefix}") <= 256  # KMS alias
+    assert len(f"{prefix}/quorum-proxy") <= 256  # ECR repository name
+    assert len(f"{prefix}-proxy") <= 255  # ECS task definition family
+
+
+@dataclass(frozen=True)
+class BadTag:
+    label: str
+    tags: dict[str, Any]
+    shown: str  # the value the refusal must echo
+
+
+BAD_TAGS = (
+    BadTag("ampersand in value", {"team": "a&b"}, "'a&b'"),
+    BadTag("comma in value", {"a": "b,c"}, "'b,c'"),
+    BadTag("rds: key prefix", {"rds:owner": "x"}, "'rds:owner'"),
+    BadTag("aws: key prefix", {"aws:owner": "x"}, "'aws:owner'"),
+    BadTag("AWS: key prefix any case", {"AWS:owner": "x"}, "'AWS:owner'"),
+    BadTag("aws: value prefix", {"owner": "aws:x"}, "'aws:x'"),
+    BadTag("rds: value prefix", {"owner": "rds:x"}, "'rds:x'"),
+    BadTag("ampersand in key", {"a&b": "x"}, "'a&b'"),
+    BadTag("hash in key", {"cost#centre": "x"}, "'cost#centre'"),
+    BadTag("empty key", {"": "x"}, "''"),
+    BadTag("key too long", {"k" * 129: "x"}, "'kkk"),
+    BadTag("value too long", {"k": "v" * 257}, "'vvv"),
+    BadTag("value not a string", {"k": 3}, "3"),
+    BadTag("newline in value", {"k": "a\nb"}, "'a\\nb'"),
+)
+
+
+@pytest.mark.parametrize("bad", BAD_TAGS, ids=lambda b: b.label)
+def test_tags_rds_or_ecs_would_refuse_are_refused_as_config(bad: BadTag) -> None:
+    # The tags reach every resource through default_tags: RDS (API Tag) and ECS (TagResource)
+    # refuse these, so `up` would fail midway.
+    with pytest.raises(ConfigError) as refused:
+        settings(tags=bad.tags)
+    message = str(refused.value)
+    assert message.startswith("quorum-ha:tags."), message
+    assert bad.shown in message and "\n" not in message
+    assert "allowed: " in message
+
+
+def test_too_many_tags_are_refused() -> None:
+    # 50 tags per resource (RDS, ECS, EC2...); the program adds its own to the user's.
+    with pytest.raises(ConfigError, match=r"^quorum-ha:tags: .* at most \d+ tags"):
+        settings(tags={f"k{i}": "v" for i in range(50)})
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {"team": "payments", "cost-centre": "CC 1234"},
+        {"owner": "alice@example.com", "path": "a/b=c+d:e_f.g"},
+        {"équipe": "Zürich", "empty": ""},
+        {"k" * 128: "v" * 256},
+        {"my-aws:thing": "not-a-prefix-aws:"},
+    ],
+)
+def test_tags_every_service_accepts_are_kept(tags: dict[str, str]) -> None:
+    assert dict(settings(tags=tags).tags) == tags
 
 
 def test_template_defaults_are_values_the_program_accepts() -> None:
@@ -353,3 +448,9 @@ def test_a_proxy_image_outside_ecr_is_refused(uri: str) -> None:
 def test_a_proxy_image_in_ecr_is_accepted() -> None:
     uri = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/quorum-proxy:1.0"
     assert settings(proxyImageUri=uri).proxy_image_uri == uri
+
+
+@pytest.mark.parametrize("stack", [s for pair in COLLIDING_STACKS for s in pair] + ["Z" * 90])
+def test_the_stack_label_is_one_dns_label(stack: str) -> None:
+    # For the private zone name and IAM role paths too (components/setups.py).
+    assert re.match(r"^[a-z0-9](?!.*--)[a-z0-9-]{0,36}(?<!-)$", stack_label(stack)), stack

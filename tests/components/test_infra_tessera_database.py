@@ -194,3 +194,65 @@ def test_adding_a_dr_replica_later_keeps_every_stateful_resource(
     dr_only = [r for r in after.resources if r.urn not in known and r.type in REPLACE_ON_CHANGE]
     assert "aws:ec2/vpc:Vpc" in {r.type for r in dr_only}
     assert all(r.inputs.get("region") == "us-west-2" for r in dr_only), dr_only
+
+
+# --- final snapshot, engine upgrades ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("stack", "extra", "final_snapshot"),
+    [
+        ("dev", {}, False),
+        # The final snapshot follows the one non-production rule (domain/stacks.py), not the
+        # deletion protection a production stack may have turned off.
+        ("dev", {"deletionProtection": True}, False),
+        ("staging", {"deletionProtection": None}, True),
+        ("staging", {"deletionProtection": False}, True),
+        ("prod", {"deletionProtection": False}, True),
+    ],
+)
+def test_only_non_production_stacks_delete_the_database_without_a_final_snapshot(
+    offline: Callable[..., OfflineRun], stack: str, extra: dict[str, Any], final_snapshot: bool
+) -> None:
+    primary, replica = split(offline("pair", stack=stack, **extra))
+    assert primary.inputs["skipFinalSnapshot"] is not final_snapshot
+    if final_snapshot:
+        assert primary.inputs["finalSnapshotIdentifier"] == f"{primary.inputs['identifier']}-final"
+    else:
+        assert "finalSnapshotIdentifier" not in primary.inputs
+    # DeleteDBInstance SkipFinalSnapshot: true when deleting a read replica.
+    assert replica.inputs["skipFinalSnapshot"] is True
+
+
+def test_a_major_version_change_is_allowed_and_keeps_both_databases(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    # ModifyDBInstance refuses a major EngineVersion without AllowMajorVersionUpgrade; RDS
+    # upgrades the in-Region replica with its primary, so the replica names no version.
+    before = offline("pair", dbEngineVersion="16")
+    after = offline("pair", dbEngineVersion="17")
+    primary, replica = split(after)
+    assert primary.inputs["allowMajorVersionUpgrade"] is True
+    assert "engineVersion" not in replica.inputs
+    kept = {r.urn: r for r in after.of_type("aws:rds/instance:Instance")}
+    for database in before.of_type("aws:rds/instance:Instance"):
+        assert replace_inputs(database) == replace_inputs(kept[database.urn]), database.name
+    # Only the parameter group changes family (a replacement, create-before-delete).
+    (old_group,) = before.of_type("aws:rds/parameterGroup:ParameterGroup")
+    (new_group,) = after.of_type("aws:rds/parameterGroup:ParameterGroup")
+    assert (old_group.inputs["family"], new_group.inputs["family"]) == ("postgres16", "postgres17")
+
+
+def test_changes_wait_for_the_maintenance_window(offline: Callable[..., OfflineRun]) -> None:
+    # An instance class change or a pinned minor upgrade restarts or fails over the database:
+    # when is the operator's call (docs/runbooks.md "Upgrading PostgreSQL" says how to apply now).
+    for database in split(offline("pair")):
+        assert database.inputs.get("applyImmediately", False) is False
+
+
+@pytest.mark.parametrize(("version", "auto_minor"), [("16", True), ("17", True), ("16.4", False)])
+def test_a_pinned_minor_version_turns_automatic_minor_upgrades_off(
+    offline: Callable[..., OfflineRun], version: str, auto_minor: bool
+) -> None:
+    # After RDS upgraded a pinned minor and state was refreshed, the provider would plan a
+    # downgrade RDS refuses (hashicorp/terraform-provider-aws#39579).
+    for database in split(offline("pair", dbEngineVersion=version)):
+        assert database.inputs["autoMinorVersionUpgrade"] is auto_minor, database.name
