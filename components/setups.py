@@ -12,7 +12,6 @@ In all three the standalone proxy (ECS behind the NLB) fronts RPC 22000, third-p
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,13 @@ from components.network import (
 )
 from components.nodes import DATA_DEVICE, MachineSpec, Nodes, NodesArgs
 from components.proxy_service import ProxyService, ProxyServiceArgs
-from components.settings import ExistingNetwork, NewNetwork, Settings, StackReferenceNetwork
+from components.settings import (
+    ExistingNetwork,
+    NewNetwork,
+    Settings,
+    StackReferenceNetwork,
+    stack_label,
+)
 from components.shared_keys import SharedKeys, SharedKeysArgs, readable_secret_arns
 from components.tessera_database import (
     CrossRegionReplica,
@@ -57,12 +62,6 @@ class MachineGroup:
     instance_type: str
 
 
-def dns_label(value: str) -> str:
-    """A stack name made safe for a DNS label."""
-    label = re.sub(r"[^a-z0-9-]+", "-", value.lower()).strip("-")
-    return label[:40] or "stack"
-
-
 def enode_url(public_key: str, host: str) -> str:
     # discport=0: the HA nodes know each other statically; discovery is not how they meet.
     return f"enode://{public_key}@{host}:{QUORUM_P2P_PORT}?discport=0"
@@ -87,10 +86,11 @@ class ClientNode(pulumi.ComponentResource):
         self._name = name
         self._settings = settings
         stack = settings.stack
-        self.zone_name = f"{dns_label(stack)}.quorum-ha.internal"
+        label = stack_label(stack)  # distinct per stack, even for names that fold alike
+        self.zone_name = f"{label}.quorum-ha.internal"
         self.log_prefix = f"/quorum-ha/{stack}/"
-        self.node_role_path = f"/quorum-ha/{dns_label(stack)}/nodes/"
-        self.proxy_role_path = f"/quorum-ha/{dns_label(stack)}/proxy/"
+        self.node_role_path = f"/quorum-ha/{label}/nodes/"
+        self.proxy_role_path = f"/quorum-ha/{label}/proxy/"
         self.provider = self._create_provider()
         self.groups = self.machine_groups()
         self.dns_names = {
@@ -252,6 +252,7 @@ class ClientNode(pulumi.ComponentResource):
                 engine_version=settings.db_engine_version,
                 backup_retention_days=settings.db_backup_retention_days,
                 deletion_protection=settings.deletion_protection,
+                non_production=settings.non_production,
                 replica_multi_az=settings.replica_multi_az,
                 cross_region_replica=self._create_replica_placement(),
             ),

@@ -10,8 +10,6 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from domain.stacks import is_non_production
-
 DB_NAME = "tessera"
 DB_PORT = 5432
 
@@ -51,10 +49,10 @@ class TesseraDatabaseArgs:
     deletion_protection: bool
     # A standby for the replica too: promoted, it is the primary (changed in place, no replace).
     replica_multi_az: bool
+    # A throwaway stack (domain/stacks.py) deletes the database without a final snapshot,
+    # whatever its deletion protection says.
+    non_production: bool
     cross_region_replica: CrossRegionReplica | None = None
-    # A throwaway stack deletes the database without a final snapshot; None: decide from the
-    # running stack's name (domain/stacks.py), whatever its deletion protection says.
-    non_production: bool | None = None
 
 
 class TesseraDatabase(pulumi.ComponentResource):
@@ -118,8 +116,6 @@ class TesseraDatabase(pulumi.ComponentResource):
         protect = args.deletion_protection
         identifier = f"{args.name_prefix}-tessera"
         non_production = args.non_production
-        if non_production is None:
-            non_production = is_non_production(pulumi.get_stack())
         return aws.rds.Instance(
             f"{self._name}-primary",
             identifier=identifier,

@@ -290,6 +290,7 @@ NAME_RULES: dict[str, tuple[NameRule, ...]] = {
     "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup": (),
     "aws:ec2/eip:Eip": (),
     "aws:ec2/instance:Instance": (),
+    "aws:ec2/networkInterface:NetworkInterface": (),
     "aws:ec2/internetGateway:InternetGateway": (),
     "aws:ec2/natGateway:NatGateway": (),
     "aws:ec2/route:Route": (),
@@ -622,6 +623,17 @@ _TAGS = Constraint(
     _tags,
 )
 
+# A multi-Region primary key and its replicas are scheduled for deletion alike.
+_KMS_KEY_CONSTRAINTS = (
+    Constraint(
+        "kms-deletion-window",
+        "pending deletion window 7-30 days",
+        _api("kms/latest/APIReference/API_ScheduleKeyDeletion.html"),
+        _kms_window,
+    ),
+    _TAGS,
+)
+
 CONSTRAINTS: dict[str, tuple[Constraint, ...]] = {
     "aws:ecs/taskDefinition:TaskDefinition": (
         Constraint(
@@ -698,24 +710,9 @@ CONSTRAINTS: dict[str, tuple[Constraint, ...]] = {
         ),
         _TAGS,
     ),
-    "aws:kms/key:Key": (
-        Constraint(
-            "kms-deletion-window",
-            "pending deletion window 7-30 days",
-            _api("kms/latest/APIReference/API_ScheduleKeyDeletion.html"),
-            _kms_window,
-        ),
-        _TAGS,
-    ),
-    "aws:kms/replicaKey:ReplicaKey": (
-        Constraint(
-            "kms-deletion-window",
-            "pending deletion window 7-30 days",
-            _api("kms/latest/APIReference/API_ScheduleKeyDeletion.html"),
-            _kms_window,
-        ),
-        _TAGS,
-    ),
+    "aws:ec2/networkInterface:NetworkInterface": (_TAGS,),
+    "aws:kms/key:Key": _KMS_KEY_CONSTRAINTS,
+    "aws:kms/replicaKey:ReplicaKey": _KMS_KEY_CONSTRAINTS,
     "aws:secretsmanager/secret:Secret": (
         Constraint(
             "secret-recovery-window",
@@ -920,6 +917,12 @@ REPLACE_ON_CHANGES: dict[str, Replacement | None] = {
     ),
     "aws:ecr/repository:Repository": Replacement(
         ("encryptionConfigurations", "name"), _TF + "ecr/repository.go"
+    ),
+    # A Quorum machine's kept interface: its IP is the host of the exported haEnodes.
+    # privateIps / privateIpList: customdiff.ForceNewIf when the primary IP changes.
+    "aws:ec2/networkInterface:NetworkInterface": Replacement(
+        ("interfaceType", "privateIpList", "privateIps", "subnetId"),
+        _TF + "ec2/vpc_network_interface.go",
     ),
     "aws:route53/zone:Zone": Replacement(
         ("delegationSetId", "name"), _TF + "route53/zone.go", regional=False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -244,3 +245,18 @@ def test_each_quorum_machine_reads_its_own_node_key(shaped_run: OfflineRun) -> N
         env = boot_env(instance)
         if env["ROLE"] in ("pair", "quorum"):
             assert env["QUORUM_NODE_KEY_SECRET_ARN"] == node_keys[int(env["NODE_INDEX"])]
+
+
+def test_stacks_whose_names_fold_alike_get_distinct_zones_and_role_paths(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    # Two stacks in one VPC (network: existing) may not share a private zone name, nor an IAM
+    # path that the key's and secrets' path conditions would admit both stacks' roles under.
+    seen: dict[tuple[str, ...], str] = {}
+    for stack in ("dev", "Dev", "prod_eu", "prod-eu"):
+        run = offline("pair", stack=stack)
+        (zone,) = run.of_type("aws:route53/zone:Zone")
+        paths = sorted({r.inputs["path"] for r in run.of_type("aws:iam/role:Role")})
+        key = (zone.inputs["name"], *paths)
+        assert key not in seen, f"{stack} and {seen.get(key)} share {key}"
+        seen[key] = stack

@@ -46,8 +46,16 @@ CHANGES = (
         "pair-to-full",
         _shape("pair", 2, 2),
         _shape("full", 2, 2),
-        # The pair machines go, with their chain-data volumes; quorum-N/tessera-N are new.
-        frozenset({"quorum-ha-pair-0-data", "quorum-ha-pair-1-data"}),
+        # The pair machines go, with their chain-data volumes and kept interfaces (so the
+        # haEnodes hosts change); quorum-N/tessera-N are new.
+        frozenset(
+            {
+                "quorum-ha-pair-0-data",
+                "quorum-ha-pair-1-data",
+                "quorum-ha-pair-0-eni",
+                "quorum-ha-pair-1-eni",
+            }
+        ),
     ),
     Change("one-more-quorum-pair", _shape("pair", 2, 2), _shape("pair", 3, 3)),
     Change("one-more-quorum-full", _shape("full", 2, 2), _shape("full", 3, 2)),
