@@ -158,6 +158,11 @@ class Metrics:
             "TCP stream connections, by listener and result.",
             ("listener", "result"),
         )
+        self.dns_lookup_failures = Counter(
+            "quorum_proxy_dns_lookup_failures_total",
+            "Failed lookups of a server's name (no_such_name, error); its last address is kept.",
+            ("upstream", "server", "reason"),
+        )
         self.bad_requests = Counter(
             "quorum_proxy_rejected_requests_total",
             "Requests refused before routing (malformed, limits, timeouts).",
@@ -182,6 +187,7 @@ class Metrics:
             self.upstream_failures,
             self.mirror,
             self.tcp_connections,
+            self.dns_lookup_failures,
             self.bad_requests,
             self.open_connections,
             self.upstream_healthy,

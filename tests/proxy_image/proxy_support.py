@@ -177,7 +177,9 @@ class _UpstreamProtocol(asyncio.Protocol):
             t.write(("\r\n".join(head) + "\r\n\r\n").encode() + body[: len(body) // 2])
         else:
             head.append(f"Content-Length: {len(body)}")
-            t.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+            # a HEAD answer announces the body GET would get, and sends none (RFC 9110 9.3.2)
+            payload = b"" if seen.method == "HEAD" else body
+            t.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
 
 
 class UpstreamServer:
@@ -245,6 +247,7 @@ class Proxy:
                 m.mirror,
                 m.tcp_connections,
                 m.bad_requests,
+                m.dns_lookup_failures,
             ):
                 if family.name == name:
                     key = tuple(labels[k] for k in family.labels)
