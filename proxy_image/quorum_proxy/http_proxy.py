@@ -39,6 +39,8 @@ HOP_BY_HOP = frozenset(
 # request headers the proxy acts on or rewrites (all others pass, unless hop-by-hop)
 _LOOKED_AT = HOP_BY_HOP | {b"x-forwarded-for", b"content-length", b"host"}
 NON_IDEMPOTENT = frozenset({b"POST", b"LOCK", b"PATCH"})
+# a 404 body kept in case every other server fails too; past it the body is dropped, the
+# connection closed and the next server asked (nginx retries any 404 and keeps none)
 MAX_BUFFERED_404 = 65536
 STREAM_BUFFER_HIGH = 65536
 # client-side reasons to stop reading
@@ -52,6 +54,13 @@ _READ_404 = 2
 _NONE_TRIED: list[Server] = []
 # idle client connections between requests (nginx keepalive_timeout)
 KEEPALIVE_TIMEOUT = 75.0
+# after a 413, what the client still sends is read and dropped so that it reads the answer
+# instead of a reset (nginx lingering_close; lingering_time 30s, lingering_timeout 5s:
+# https://nginx.org/en/docs/http/ngx_http_core_module.html#lingering_time); nginx has no byte
+# bound, this proxy stops reading at LINGERING_BYTES
+LINGERING_TIME = 30.0
+LINGERING_TIMEOUT = 5.0
+LINGERING_BYTES = 64 << 20
 
 REASONS = {
     400: b"Bad Request",
@@ -274,6 +283,8 @@ class HttpClientProtocol(asyncio.Protocol):
         self.resp_close_delimited = False
         self.resp_no_body = False
         self.hold_body: list[bytes] | None = None
+        self.hold_size = 0
+        self.hold_dropped = False
         self.streaming = False
         self._may_hold_404 = False
         self.head_start = 0.0
@@ -285,6 +296,10 @@ class HttpClientProtocol(asyncio.Protocol):
         self.fast_stage = 0
         # checked by the runtime's sweeper: cheaper than a timer per request
         self.fast_deadline = 0.0
+        # lingering close after a 413: until when (0: not lingering), last read, bytes read
+        self.linger_until = 0.0
+        self.linger_last = 0.0
+        self.linger_bytes = 0
 
     # connection events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -336,6 +351,8 @@ class HttpClientProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
+            if self.linger_until:
+                self._linger_read(len(data))
             return
         # one clock read for the parser callbacks this data triggers
         self.now = self.loop.time()
@@ -397,10 +414,42 @@ class HttpClientProtocol(asyncio.Protocol):
         self.batch.flush()
         self.transport.write(simple_response(status, body.encode()))
         self.closed = True
-        self.transport.close()
+        if status == 413:
+            # the client may still be sending its body (nginx keeps lingering for 413 only)
+            self._linger()
+        else:
+            self.transport.close()
+
+    def _linger(self) -> None:
+        """Half-close after the answer, then read and drop the rest, bounded (see LINGERING_*)."""
+        transport = self.transport
+        assert transport is not None
+        now = self.loop.time()
+        self.linger_until = now + LINGERING_TIME
+        self.linger_last = now
+        if transport.can_write_eof():
+            transport.write_eof()  # sent once the 413 is written, as nginx's shutdown(SHUT_WR)
+        if self.paused:
+            self.paused = 0
+            transport.resume_reading()
+
+    def _linger_read(self, size: int) -> None:
+        self.linger_bytes += size
+        self.linger_last = self.loop.time()
+        if self.linger_bytes > LINGERING_BYTES:
+            self._linger_end()
+
+    def _linger_end(self) -> None:
+        self.linger_until = 0.0
+        if self.transport is not None:
+            self.transport.close()
 
     def check_timeouts(self, now: float) -> None:
         """Called by the sweeper: slow header senders and idle keep-alives are cut off."""
+        if self.linger_until:
+            if now >= self.linger_until or now - self.linger_last >= LINGERING_TIMEOUT:
+                self._linger_end()
+            return
         if self.fast_req is not None and now >= self.fast_deadline:
             self._fast_timeout()
         since = self.waiting_since
@@ -461,7 +510,7 @@ class HttpClientProtocol(asyncio.Protocol):
         req.method = parser.get_method()
         # the headers the proxy acts on; on_header kept the ones it passes on
         xff = b""
-        has_host = False
+        hosts = 0
         named: set[bytes] | None = None
         connection_header = False
         for lname, value in req.looked:
@@ -477,7 +526,7 @@ class HttpClientProtocol(asyncio.Protocol):
             elif lname == b"x-forwarded-for":
                 xff = value + b", "
             elif lname == b"host":
-                has_host = True
+                hosts += 1
             elif lname == b"connection":
                 # headers the client names in Connection are hop-by-hop too (RFC 9110 7.6.1)
                 named = {t.strip().lower() for t in value.split(b",")}
@@ -490,16 +539,15 @@ class HttpClientProtocol(asyncio.Protocol):
         req.keep_alive = parser.should_keep_alive() and (
             not connection_header or parser.get_http_version() == "1.1"
         )
-        route = req.route = self.listener.match(req.url.split(b"?", 1)[0])
         kept = _drop_named(req.kept, named) if named else req.kept
+        if hosts != 1 or req.url[:1] != b"/":
+            kept, hosts = self._check_target(req, kept, hosts)
+        route = req.route = self.listener.match(req.url.split(b"?", 1)[0])
         lines = [req.method, b" ", req.url, b" HTTP/1.1\r\n", *kept]
-        if not has_host and route is not None:
+        if not hosts and route is not None:
             # as nginx's default $proxy_host: the upstream's name
             lines.append(route.host_line)
-        if xff:
-            lines += (b"X-Forwarded-For: ", xff, self.peer, b"\r\n")
-        else:
-            lines.append(self.xff_line)
+        lines += (b"X-Forwarded-For: ", xff, self.peer, b"\r\n") if xff else (self.xff_line,)
         req.head_prefix = b"".join(lines)
         if route is not None:
             req.buffered = route.buffer_all or (
@@ -514,6 +562,29 @@ class HttpClientProtocol(asyncio.Protocol):
         else:
             self.queue.append(req)
             self._pause(PAUSE_PIPELINE)
+
+    def _check_target(
+        self, req: Request, kept: list[bytes], hosts: int
+    ) -> tuple[list[bytes], int]:
+        """Host rules, and an absolute-form target (GET http://host/path) made origin-form.
+
+        HTTP/1.1 needs exactly one Host; a second one is a smuggling risk (RFC 9112 3.2; nginx:
+        "client sent duplicate host header", "client sent HTTP/1.1 request without Host").
+        An absolute-form target is routed and sent on by its path, as nginx does, with the
+        target's host as Host (RFC 9112 3.2.2: a proxy replaces the received Host with it).
+        """
+        if hosts != 1 and (hosts or self.parser.get_http_version() == "1.1"):
+            raise _RejectError(400)
+        scheme, sep, rest = req.url.partition(b"://")
+        if not sep or scheme.lower() not in (b"http", b"https"):
+            return kept, hosts
+        cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+        authority = rest[:cut].rpartition(b"@")[2]
+        if not authority:
+            raise _RejectError(400)
+        path = rest[cut:]
+        req.url = path if path[:1] == b"/" else b"/" + path
+        return [*_drop_named(kept, {b"host"}), b"Host", b": ", authority, b"\r\n"], 1
 
     def on_body(self, data: bytes) -> None:
         req = self.cur
@@ -721,8 +792,7 @@ class HttpClientProtocol(asyncio.Protocol):
         self.conn = None
         if self.hold_body is not None:
             outcome = _Outcome()
-            outcome.held = self._take_held()
-            outcome.held_server = server.name
+            self._hold(outcome, server)
             self._fast_retry(req, server, outcome, "http_404")
             return
         keep = req.keep_alive and req.complete and not self.resp_close_delimited
@@ -808,8 +878,7 @@ class HttpClientProtocol(asyncio.Protocol):
             except _AttemptFailedError as e:
                 outcome.failure = e.reason
                 if e.reason == "http_404":
-                    outcome.held = self._take_held()
-                    outcome.held_server = server.name
+                    self._hold(outcome, server)
                 else:
                     server.record_failure(e.reason)
                 if (e.sent and not req.retryable) or e.reason not in retry_on or not more:
@@ -910,17 +979,29 @@ class HttpClientProtocol(asyncio.Protocol):
         conn.write(data)
         self._resume(PAUSE_WAIT)
 
-    def _take_held(self) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
+    def _take_held(self) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes] | None:
+        """The 404 read whole; None when it was too big to keep."""
         assert self.hold_body is not None
         held = (self.resp_status, self.resp_reason, self.resp_headers, b"".join(self.hold_body))
         self.hold_body = None
-        return held
+        return None if self.hold_dropped else held
+
+    def _hold(self, outcome: _Outcome, server: Server) -> None:
+        """Keep the 404 just read as the answer should every other server fail."""
+        held = self._take_held()
+        if held is not None:
+            outcome.held = held
+            outcome.held_server = server.name
 
     def _send_held(self, req: Request, outcome: _Outcome) -> None:
         assert outcome.held is not None
         status, reason, headers, body = outcome.held
         keep = req.keep_alive and req.complete
-        self._write(self._client_head(status, reason, headers, len(body), keep) + body)
+        length: int | None = len(body)
+        if req.method == b"HEAD":
+            length = _passed_head(status, reason, headers)[1]  # what GET would carry
+        self.resp_chunked = False
+        self._write(self._client_head(status, reason, headers, length, keep) + body)
         self._finish(req, status, outcome.held_server, keep, outcome.retries)
 
     def _send_failure(self, req: Request, route: RouteState, outcome: _Outcome) -> None:
@@ -989,14 +1070,19 @@ class HttpClientProtocol(asyncio.Protocol):
             self.listener.head_cache = (status, reason, headers, passed, length, chunked)
         self.resp_no_body = no_body
         self.resp_close_delimited = not no_body and length is None and not chunked
-        if status == 404 and self._may_hold_404 and (length or 0) <= MAX_BUFFERED_404:
+        hold = status == 404 and self._may_hold_404
+        if hold:
             self.hold_body = []
+            self.hold_size = 0
+            self.hold_dropped = False
         else:
             self.streaming = True
             keep = req.keep_alive and not self.resp_close_delimited
             self.resp_chunked = not no_body and length is None and keep
+            if no_body and req.method != b"HEAD":
+                length = None  # a HEAD answer keeps the length GET would get, as nginx
             # held back briefly: it leaves with the first body bytes in one write
-            self.pending = self._end_head(passed, None if no_body else length, keep)
+            self.pending = self._end_head(passed, length, keep)
         head = self.resp_head
         if head is not None and not head.done():
             head.set_result(None)
@@ -1006,11 +1092,25 @@ class HttpClientProtocol(asyncio.Protocol):
             # HEAD answers carry a length but no body: the parser would wait for it
             self.resp_keep_alive = False
             self._response_done()
+        elif hold and (length or 0) > MAX_BUFFERED_404:
+            self._drop_held()
+
+    def _drop_held(self) -> None:
+        """A 404 too big to keep: this exchange ends here, unread; the next server is asked."""
+        self.hold_dropped = True
+        assert self.hold_body is not None
+        self.hold_body.clear()
+        self.resp_keep_alive = False  # the rest of its body is on the connection: close it
+        self._response_done()
 
     def on_response_body(self, data: bytes) -> None:
         hold = self.hold_body
         if hold is not None:
-            hold.append(data)
+            if not self.hold_dropped:
+                hold.append(data)
+                self.hold_size += len(data)
+                if self.hold_size > MAX_BUFFERED_404:
+                    self._drop_held()
             return
         if self.resp_no_body:
             return

@@ -123,6 +123,7 @@ class UpstreamConnection(asyncio.Protocol):
     """One HTTP/1.1 connection to a server; pooled between requests."""
 
     __slots__ = (
+        "addr",
         "batch",
         "closed",
         "got_data",
@@ -139,6 +140,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        # the server's address when connecting: set_address replaces the tuple on a change
+        self.addr = server.addr
         self.loop = asyncio.get_running_loop()
         self.batch = write_batch(self.loop)
         self.transport: asyncio.Transport | None = None
@@ -231,12 +234,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.batch.write(self.transport, data)
 
     def release(self) -> None:
-        """Back to the pool after a complete exchange."""
+        """Back to the pool after a complete exchange; not if the name moved meanwhile."""
         self.handler = None
         self.got_data = False
         if self.transport is not None:
             self.transport.resume_reading()
-        if self.closed or len(self.server.idle) >= MAX_IDLE_PER_SERVER:
+        server = self.server
+        if self.closed or self.addr is not server.addr or len(server.idle) >= MAX_IDLE_PER_SERVER:
             self.abort()
         else:
             self.server.idle.append(self)
@@ -316,12 +320,14 @@ class Server:
         """A fresh connection within connect_timeout; raises OSError or TimeoutError."""
         if self.addr is None:
             self.set_address(await self.resolve())
-        assert self.addr is not None
+        addr = self.addr
+        assert addr is not None
         loop = asyncio.get_running_loop()
         server = self
         # asyncio.timeout, unlike 3.11's wait_for, never swallows a cancellation
         async with asyncio.timeout(self.group.config.connect_timeout):
-            _, proto = await loop.create_connection(lambda: UpstreamConnection(server), *self.addr)
+            _, proto = await loop.create_connection(lambda: UpstreamConnection(server), *addr)
+        proto.addr = addr  # the name may have moved while connecting: release() will see it
         return proto
 
     def pooled(self) -> UpstreamConnection | None:
@@ -425,13 +431,18 @@ class UpstreamGroup:
 
     async def resolve_once(self) -> None:
         for server in self.servers:
-            if _literal_ip(server.host):
-                continue
-            try:
-                server.set_address(await server.resolve())
-            except (OSError, UnicodeError) as e:
-                # keep the last good address: a DNS hiccup must not take a server out
-                log.warning("resolve %s failed: %s", server.name, e)
+            if not _literal_ip(server.host):
+                await self.lookup(server)
+
+    async def lookup(self, server: Server) -> None:
+        """Resolve server's name now; a failure keeps the last address, logged and counted."""
+        try:
+            server.set_address(await server.resolve())
+        except (OSError, UnicodeError) as e:
+            # keep the last good address: a DNS hiccup must not take a server out
+            reason = "no_such_name" if server.absent else "error"
+            self.metrics.dns_lookup_failures.inc((self.config.name, server.name, reason))
+            log.warning("resolve %s failed: %s", server.name, e)
 
     async def _resolve_loop(self) -> None:
         while True:
@@ -440,6 +451,8 @@ class UpstreamGroup:
 
     async def _health_loop(self, server: Server, check: HealthCheck) -> None:
         while True:
+            if server.addr is None:
+                await self.lookup(server)  # none yet: the check needs one to run at all
             try:
                 async with asyncio.timeout(check.timeout):
                     ok = await run_check(server, check)
@@ -509,9 +522,11 @@ async def http_request(
 
 async def run_check(server: Server, check: HealthCheck) -> bool:
     """One active check of one server: tcp connect, http status, or jsonrpc block advance."""
+    # the last known address: a lookup failure is the resolve loop's to count, not a failed
+    # check (a DNS outage would take every server out at once); none known yet fails it
     addr = server.addr
-    if addr is None or not _literal_ip(server.host):
-        addr = await server.resolve()
+    if addr is None:
+        raise OSError(f"no address for {server.name} yet")
     if check.type == "tcp":
         _, writer = await asyncio.open_connection(*addr)
         writer.close()

@@ -164,7 +164,14 @@ def test_a_dns_outage_is_not_taken_for_machines_that_do_not_exist(
     )
     wait_statuses(proxy, {"quorum-rpc": 200, "third-party": 503, "p2p": 503}, "tessera down")
     dns.failing = True  # SERVFAIL / timeout: the machines still exist
-    wait_statuses(proxy, {"quorum-rpc": 503, "third-party": 503, "p2p": 503}, "dns outage")
+    # Tessera stays unready (down, not "absent"); Quorum stays ready: its checks go on at its
+    # last known address (issue 13: a failed lookup is never a health failure)
+    failed = {"upstream": "quorum", "server": f"{QUORUM}:{quorum.port}", "reason": "error"}
+    wait_for(
+        lambda: proxy.metric("quorum_proxy_dns_lookup_failures_total", **failed) >= 2,
+        what="failed lookups counted",
+    )
+    assert statuses(proxy) == {"quorum-rpc": 200, "third-party": 503, "p2p": 503}
 
 
 def test_every_listener_is_unready_while_draining(
