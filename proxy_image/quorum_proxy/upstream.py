@@ -17,6 +17,7 @@ import httptools
 
 from .config import HealthCheck, Upstream
 from .metrics import Metrics
+from .tessera_check import run_tessera_check
 
 log = logging.getLogger("quorum_proxy")
 
@@ -440,8 +441,10 @@ class UpstreamGroup:
 
     async def _health_loop(self, server: Server, check: HealthCheck) -> None:
         while True:
+            # the tessera check bounds each of its probes itself (see run_tessera_check)
+            timeout = None if check.type == "tessera" else check.timeout
             try:
-                async with asyncio.timeout(check.timeout):
+                async with asyncio.timeout(timeout):
                     ok = await run_check(server, check)
             except (
                 OSError,
@@ -508,10 +511,12 @@ async def http_request(
 
 
 async def run_check(server: Server, check: HealthCheck) -> bool:
-    """One active check of one server: tcp connect, http status, or jsonrpc block advance."""
+    """One active check of one server: tcp connect, http status, jsonrpc block advance, tessera."""
     addr = server.addr
     if addr is None or not _literal_ip(server.host):
         addr = await server.resolve()
+    if check.type == "tessera":
+        return await run_tessera_check(server, check, addr[0])
     if check.type == "tcp":
         _, writer = await asyncio.open_connection(*addr)
         writer.close()
