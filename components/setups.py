@@ -207,8 +207,13 @@ class ClientNode(pulumi.ComponentResource):
     def _create_proxy(self) -> ProxyService:
         settings = self._settings
         internal = settings.internal_nlb
-        config = render_standalone_proxy_config(
-            quorum_dns_names=self.quorum_dns_names, tessera_dns_names=self.tessera_dns_names
+        # The public key lets the proxy's deep check ask each Tessera's GET /keys for it.
+        config = self.keys.tessera_public_key.apply(
+            lambda key: render_standalone_proxy_config(
+                quorum_dns_names=self.quorum_dns_names,
+                tessera_dns_names=self.tessera_dns_names,
+                tessera_public_key=key,
+            )
         )
         return ProxyService(
             f"{self._name}-proxy",

@@ -226,6 +226,20 @@ def test_standalone_proxy_lists_every_node_and_keeps_one_rpc_primary(
     assert [r.prefix for r in mirrored] == ["/partyinfo"]
 
 
+def test_standalone_proxy_deep_checks_each_tessera_for_the_stack_key(
+    shaped_run: OfflineRun,
+) -> None:
+    config = parse_config(proxy_config(shaped_run))
+    for name in ("third_party", "p2p"):
+        check = config.upstreams[name].health_check
+        assert check is not None and check.type == "tessera", name
+        assert check.public_key == shaped_run.outputs["tesseraPublicKey"], name
+        assert (check.third_party_port, check.p2p_port) == (
+            TESSERA_THIRD_PARTY_PORT,
+            TESSERA_P2P_PORT,
+        )
+
+
 def test_quorum_nodes_know_each_other_by_enode(shaped_run: OfflineRun) -> None:
     enodes = shaped_run.outputs["haEnodeDnsNames"]
     names = shaped_run.outputs["nodeDnsNames"]

@@ -280,3 +280,89 @@ def test_traffic_and_listener_readiness_follow_the_deep_check(
     assert readiness["upstreams"]["tessera"]["available"] == 0
     a.database = "up"
     wait_for(lambda: ready() == 200, what="a back")
+
+
+def test_party_counts_show_tessera_processes_whose_party_lists_diverge(
+    tessera: Callable[[str], TesseraStandIn], start_proxy: Callable[..., Proxy]
+) -> None:
+    a, b = tessera("a"), tessera("b")
+    a.parties = [NODE_KEY, party(1), party(2)]
+    b.parties = [NODE_KEY, party(1)]  # b missed a /partyinfo broadcast
+    proxy = start_deep(start_proxy, [a, b])
+    wait_for(lambda: gauge(proxy, SPREAD, upstream="tessera") == 1.0, what="spread 1")
+    assert gauge(proxy, PARTIES, upstream="tessera", server=a.third_party.address) == 3.0
+    assert gauge(proxy, PARTIES, upstream="tessera", server=b.third_party.address) == 2.0
+    # diverging party lists are an alarm, not a reason to take b out
+    assert healthy(proxy, a.third_party.address) and healthy(proxy, b.third_party.address)
+    b.parties = [party(2), NODE_KEY, party(1), party(1)]  # a key listed twice counts once
+    wait_for(lambda: gauge(proxy, SPREAD, upstream="tessera") == 0.0, what="agreement")
+    assert gauge(proxy, PARTIES, upstream="tessera", server=b.third_party.address) == 3.0
+
+
+def test_a_party_list_that_cannot_be_read_drops_its_series_and_keeps_the_server(
+    tessera: Callable[[str], TesseraStandIn], start_proxy: Callable[..., Proxy]
+) -> None:
+    a, b = tessera("a"), tessera("b")
+    a.parties = [NODE_KEY, party(1), party(2), party(3)]
+    proxy = start_deep(start_proxy, [a, b])
+    wait_for(lambda: gauge(proxy, SPREAD, upstream="tessera") == 3.0, what="both read")
+    a.partyinfo_status = 500
+    wait_for(
+        lambda: gauge(proxy, PARTIES, upstream="tessera", server=a.third_party.address) is None,
+        what="a's series gone",
+    )
+    # a stale count would show a divergence that may no longer exist
+    assert gauge(proxy, SPREAD, upstream="tessera") == 0.0
+    assert healthy(proxy, a.third_party.address)
+    assert gauge(proxy, UP, upstream="tessera", server=a.third_party.address) == 1.0
+
+
+def test_checks_of_other_kinds_expose_no_tessera_series(
+    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> None:
+    a = upstreams("a")
+    check = {"type": "http", "path": "/upcheck", "interval": "50ms", "rise": 1, "fall": 1}
+    proxy = start_proxy(http_config([a.address], upstream={"health_check": check}))
+    wait_for(lambda: len(a.seen) >= 2, what="two checks")
+    names = {name for name, _ in scrape(proxy)}
+    assert "quorum_proxy_upstream_healthy" in names
+    assert not {UP, PARTIES, SPREAD} & names
+
+
+def parse_check(check: dict[str, Any]) -> Any:
+    return parse_config(http_config(["127.0.0.1:9081"], upstream={"health_check": check}))
+
+
+GOOD = {"type": "tessera", "public_key": NODE_KEY, "third_party_port": 9081}
+BAD_CHECKS = [
+    ({"type": "tessera"}, "health_check.third_party_port", "at least one of"),
+    ({**GOOD, "public_key": "not base64!"}, "health_check.public_key", "base64 of 32 bytes"),
+    (
+        {**GOOD, "public_key": base64.b64encode(b"x" * 31).decode()},
+        "health_check.public_key",
+        "base64 of 32 bytes",
+    ),
+    ({**GOOD, "public_key": 42}, "health_check.public_key", "base64 of 32 bytes"),
+    ({**GOOD, "third_party_port": 0}, "health_check.third_party_port", "integer >= 1"),
+    ({**GOOD, "p2p_port": 65536}, "health_check.p2p_port", "<= 65535"),
+    ({**GOOD, "q2t_port": "9101"}, "health_check.q2t_port", "integer"),
+    ({"type": "tessera", "p2p_port": 9001}, "health_check.public_key", "when third_party_port"),
+    ({"type": "http", "public_key": NODE_KEY}, "health_check.public_key", "tessera checks only"),
+    ({"type": "tcp", "q2t_port": 9101}, "health_check.q2t_port", "tessera checks only"),
+]
+
+
+@pytest.mark.parametrize(("check", "key", "allowed"), BAD_CHECKS)
+def test_bad_tessera_check_settings_are_refused_naming_the_key(
+    check: dict[str, Any], key: str, allowed: str
+) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_check(check)
+    assert e.value.path == f"upstreams.tessera.{key}"
+    assert allowed in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_q2t_only_tessera_check_needs_no_public_key() -> None:
+    config = parse_check({"type": "tessera", "q2t_port": 9101})
+    check = config.upstreams["tessera"].health_check
+    assert (check.type, check.q2t_port, check.public_key) == ("tessera", 9101, None)
