@@ -1,19 +1,23 @@
 """The Tessera deep check: readiness that touches the database and the key, plus party info.
 
 Tessera's /upcheck answers "I'm up!" without touching anything (UpCheckResource, Tessera
-24.x), so this check asks what does (Consensys/tessera sources cited per probe):
+24.x), so this check asks what does. Sources, in Consensys/tessera:
 
 - third party ``GET /keys`` lists the public keys the enclave loaded at start
-  (thirdparty/KeyResource: RuntimeContext.getPublicKeys()): ours must be among them;
-- p2p ``POST /resend`` INDIVIDUAL for a random hash: LegacyResendManagerImpl.resendIndividual
+  (tessera-jaxrs/thirdparty-jaxrs/.../thirdparty/KeyResource.java, RuntimeContext
+  .getPublicKeys()): ours must be among them;
+- P2P ``POST /resend`` {"type": "INDIVIDUAL", "publicKey", "key"} for a random hash
+  (sync-jaxrs/.../p2p/TransactionResource.java -> LegacyResendManagerImpl.resendIndividual)
   queries the database first; an absent hash is TransactionNotFoundException -> 404
-  (TransactionNotFoundExceptionMapper), a database error goes to DefaultExceptionMapper -> 500,
-  an unreachable database holds the request until Hikari's connection timeout (30 s);
-- Q2T ``GET /transaction/{hash}`` for a random hash: TransactionManagerImpl.receive asks the
-  database the same way, 404 only once it answered.
+  (TransactionNotFoundExceptionMapper), a database error reaches DefaultExceptionMapper -> 500,
+  an unreachable database holds the request until Hikari's connection timeout (30 s default,
+  tessera-data/.../HikariDataSourceFactory.java sets none);
+- Q2T ``GET /transaction/{hash}`` for a random hash (transaction-jaxrs/.../q2t/
+  TransactionResource.receive -> TransactionManagerImpl.receive) asks the database the same way.
 
 Each probe must pass; the third party ``GET /partyinfo/keys`` ({"keys": [{"key": ...}]},
-thirdparty/PartyInfoResource) is read alongside for the party count and never decides health.
+thirdparty/PartyInfoResource.java) is read alongside for the party count and never decides
+health.
 """
 
 from __future__ import annotations

@@ -441,8 +441,9 @@ class UpstreamGroup:
 
     async def _health_loop(self, server: Server, check: HealthCheck) -> None:
         while True:
-            # the tessera check bounds each of its probes itself (see run_tessera_check)
-            timeout = None if check.type == "tessera" else check.timeout
+            # a tessera check bounds each of its concurrent probes by timeout itself, so that
+            # one held probe spares the others' results; this bound covers the DNS lookup too
+            timeout = check.timeout * (2 if check.type == "tessera" else 1)
             try:
                 async with asyncio.timeout(timeout):
                     ok = await run_check(server, check)
