@@ -51,7 +51,8 @@ def q2t_deep_check() -> dict[str, Any]:
     """The IPC proxy's check: GET /transaction/<random hash> on Q2T answers 404 once the
     database answered. Quorum machines reach only Tessera's Q2T port (components/network.py),
     so /keys (third party) is left to the standalone proxy's check."""
-    return {"type": "tessera", **DEEP_CHECK_TIMING, "q2t_port": TESSERA_Q2T_PORT}
+    # "server": the port each server is listed with (TESSERA_Q2T_PORT here)
+    return {"type": "tessera", **DEEP_CHECK_TIMING, "q2t_port": "server"}
 
 
 def standalone_deep_check(tessera_public_key: str) -> dict[str, Any]:

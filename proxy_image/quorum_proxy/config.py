@@ -21,6 +21,8 @@ RETRY_REASONS = ("error", "timeout", "http_404")
 HEALTH_TYPES = ("http", "jsonrpc", "tcp", "tessera")
 # keys of a tessera check that name the ports its probes use (see _tessera_probes)
 TESSERA_PORT_KEYS = ("third_party_port", "p2p_port", "q2t_port")
+# a probe port given as "server": the port the server is listed with, stored as 0
+SERVER_PORT = 0
 PROTOCOLS = ("tcp", "http")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -230,7 +232,15 @@ def _tessera_probes(r: _Reader, kind: str) -> dict[str, Any]:
             if r.has(name):
                 raise ConfigError(r.key(name), r.raw(name), "tessera checks only")
         return {}
-    ports = {name: r.int(name, 0, 1, 65535) if r.has(name) else None for name in TESSERA_PORT_KEYS}
+    ports: dict[str, int | None] = {}
+    for name in TESSERA_PORT_KEYS:
+        value = r.raw(name)
+        if value == "server":
+            ports[name] = SERVER_PORT
+        elif value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            ports[name] = None if value is None else r.int(name, 0, 1, 65535)
+        else:
+            raise ConfigError(r.key(name), value, 'a port 1-65535, or "server" (its own port)')
     if all(port is None for port in ports.values()):
         raise ConfigError(
             r.key("third_party_port"), None, f"at least one of {', '.join(TESSERA_PORT_KEYS)}"

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from .config import HealthCheck
+from .config import SERVER_PORT, HealthCheck
 
 if TYPE_CHECKING:
     from .upstream import Server
@@ -173,23 +173,33 @@ async def _bounded(what: str, timeout: float, coro: Any) -> Any:
         return f"{what}: {e.__class__.__name__}: {e}"
 
 
-async def run_tessera_check(server: Server, check: HealthCheck, host: str) -> bool:
-    """One deep check of one Tessera at address host; True when every probe passed.
+async def run_tessera_check(server: Server, check: HealthCheck, addr: tuple[str, int]) -> bool:
+    """One deep check of one Tessera at addr (the server's); True when every probe passed.
 
     The probes run concurrently, each within the check's timeout, so a database that holds
     requests fails the check in one timeout and the party count is still read.
     """
+    host = addr[0]
+
+    def port(value: int | None) -> int | None:
+        return addr[1] if value == SERVER_PORT else value
+
+    third_party, p2p, q2t = (
+        port(check.third_party_port),
+        port(check.p2p_port),
+        port(check.q2t_port),
+    )
     probes: list[tuple[str, Any]] = []
     key = check.public_key
-    if check.third_party_port is not None and key is not None:
-        probes.append(("keys", _probe_keys(host, check.third_party_port, key)))
-    if check.p2p_port is not None and key is not None:
-        probes.append(("resend", _probe_resend(host, check.p2p_port, key)))
-    if check.q2t_port is not None:
-        probes.append(("transaction", _probe_transaction(host, check.q2t_port)))
+    if third_party is not None and key is not None:
+        probes.append(("keys", _probe_keys(host, third_party, key)))
+    if p2p is not None and key is not None:
+        probes.append(("resend", _probe_resend(host, p2p, key)))
+    if q2t is not None:
+        probes.append(("transaction", _probe_transaction(host, q2t)))
     party = None
-    if check.third_party_port is not None:
-        party = _bounded("partyinfo", check.timeout, _party_count(host, check.third_party_port))
+    if third_party is not None:
+        party = _bounded("partyinfo", check.timeout, _party_count(host, third_party))
     results = await asyncio.gather(
         *(_bounded(name, check.timeout, coro) for name, coro in probes),
         *((party,) if party is not None else ()),

@@ -517,7 +517,7 @@ async def run_check(server: Server, check: HealthCheck) -> bool:
     if addr is None or not _literal_ip(server.host):
         addr = await server.resolve()
     if check.type == "tessera":
-        return await run_tessera_check(server, check, addr[0])
+        return await run_tessera_check(server, check, addr)
     if check.type == "tcp":
         _, writer = await asyncio.open_connection(*addr)
         writer.close()

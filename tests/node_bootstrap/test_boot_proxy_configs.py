@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from boot_fixtures import CASES, Case, make_context
-from quorum_proxy.config import ConfigError, parse_config
+from quorum_proxy.config import SERVER_PORT, ConfigError, parse_config
 
 from node_bootstrap import (
     TM_IPC_PATH,
@@ -52,7 +52,7 @@ def test_ipc_proxy_sends_q2t_to_every_tessera(quorum_ctx: NodeBootContext) -> No
     health = config.upstreams["q2t"].health_check
     assert health is not None
     # the deep check on the only Tessera port a Quorum machine reaches (components/network.py)
-    assert (health.type, health.q2t_port) == ("tessera", 9101)
+    assert (health.type, health.q2t_port) == ("tessera", SERVER_PORT)  # each server's: 9101
     assert (health.third_party_port, health.p2p_port, health.public_key) == (None, None, None)
 
 

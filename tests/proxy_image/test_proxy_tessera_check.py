@@ -345,7 +345,8 @@ BAD_CHECKS = [
     ({**GOOD, "public_key": 42}, "health_check.public_key", "base64 of 32 bytes"),
     ({**GOOD, "third_party_port": 0}, "health_check.third_party_port", "integer >= 1"),
     ({**GOOD, "p2p_port": 65536}, "health_check.p2p_port", "<= 65535"),
-    ({**GOOD, "q2t_port": "9101"}, "health_check.q2t_port", "integer"),
+    ({**GOOD, "q2t_port": "9101"}, "health_check.q2t_port", 'or "server"'),
+    ({**GOOD, "q2t_port": True}, "health_check.q2t_port", 'or "server"'),
     ({"type": "tessera", "p2p_port": 9001}, "health_check.public_key", "when third_party_port"),
     ({"type": "http", "public_key": NODE_KEY}, "health_check.public_key", "tessera checks only"),
     ({"type": "tcp", "q2t_port": 9101}, "health_check.q2t_port", "tessera checks only"),
@@ -360,6 +361,31 @@ def test_bad_tessera_check_settings_are_refused_naming_the_key(
         parse_check(check)
     assert e.value.path == f"upstreams.tessera.{key}"
     assert allowed in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_probe_on_the_server_port_asks_each_server_on_its_own_port(
+    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> None:
+    # two Tesseras on one host, told apart by port only (the cluster drill's layout)
+    a, b = upstreams("a"), upstreams("b")
+    state = {a.name: "up", b.name: "up"}
+
+    def q2t(server: UpstreamServer) -> Callable[[Seen], Reply]:
+        def answer(seen: Seen) -> Reply:
+            if not seen.path.startswith("/transaction/"):
+                return Reply()
+            return Reply(status=404 if state[server.name] == "up" else 500)
+
+        return answer
+
+    a.handler, b.handler = q2t(a), q2t(b)
+    check = {"type": "tessera", "q2t_port": "server", "interval": "50ms", "rise": 1, "fall": 1}
+    proxy = start_proxy(http_config([a.address, b.address], upstream={"health_check": check}))
+    wait_for(lambda: gauge(proxy, UP, upstream="tessera", server=b.address) == 1.0)
+    state[b.name] = "error"
+    wait_for(lambda: not healthy(proxy, b.address), what="b down")
+    assert healthy(proxy, a.address)
+    assert any(s.path.startswith("/transaction/") for s in a.seen)
 
 
 def test_a_q2t_only_tessera_check_needs_no_public_key() -> None:
