@@ -814,7 +814,7 @@ def _tls(raw: _Raw, region: str) -> TlsSettings | None:
             f"{DEFAULT_SSL_POLICY})",
         )
     return TlsSettings(
-        certificate_arn=arn,
+        certificate_arn=match.string,
         dns_name=dns_name.lower().rstrip("."),
         hosted_zone_id=zone,
         ports=tuple(sorted(ports)),
