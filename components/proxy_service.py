@@ -1,7 +1,8 @@
 """The standalone HA proxy: our image in ECR, run on ECS Fargate behind a Network Load Balancer.
 
-The NLB only spreads TCP connections over the proxy tasks; the proxy does the seed's L7 work
-(RPC primary/backup, third-party retry on 404, P2P with the /partyinfo mirror).
+The NLB only spreads TCP connections over the proxy tasks (terminating TLS first on the listeners
+`tls` names); the proxy does the seed's L7 work (RPC primary/backup, third-party retry on 404,
+P2P with the /partyinfo mirror).
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ class ProxyServiceArgs:
 
 
 class ProxyService(pulumi.ComponentResource):
-    """ECR repository and image, ECS Fargate service (>= 2 tasks), NLB with three listeners."""
+    """ECR repository and image, ECS Fargate service (>= 2 tasks), NLB with three listeners
+    (TCP, or TLS where `tls` says), and with `tls.hosted_zone_id` an alias record of the NLB."""
 
     repository_arn: pulumi.Output[str]
     image_uri: pulumi.Output[str]
