@@ -742,11 +742,7 @@ def nlb_listeners_use_tls(args: StackValidationArgs, report: ReportViolation) ->
         return
     resources = list(args.resources)
     plaintext = _plaintext_ports(config)
-    nlbs = {
-        _value(r.props, "arn"): r
-        for r in resources
-        if r.resource_type == LOAD_BALANCER and _value(r.props, "loadBalancerType") == "network"
-    }
+    nlbs: dict[Any, Any] | None = None  # read only when a listener needs judging (preview)
     for listener in resources:
         if listener.resource_type != LISTENER:
             continue
@@ -754,6 +750,13 @@ def nlb_listeners_use_tls(args: StackValidationArgs, report: ReportViolation) ->
         port = _port(_value(listener.props, "port"), -1)
         if protocol in ("TLS", "UDP") or port in plaintext:
             continue  # encrypted, not a byte stream, or plain on purpose (config says why)
+        if nlbs is None:
+            nlbs = {
+                _value(r.props, "arn"): r
+                for r in resources
+                if r.resource_type == LOAD_BALANCER
+                and _value(r.props, "loadBalancerType") == "network"
+            }
         nlb = nlbs.get(_value(listener.props, "loadBalancerArn"))
         if nlb is None:
             continue  # an Application Load Balancer's, or a load balancer of another stack

@@ -236,3 +236,15 @@ def test_a_tls_listener_needs_nothing_else_known() -> None:
         listener(9081, "TLS", arn=UNKNOWN_STRING_VALUE),
     ]
     assert check_resources(resources, stack="prod", policies=[POLICY]) == []
+
+
+def test_a_first_preview_with_every_listener_tls_passes_without_known_arns() -> None:
+    # Nothing exists yet: the NLB's ARN is unknown too, but no listener needs judging.
+    unknown_nlb = Declared(
+        "network-lb",
+        rules.LOAD_BALANCER,
+        {"loadBalancerType": "network", "internal": True, "securityGroups": [SG_ID]},
+        {"arn": UNKNOWN_STRING_VALUE},
+    )
+    resources = [vpc(), group(), unknown_nlb, listener(9001, "TLS", arn=UNKNOWN_STRING_VALUE)]
+    assert check_resources(resources, stack="prod", policies=[POLICY]) == []
