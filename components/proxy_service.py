@@ -1,7 +1,8 @@
 """The standalone HA proxy: our image in ECR, run on ECS Fargate behind a Network Load Balancer.
 
-The NLB only spreads TCP connections over the proxy tasks; the proxy does the seed's L7 work
-(RPC primary/backup, third-party retry on 404, P2P with the /partyinfo mirror).
+The NLB only spreads TCP connections over the proxy tasks (terminating TLS first on the listeners
+`tls` names); the proxy does the seed's L7 work (RPC primary/backup, third-party retry on 404,
+P2P with the /partyinfo mirror).
 """
 
 from __future__ import annotations
@@ -84,6 +85,18 @@ HEALTH_CHECK_GRACE_PERIOD = 2_147_483_647
 CONTAINER_HEALTH_PATH = "/healthz"
 
 
+@dataclass(frozen=True)
+class ListenerTls:
+    """TLS the NLB terminates on some listeners, and the DNS name its certificate covers."""
+
+    certificate_arn: str
+    ssl_policy: str
+    ports: tuple[int, ...]
+    dns_name: str
+    # Route 53 zone for an alias record dns_name -> NLB; None when the operator manages the name.
+    hosted_zone_id: str | None = None
+
+
 @dataclass
 class ProxyServiceArgs:
     name_prefix: str
@@ -105,10 +118,12 @@ class ProxyServiceArgs:
     image_uri: str | None = None
     deletion_protection: bool = False
     log_retention_days: int = 90
+    tls: ListenerTls | None = None  # None: every listener is plain TCP, as before TLS existed
 
 
 class ProxyService(pulumi.ComponentResource):
-    """ECR repository and image, ECS Fargate service (>= 2 tasks), NLB with three listeners."""
+    """ECR repository and image, ECS Fargate service (>= 2 tasks), NLB with three listeners
+    (TCP, or TLS where `tls` says), and with `tls.hosted_zone_id` an alias record of the NLB."""
 
     repository_arn: pulumi.Output[str]
     image_uri: pulumi.Output[str]
@@ -252,7 +267,7 @@ class ProxyService(pulumi.ComponentResource):
                 f"{self._name}-{role}-listener",
                 load_balancer_arn=nlb.arn,
                 port=port,
-                protocol="TCP",
+                **_listener_protocol(args.tls, port),
                 default_actions=[
                     aws.lb.ListenerDefaultActionArgs(
                         type="forward", target_group_arn=target_group.arn
@@ -265,6 +280,25 @@ class ProxyService(pulumi.ComponentResource):
             )
             target_groups[role] = target_group
             listeners.append(listener)
+        tls = args.tls
+        if tls is not None and tls.hosted_zone_id is not None:
+            # An alias A record (no TTL, no charge for alias queries to ELB: Route 53 pricing)
+            # that follows the NLB's addresses; in a public zone or a private one the user names.
+            aws.route53.Record(
+                f"{self._name}-edge-dns",
+                zone_id=tls.hosted_zone_id,
+                name=tls.dns_name,
+                type="A",
+                aliases=[
+                    aws.route53.RecordAliasArgs(
+                        name=nlb.dns_name,
+                        zone_id=nlb.zone_id,
+                        # One record, nothing to fail over to; the NLB itself fails open.
+                        evaluate_target_health=False,
+                    )
+                ],
+                opts=self._opts(),
+            )
         return nlb, target_groups, listeners
 
     def _create_roles(
@@ -371,6 +405,21 @@ class ProxyService(pulumi.ComponentResource):
             opts=self._opts(depends_on=list(listeners)),
         )
         return cluster, service
+
+
+def _listener_protocol(tls: ListenerTls | None, port: int) -> dict[str, Any]:
+    """A listener's protocol inputs: TLS terminated at the NLB (certificate and security policy)
+    on the ports TLS covers, plain TCP elsewhere. Target groups stay TCP either way: a TLS
+    listener forwards to TCP or TLS target groups (NLB guide, "Target groups", routing
+    configuration), and the proxy behind speaks plain HTTP."""
+    if tls is None or port not in tls.ports:
+        return {"protocol": "TCP"}
+    return {
+        "protocol": "TLS",
+        "certificate_arn": tls.certificate_arn,
+        # AWS's API default is ELBSecurityPolicy-2016-08 (TLS 1.0+): always name one.
+        "ssl_policy": tls.ssl_policy,
+    }
 
 
 def ecr_repository_arn(image_uri: str) -> str:

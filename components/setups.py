@@ -28,7 +28,7 @@ from components.network import (
     VpcPeeringArgs,
 )
 from components.nodes import DATA_DEVICE, MachineSpec, Nodes, NodesArgs
-from components.proxy_service import ProxyService, ProxyServiceArgs
+from components.proxy_service import ListenerTls, ProxyService, ProxyServiceArgs
 from components.settings import (
     ExistingNetwork,
     NewNetwork,
@@ -207,8 +207,13 @@ class ClientNode(pulumi.ComponentResource):
     def _create_proxy(self) -> ProxyService:
         settings = self._settings
         internal = settings.internal_nlb
-        config = render_standalone_proxy_config(
-            quorum_dns_names=self.quorum_dns_names, tessera_dns_names=self.tessera_dns_names
+        # The public key lets the proxy's deep check ask each Tessera's GET /keys for it.
+        config = self.keys.tessera_public_key.apply(
+            lambda key: render_standalone_proxy_config(
+                quorum_dns_names=self.quorum_dns_names,
+                tessera_dns_names=self.tessera_dns_names,
+                tessera_public_key=key,
+            )
         )
         return ProxyService(
             f"{self._name}-proxy",
@@ -232,9 +237,30 @@ class ClientNode(pulumi.ComponentResource):
                 memory=settings.proxy_memory,
                 image_uri=settings.proxy_image_uri,
                 deletion_protection=settings.deletion_protection,
+                tls=self._listener_tls(),
             ),
             opts=self._child_opts(),
         )
+
+    def _listener_tls(self) -> ListenerTls | None:
+        tls = self._settings.tls
+        if tls is None:
+            return None
+        return ListenerTls(
+            certificate_arn=tls.certificate_arn,
+            ssl_policy=tls.ssl_policy,
+            ports=tls.ports,
+            dns_name=tls.dns_name,
+            hosted_zone_id=tls.hosted_zone_id,
+        )
+
+    def edge_url(self, nlb_dns_name: str, port: int) -> str:
+        """The URL clients and other organisations use for one NLB listener: https at the name
+        the certificate covers when the NLB terminates TLS there, else http at the NLB's name."""
+        tls = self._settings.tls
+        if tls is not None and port in tls.ports:
+            return f"https://{tls.dns_name}:{port}"
+        return f"http://{nlb_dns_name}:{port}"
 
     def _create_database(self) -> TesseraDatabase:
         settings = self._settings
@@ -324,8 +350,9 @@ class ClientNode(pulumi.ComponentResource):
                 node_dns_name=dns_name,
                 quorum_dns_names=self.quorum_dns_names,
                 tessera_dns_names=self.tessera_dns_names,
-                p2p_url=f"http://{v['nlb']}:{TESSERA_P2P_PORT}",
-                third_party_url=f"http://{v['nlb']}:{TESSERA_THIRD_PARTY_PORT}",
+                # What Tessera advertises (serverAddress): https when the NLB terminates TLS.
+                p2p_url=self.edge_url(v["nlb"], TESSERA_P2P_PORT),
+                third_party_url=self.edge_url(v["nlb"], TESSERA_THIRD_PARTY_PORT),
                 tessera_key_id=keys.tessera_key_id,
                 quorum_account_secret_arn=v["account"],
                 quorum_node_key_secret_arn=v["node_key"],
@@ -411,9 +438,10 @@ class ClientNode(pulumi.ComponentResource):
         groups = self.security_groups
         return {
             "setup": self._settings.setup,
-            "rpcEndpoint": nlb.apply(lambda host: f"http://{host}:{QUORUM_RPC_PORT}"),
-            "thirdPartyUrl": nlb.apply(lambda host: f"http://{host}:{TESSERA_THIRD_PARTY_PORT}"),
-            "p2pUrl": nlb.apply(lambda host: f"http://{host}:{TESSERA_P2P_PORT}"),
+            "rpcEndpoint": nlb.apply(lambda host: self.edge_url(host, QUORUM_RPC_PORT)),
+            "thirdPartyUrl": nlb.apply(lambda host: self.edge_url(host, TESSERA_THIRD_PARTY_PORT)),
+            "p2pUrl": nlb.apply(lambda host: self.edge_url(host, TESSERA_P2P_PORT)),
+            # A name the operator manages (tls without hostedZoneId) is a CNAME to this.
             "nlbDnsName": nlb,
             "tesseraPublicKey": self.keys.tessera_public_key,
             "quorumAccountAddress": self.keys.quorum_account_address,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +38,42 @@ UPCHECK: dict[str, Any] = {
     "rise": 2,
     "fall": 3,
 }
+
+
+# Tessera's /upcheck touches neither database nor keys: the proxy's deep check asks what does
+# (proxy_image/README.md, "Tessera deep check"). Timing as UPCHECK's.
+DEEP_CHECK_TIMING: dict[str, Any] = {
+    key: UPCHECK[key] for key in ("interval", "timeout", "rise", "fall")
+}
+
+
+def q2t_deep_check() -> dict[str, Any]:
+    """The IPC proxy's check: GET /transaction/<random hash> on Q2T answers 404 once the
+    database answered. Quorum machines reach only Tessera's Q2T port (components/network.py),
+    so /keys (third party) is left to the standalone proxy's check."""
+    # "server": the port each server is listed with (TESSERA_Q2T_PORT here)
+    return {"type": "tessera", **DEEP_CHECK_TIMING, "q2t_port": "server"}
+
+
+def standalone_deep_check(tessera_public_key: str) -> dict[str, Any]:
+    """The standalone proxy's check, on the ports it reaches: GET /keys (third party) lists the
+    shared key, POST /resend of a random hash (P2P) answers 404 once the database answered;
+    GET /partyinfo/keys gives the party counts."""
+    try:
+        raw = base64.b64decode(tessera_public_key, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raw = b""
+    if not isinstance(tessera_public_key, str) or len(raw) != 32:
+        raise BootContextError(
+            "tessera_public_key", tessera_public_key, "a Tessera public key: base64 of 32 bytes"
+        )
+    return {
+        "type": "tessera",
+        **DEEP_CHECK_TIMING,
+        "public_key": tessera_public_key,
+        "third_party_port": TESSERA_THIRD_PARTY_PORT,
+        "p2p_port": TESSERA_P2P_PORT,
+    }
 
 
 def _servers(field: str, names: Sequence[str], port: int) -> list[str]:
@@ -73,7 +111,7 @@ def ipc_proxy_config(ctx: NodeBootContext) -> dict[str, Any]:
         "admin": {"listen": f"127.0.0.1:{PROXY_ADMIN_PORT}"},
         "access_log": True,
         "drain_timeout": "20s",
-        "upstreams": {"q2t": _upstream(servers, dict(UPCHECK))},
+        "upstreams": {"q2t": _upstream(servers, q2t_deep_check())},
         "listeners": [
             {
                 "name": "q2t",
@@ -96,12 +134,20 @@ def standalone_proxy_config(
     *,
     quorum_dns_names: Sequence[str],
     tessera_dns_names: Sequence[str],
+    tessera_public_key: str | None = None,
     workers: int = 1,
     access_log: bool = True,
 ) -> dict[str, Any]:
-    """The standalone proxy config as a dict (see render_standalone_proxy_config)."""
+    """The standalone proxy config as a dict (see render_standalone_proxy_config).
+
+    With the node's Tessera public key, the Tessera upstreams use the deep check; without it
+    (configs rendered before the key exists, the cluster drill) only /upcheck.
+    """
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 256:
         raise BootContextError("workers", workers, "an integer 1..256")
+    tessera_check = (
+        dict(UPCHECK) if tessera_public_key is None else standalone_deep_check(tessera_public_key)
+    )
     quorum = _servers("quorum_dns_names", quorum_dns_names, QUORUM_RPC_PORT)
     third_party = _servers("tessera_dns_names", tessera_dns_names, TESSERA_THIRD_PARTY_PORT)
     p2p = _servers("tessera_dns_names", tessera_dns_names, TESSERA_P2P_PORT)
@@ -123,8 +169,8 @@ def standalone_proxy_config(
         "drain_timeout": "20s",
         "upstreams": {
             "quorum": _upstream(quorum, jsonrpc_check),
-            "third_party": _upstream(third_party, dict(UPCHECK)),
-            "p2p": _upstream(p2p, dict(UPCHECK)),
+            "third_party": _upstream(third_party, dict(tessera_check)),
+            "p2p": _upstream(p2p, dict(tessera_check)),
         },
         "listeners": [
             {
@@ -171,6 +217,7 @@ def render_standalone_proxy_config(
     *,
     quorum_dns_names: Sequence[str],
     tessera_dns_names: Sequence[str],
+    tessera_public_key: str | None = None,
     workers: int = 1,
     access_log: bool = True,
 ) -> str:
@@ -178,6 +225,7 @@ def render_standalone_proxy_config(
     config = standalone_proxy_config(
         quorum_dns_names=quorum_dns_names,
         tessera_dns_names=tessera_dns_names,
+        tessera_public_key=tessera_public_key,
         workers=workers,
         access_log=access_log,
     )

@@ -3,7 +3,8 @@
 The rules mirror Tessera 24.4's config module: ServerConfigsValidator (exactly one P2P, at
 least one Q2T), ServerAddressValidator (http addresses carry a port; a serverAddress is never
 0.0.0.0; a bindingAddress is http(s) only), KeyConfiguration (`passwords` must be empty),
-KeyVaultConfigValidator (an AWS `endpoint` is an http(s) URL) and JdbcConfig (`url` required).
+KeyVaultConfigValidator (an AWS `endpoint` is an http(s) URL) and JdbcConfig (`url` required),
+plus this project's TLS rule: the NLB terminates TLS, so no server config asks Tessera for it.
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ def _server_configs(ctx: NodeBootContext) -> list[dict[str, Any]]:
         },
         q2t,
         {
+            # https://<name>:9001 when the NLB terminates TLS. No sslConfig (tls OFF): Tessera
+            # serves plain HTTP to the proxy (ServerUtils.buildWebServer: TLS only when
+            # ServerConfig.isSsl(), i.e. sslConfig.tls STRICT), and its P2P clients, all built
+            # from this server config (ClientFactory.buildFrom), are Jersey's default client,
+            # which verifies https peers against the JVM's default trust store
+            # (JerseyClient -> SslConfigurator.getDefaultContext): public CAs, ACM's included.
             "app": "P2P",
             "communicationType": "REST",
             "serverAddress": ctx.p2p_url,
@@ -151,6 +158,22 @@ def _check_address(field: str, value: Any, *, binding: bool) -> None:
         )
 
 
+def _check_no_tls(where: str, ssl: Any) -> None:
+    """sslConfig absent or tls OFF. STRICT makes Tessera serve TLS on the binding address,
+    where the proxy speaks plain HTTP (TLS ends at the NLB), and makes its clients trust only
+    the configured stores instead of the JVM's (ServerConfig.isSsl, SslConfigValidator)."""
+    if ssl is None:
+        return
+    tls = ssl.get("tls") if isinstance(ssl, dict) else None
+    if tls != "OFF":
+        raise TesseraConfigError(
+            f"{where}.sslConfig.tls",
+            tls,
+            "must be OFF or sslConfig left out: the NLB terminates TLS and the proxy reaches "
+            "Tessera over plain HTTP",
+        )
+
+
 def _check_server_configs(cfg: dict[str, Any]) -> None:
     servers = cfg.get("serverConfigs")
     if not isinstance(servers, list) or not servers:
@@ -169,6 +192,7 @@ def _check_server_configs(cfg: dict[str, Any]) -> None:
         _check_address(f"{where}.serverAddress", server["serverAddress"], binding=False)
         if server.get("bindingAddress") is not None:
             _check_address(f"{where}.bindingAddress", server["bindingAddress"], binding=True)
+        _check_no_tls(where, server.get("sslConfig"))
         if server.get("communicationType", "REST") != "REST":
             raise TesseraConfigError(
                 f"{where}.communicationType", server["communicationType"], "must be REST"

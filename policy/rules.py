@@ -54,6 +54,10 @@ SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
 DEFAULT_SECURITY_GROUP = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
 SECURITY_GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
+LISTENER = "aws:lb/listener:Listener"
+VPC = "aws:ec2/vpc:Vpc"
+VPC_CIDR_ASSOCIATION = "aws:ec2/vpcIpv4CidrBlockAssociation:VpcIpv4CidrBlockAssociation"
 
 MIN_BACKUP_DAYS = 7
 DEFAULT_NON_PRODUCTION_STACKS = NON_PRODUCTION_STACKS  # one rule for the program and the pack
@@ -598,6 +602,175 @@ def no_secrets_in_user_data(args: ResourceValidationArgs, report: ReportViolatio
                 )
 
 
+# ---------------------------------------------------------------- TLS on the reachable edge
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Who one ingress permission of a security group admits, on which TCP ports."""
+
+    group_id: Any
+    protocol: str
+    from_port: int
+    to_port: int
+    cidrs: tuple[str, ...]
+    other: bool  # a prefix list or another security group as the source
+
+    def covers(self, port: int) -> bool:
+        return self.protocol == "all" or (
+            self.protocol == "tcp" and self.from_port <= port <= self.to_port
+        )
+
+
+def _value(props: Any, key: str) -> Any:
+    """props[key] or None; an unknown value raises UnknownValueError (the rule runs at `up`)."""
+    if not isinstance(props, Mapping) or key not in _keys(props):
+        return None
+    return props[key]
+
+
+def _sources(resource: Any) -> list[_Source]:
+    """The ingress a security group (inline), group rule or ingress rule grants, all sources."""
+    props, kind = resource.props, resource.resource_type
+    found = []
+    if kind in (SECURITY_GROUP, DEFAULT_SECURITY_GROUP):
+        for rule in items_of(_value(props, "ingress")):
+            cidrs = items_of(_value(rule, "cidrBlocks")) + items_of(_value(rule, "ipv6CidrBlocks"))
+            other = bool(items_of(_value(rule, "prefixListIds"))) or bool(
+                items_of(_value(rule, "securityGroups")) or _truthy(_value(rule, "self"))
+            )
+            found.append((_value(props, "id"), rule, "protocol", cidrs, other))
+    elif kind == SECURITY_GROUP_RULE and _value(props, "type") == "ingress":
+        cidrs = items_of(_value(props, "cidrBlocks")) + items_of(_value(props, "ipv6CidrBlocks"))
+        other = bool(items_of(_value(props, "prefixListIds"))) or bool(
+            _value(props, "sourceSecurityGroupId") or _truthy(_value(props, "self"))
+        )
+        found.append((_value(props, "securityGroupId"), props, "protocol", cidrs, other))
+    elif kind == INGRESS_RULE:
+        cidrs = [c for c in (_value(props, "cidrIpv4"), _value(props, "cidrIpv6")) if c]
+        other = bool(_value(props, "prefixListId") or _value(props, "referencedSecurityGroupId"))
+        found.append((_value(props, "securityGroupId"), props, "ipProtocol", cidrs, other))
+    sources = []
+    for group_id, rule, protocol_key, cidrs, other in found:
+        protocol = _protocol(_value(rule, protocol_key))
+        low = _port(_value(rule, "fromPort"), 0)
+        high = _port(_value(rule, "toPort"), 65535 if protocol == "all" else low)
+        sources.append(_Source(group_id, protocol, low, high, tuple(str(c) for c in cidrs), other))
+    return sources
+
+
+def _inside(cidr: str, vpc_cidrs: Iterable[str]) -> bool:
+    try:
+        network = ipaddress.ip_network(cidr.strip(), strict=False)
+    except ValueError:
+        return False
+    for vpc in vpc_cidrs:
+        try:
+            block = ipaddress.ip_network(str(vpc).strip(), strict=False)
+        except ValueError:
+            continue
+        if network.version == block.version and network.subnet_of(block):  # type: ignore[arg-type]
+            return True
+    return False
+
+
+def _plaintext_ports(config: Mapping[str, Any]) -> dict[int, str]:
+    """Ports the policy config lets stay plain, each with the reason it gives."""
+    allowed: dict[int, str] = {}
+    for entry in config.get("plaintextPorts") or []:
+        if isinstance(entry, Mapping):
+            port, reason = _port(entry.get("port"), -1), str(entry.get("reason") or "").strip()
+            if port > 0 and reason:
+                allowed[port] = reason
+    return allowed
+
+
+def _vpc_cidrs(resources: Sequence[Any], config: Mapping[str, Any]) -> dict[Any, list[str]]:
+    """VPC id -> its IPv4 blocks, from the stack's VPCs and CIDR associations; the policy
+    config's `vpcCidrs` name the blocks of a VPC the stack does not declare (key None)."""
+    blocks: dict[Any, list[str]] = {None: [str(c) for c in config.get("vpcCidrs") or []]}
+    for resource in resources:
+        if resource.resource_type == VPC:
+            cidr = _value(resource.props, "cidrBlock")
+            blocks.setdefault(_value(resource.props, "id"), []).append(str(cidr))
+        elif resource.resource_type == VPC_CIDR_ASSOCIATION:
+            vpc_id = _value(resource.props, "vpcId")
+            blocks.setdefault(vpc_id, []).append(str(_value(resource.props, "cidrBlock")))
+    return blocks
+
+
+def _outside_reach(
+    nlb: Any, port: int, resources: Sequence[Any], config: Mapping[str, Any]
+) -> str | None:
+    """Why this NLB's listener on `port` is reachable from outside its VPC, or None.
+
+    The program's rule (components/network.py): an internal NLB admits the VPC's CIDR and each
+    allowedCidrs entry through its security group; internal=false puts it on the internet.
+    """
+    props = nlb.props
+    if not _truthy(_value(props, "internal")):
+        return "the load balancer is internet-facing (internal is not true)"
+    group_ids = items_of(_value(props, "securityGroups"))
+    if not group_ids:
+        return "an internal load balancer without security groups admits any routed network"
+    groups = [
+        r
+        for r in resources
+        if r.resource_type in (SECURITY_GROUP, DEFAULT_SECURITY_GROUP)
+        and _value(r.props, "id") in group_ids
+    ]
+    vpc_blocks = _vpc_cidrs(resources, config)
+    inside = list(vpc_blocks[None])
+    for group in groups:
+        inside += vpc_blocks.get(_value(group.props, "vpcId"), [])
+    for resource in resources:
+        for source in _sources(resource):
+            if source.group_id not in group_ids or not source.covers(port):
+                continue
+            for cidr in source.cidrs:
+                if not _inside(cidr, inside):
+                    return f"its security group admits {cidr}, outside the VPC"
+    return None
+
+
+def nlb_listeners_use_tls(args: StackValidationArgs, report: ReportViolation) -> None:
+    """Outside non-production stacks, every NLB listener reachable from outside its VPC is TLS,
+    unless the policy config lists its port with a reason."""
+    config = args.get_config()
+    stack = stack_name(config)
+    if is_non_production(stack, config):
+        return
+    resources = list(args.resources)
+    plaintext = _plaintext_ports(config)
+    nlbs: dict[Any, Any] | None = None  # read only when a listener needs judging (preview)
+    for listener in resources:
+        if listener.resource_type != LISTENER:
+            continue
+        protocol = _value(listener.props, "protocol")
+        port = _port(_value(listener.props, "port"), -1)
+        if protocol in ("TLS", "UDP") or port in plaintext:
+            continue  # encrypted, not a byte stream, or plain on purpose (config says why)
+        if nlbs is None:
+            nlbs = {
+                _value(r.props, "arn"): r
+                for r in resources
+                if r.resource_type == LOAD_BALANCER
+                and _value(r.props, "loadBalancerType") == "network"
+            }
+        nlb = nlbs.get(_value(listener.props, "loadBalancerArn"))
+        if nlb is None:
+            continue  # an Application Load Balancer's, or a load balancer of another stack
+        why = _outside_reach(nlb, port, resources, config)
+        if why is None:
+            continue
+        report(
+            f"{listener.name}: port {port} ({protocol}) of NLB {nlb.name} is reachable from "
+            f"outside its VPC ({why}) in stack {stack!r}; terminate TLS there (quorum-ha:tls) "
+            "or list the port with a reason in the policy config plaintextPorts",
+            listener.urn,
+        )
+
+
 # ---------------------------------------------------------------- the pack
 
 
@@ -684,6 +857,45 @@ def resource_policies() -> list[ResourceValidationPolicy]:
 def stack_policies() -> list[StackValidationPolicy]:
     """Rules that need to see several resources at once."""
     return [
+        StackValidationPolicy(
+            name="nlb-edge-tls",
+            description="Outside dev stacks, NLB listeners reachable from outside the VPC use "
+            "TLS, or the config says why not.",
+            validate=nlb_listeners_use_tls,
+            enforcement_level=EnforcementLevel.MANDATORY,
+            config_schema=_schema(
+                plaintextPorts={
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                            "reason": {"type": "string", "minLength": 1},
+                        },
+                        "required": ["port", "reason"],
+                    },
+                    "default": [],
+                    "description": "Listener ports that may stay plain TCP, each with why.",
+                },
+                vpcCidrs={
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "default": [],
+                    "description": "The VPC's CIDRs when the stack does not declare the VPC "
+                    "(network mode existing or stackReference).",
+                },
+                nonProductionStacks={
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "default": list(DEFAULT_NON_PRODUCTION_STACKS),
+                    "description": "Stack name patterns (fnmatch) exempt from the rule.",
+                },
+                stack={
+                    "type": "string",
+                    "description": "Judge as this stack (defaults to the stack being deployed).",
+                },
+            ),
+        ),
         StackValidationPolicy(
             name="s3-bucket-encryption-configured",
             description="Every S3 bucket has a KMS default-encryption configuration.",

@@ -554,6 +554,20 @@ def _listener_port(resource: DeclaredResource, run: OfflineRun) -> list[str]:
     return _in_range(resource.inputs, "port", 1, 65535, required=True)
 
 
+def _tls_listener(resource: DeclaredResource, run: OfflineRun) -> list[str]:
+    inputs = resource.inputs
+    if inputs.get("protocol") != "TLS":
+        return []
+    found = [] if inputs.get("certificateArn") else ["a TLS listener needs certificateArn"]
+    groups = {g.state.get("arn"): g for g in run.of_type("aws:lb/targetGroup:TargetGroup")}
+    for action in inputs.get("defaultActions") or []:
+        group = groups.get(action.get("targetGroupArn"))
+        protocol = group.inputs.get("protocol") if group is not None else None
+        if group is not None and protocol not in ("TCP", "TLS"):
+            found.append(f"a TLS listener forwards to TCP or TLS target groups, not {protocol}")
+    return found
+
+
 def _ecs_service(resource: DeclaredResource, run: OfflineRun) -> list[str]:
     found = _in_range(resource.inputs, "healthCheckGracePeriodSeconds", 0, 2147483647)
     found += _in_range(resource.inputs, "deploymentMinimumHealthyPercent", 0, 100)
@@ -697,6 +711,12 @@ CONSTRAINTS: dict[str, tuple[Constraint, ...]] = {
             "listener port 1-65535",
             _api("elasticloadbalancing/latest/APIReference/API_CreateListener.html"),
             _listener_port,
+        ),
+        Constraint(
+            "tls-listener",
+            "an NLB TLS listener has a certificate and forwards to TCP or TLS target groups",
+            _api("elasticloadbalancing/latest/network/load-balancer-target-groups.html"),
+            _tls_listener,
         ),
         _TAGS,
     ),

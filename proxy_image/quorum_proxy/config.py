@@ -6,6 +6,8 @@ names the key path, the value and what is allowed, in one line.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from collections.abc import Mapping
@@ -16,7 +18,11 @@ import yaml
 
 ENV_VAR = "QUORUM_PROXY_CONFIG"
 RETRY_REASONS = ("error", "timeout", "http_404")
-HEALTH_TYPES = ("http", "jsonrpc", "tcp")
+HEALTH_TYPES = ("http", "jsonrpc", "tcp", "tessera")
+# keys of a tessera check that name the ports its probes use (see _tessera_probes)
+TESSERA_PORT_KEYS = ("third_party_port", "p2p_port", "q2t_port")
+# a probe port given as "server": the port the server is listed with, stored as 0
+SERVER_PORT = 0
 PROTOCOLS = ("tcp", "http")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -45,6 +51,11 @@ class HealthCheck:
     path: str = "/"
     expect_status: int = 200
     stall_after: float | None = None
+    # tessera checks only (see proxy_image/README.md, "Tessera deep check")
+    public_key: str | None = None
+    third_party_port: int | None = None
+    p2p_port: int | None = None
+    q2t_port: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,15 +212,73 @@ class _Reader:
         return value
 
 
+def _tessera_public_key(path: str, value: Any) -> str:
+    allowed = "a Tessera public key: standard base64 of 32 bytes"
+    if not isinstance(value, str):
+        raise ConfigError(path, value, allowed)
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(path, value, allowed) from None
+    if len(raw) != 32:
+        raise ConfigError(path, value, allowed)
+    return value
+
+
+def _tessera_probes(r: _Reader, kind: str) -> dict[str, Any]:
+    """The tessera check's keys: its public key and the ports of its probes."""
+    if kind != "tessera":
+        for name in ("public_key", *TESSERA_PORT_KEYS):
+            if r.has(name):
+                raise ConfigError(r.key(name), r.raw(name), "tessera checks only")
+        return {}
+    ports: dict[str, int | None] = {}
+    for name in TESSERA_PORT_KEYS:
+        value = r.raw(name)
+        if value == "server":
+            ports[name] = SERVER_PORT
+        elif value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            ports[name] = None if value is None else r.int(name, 0, 1, 65535)
+        else:
+            raise ConfigError(r.key(name), value, 'a port 1-65535, or "server" (its own port)')
+    if all(port is None for port in ports.values()):
+        raise ConfigError(
+            r.key("third_party_port"), None, f"at least one of {', '.join(TESSERA_PORT_KEYS)}"
+        )
+    public_key = None
+    if r.has("public_key"):
+        public_key = _tessera_public_key(r.key("public_key"), r.raw("public_key"))
+    elif ports["third_party_port"] is not None or ports["p2p_port"] is not None:
+        # GET /keys must list it; POST /resend names it
+        raise ConfigError(
+            r.key("public_key"),
+            None,
+            "a Tessera public key when third_party_port or p2p_port is set",
+        )
+    return {"public_key": public_key, **ports}
+
+
 def _health_check(path: str, data: Any) -> HealthCheck:
     r = _Reader(
         path,
         data,
-        ("type", "interval", "timeout", "rise", "fall", "path", "expect_status", "stall_after"),
+        (
+            "type",
+            "interval",
+            "timeout",
+            "rise",
+            "fall",
+            "path",
+            "expect_status",
+            "stall_after",
+            "public_key",
+            *TESSERA_PORT_KEYS,
+        ),
     )
     kind = r.required("type")
     if kind not in HEALTH_TYPES:
         raise ConfigError(r.key("type"), kind, " | ".join(HEALTH_TYPES))
+    tessera = _tessera_probes(r, kind)
     check_path = r.raw("path", "/")
     if not isinstance(check_path, str) or not check_path.startswith("/"):
         raise ConfigError(r.key("path"), check_path, 'a path starting with "/"')
@@ -230,6 +299,7 @@ def _health_check(path: str, data: Any) -> HealthCheck:
         path=check_path,
         expect_status=r.int("expect_status", 200, 100, 599),
         stall_after=stall_after,
+        **tessera,
     )
 
 

@@ -178,6 +178,22 @@ class Metrics:
             "1 when a server takes new traffic (active and passive health), else 0.",
             ("upstream", "server"),
         )
+        # Names agreed with the alarms and the dashboard (components/): change them together.
+        self.tessera_deep_check_up = Gauge(
+            "quorum_proxy_tessera_deep_check_up",
+            "1 while a Tessera passes the deep check (key listed, database answering), else 0.",
+            ("upstream", "server"),
+        )
+        self.tessera_party_count = Gauge(
+            "quorum_proxy_tessera_party_count",
+            "Parties (public keys) a Tessera knows, from its GET /partyinfo/keys.",
+            ("upstream", "server"),
+        )
+        self.tessera_party_count_spread = Gauge(
+            "quorum_proxy_tessera_party_count_spread",
+            "Most minus fewest parties known among an upstream's Tessera servers.",
+            ("upstream",),
+        )
 
     def render(self) -> str:
         lines: list[str] = []
@@ -191,6 +207,9 @@ class Metrics:
             self.bad_requests,
             self.open_connections,
             self.upstream_healthy,
+            self.tessera_deep_check_up,
+            self.tessera_party_count,
+            self.tessera_party_count_spread,
         ):
             lines.extend(family.render())
         lines.extend(self.latency.render())

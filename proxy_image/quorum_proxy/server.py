@@ -20,6 +20,7 @@ from .http_proxy import HttpListener
 from .metrics import Metrics
 from .mirror import MirrorChannel
 from .tcp_proxy import TcpListener
+from .tessera_check import TesseraState, tessera_state
 from .upstream import Resolver, Server, UpstreamGroup, system_resolver
 
 SWEEP_INTERVAL = 0.25
@@ -254,6 +255,9 @@ class ProxyRuntime:
         self.mirror_channels: dict[Server, MirrorChannel] = {}
         self.metrics.open_connections.collect = self._collect_open
         self.metrics.upstream_healthy.collect = self._collect_health
+        self.metrics.tessera_deep_check_up.collect = self._collect_tessera_up
+        self.metrics.tessera_party_count.collect = self._collect_party_counts
+        self.metrics.tessera_party_count_spread.collect = self._collect_party_spread
 
     def _collect_open(self) -> dict[tuple[str, ...], float]:
         return {(name,): float(n) for name, n in self.open_connections.items()}
@@ -265,6 +269,39 @@ class ProxyRuntime:
             for g in self.groups.values()
             for s in g.servers
         }
+
+    def _tessera_servers(self) -> list[tuple[str, Server, TesseraState]]:
+        """(upstream, server, state) of every server a tessera check has checked."""
+        found = []
+        for g in self.groups.values():
+            check = g.config.health_check
+            if check is None or check.type != "tessera":
+                continue
+            for s in g.servers:
+                state = tessera_state(s)
+                if state is not None and state.checked:
+                    found.append((g.config.name, s, state))
+        return found
+
+    def _collect_tessera_up(self) -> dict[tuple[str, ...], float]:
+        # the check's verdict after rise/fall, as it takes the server out
+        return {(g, s.name): 1.0 if s.active_ok else 0.0 for g, s, _ in self._tessera_servers()}
+
+    def _party_counts(self) -> dict[tuple[str, str], int]:
+        return {
+            (g, s.name): state.party_count
+            for g, s, state in self._tessera_servers()
+            if state.party_count is not None and not s.absent
+        }
+
+    def _collect_party_counts(self) -> dict[tuple[str, ...], float]:
+        return {key: float(n) for key, n in self._party_counts().items()}
+
+    def _collect_party_spread(self) -> dict[tuple[str, ...], float]:
+        by_group: dict[str, list[int]] = {}
+        for (group, _), n in self._party_counts().items():
+            by_group.setdefault(group, []).append(n)
+        return {(g,): float(max(ns) - min(ns)) for g, ns in by_group.items()}
 
     def mirror_channel(self, server: Server) -> MirrorChannel:
         channel = self.mirror_channels.get(server)

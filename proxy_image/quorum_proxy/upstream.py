@@ -17,6 +17,7 @@ import httptools
 
 from .config import HealthCheck, Upstream
 from .metrics import Metrics
+from .tessera_check import run_tessera_check
 
 log = logging.getLogger("quorum_proxy")
 
@@ -453,8 +454,11 @@ class UpstreamGroup:
         while True:
             if server.addr is None:
                 await self.lookup(server)  # none yet: the check needs one to run at all
+            # a tessera check bounds each of its concurrent probes by timeout itself, so that
+            # one held probe spares the others' results (the check itself resolves nothing)
+            timeout = check.timeout * (2 if check.type == "tessera" else 1)
             try:
-                async with asyncio.timeout(check.timeout):
+                async with asyncio.timeout(timeout):
                     ok = await run_check(server, check)
             except (
                 OSError,
@@ -521,12 +525,14 @@ async def http_request(
 
 
 async def run_check(server: Server, check: HealthCheck) -> bool:
-    """One active check of one server: tcp connect, http status, or jsonrpc block advance."""
+    """One active check of one server: tcp connect, http status, jsonrpc block advance, tessera."""
     # the last known address: a lookup failure is the resolve loop's to count, not a failed
     # check (a DNS outage would take every server out at once); none known yet fails it
     addr = server.addr
     if addr is None:
         raise OSError(f"no address for {server.name} yet")
+    if check.type == "tessera":
+        return await run_tessera_check(server, check, addr)
     if check.type == "tcp":
         _, writer = await asyncio.open_connection(*addr)
         writer.close()

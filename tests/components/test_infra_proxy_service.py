@@ -456,3 +456,76 @@ def test_listeners_free_their_target_groups_before_an_nlb_replacement_takes_them
     assert len(options) == len(LISTENER_PORTS)
     for name, opts in options.items():
         assert opts is not None and opts.delete_before_replace is True, name
+
+
+# ------------------------------------------------------------------ TLS on the edge
+TLS_CERTIFICATE = (
+    "arn:aws:acm:us-east-1:123456789012:certificate/0b1f8d2e-1234-4abc-8def-0123456789ab"
+)
+
+
+def tls_config(**fields: Any) -> dict[str, Any]:
+    return {"certificateArn": TLS_CERTIFICATE, "dnsName": "quorum.example.com", **fields}
+
+
+@pytest.mark.parametrize(
+    ("ports", "zone"),
+    [([9001], None), ([9001, 9081], "Z0123456789ABCDEFGHIJ"), ([9001, 9081, 22000], None)],
+)
+def test_tls_listeners_terminate_with_the_certificate_and_keep_tcp_targets(
+    offline: Callable[..., OfflineRun], ports: list[int], zone: str | None
+) -> None:
+    fields = {"listeners": ports} | ({"hostedZoneId": zone} if zone else {})
+    run = offline("full", tls=tls_config(**fields))
+    plain = offline("full")
+    groups = {g.state["arn"]: g for g in run.of_type("aws:lb/targetGroup:TargetGroup")}
+    for listener in run.of_type("aws:lb/listener:Listener"):
+        port = int(listener.inputs["port"])
+        if port in ports:
+            assert listener.inputs["protocol"] == "TLS", port
+            assert listener.inputs["certificateArn"] == TLS_CERTIFICATE
+            assert listener.inputs["sslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09"
+        else:
+            assert listener.inputs["protocol"] == "TCP", port
+            assert listener.inputs.get("certificateArn") is None
+            assert listener.inputs.get("sslPolicy") is None
+        (action,) = listener.inputs["defaultActions"]
+        # The NLB decrypts; the proxy behind speaks plain HTTP, checked as before.
+        assert groups[action["targetGroupArn"]].inputs["protocol"] == "TCP"
+    # Target groups and their health checks are those of the plain stack, unchanged.
+    assert sorted(
+        (g.name, json.dumps(g.inputs, sort_keys=True))
+        for g in run.of_type("aws:lb/targetGroup:TargetGroup")
+    ) == sorted(
+        (g.name, json.dumps(g.inputs, sort_keys=True))
+        for g in plain.of_type("aws:lb/targetGroup:TargetGroup")
+    )
+
+
+def test_tls_with_a_zone_writes_an_alias_of_the_nlb_under_the_certificates_name(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    run = offline("pair", tls=tls_config(hostedZoneId="Z0123456789ABCDEFGHIJ"))
+    (nlb,) = run.of_type("aws:lb/loadBalancer:LoadBalancer")
+    (record,) = [
+        r
+        for r in run.of_type("aws:route53/record:Record")
+        if r.inputs["zoneId"] == "Z0123456789ABCDEFGHIJ"
+    ]
+    assert (record.inputs["name"], record.inputs["type"]) == ("quorum.example.com", "A")
+    assert "records" not in record.inputs and "ttl" not in record.inputs
+    (alias,) = record.inputs["aliases"]
+    assert (alias["name"], alias["zoneId"]) == (nlb.state["dnsName"], nlb.state["zoneId"])
+
+
+def test_tls_without_a_zone_leaves_the_name_to_the_operator(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    run = offline("pair", tls=tls_config())
+    plain = offline("pair")
+    assert len(run.of_type("aws:route53/record:Record")) == len(
+        plain.of_type("aws:route53/record:Record")
+    )
+    # The CNAME target the operator needs is exported.
+    (nlb,) = run.of_type("aws:lb/loadBalancer:LoadBalancer")
+    assert run.outputs["nlbDnsName"] == nlb.state["dnsName"]

@@ -226,6 +226,20 @@ def test_standalone_proxy_lists_every_node_and_keeps_one_rpc_primary(
     assert [r.prefix for r in mirrored] == ["/partyinfo"]
 
 
+def test_standalone_proxy_deep_checks_each_tessera_for_the_stack_key(
+    shaped_run: OfflineRun,
+) -> None:
+    config = parse_config(proxy_config(shaped_run))
+    for name in ("third_party", "p2p"):
+        check = config.upstreams[name].health_check
+        assert check is not None and check.type == "tessera", name
+        assert check.public_key == shaped_run.outputs["tesseraPublicKey"], name
+        assert (check.third_party_port, check.p2p_port) == (
+            TESSERA_THIRD_PARTY_PORT,
+            TESSERA_P2P_PORT,
+        )
+
+
 def test_quorum_nodes_know_each_other_by_enode(shaped_run: OfflineRun) -> None:
     enodes = shaped_run.outputs["haEnodeDnsNames"]
     names = shaped_run.outputs["nodeDnsNames"]
@@ -260,3 +274,66 @@ def test_stacks_whose_names_fold_alike_get_distinct_zones_and_role_paths(
         key = (zone.inputs["name"], *paths)
         assert key not in seen, f"{stack} and {seen.get(key)} share {key}"
         seen[key] = stack
+
+
+# ------------------------------------------------------------------ TLS on the edge
+TLS = {
+    "certificateArn": (
+        "arn:aws:acm:us-east-1:123456789012:certificate/0b1f8d2e-1234-4abc-8def-0123456789ab"
+    ),
+    "dnsName": "quorum.example.com",
+    "hostedZoneId": "Z0123456789ABCDEFGHIJ",
+}
+
+
+def test_with_tls_every_tessera_of_every_setup_advertises_the_https_p2p_url(
+    offline: Callable[..., OfflineRun], shape: tuple
+) -> None:
+    run = offline(*shape, tls=TLS)
+    outputs = run.outputs
+    assert outputs["p2pUrl"] == f"https://quorum.example.com:{TESSERA_P2P_PORT}"
+    # Only P2P by default: the other listeners keep their plain URL at the NLB's name.
+    assert outputs["thirdPartyUrl"] == (
+        f"http://{outputs['nlbDnsName']}:{TESSERA_THIRD_PARTY_PORT}"
+    )
+    assert outputs["rpcEndpoint"] == f"http://{outputs['nlbDnsName']}:{QUORUM_RPC_PORT}"
+    tesseras = [
+        i
+        for i in run.of_type("aws:ec2/instance:Instance")
+        if boot_env(i)["ROLE"] in ("pair", "tessera")
+    ]
+    assert len(tesseras) == (shape[1] if shape[0] == "pair" else shape[2])
+    for instance in tesseras:
+        config = tessera_config(instance)
+        p2p = server(config, "P2P")
+        assert p2p["serverAddress"] == outputs["p2pUrl"], instance.name
+        # The NLB terminates TLS: Tessera binds plain HTTP, and its P2P client (no sslConfig,
+        # so tls OFF) reaches https peers through the JVM's default trust store.
+        assert urlsplit(p2p["bindingAddress"]).scheme == "http"
+        assert "sslConfig" not in p2p
+        assert server(config, "ThirdParty")["serverAddress"] == outputs["thirdPartyUrl"]
+
+
+def test_with_tls_on_every_listener_every_url_is_https_at_the_certificates_name(
+    offline: Callable[..., OfflineRun],
+) -> None:
+    run = offline("full", 2, 2, tls={**TLS, "listeners": [9001, 9081, 22000]})
+    assert {k: run.outputs[k] for k in ("p2pUrl", "thirdPartyUrl", "rpcEndpoint")} == {
+        "p2pUrl": "https://quorum.example.com:9001",
+        "thirdPartyUrl": "https://quorum.example.com:9081",
+        "rpcEndpoint": "https://quorum.example.com:22000",
+    }
+    for instance in run.of_type("aws:ec2/instance:Instance"):
+        if boot_env(instance)["ROLE"] == "tessera":
+            config = tessera_config(instance)
+            assert server(config, "ThirdParty")["serverAddress"] == run.outputs["thirdPartyUrl"]
+
+
+def test_without_tls_nothing_changes_for_other_stacks(offline: Callable[..., OfflineRun]) -> None:
+    outputs = offline("pair", 2, 2).outputs
+    nlb = outputs["nlbDnsName"]
+    assert (outputs["p2pUrl"], outputs["thirdPartyUrl"], outputs["rpcEndpoint"]) == (
+        f"http://{nlb}:9001",
+        f"http://{nlb}:9081",
+        f"http://{nlb}:22000",
+    )

@@ -78,6 +78,22 @@ CHANGES = (
     ),
     Change("new-proxy-image", _shape("full", 2, 2), _shape("full", 2, 2, proxyImageUri=ECR_IMAGE)),
     Change("more-proxy-tasks", _shape("pair", 2, 2), _shape("pair", 2, 2, proxyTaskCount=3)),
+    Change(
+        "enable-tls",
+        _shape("full", 2, 2),
+        _shape(
+            "full",
+            2,
+            2,
+            tls={
+                "certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/"
+                "00000000-0000-4000-8000-000000000000",
+                "dnsName": "quorum.example.com",
+                "hostedZoneId": "Z0123456789ABCDEFGHIJ",
+                "listeners": [9001, 9081, 22000],
+            },
+        ),
+    ),
 )
 
 

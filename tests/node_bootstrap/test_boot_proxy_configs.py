@@ -6,13 +6,14 @@ quorum_proxy.config.parse_config, then checked for the seed's wiring.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 import pytest
 import yaml
 from boot_fixtures import CASES, Case, make_context
-from quorum_proxy.config import ConfigError, parse_config
+from quorum_proxy.config import SERVER_PORT, ConfigError, parse_config
 
 from node_bootstrap import (
     TM_IPC_PATH,
@@ -50,7 +51,9 @@ def test_ipc_proxy_sends_q2t_to_every_tessera(quorum_ctx: NodeBootContext) -> No
     assert config.upstreams["q2t"].servers == expected
     health = config.upstreams["q2t"].health_check
     assert health is not None
-    assert (health.type, health.path, health.expect_status) == ("http", "/upcheck", 200)
+    # the deep check on the only Tessera port a Quorum machine reaches (components/network.py)
+    assert (health.type, health.q2t_port) == ("tessera", SERVER_PORT)  # each server's: 9101
+    assert (health.third_party_port, health.p2p_port, health.public_key) == (None, None, None)
 
 
 def test_ipc_proxy_retries_post_on_error_timeout_and_404(quorum_ctx: NodeBootContext) -> None:
@@ -68,8 +71,15 @@ def test_ipc_proxy_is_only_for_quorum_machines_of_full_and_tessera(case: Case) -
         render_ipc_proxy_config(make_context(case))
 
 
-def standalone(quorum: tuple[str, ...], tessera: tuple[str, ...]) -> dict[str, Any]:
-    text = render_standalone_proxy_config(quorum_dns_names=quorum, tessera_dns_names=tessera)
+TESSERA_KEY = base64.b64encode(bytes(range(32))).decode()
+
+
+def standalone(
+    quorum: tuple[str, ...], tessera: tuple[str, ...], key: str | None = TESSERA_KEY
+) -> dict[str, Any]:
+    text = render_standalone_proxy_config(
+        quorum_dns_names=quorum, tessera_dns_names=tessera, tessera_public_key=key
+    )
     data = json.loads(text)
     assert isinstance(data, dict)
     # The ECS task passes the JSON through QUORUM_PROXY_CONFIG, which the proxy reads as YAML.
@@ -142,10 +152,48 @@ def test_p2p_mirrors_partyinfo_and_keeps_a_catch_all(
     assert config.upstreams["p2p"].servers == tuple((t, 9001) for t in tessera)
 
 
+@pytest.mark.parametrize(("quorum", "tessera"), STACKS)
+def test_standalone_tessera_upstreams_use_the_deep_check_on_ports_the_proxy_reaches(
+    quorum: tuple[str, ...], tessera: tuple[str, ...]
+) -> None:
+    config = parse_config(standalone(quorum, tessera))
+    for name in ("third_party", "p2p"):
+        check = config.upstreams[name].health_check
+        assert check is not None
+        assert (check.type, check.public_key) == ("tessera", TESSERA_KEY)
+        # the proxy's security group reaches Tessera on 9081 and 9001 only, not Q2T's 9101
+        assert (check.third_party_port, check.p2p_port, check.q2t_port) == (9081, 9001, None)
+        assert (check.interval, check.timeout, check.rise, check.fall) == (5.0, 2.0, 2, 3)
+
+
+def test_standalone_without_the_key_keeps_upcheck() -> None:
+    config = parse_config(standalone(("q.z",), ("t.z",), key=None))
+    for name in ("third_party", "p2p"):
+        check = config.upstreams[name].health_check
+        assert check is not None
+        assert (check.type, check.path) == ("http", "/upcheck")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
         ({"quorum_dns_names": (), "tessera_dns_names": ("t.z",)}, "quorum_dns_names"),
+        (
+            {
+                "quorum_dns_names": ("q.z",),
+                "tessera_dns_names": ("t.z",),
+                "tessera_public_key": "x",
+            },
+            "tessera_public_key",
+        ),
+        (
+            {
+                "quorum_dns_names": ("q.z",),
+                "tessera_dns_names": ("t.z",),
+                "tessera_public_key": base64.b64encode(b"k" * 33).decode(),
+            },
+            "tessera_public_key",
+        ),
         ({"quorum_dns_names": ("q.z",), "tessera_dns_names": ("t.z", "t.z")}, "each name once"),
         ({"quorum_dns_names": ("q.z",), "tessera_dns_names": ("bad name",)}, "tessera_dns_names"),
         ({"quorum_dns_names": ("q.z",), "tessera_dns_names": ("t.z",), "workers": 0}, "workers"),

@@ -58,6 +58,27 @@ def test_p2p_and_third_party_advertise_the_nlb_and_bind_on_the_machine(
     assert third_party["bindingAddress"] == "http://0.0.0.0:9081"
 
 
+def test_an_https_p2p_url_is_advertised_while_tessera_serves_and_calls_plainly(
+    tessera_ctx: NodeBootContext,
+) -> None:
+    # TLS at the NLB: Tessera advertises https, binds http, and renders no sslConfig, so its
+    # P2P client is Jersey's default (tls OFF) and reaches https peers through the JVM's trust
+    # store (Tessera ClientFactory.buildFrom: sslContext only when ServerConfig.isSsl()).
+    ctx = replace(tessera_ctx, p2p_url="https://quorum.example.com:9001")
+    cfg = rendered(ctx)
+    p2p = server(cfg, "P2P")
+    assert p2p["serverAddress"] == "https://quorum.example.com:9001"
+    assert p2p["bindingAddress"] == "http://0.0.0.0:9001"
+    assert all("sslConfig" not in s for s in cfg["serverConfigs"])
+    validate_tessera_config(cfg)
+
+
+def test_an_explicit_tls_off_is_accepted() -> None:
+    cfg = rendered(make_context(Case("full", 2, "tessera", 0)))
+    server(cfg, "P2P")["sslConfig"] = {"tls": "OFF"}
+    validate_tessera_config(cfg)
+
+
 def test_pair_serves_q2t_on_the_unix_socket() -> None:
     ctx = make_context(Case("pair", 2, "pair", 1))
     q2t = server(rendered(ctx), "Q2T")
@@ -234,6 +255,18 @@ BROKEN = [
     ),
     Broken("useWhiteList not bool", _set("useWhiteList", "yes"), ("useWhiteList: 'yes'",)),
     Broken("peer without port", _set("peer.0.url", "http://peer.example"), ("peer[0].url",)),
+    # STRICT would make Tessera's P2P server speak TLS to the proxy (plain HTTP behind the
+    # NLB) and its P2P client trust only the configured stores instead of the JVM's.
+    Broken(
+        "P2P sslConfig STRICT",
+        _set("serverConfigs.2.sslConfig", {"tls": "STRICT", "clientTrustMode": "CA"}),
+        ("serverConfigs[2].sslConfig.tls: 'STRICT'", "the NLB terminates TLS"),
+    ),
+    Broken(
+        "sslConfig without tls",
+        _set("serverConfigs.0.sslConfig", {"clientTrustMode": "CA"}),
+        ("serverConfigs[0].sslConfig.tls: None", "OFF"),
+    ),
 ]
 
 

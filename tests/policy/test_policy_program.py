@@ -53,11 +53,60 @@ def test_the_prod_example_passes_every_rule() -> None:
 
 def test_deletion_protection_off_in_prod_is_caught() -> None:
     # The settings accept this (an operator's explicit choice); the guardrail does not.
-    run = run_offline(setup_config("pair", deletionProtection=False), stack="prod")
+    run = run_offline(setup_config("pair", deletionProtection=False, tls=TLS), stack="prod")
     assert names(check_resources(run.resources, stack="prod")) == [
         ("rds-deletion-protection", "quorum-ha-db-primary"),
         ("rds-deletion-protection", "quorum-ha-db-replica"),
     ]
+
+
+TLS = {
+    "certificateArn": (
+        "arn:aws:acm:us-east-1:123456789012:certificate/00000000-0000-4000-8000-000000000000"
+    ),
+    "dnsName": "quorum.example.com",
+    "listeners": LISTENER_PORTS,
+}
+
+
+@pytest.mark.parametrize("setup", sorted(SETUP_COUNTS))
+def test_plain_listeners_reachable_beyond_the_vpc_are_caught_in_production(setup: str) -> None:
+    # The dev stack admits 10.100.0.0/16, outside its VPC: fine in dev, not in production.
+    plain = run_offline(setup_config(setup, deletionProtection=True), stack="prod")
+    assert check_resources(plain.resources, stack="dev") == []
+    assert names(check_resources(plain.resources, stack="prod")) == [
+        ("nlb-edge-tls", "quorum-ha-proxy-p2p-listener"),
+        ("nlb-edge-tls", "quorum-ha-proxy-rpc-listener"),
+        ("nlb-edge-tls", "quorum-ha-proxy-third-party-listener"),
+    ]
+    # TLS on P2P only: the other two stay flagged until TLS or a stated reason covers them.
+    p2p_only = run_offline(
+        setup_config(setup, deletionProtection=True, tls={**TLS, "listeners": [9001]}),
+        stack="prod",
+    )
+    reasons = {
+        "nlb-edge-tls": {
+            "plaintextPorts": [
+                {"port": 22000, "reason": "our applications, over the corporate VPN"},
+                {"port": 9081, "reason": "our applications, over the corporate VPN"},
+            ]
+        }
+    }
+    assert [n for _, n in names(check_resources(p2p_only.resources, stack="prod"))] == [
+        "quorum-ha-proxy-rpc-listener",
+        "quorum-ha-proxy-third-party-listener",
+    ]
+    assert check_resources(p2p_only.resources, stack="prod", config=reasons) == []
+    every = run_offline(setup_config(setup, deletionProtection=True, tls=TLS), stack="prod")
+    assert check_resources(every.resources, stack="prod") == []
+
+
+def test_an_internet_facing_nlb_without_tls_is_caught_whatever_it_admits() -> None:
+    config = setup_config("pair", internalNlb=False, allowedCidrs=[], deletionProtection=True)
+    run = run_offline(config, stack="prod")
+    violations = check_resources(run.resources, stack="prod")
+    assert {v.policy for v in violations} == {"nlb-edge-tls"}
+    assert len(violations) == 3 and all("internet-facing" in v.message for v in violations)
 
 
 def test_listeners_opened_to_the_world_need_the_policy_to_allow_their_ports() -> None:

@@ -195,6 +195,16 @@ def test_constraints_catch_what_aws_refuses() -> None:
             ),
         )
         aws.cloudwatch.LogGroup("logs", name="logs", retention_in_days=42)
+        udp = aws.lb.TargetGroup("udp", name="udp", port=53, protocol="UDP")
+        aws.lb.Listener(
+            "edge",
+            load_balancer_arn="arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/net/n/1",
+            port=9001,
+            protocol="TLS",
+            default_actions=[
+                aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=udp.arn)
+            ],
+        )
 
     found = "\n".join(aws_rules.constraint_violations(_declare(program)))
     for expected in (
@@ -208,6 +218,8 @@ def test_constraints_catch_what_aws_refuses() -> None:
         "healthCheck.healthyThreshold=11",
         "healthCheck.matcher '100'",
         "retentionInDays=42",
+        "a TLS listener needs certificateArn",
+        "forwards to TCP or TLS target groups, not UDP",
     ):
         assert expected in found, f"{expected!r} not reported in:\n{found}"
 
