@@ -15,6 +15,13 @@ from typing import Any
 
 import yaml
 
+from domain.metrics import (
+    NODE_LABEL,
+    QUORUM_JOB,
+    QUORUM_NAMESPACE,
+    prometheus_scrape_config,
+    prometheus_section,
+)
 from node_bootstrap.context import (
     QUORUM_METRICS_PORT,
     QUORUM_P2P_PORT,
@@ -275,23 +282,11 @@ def service_logs(ctx: NodeBootContext) -> list[str]:
 
 
 def _prometheus_config(ctx: NodeBootContext) -> str:
-    return yaml.safe_dump(
-        {
-            "global": {"scrape_interval": "1m", "scrape_timeout": "10s"},
-            "scrape_configs": [
-                {
-                    "job_name": "quorum",
-                    "metrics_path": "/debug/metrics/prometheus",
-                    "static_configs": [
-                        {
-                            "targets": [f"127.0.0.1:{QUORUM_METRICS_PORT}"],
-                            "labels": {"node": ctx.node_dns_name},
-                        }
-                    ],
-                }
-            ],
-        },
-        sort_keys=False,
+    return prometheus_scrape_config(
+        QUORUM_JOB,
+        f"127.0.0.1:{QUORUM_METRICS_PORT}",
+        "/debug/metrics/prometheus",
+        {NODE_LABEL: ctx.node_dns_name},
     )
 
 
@@ -323,26 +318,15 @@ def cloudwatch_agent_config(ctx: NodeBootContext) -> dict[str, Any]:
         }
     }
     if ctx.runs_quorum:
+        # geth's metrics, as the alarms and dashboard name them (domain/metrics.py).
         logs["metrics_collected"] = {
-            "prometheus": {
-                "log_group_name": ctx.log_group_name,
-                "prometheus_config_path": f"{ETC_DIR}/prometheus.yaml",
-                "emf_processor": {
-                    "metric_namespace": "QuorumHA/Quorum",
-                    "metric_declaration": [
-                        {
-                            "source_labels": ["job"],
-                            "label_matcher": "^quorum$",
-                            "dimensions": [["node"]],
-                            "metric_selectors": [
-                                "^chain_head_block$",
-                                "^p2p_peers$",
-                                "^txpool_pending$",
-                            ],
-                        }
-                    ],
-                },
-            }
+            "prometheus": prometheus_section(
+                source="geth",
+                job=QUORUM_JOB,
+                namespace=QUORUM_NAMESPACE,
+                log_group=ctx.log_group_name,
+                config_path=f"{ETC_DIR}/prometheus.yaml",
+            )
         }
     return {
         "agent": {"metrics_collection_interval": 60, "run_as_user": "root"},
