@@ -20,6 +20,7 @@ import pulumi_aws as aws
 from components.settings import ALARM_RATE_MINUTES, AlarmSettings
 from domain import metrics as m
 from domain.metrics import Metric
+from node_bootstrap.proxy import Q2T_UPSTREAM
 
 RUNBOOKS = "docs/runbooks.md"
 # docs/runbooks.md, "Alarms": one section per alarm family (a test checks each exists).
@@ -168,6 +169,8 @@ class MonitoringArgs:
     db_replica_identifier: pulumi.Input[str]
     db_replica_region: str | None  # None: the stack's region
     db_allocated_storage_gib: int
+    # The Tessera servers of the IPC proxy on each Quorum machine (setups 2 and 3; else none).
+    q2t_servers: Sequence[str] = ()
     title: str = ""
     alarm_arns: list[pulumi.Output[str]] = field(default_factory=list)
 
@@ -489,6 +492,24 @@ class Monitoring(pulumi.ComponentResource):
                     missing="missing",
                 ),
             )
+            for server_index, server in enumerate(args.q2t_servers):
+                self._alarm(
+                    f"quorum-{index}-q2t-{server_index}-down",
+                    f"{node} q2t server {server} down",
+                    f"The IPC proxy on {node} marks its Tessera {server} down (Q2T: private "
+                    "transactions from this Quorum go to the other Tessera).",
+                    RUNBOOK_UPSTREAM_DOWN,
+                    **self._single(
+                        m.Q2T_UPSTREAM_HEALTHY,
+                        {m.NODE_LABEL: node, "upstream": Q2T_UPSTREAM, "server": server},
+                        stat="Minimum",
+                        period=MINUTE,
+                        periods=2,
+                        threshold=1,
+                        operator="LessThanThreshold",
+                        missing="missing",
+                    ),
+                )
             if args.expected_peers > 0:
                 self._alarm(
                     f"quorum-{index}-peers",
@@ -671,6 +692,7 @@ class Monitoring(pulumi.ComponentResource):
                         listeners=self._listeners,
                         mirroring_listeners=mirroring_listeners(args.proxy_config),
                         quorum_nodes=tuple(args.quorum_dns_names),
+                        q2t_servers=tuple(args.q2t_servers),
                         db_instances=(
                             (v["primary"], args.region),
                             (v["replica"], args.db_replica_region or args.region),
@@ -704,6 +726,7 @@ class DashboardView:
     listeners: Mapping[str, str]
     mirroring_listeners: Sequence[str]
     quorum_nodes: Sequence[str]
+    q2t_servers: Sequence[str]
     db_instances: Sequence[tuple[str, str]]  # (identifier, region)
     alarm_arns: Sequence[str]
 
@@ -810,6 +833,19 @@ def dashboard_body(view: DashboardView) -> dict[str, Any]:
             "Maximum",
         ),
         _graph(
+            "Q2T: Tessera servers as each Quorum's IPC proxy sees them",
+            [
+                widget_metric(
+                    m.Q2T_UPSTREAM_HEALTHY,
+                    {m.NODE_LABEL: node, "upstream": Q2T_UPSTREAM, "server": server},
+                )
+                for node in view.quorum_nodes
+                for server in view.q2t_servers
+            ],
+            region,
+            "Minimum",
+        ),
+        _graph(
             "Peers of each Quorum",
             [widget_metric(m.QUORUM_PEERS, {m.NODE_LABEL: n}) for n in view.quorum_nodes],
             region,
@@ -890,6 +926,8 @@ def dashboard_body(view: DashboardView) -> dict[str, Any]:
         "properties": {"title": "HA alarms", "alarms": list(view.alarm_arns)},
     }
     widgets = [header, alarms]
+    # Setup 1 has no IPC proxy: no empty graph.
+    graphs = [g for g in graphs if g["properties"]["metrics"]]
     for index, graph in enumerate(graphs):
         graph.update(x=(index % 2) * 12, y=8 + (index // 2) * 6, width=12, height=6)
         widgets.append(graph)

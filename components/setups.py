@@ -58,6 +58,7 @@ from node_bootstrap.context import (
     MachineRole,
     NodeBootContext,
 )
+from node_bootstrap.proxy import q2t_servers
 
 
 @dataclass(frozen=True)
@@ -286,6 +287,10 @@ class ClientNode(pulumi.ComponentResource):
                 db_replica_identifier=self.database.replica_identifier,
                 db_replica_region=self.database.replica_region,
                 db_allocated_storage_gib=settings.db_allocated_storage,
+                # Quorum machines run the IPC proxy where Tessera has machines of its own.
+                q2t_servers=(
+                    q2t_servers(self.dns_names["tessera"]) if "tessera" in self.dns_names else ()
+                ),
                 title=f"quorum-ha {settings.stack} ({settings.setup})",
             ),
             opts=self._child_opts(),

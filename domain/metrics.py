@@ -22,7 +22,9 @@ from typing import Any, Literal
 
 import yaml
 
-Source = Literal["aws", "proxy", "geth"]
+# ipc_proxy: the IPC proxy on each Quorum machine of setups 2 and 3, scraped by the machine's
+# agent into the machine's namespace, labelled with the machine's `node`.
+Source = Literal["aws", "proxy", "geth", "ipc_proxy"]
 
 PROXY_NAMESPACE = "QuorumHA/Proxy"
 QUORUM_NAMESPACE = "QuorumHA/Quorum"
@@ -133,6 +135,14 @@ def _geth(name: str) -> Metric:
 QUORUM_CHAIN_HEAD = _geth("chain_head_block")
 QUORUM_PEERS = _geth("p2p_peers")
 QUORUM_TXPOOL_PENDING = _geth("txpool_pending")
+# Q2T as each Quorum machine's IPC proxy sees its Tessera servers (setups 2 and 3).
+Q2T_UPSTREAM_HEALTHY = Metric(
+    QUORUM_NAMESPACE,
+    "quorum_proxy_upstream_healthy",
+    ((NODE_LABEL, "upstream", "server"),),
+    "ipc_proxy",
+    "gauge",
+)
 
 CATALOG: tuple[Metric, ...] = (
     NLB_HEALTHY_HOSTS,
@@ -158,6 +168,7 @@ CATALOG: tuple[Metric, ...] = (
     QUORUM_CHAIN_HEAD,
     QUORUM_PEERS,
     QUORUM_TXPOOL_PENDING,
+    Q2T_UPSTREAM_HEALTHY,
 )
 BY_KEY: dict[tuple[str, str], Metric] = {m.key: m for m in CATALOG}
 
@@ -181,34 +192,55 @@ def metric_declarations(source: Source, job: str) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(frozen=True)
+class ScrapeJob:
+    """One local Prometheus endpoint the agent scrapes."""
+
+    job: str
+    target: str
+    metrics_path: str
+
+
 def prometheus_scrape_config(
-    job: str, target: str, metrics_path: str, labels: Mapping[str, str] | None = None
+    jobs: Sequence[ScrapeJob], labels: Mapping[str, str] | None = None
 ) -> str:
-    """A Prometheus scrape config (YAML) for one local target, as the agent reads it."""
-    static: dict[str, Any] = {"targets": [target]}
-    if labels:
-        static["labels"] = dict(labels)
+    """A Prometheus scrape config (YAML) for local targets, as the agent reads it."""
+    configs = []
+    for job in jobs:
+        static: dict[str, Any] = {"targets": [job.target]}
+        if labels:
+            static["labels"] = dict(labels)
+        configs.append(
+            {"job_name": job.job, "metrics_path": job.metrics_path, "static_configs": [static]}
+        )
     return yaml.safe_dump(
         {
             "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": "10s"},
-            "scrape_configs": [
-                {"job_name": job, "metrics_path": metrics_path, "static_configs": [static]}
-            ],
+            "scrape_configs": configs,
         },
         sort_keys=False,
     )
 
 
 def prometheus_section(
-    *, source: Source, job: str, namespace: str, log_group: str, config_path: str
+    *,
+    sources: Mapping[str, Source],
+    namespace: str,
+    log_group: str,
+    config_path: str,
 ) -> dict[str, Any]:
-    """The agent config's `logs.metrics_collected.prometheus` for one scraped source."""
+    """The agent config's `logs.metrics_collected.prometheus`: one namespace (the agent has
+    one Prometheus pipeline), the catalog's metrics of each job's source."""
     return {
         "log_group_name": log_group,
         "prometheus_config_path": config_path,
         "emf_processor": {
             "metric_namespace": namespace,
-            "metric_declaration": metric_declarations(source, job),
+            "metric_declaration": [
+                declaration
+                for job, source in sources.items()
+                for declaration in metric_declarations(source, job)
+            ],
         },
     }
 
@@ -233,8 +265,7 @@ def metrics_agent_container(*, admin_port: int, log_group: str, region: str) -> 
         "logs": {
             "metrics_collected": {
                 "prometheus": prometheus_section(
-                    source="proxy",
-                    job=PROXY_JOB,
+                    sources={PROXY_JOB: "proxy"},
                     namespace=PROXY_NAMESPACE,
                     log_group=log_group,
                     config_path="env:PROMETHEUS_CONFIG_CONTENT",
@@ -243,7 +274,9 @@ def metrics_agent_container(*, admin_port: int, log_group: str, region: str) -> 
             "force_flush_interval": 5,
         },
     }
-    scrape = prometheus_scrape_config(PROXY_JOB, f"127.0.0.1:{admin_port}", "/metrics")
+    scrape = prometheus_scrape_config(
+        [ScrapeJob(PROXY_JOB, f"127.0.0.1:{admin_port}", "/metrics")]
+    )
     return {
         "name": METRICS_AGENT_CONTAINER,
         "image": CLOUDWATCH_AGENT_IMAGE,

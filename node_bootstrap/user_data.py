@@ -17,12 +17,16 @@ import yaml
 
 from domain.metrics import (
     NODE_LABEL,
+    PROXY_JOB,
     QUORUM_JOB,
     QUORUM_NAMESPACE,
+    ScrapeJob,
+    Source,
     prometheus_scrape_config,
     prometheus_section,
 )
 from node_bootstrap.context import (
+    PROXY_ADMIN_PORT,
     QUORUM_METRICS_PORT,
     QUORUM_P2P_PORT,
     QUORUM_RPC_PORT,
@@ -281,13 +285,20 @@ def service_logs(ctx: NodeBootContext) -> list[str]:
     ]
 
 
+def _scrape_jobs(ctx: NodeBootContext) -> dict[ScrapeJob, Source]:
+    """geth on every Quorum machine; the IPC proxy too where it runs (setups 2 and 3)."""
+    jobs: dict[ScrapeJob, Source] = {
+        ScrapeJob(QUORUM_JOB, f"127.0.0.1:{QUORUM_METRICS_PORT}", "/debug/metrics/prometheus"): (
+            "geth"
+        )
+    }
+    if ctx.runs_ipc_proxy:
+        jobs[ScrapeJob(PROXY_JOB, f"127.0.0.1:{PROXY_ADMIN_PORT}", "/metrics")] = "ipc_proxy"
+    return jobs
+
+
 def _prometheus_config(ctx: NodeBootContext) -> str:
-    return prometheus_scrape_config(
-        QUORUM_JOB,
-        f"127.0.0.1:{QUORUM_METRICS_PORT}",
-        "/debug/metrics/prometheus",
-        {NODE_LABEL: ctx.node_dns_name},
-    )
+    return prometheus_scrape_config(list(_scrape_jobs(ctx)), {NODE_LABEL: ctx.node_dns_name})
 
 
 def cloudwatch_agent_config(ctx: NodeBootContext) -> dict[str, Any]:
@@ -321,8 +332,7 @@ def cloudwatch_agent_config(ctx: NodeBootContext) -> dict[str, Any]:
         # geth's metrics, as the alarms and dashboard name them (domain/metrics.py).
         logs["metrics_collected"] = {
             "prometheus": prometheus_section(
-                source="geth",
-                job=QUORUM_JOB,
+                sources={job.job: source for job, source in _scrape_jobs(ctx).items()},
                 namespace=QUORUM_NAMESPACE,
                 log_group=ctx.log_group_name,
                 config_path=f"{ETC_DIR}/prometheus.yaml",

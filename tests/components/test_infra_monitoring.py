@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import yaml
 
 from components.monitoring import (
     DB_EVENT_CATEGORIES,
@@ -77,6 +78,17 @@ class Emitted:
         self.quorum_nodes = set(roles.get("pair") or roles["quorum"])
         self.upstreams = proxy_upstreams(self.proxy_config)
         self.listeners = {lst["name"] for lst in self.proxy_config["listeners"]}
+        # Each Quorum machine's IPC proxy (setups 2 and 3), as its boot writes its config.
+        ipc = self._machine_files().get("/etc/quorum-ha/proxy/config.yaml")
+        self.ipc_upstreams = proxy_upstreams(yaml.safe_load(ipc)) if ipc else {}
+
+    def _machine_files(self) -> dict[str, str]:
+        (instance, *_) = [
+            i
+            for i in self.run.of_type("aws:ec2/instance:Instance")
+            if i.inputs["tags"]["quorum-ha/role"] in ("pair", "quorum")
+        ]
+        return cloud_config_files(instance.inputs["userDataBase64"])
 
     def _region(self) -> str:
         (provider,) = [
@@ -91,13 +103,7 @@ class Emitted:
             env = {e["name"]: e["value"] for e in self.agent["environment"]}
             prometheus = json.loads(env["CW_CONFIG_CONTENT"])["logs"]["metrics_collected"]
         else:
-            (instance, *_) = [
-                i
-                for i in self.run.of_type("aws:ec2/instance:Instance")
-                if i.inputs["tags"]["quorum-ha/role"] in ("pair", "quorum")
-            ]
-            files = cloud_config_files(instance.inputs["userDataBase64"])
-            agent = json.loads(files["/etc/quorum-ha/cloudwatch-agent.json"])
+            agent = json.loads(self._machine_files()["/etc/quorum-ha/cloudwatch-agent.json"])
             prometheus = agent["logs"]["metrics_collected"]
         section = prometheus["prometheus"]
         namespace = section["emf_processor"]["metric_namespace"]
@@ -123,6 +129,7 @@ class Emitted:
         return [f"{where}: {problem}" for problem in self._values(metric, dimensions)]
 
     def _values(self, metric: Metric, dims: dict[str, str]) -> Iterator[str]:
+        upstreams = self.ipc_upstreams if metric.source == "ipc_proxy" else self.upstreams
         known: dict[str, set[str]] = {
             "TargetGroup": self.target_groups,
             "LoadBalancer": {self.load_balancer},
@@ -130,15 +137,15 @@ class Emitted:
             "ServiceName": {self.ecs[1]},
             "DBInstanceIdentifier": self.db_identifiers,
             "InstanceId": self.instance_ids,
-            m.NODE_LABEL: self.quorum_nodes if metric.source == "geth" else set(),
-            "upstream": set(self.upstreams),
+            m.NODE_LABEL: self.quorum_nodes if metric.source != "proxy" else set(),
+            "upstream": set(upstreams),
             "listener": self.listeners,
             "status": set(m.SERVER_ERROR_STATUSES),
             "result": {"ok", *m.MIRROR_FAILURE_RESULTS},
         }
         for name, value in dims.items():
             if name == "server":
-                if value not in self.upstreams.get(dims.get("upstream", ""), []):
+                if value not in upstreams.get(dims.get("upstream", ""), []):
                     yield f"server {value!r} is not in upstream {dims.get('upstream')!r}"
             elif value not in known.get(name, set()):
                 yield f"{name}={value!r} names nothing this stack declares"
@@ -192,13 +199,13 @@ def test_each_spare_of_the_ha_path_has_its_alarm(
     shaped_run: OfflineRun, shape: tuple[str, int, int]
 ) -> None:
     emitted = Emitted(shaped_run)
-    read: dict[str, list[dict[str, str]]] = {}
+    read: dict[tuple[str, str], list[dict[str, str]]] = {}
     for alarm in monitoring_alarms(shaped_run):
-        for _, name, dims in alarm_metrics(alarm):
-            read.setdefault(name, []).append(dims)
+        for namespace, name, dims in alarm_metrics(alarm):
+            read.setdefault((namespace, name), []).append(dims)
 
     def values(metric: Metric, dimension: str) -> set[str]:
-        return {d[dimension] for d in read.get(metric.name, [])}
+        return {d[dimension] for d in read.get(metric.key, [])}
 
     assert values(m.NLB_HEALTHY_HOSTS, "TargetGroup") == emitted.target_groups
     assert values(m.NLB_UNHEALTHY_HOSTS, "TargetGroup") == emitted.target_groups
@@ -214,10 +221,15 @@ def test_each_spare_of_the_ha_path_has_its_alarm(
     assert values(m.TESSERA_PARTY_COUNT, "server") == set(emitted.upstreams["p2p"])
     assert values(m.RDS_REPLICA_LAG, "DBInstanceIdentifier") == {"qha-dev-tessera-replica"}
     assert values(m.EC2_INSTANCE_CHECK, "InstanceId") == emitted.instance_ids
+    # Setups 2 and 3: each Quorum's IPC proxy, for each of its Tessera servers.
+    q2t = {(d[m.NODE_LABEL], d["server"]) for d in read.get(m.Q2T_UPSTREAM_HEALTHY.key, [])}
+    ipc_servers = emitted.ipc_upstreams.get("q2t", [])
+    assert q2t == {(node, s) for node in emitted.quorum_nodes for s in ipc_servers}
+    assert bool(ipc_servers) is (shape[0] != "pair")
     # One HA Quorum has no other to fall behind; one with peers has a peer floor.
     lag = [a for a in monitoring_alarms(shaped_run) if a.name.endswith("quorum-behind")]
     assert len(lag) == (1 if shape[1] > 1 else 0)
-    assert len(read.get(m.QUORUM_PEERS.name, [])) == (shape[1] if shape[1] > 1 else 0)
+    assert len(read.get(m.QUORUM_PEERS.key, [])) == (shape[1] if shape[1] > 1 else 0)
 
 
 def test_party_alarm_fires_when_any_two_tessera_disagree(shaped_run: OfflineRun) -> None:

@@ -12,6 +12,7 @@ from domain.metrics import (
     CLOUDWATCH_AGENT_IMAGE,
     PROXY_NAMESPACE,
     QUORUM_NAMESPACE,
+    ScrapeJob,
     metric_declarations,
     prometheus_scrape_config,
     series_labels,
@@ -47,7 +48,7 @@ def test_declarations_select_each_scraped_metric_by_exact_name_and_job() -> None
 
 def test_scrape_config_is_prometheus_yaml_for_one_local_target() -> None:
     parsed = yaml.safe_load(
-        prometheus_scrape_config("proxy", "127.0.0.1:9900", "/metrics", {"node": "a"})
+        prometheus_scrape_config([ScrapeJob("proxy", "127.0.0.1:9900", "/metrics")], {"node": "a"})
     )
     (job,) = parsed["scrape_configs"]
     assert job["job_name"] == "proxy" and job["metrics_path"] == "/metrics"

@@ -18,6 +18,7 @@ from proxy_support import (
 
 from domain.metrics import (
     MIRROR_FAILURE_RESULTS,
+    NODE_LABEL,
     PROXY_JOB,
     Metric,
     metric_declarations,
@@ -26,7 +27,9 @@ from domain.metrics import (
     series_labels,
 )
 
-PROXY_METRICS = scraped("proxy")
+# The standalone proxy's metrics and the IPC proxy's (the same program, scraped on the
+# Quorum machines).
+PROXY_METRICS = scraped("proxy") + scraped("ipc_proxy")
 
 
 def _param(metric: Metric) -> object:
@@ -88,7 +91,11 @@ def test_catalog_metric_is_exposed_with_its_dimension_labels(scrape: str, metric
     labels = list(series_labels(scrape, metric.name))
     assert labels, f"{metric.name} has no series"
     for dimensions in metric.dimension_sets:
-        assert all(set(dimensions) <= names for names in labels), (metric.name, dimensions)
+        # `node` is the machine's, added by the scrape config (domain.metrics.NODE_LABEL).
+        needed = (
+            set(dimensions) - {NODE_LABEL} if metric.source == "ipc_proxy" else set(dimensions)
+        )
+        assert all(needed <= names for names in labels), (metric.name, dimensions)
 
 
 @pytest.mark.parametrize("metric", [_param(m) for m in PROXY_METRICS])
@@ -108,7 +115,7 @@ def test_every_proxy_metric_is_declared_to_the_agent_once() -> None:
         for declaration in metric_declarations("proxy", PROXY_JOB)
         for selector in declaration["metric_selectors"]
     ]
-    assert sorted(selectors) == sorted(m.name for m in PROXY_METRICS)
+    assert sorted(selectors) == sorted(m.name for m in scraped("proxy"))
 
 
 def test_mirror_failure_results_are_the_proxys_own(scrape: str) -> None:
