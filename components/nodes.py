@@ -17,6 +17,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from domain.metrics import EC2_SYSTEM_CHECK
 from node_bootstrap import UserDataTooLargeError, render_packed_user_data
 from node_bootstrap.context import NodeBootContext
 
@@ -25,6 +26,8 @@ AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-
 DATA_DEVICE = "/dev/sdf"
 SSM_CORE_POLICY = "AmazonSSMManagedInstanceCore"  # AWS-managed, in the stack's partition
 METRICS_NAMESPACE = "QuorumHA"
+# docs/runbooks.md's section on machine status checks (a test checks that it exists).
+RECOVER_RUNBOOK_ANCHOR = "machine-status-check-failed"
 
 
 def _packed_user_data(ctx: NodeBootContext) -> str:
@@ -62,6 +65,8 @@ class NodesArgs:
     fixed_address: bool = False
     data_volume_gib: int = 100
     log_retention_days: int = 90
+    # The operator's alarm topic: the recover alarms tell it when they act.
+    alarm_topic_arn: pulumi.Input[str] | None = None
 
 
 class Nodes(pulumi.ComponentResource):
@@ -197,16 +202,23 @@ class Nodes(pulumi.ComponentResource):
         )
         aws.cloudwatch.MetricAlarm(
             f"{node}-recover",
-            alarm_description=f"Recover {machine.dns_name} when its host fails",
-            namespace="AWS/EC2",
-            metric_name="StatusCheckFailed_System",
+            alarm_description=(
+                f"Recover {machine.dns_name} when its host fails. Runbook: "
+                f"docs/runbooks.md#{RECOVER_RUNBOOK_ANCHOR}"
+            ),
+            namespace=EC2_SYSTEM_CHECK.namespace,
+            metric_name=EC2_SYSTEM_CHECK.name,
             dimensions={"InstanceId": instance.id},
             statistic="Maximum",
             period=60,
             evaluation_periods=2,
             threshold=1,
             comparison_operator="GreaterThanOrEqualToThreshold",
-            alarm_actions=[f"arn:{self._partition}:automate:{args.region}:ec2:recover"],
+            alarm_actions=[
+                f"arn:{self._partition}:automate:{args.region}:ec2:recover",
+                *([args.alarm_topic_arn] if args.alarm_topic_arn is not None else []),
+            ],
+            ok_actions=[args.alarm_topic_arn] if args.alarm_topic_arn is not None else None,
             opts=self._opts(),
         )
         self.instance_ids.append(instance.id)

@@ -22,6 +22,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
+from domain.metrics import metrics_agent_container
 from node_bootstrap.context import (
     PROXY_ADMIN_PORT,
     QUORUM_RPC_PORT,
@@ -119,6 +120,9 @@ class ProxyServiceArgs:
     deletion_protection: bool = False
     log_retention_days: int = 90
     tls: ListenerTls | None = None  # None: every listener is plain TCP, as before TLS existed
+    # A CloudWatch agent beside the proxy in each task, turning /metrics into CloudWatch
+    # metrics (domain/metrics.py metrics_agent_container).
+    metrics_agent: bool = False
 
 
 class ProxyService(pulumi.ComponentResource):
@@ -301,6 +305,17 @@ class ProxyService(pulumi.ComponentResource):
             )
         return nlb, target_groups, listeners
 
+    def _containers(self, values: dict[str, Any]) -> list[dict[str, Any]]:
+        args = self._args
+        containers = [container_definition(region=args.region, **values)]
+        if args.metrics_agent:
+            containers.append(
+                metrics_agent_container(
+                    admin_port=PROXY_ADMIN_PORT, log_group=values["log_group"], region=args.region
+                )
+            )
+        return containers
+
     def _create_roles(
         self, repository: aws.ecr.Repository, log_group: aws.cloudwatch.LogGroup
     ) -> tuple[aws.iam.Role, aws.iam.Role]:
@@ -329,13 +344,21 @@ class ProxyService(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{self._name}-execution-policy", role=execution.id, policy=policy, opts=self._opts()
         )
-        # The proxy itself calls no AWS API: its task role has no permissions.
+        # The proxy itself calls no AWS API; only the metrics agent beside it writes its EMF
+        # log events (the metrics) to the proxy's log group.
         task = aws.iam.Role(
             f"{self._name}-task-role",
             path=args.role_path,
             assume_role_policy=trust,
             opts=self._opts(),
         )
+        if args.metrics_agent:
+            aws.iam.RolePolicy(
+                f"{self._name}-task-policy",
+                role=task.id,
+                policy=log_group.arn.apply(lambda arn: json.dumps(metrics_agent_policy(arn))),
+                opts=self._opts(),
+            )
         return execution, task
 
     def _create_service(
@@ -354,7 +377,7 @@ class ProxyService(pulumi.ComponentResource):
         execution, task = self._create_roles(repository, log_group)
         containers = pulumi.Output.all(
             image=self.image_uri, config=args.proxy_config_json, log_group=log_group.name
-        ).apply(lambda v: json.dumps([container_definition(region=args.region, **v)]))
+        ).apply(lambda v: json.dumps(self._containers(v)))
         task_definition = aws.ecs.TaskDefinition(
             f"{self._name}-task",
             family=f"{args.name_prefix}-proxy",
@@ -572,6 +595,22 @@ def container_definition(
                 "awslogs-stream-prefix": CONTAINER,
             },
         },
+    }
+
+
+def metrics_agent_policy(log_group_arn: str) -> dict[str, Any]:
+    """What the metrics agent needs: write EMF log events to the proxy's log group (metrics are
+    extracted from them; the agent calls no PutMetricData for Prometheus)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "WriteMetricLogs",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                "Resource": [log_group_arn, f"{log_group_arn}:*"],
+            }
+        ],
     }
 
 

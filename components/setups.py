@@ -19,6 +19,13 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.monitoring import (
+    AlarmTopic,
+    AlarmTopicArgs,
+    MonitoredMachine,
+    Monitoring,
+    MonitoringArgs,
+)
 from components.network import (
     Network,
     NetworkArgs,
@@ -51,6 +58,7 @@ from node_bootstrap.context import (
     MachineRole,
     NodeBootContext,
 )
+from node_bootstrap.proxy import q2t_servers
 
 
 @dataclass(frozen=True)
@@ -111,9 +119,15 @@ class ClientNode(pulumi.ComponentResource):
             opts=self._child_opts(),
         )
         self.keys = self._create_keys()
+        self.alarm_topic = AlarmTopic(
+            f"{name}-alarm",
+            AlarmTopicArgs(name_prefix=settings.name_prefix, alarms=settings.alarms),
+            opts=self._child_opts(),
+        )
         self.proxy = self._create_proxy()
         self.database = self._create_database()
         self.nodes = [self._create_nodes(group) for group in self.groups]
+        self.monitoring = self._create_monitoring()
         self.outputs = self._collect_outputs()
         self.register_outputs(self.outputs)
 
@@ -208,13 +222,7 @@ class ClientNode(pulumi.ComponentResource):
         settings = self._settings
         internal = settings.internal_nlb
         # The public key lets the proxy's deep check ask each Tessera's GET /keys for it.
-        config = self.keys.tessera_public_key.apply(
-            lambda key: render_standalone_proxy_config(
-                quorum_dns_names=self.quorum_dns_names,
-                tessera_dns_names=self.tessera_dns_names,
-                tessera_public_key=key,
-            )
-        )
+        config = self.keys.tessera_public_key.apply(self._proxy_config)
         return ProxyService(
             f"{self._name}-proxy",
             ProxyServiceArgs(
@@ -238,6 +246,58 @@ class ClientNode(pulumi.ComponentResource):
                 image_uri=settings.proxy_image_uri,
                 deletion_protection=settings.deletion_protection,
                 tls=self._listener_tls(),
+                metrics_agent=True,
+            ),
+            opts=self._child_opts(),
+        )
+
+    def _proxy_config(self, tessera_public_key: str | None = None) -> str:
+        """The standalone proxy's config; without the key (what the alarms read of it: its
+        upstreams and servers) the Tessera checks are plain /upcheck."""
+        return render_standalone_proxy_config(
+            quorum_dns_names=self.quorum_dns_names,
+            tessera_dns_names=self.tessera_dns_names,
+            tessera_public_key=tessera_public_key,
+        )
+
+    def _create_monitoring(self) -> Monitoring:
+        settings = self._settings
+        quorum_count = len(self.quorum_dns_names)
+        return Monitoring(
+            f"{self._name}-monitoring",
+            MonitoringArgs(
+                name_prefix=settings.name_prefix,
+                region=settings.region,
+                alarms=settings.alarms,
+                topic_arn=self.alarm_topic.arn,
+                nlb_arn=self.proxy.nlb_arn,
+                target_group_arns=self.proxy.target_group_arns,
+                cluster_name=self.proxy.cluster_name,
+                service_name=self.proxy.service_name,
+                proxy_config=json.loads(self._proxy_config()),
+                quorum_dns_names=self.quorum_dns_names,
+                # The other HA Quorum machines and the network's static peers.
+                expected_peers=(
+                    settings.alarms.min_peers
+                    if settings.alarms.min_peers is not None
+                    else quorum_count - 1 + len(settings.quorum_peers)
+                ),
+                machines=[
+                    MonitoredMachine(dns_name=dns_name, instance_id=instance_id)
+                    for nodes in self.nodes
+                    for dns_name, instance_id in zip(
+                        nodes.dns_names, nodes.instance_ids, strict=True
+                    )
+                ],
+                db_primary_identifier=self.database.primary_identifier,
+                db_replica_identifier=self.database.replica_identifier,
+                db_replica_region=self.database.replica_region,
+                db_allocated_storage_gib=settings.db_allocated_storage,
+                # Quorum machines run the IPC proxy where Tessera has machines of its own.
+                q2t_servers=(
+                    q2t_servers(self.dns_names["tessera"]) if "tessera" in self.dns_names else ()
+                ),
+                title=f"quorum-ha {settings.stack} ({settings.setup})",
             ),
             opts=self._child_opts(),
         )
@@ -414,6 +474,7 @@ class ClientNode(pulumi.ComponentResource):
                 ecr_repository_arn=self.proxy.repository_arn if group.role == "quorum" else None,
                 # The network's other nodes name Quorum machines by IP (haEnodes).
                 fixed_address=runs_quorum,
+                alarm_topic_arn=self.alarm_topic.arn,
             ),
             opts=self._child_opts(),
         )
@@ -479,6 +540,8 @@ class ClientNode(pulumi.ComponentResource):
             },
             "kmsKeyArn": self.keys.key_arn,
             "proxyImageUri": self.proxy.image_uri,
+            "alarmTopicArn": self.alarm_topic.arn,
+            "dashboardName": self.monitoring.dashboard_name,
         }
 
 

@@ -61,6 +61,10 @@ class TesseraDatabase(pulumi.ComponentResource):
     primary_address: pulumi.Output[str]
     replica_address: pulumi.Output[str]
     jdbc_url: pulumi.Output[str]
+    # For alarms and event subscriptions: RDS metrics and events name instances by identifier.
+    primary_identifier: pulumi.Output[str]
+    replica_identifier: pulumi.Output[str]
+    replica_region: str | None  # None: the stack's region
 
     def __init__(
         self, name: str, args: TesseraDatabaseArgs, opts: pulumi.ResourceOptions | None = None
@@ -84,6 +88,10 @@ class TesseraDatabase(pulumi.ComponentResource):
         replica = self._create_replica(primary, parameters)
         self.primary_address = primary.address
         self.replica_address = replica.address
+        self.primary_identifier = primary.identifier
+        self.replica_identifier = replica.identifier
+        remote = args.cross_region_replica
+        self.replica_region = remote.region if remote is not None else None
         self.jdbc_url = pulumi.Output.all(primary.address, replica.address).apply(
             lambda hosts: jdbc_url(hosts[0], hosts[1])
         )

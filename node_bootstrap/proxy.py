@@ -97,6 +97,15 @@ def _upstream(servers: list[str], health_check: dict[str, Any]) -> dict[str, Any
     }
 
 
+# The IPC proxy's one upstream: its name labels the proxy's metrics (domain/metrics.py).
+Q2T_UPSTREAM = "q2t"
+
+
+def q2t_servers(tessera_dns_names: Sequence[str]) -> list[str]:
+    """The IPC proxy's servers: every Tessera's Q2T over HTTP."""
+    return _servers("tessera_dns_names", tessera_dns_names, TESSERA_Q2T_PORT)
+
+
 def ipc_proxy_config(ctx: NodeBootContext) -> dict[str, Any]:
     """The IPC proxy config as a dict (see render_ipc_proxy_config)."""
     validate_context(ctx)
@@ -104,14 +113,14 @@ def ipc_proxy_config(ctx: NodeBootContext) -> dict[str, Any]:
         raise BootContextError(
             "role", ctx.role, "quorum (the IPC proxy runs on Quorum machines of full and tessera)"
         )
-    servers = _servers("tessera_dns_names", ctx.tessera_dns_names, TESSERA_Q2T_PORT)
+    servers = q2t_servers(ctx.tessera_dns_names)
     return {
         "workers": 1,
         # Only this machine needs the admin endpoints: keep them off the network.
         "admin": {"listen": f"127.0.0.1:{PROXY_ADMIN_PORT}"},
         "access_log": True,
         "drain_timeout": "20s",
-        "upstreams": {"q2t": _upstream(servers, q2t_deep_check())},
+        "upstreams": {Q2T_UPSTREAM: _upstream(servers, q2t_deep_check())},
         "listeners": [
             {
                 "name": "q2t",

@@ -15,7 +15,18 @@ from typing import Any
 
 import yaml
 
+from domain.metrics import (
+    NODE_LABEL,
+    PROXY_JOB,
+    QUORUM_JOB,
+    QUORUM_NAMESPACE,
+    ScrapeJob,
+    Source,
+    prometheus_scrape_config,
+    prometheus_section,
+)
 from node_bootstrap.context import (
+    PROXY_ADMIN_PORT,
     QUORUM_METRICS_PORT,
     QUORUM_P2P_PORT,
     QUORUM_RPC_PORT,
@@ -274,25 +285,20 @@ def service_logs(ctx: NodeBootContext) -> list[str]:
     ]
 
 
+def _scrape_jobs(ctx: NodeBootContext) -> dict[ScrapeJob, Source]:
+    """geth on every Quorum machine; the IPC proxy too where it runs (setups 2 and 3)."""
+    jobs: dict[ScrapeJob, Source] = {
+        ScrapeJob(QUORUM_JOB, f"127.0.0.1:{QUORUM_METRICS_PORT}", "/debug/metrics/prometheus"): (
+            "geth"
+        )
+    }
+    if ctx.runs_ipc_proxy:
+        jobs[ScrapeJob(PROXY_JOB, f"127.0.0.1:{PROXY_ADMIN_PORT}", "/metrics")] = "ipc_proxy"
+    return jobs
+
+
 def _prometheus_config(ctx: NodeBootContext) -> str:
-    return yaml.safe_dump(
-        {
-            "global": {"scrape_interval": "1m", "scrape_timeout": "10s"},
-            "scrape_configs": [
-                {
-                    "job_name": "quorum",
-                    "metrics_path": "/debug/metrics/prometheus",
-                    "static_configs": [
-                        {
-                            "targets": [f"127.0.0.1:{QUORUM_METRICS_PORT}"],
-                            "labels": {"node": ctx.node_dns_name},
-                        }
-                    ],
-                }
-            ],
-        },
-        sort_keys=False,
-    )
+    return prometheus_scrape_config(list(_scrape_jobs(ctx)), {NODE_LABEL: ctx.node_dns_name})
 
 
 def cloudwatch_agent_config(ctx: NodeBootContext) -> dict[str, Any]:
@@ -323,26 +329,14 @@ def cloudwatch_agent_config(ctx: NodeBootContext) -> dict[str, Any]:
         }
     }
     if ctx.runs_quorum:
+        # geth's metrics, as the alarms and dashboard name them (domain/metrics.py).
         logs["metrics_collected"] = {
-            "prometheus": {
-                "log_group_name": ctx.log_group_name,
-                "prometheus_config_path": f"{ETC_DIR}/prometheus.yaml",
-                "emf_processor": {
-                    "metric_namespace": "QuorumHA/Quorum",
-                    "metric_declaration": [
-                        {
-                            "source_labels": ["job"],
-                            "label_matcher": "^quorum$",
-                            "dimensions": [["node"]],
-                            "metric_selectors": [
-                                "^chain_head_block$",
-                                "^p2p_peers$",
-                                "^txpool_pending$",
-                            ],
-                        }
-                    ],
-                },
-            }
+            "prometheus": prometheus_section(
+                sources={job.job: source for job, source in _scrape_jobs(ctx).items()},
+                namespace=QUORUM_NAMESPACE,
+                log_group=ctx.log_group_name,
+                config_path=f"{ETC_DIR}/prometheus.yaml",
+            )
         }
     return {
         "agent": {"metrics_collection_interval": 60, "run_as_user": "root"},

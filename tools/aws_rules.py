@@ -284,8 +284,35 @@ NAME_RULES: dict[str, tuple[NameRule, ...]] = {
             _api("Route53/latest/APIReference/API_ChangeResourceRecordSets.html"),
         ),
     ),
+    "aws:cloudwatch/dashboard:Dashboard": (
+        NameRule(
+            "dashboardName",
+            255,
+            r"[A-Za-z0-9_-]+",
+            _api("AmazonCloudWatch/latest/APIReference/API_PutDashboard.html"),
+        ),
+    ),
+    "aws:sns/topic:Topic": (
+        NameRule(
+            "name",
+            256,
+            r"[A-Za-z0-9_-]+",
+            _api("sns/latest/api/API_CreateTopic.html"),
+            autonamed=True,
+        ),
+    ),
+    "aws:rds/eventSubscription:EventSubscription": (
+        NameRule(
+            "name",
+            255,
+            # The provider's validEventSubscriptionName: letters, digits and hyphens.
+            r"[A-Za-z0-9-]+",
+            _api("AmazonRDS/latest/APIReference/API_CreateEventSubscription.html"),
+            autonamed=True,
+        ),
+    ),
     # No physical name of their own (AWS assigns ids): nothing to check.
-    "aws:cloudwatch/dashboard:Dashboard": (),
+    "aws:sns/topicSubscription:TopicSubscription": (),
     "aws:ebs/volume:Volume": (),
     "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup": (),
     "aws:ec2/eip:Eip": (),
@@ -612,11 +639,31 @@ def _gp3_volume(resource: DeclaredResource, run: OfflineRun) -> list[str]:
     return found
 
 
-def _alarm_period(resource: DeclaredResource, run: OfflineRun) -> list[str]:
-    period = _int(resource.inputs.get("period"))
+def _period_problems(where: str, value: Any) -> list[str]:
+    period = _int(value)
     if period is not None and not (period in (10, 20, 30) or (period >= 60 and period % 60 == 0)):
-        return [f"period={period}: 10, 20, 30 or a multiple of 60"]
-    return _in_range(resource.inputs, "evaluationPeriods", 1, 2147483647, required=True)
+        return [f"{where}={period}: 10, 20, 30 or a multiple of 60"]
+    return []
+
+
+def _alarm_period(resource: DeclaredResource, run: OfflineRun) -> list[str]:
+    inputs = resource.inputs
+    found = _period_problems("period", inputs.get("period"))
+    queries = inputs.get("metricQueries") or []
+    for i, query in enumerate(queries):
+        metric = query.get("metric") or {}
+        found += _period_problems(f"metricQueries[{i}].metric.period", metric.get("period"))
+    if queries and sum(1 for q in queries if q.get("returnData")) != 1:
+        found.append("metricQueries: exactly one query must have returnData true")
+    if queries and (inputs.get("metricName") or inputs.get("namespace")):
+        found.append("metricQueries and metricName/namespace are mutually exclusive")
+    periods = _int(inputs.get("evaluationPeriods"))
+    datapoints = _int(inputs.get("datapointsToAlarm"))
+    if datapoints is not None and periods is not None and not 1 <= datapoints <= periods:
+        found.append(f"datapointsToAlarm={datapoints}: 1 to evaluationPeriods ({periods})")
+    if len(str(inputs.get("alarmDescription") or "")) > 1024:
+        found.append("alarmDescription: at most 1024 characters")
+    return found + _in_range(inputs, "evaluationPeriods", 1, 2147483647, required=True)
 
 
 def _image_tags(resource: DeclaredResource, run: OfflineRun) -> list[str]:
@@ -763,7 +810,9 @@ CONSTRAINTS: dict[str, tuple[Constraint, ...]] = {
     "aws:cloudwatch/metricAlarm:MetricAlarm": (
         Constraint(
             "alarm-period",
-            "period 10, 20, 30 or a multiple of 60 s; at least 1 evaluation period",
+            "period (and each metric query's) 10, 20, 30 or a multiple of 60 s; at least 1 "
+            "evaluation period, datapointsToAlarm at most evaluationPeriods; one query returns "
+            "data; description at most 1024 characters",
             _api("AmazonCloudWatch/latest/APIReference/API_PutMetricAlarm.html"),
             _alarm_period,
         ),
@@ -799,8 +848,10 @@ CONSTRAINTS: dict[str, tuple[Constraint, ...]] = {
             "aws:iam/role:Role",
             "aws:lb/loadBalancer:LoadBalancer",
             "aws:rds/parameterGroup:ParameterGroup",
+            "aws:rds/eventSubscription:EventSubscription",
             "aws:rds/subnetGroup:SubnetGroup",
             "aws:route53/zone:Zone",
+            "aws:sns/topic:Topic",
             "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule",
             "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
         )
@@ -817,6 +868,7 @@ CONSTRAINTS: dict[str, tuple[Constraint, ...]] = {
             "aws:kms/alias:Alias",
             "aws:route53/record:Record",
             "aws:secretsmanager/secretVersion:SecretVersion",
+            "aws:sns/topicSubscription:TopicSubscription",
             "random:index/randomBytes:RandomBytes",
             "random:index/randomPassword:RandomPassword",
             "pulumi:providers:aws",
@@ -947,6 +999,12 @@ REPLACE_ON_CHANGES: dict[str, Replacement | None] = {
     "aws:route53/zone:Zone": Replacement(
         ("delegationSetId", "name"), _TF + "route53/zone.go", regional=False
     ),
+    # The alarm topic and its email subscriptions: a replaced topic or subscription loses
+    # every recipient's confirmation (each must confirm again before alarms reach them).
+    "aws:sns/topic:Topic": Replacement(("fifoTopic", "name", "namePrefix"), _TF + "sns/topic.go"),
+    "aws:sns/topicSubscription:TopicSubscription": Replacement(
+        ("endpoint", "protocol", "topic"), _TF + "sns/topic_subscription.go"
+    ),
     # instanceTenancy: resourceVPCCustomizeDiff forces new on any change but dedicated -> default.
     "aws:ec2/vpc:Vpc": Replacement(
         ("cidrBlock", "instanceTenancy", "ipv4IpamPoolId", "ipv4NetmaskLength"),
@@ -1008,6 +1066,7 @@ REPLACE_ON_CHANGES: dict[str, Replacement | None] = {
             "aws:lb/listener:Listener",
             "aws:lb/loadBalancer:LoadBalancer",
             "aws:lb/targetGroup:TargetGroup",
+            "aws:rds/eventSubscription:EventSubscription",
             "aws:rds/parameterGroup:ParameterGroup",
             "aws:rds/subnetGroup:SubnetGroup",
             "aws:route53/record:Record",

@@ -74,11 +74,20 @@ def test_machines_are_x86_amazon_linux_with_no_key_pair(
 def test_every_machine_recovers_automatically(offline: Callable[..., OfflineRun]) -> None:
     run = offline("full")
     instances = {i.id: i for i in run.of_type("aws:ec2/instance:Instance")}
-    alarms = run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    alarms = [
+        a
+        for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+        if a.inputs.get("metricName") == "StatusCheckFailed_System"
+    ]
     assert {a.inputs["dimensions"]["InstanceId"] for a in alarms} == set(instances)
+    (topic,) = run.of_type("aws:sns/topic:Topic")
     for alarm in alarms:
-        assert alarm.inputs["metricName"] == "StatusCheckFailed_System"
-        assert alarm.inputs["alarmActions"] == ["arn:aws:automate:us-east-1:ec2:recover"]
+        # It recovers the machine and tells the operator it did (issue 12: machines).
+        assert alarm.inputs["alarmActions"] == [
+            "arn:aws:automate:us-east-1:ec2:recover",
+            topic.state["arn"],
+        ]
+        assert alarm.inputs["okActions"] == [topic.state["arn"]]
     for instance in instances.values():
         assert instance.inputs["maintenanceOptions"] == {"autoRecovery": "default"}
 

@@ -30,7 +30,10 @@ LISTENER_PORTS = [9001, 9081, 22000]
 
 def container(run: OfflineRun) -> dict[str, Any]:
     (task,) = run.of_type("aws:ecs/taskDefinition:TaskDefinition")
-    (definition,) = json.loads(task.inputs["containerDefinitions"])
+    # The proxy's container; the metrics agent beside it is tested in test_infra_monitoring.py.
+    (definition,) = [
+        c for c in json.loads(task.inputs["containerDefinitions"]) if c["name"] == "proxy"
+    ]
     return definition  # type: ignore[no-any-return]
 
 
@@ -141,7 +144,11 @@ def test_execution_role_pulls_only_our_repository_and_writes_only_our_logs(
 ) -> None:
     run = offline("pair")
     (repository,) = run.of_type("aws:ecr/repository:Repository")
-    (policy,) = [p for p in run.of_type("aws:iam/rolePolicy:RolePolicy") if "-proxy-" in p.name]
+    (policy,) = [
+        p
+        for p in run.of_type("aws:iam/rolePolicy:RolePolicy")
+        if p.name.endswith("-proxy-execution-policy")
+    ]
     statements = {s["Sid"]: s for s in json.loads(policy.inputs["policy"])["Statement"]}
     assert statements["PullProxyImage"]["Resource"] == repository.state["arn"]
     assert statements["WriteLogs"]["Resource"][0].endswith(":log-group:/quorum-ha/dev/proxy")

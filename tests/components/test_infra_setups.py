@@ -66,7 +66,9 @@ def instances_by_dns(run: OfflineRun) -> dict[str, DeclaredResource]:
 
 def proxy_config(run: OfflineRun) -> dict[str, Any]:
     (task,) = run.of_type("aws:ecs/taskDefinition:TaskDefinition")
-    (container,) = json.loads(task.inputs["containerDefinitions"])
+    (container,) = [
+        c for c in json.loads(task.inputs["containerDefinitions"]) if c["name"] == "proxy"
+    ]
     env = {e["name"]: e["value"] for e in container["environment"]}
     return json.loads(env["QUORUM_PROXY_CONFIG"])  # type: ignore[no-any-return]
 
@@ -90,10 +92,12 @@ def test_machine_counts_follow_the_setup(shaped_run: OfflineRun, shape: tuple) -
         "aws:ebs/volume:Volume",
         "aws:ec2/volumeAttachment:VolumeAttachment",
         "aws:route53/record:Record",
-        "aws:cloudwatch/metricAlarm:MetricAlarm",
         "aws:iam/instanceProfile:InstanceProfile",
     ):
         assert counts[type_] == total, type_
+    # One recover alarm per machine (monitoring's alarms: test_infra_monitoring.py).
+    alarms = shaped_run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    assert sum(a.name.endswith("-recover") for a in alarms) == total
     quorum_nodes = shape[1]
     # Tessera Pub + Key, the account, the database, one devp2p key per Quorum node.
     assert counts["aws:secretsmanager/secret:Secret"] == 4 + quorum_nodes

@@ -94,6 +94,23 @@ CHANGES = (
             },
         ),
     ),
+    # Issue 12: a confirmed email subscription survives a new address and a reordered list
+    # (a replaced one would wait for its recipient to confirm again).
+    Change(
+        "alarm-emails-added-and-reordered",
+        _shape("pair", 2, 2, alarms=json.dumps({"emails": ["a@example.com", "b@example.com"]})),
+        _shape(
+            "pair",
+            2,
+            2,
+            alarms=json.dumps({"emails": ["c@example.com", "b@example.com", "a@example.com"]}),
+        ),
+    ),
+    Change(
+        "alarm-thresholds",
+        _shape("full", 2, 2),
+        _shape("full", 2, 2, alarms=json.dumps({"retries": 50, "chainStallMinutes": 5})),
+    ),
 )
 
 
