@@ -731,14 +731,19 @@ def upstream_servers_on(config: Mapping[str, Any], host: str) -> list[tuple[str,
     ]
 
 
-def primary_quorum(config: Mapping[str, Any]) -> str:
-    """The host the standalone proxy sends RPC to while it is healthy: the first server of the
-    upstream behind its tcp listener (node_bootstrap/proxy.py: first healthy is primary)."""
+def rpc_upstream(config: Mapping[str, Any]) -> str:
+    """The upstream behind the proxy's tcp listener: the Quorum RPC servers."""
     for listener in config["listeners"]:
         if listener.get("protocol") == "tcp":
-            server: str = config["upstreams"][listener["upstream"]]["servers"][0]
-            return server.rsplit(":", 1)[0]
+            return str(listener["upstream"])
     raise CheckError("the proxy config has no tcp listener (the RPC one)")
+
+
+def primary_quorum(config: Mapping[str, Any]) -> str:
+    """The host the standalone proxy sends RPC to while it is healthy: the first server of the
+    RPC upstream (node_bootstrap/proxy.py: tcp, the first healthy node is primary)."""
+    server: str = config["upstreams"][rpc_upstream(config)]["servers"][0]
+    return server.rsplit(":", 1)[0]
 
 
 @dataclass(frozen=True)

@@ -777,8 +777,13 @@ def test_an_endpoint_that_dies_mid_watch_is_counted(edge: Callable[[Edge], str])
     assert tally.rounds == 3
     [failure] = tally.failures
     assert failure.startswith("2.0s p2p: GET ") and "HTTP 503" in failure
+    still = FakeTime()
     refused = checks.endpoints_keep_answering(
-        local_shell, endpoints_at(url, url, closed), duration=0, interval=1
+        local_shell,
+        endpoints_at(url, url, closed),
+        duration=0,
+        sleep=still.sleep,
+        clock=still.clock,
     )
     assert [f.split(":", 1)[0] for f in refused.failures] == ["0.0s p2p"]
 
@@ -929,6 +934,7 @@ def test_the_primary_quorum_and_a_hosts_servers_come_from_the_proxy_config() -> 
         quorum_dns_names=["q-1.x", "q-0.x"], tessera_dns_names=[T0, T1]
     )
     assert checks.primary_quorum(config) == "q-1.x"  # the order the stack lists them in
+    assert checks.rpc_upstream(config) == "quorum"
     assert checks.upstream_servers_on(config, T1) == [
         ("third_party", f"{T1}:9081"),
         ("p2p", f"{T1}:9001"),
