@@ -671,19 +671,39 @@ def evaluation_window(alarm: Mapping[str, Any]) -> float:
     return float(max(periods) * int(alarm["EvaluationPeriods"]))
 
 
-def matching_alarm(cloudwatch: Any, prefix: str, match: AlarmMatch) -> dict[str, Any]:
-    """The one metric alarm named under `prefix` that `match` picks (CloudWatch DescribeAlarms)."""
+def matching_alarms(cloudwatch: Any, prefix: str, match: AlarmMatch) -> list[dict[str, Any]]:
+    """Every metric alarm named under `prefix` that `match` picks (CloudWatch DescribeAlarms:
+    AlarmNamePrefix, paginated; MetricAlarms carry Period, EvaluationPeriods, Metrics)."""
     pages = cloudwatch.get_paginator("describe_alarms").paginate(
         AlarmNamePrefix=prefix, AlarmTypes=["MetricAlarm"]
     )
-    alarms = [a for page in pages for a in page["MetricAlarms"]]
-    found = [a for a in alarms if match.matches(a, prefix)]
+    return [a for page in pages for a in page["MetricAlarms"] if match.matches(a, prefix)]
+
+
+def matching_alarm(cloudwatch: Any, prefix: str, match: AlarmMatch) -> dict[str, Any]:
+    """The one metric alarm named under `prefix` that `match` picks."""
+    found = matching_alarms(cloudwatch, prefix, match)
     if len(found) != 1:
         names = ", ".join(repr(a["AlarmName"]) for a in found) or "none"
-        raise CheckError(
-            f"{len(found)} alarms under {prefix!r} match {match} (of {len(alarms)}): {names}"
-        )
+        raise CheckError(f"{len(found)} alarms under {prefix!r} match {match}: {names}")
     return found[0]
+
+
+def alarms_not_firing(cloudwatch: Any, prefix: str, matches: Sequence[AlarmMatch]) -> list[str]:
+    """Names of the alarms the matches pick, each of which must not be in ALARM; a match that
+    picks none is an error (it would prove nothing)."""
+    calm = []
+    for match in matches:
+        found = matching_alarms(cloudwatch, prefix, match)
+        if not found:
+            raise CheckError(f"no alarm under {prefix!r} matches {match}")
+        firing = [a["AlarmName"] for a in found if a["StateValue"] == "ALARM"]
+        if firing:
+            raise CheckError(
+                f"{', '.join(firing)} in ALARM: the failure reached the clients' side"
+            )
+        calm += [a["AlarmName"] for a in found]
+    return calm
 
 
 def wait_for_alarm_state(
@@ -753,7 +773,9 @@ class DrillStep:
     name: str
     machine: Shell
     unit: str
-    alarms: Sequence[AlarmMatch]
+    alarms: Sequence[AlarmMatch]  # each must reach ALARM, then OK
+    # Must not be in ALARM while those are (e.g. the NLB target groups: the proxy hides it).
+    calm: Sequence[AlarmMatch] = ()
 
 
 @dataclass
@@ -762,6 +784,7 @@ class DrillResult:
     to_alarm: dict[str, float]  # alarm name -> seconds from the stop to ALARM
     to_ok: dict[str, float]  # alarm name -> seconds from the start to OK
     answers: EndpointTally
+    calm: list[str] = field(default_factory=list)  # alarms seen not firing during the failure
 
 
 def failure_drill(
@@ -779,9 +802,10 @@ def failure_drill(
     sleep: Sleep = time.sleep,
     clock: Clock = time.monotonic,
 ) -> DrillResult:
-    """Stop the unit, see the endpoints keep answering and each alarm reach ALARM, start it, see
-    each alarm return to OK. The unit is started again whatever fails; raises CheckError naming
-    every failed answer or alarm. The endpoints are watched from `client` in real time."""
+    """Stop the unit, see the endpoints keep answering and each alarm reach ALARM (and the calm
+    ones not), start it, see each alarm return to OK. The unit is started again whatever
+    fails; raises CheckError naming every failed answer or alarm. The endpoints are watched
+    from `client` in real time."""
     if not step.alarms:
         raise ValueError(f"drill step {step.name!r} names no alarm to watch")
 
@@ -824,6 +848,7 @@ def failure_drill(
             for match in step.alarms:
                 name, took = wait(match, "ALARM", since=stopped)
                 result.to_alarm[name] = took
+            result.calm = alarms_not_firing(cloudwatch, alarm_prefix, step.calm)
         finally:
             started = clock()
             start_unit(step.machine, step.unit, timeout=unit_timeout)
