@@ -823,8 +823,10 @@ def failure_drill(
         )
         return str(alarm["AlarmName"]), took
 
-    for match in step.alarms:  # a drill proves nothing from an alarm already firing
-        wait(match, "OK")
+    # A drill proves nothing from an alarm already firing (or still without data).
+    calm_since = clock()
+    for match in step.alarms:
+        wait(match, "OK", since=calm_since)
     done = threading.Event()
     outcome: list[EndpointTally | BaseException] = []
 

@@ -1122,3 +1122,31 @@ def test_a_drill_refuses_to_start_while_its_alarm_already_fires(
             sleep=time.sleep, clock=time.clock,
         )  # fmt: skip
     assert machine.calls == []
+
+
+def test_a_drill_waits_for_its_alarms_to_settle_within_one_window(
+    cloudwatch: Any, edge: Callable[[Edge], str]
+) -> None:
+    """Fresh alarms lack data: the drill waits for OK first, all within one window + margin."""
+    url = edge(Edge())
+    machine = FakeMachine()
+    names = settle(cloudwatch)
+    for name in names:
+        cloudwatch.set_alarm_state(
+            AlarmName=name, StateValue="INSUFFICIENT_DATA", StateReason="new"
+        )
+    time = FakeTime()
+
+    def first_settles_late(_: int) -> None:
+        if time.now >= 400:
+            cloudwatch.set_alarm_state(AlarmName=names[0], StateValue="OK", StateReason="data")
+
+    time.on_sleep = first_settles_late
+    with pytest.raises(CheckError, match=r"9001 down' is INSUFFICIENT_DATA, not OK, after 420s"):
+        checks.failure_drill(
+            tessera_step(machine), cloudwatch=cloudwatch, alarm_prefix=PREFIX,
+            client=local_shell, endpoints=endpoints_at(url, url, url), alarm_poll=20,
+            sleep=time.sleep, clock=time.clock,
+        )  # fmt: skip
+    assert machine.calls == []
+    assert time.now <= 420 + 20  # one window + margin for all three, not one each
