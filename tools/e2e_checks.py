@@ -665,7 +665,12 @@ def evaluation_window(alarm: Mapping[str, Any]) -> float:
     A metric math alarm has no Period of its own: its queries' MetricStat periods say it.
     """
     periods = [alarm["Period"]] if alarm.get("Period") else []
-    periods += [q["MetricStat"]["Period"] for q in alarm.get("Metrics", []) if "MetricStat" in q]
+    # MetricDataQuery has a Period of its own or in MetricStat (CloudWatch API reference, shapes
+    # MetricAlarm and MetricDataQuery; botocore 1.44 cloudwatch model).
+    for query in alarm.get("Metrics", []):
+        periods += [
+            p for p in (query.get("Period"), query.get("MetricStat", {}).get("Period")) if p
+        ]
     if not periods:
         raise CheckError(f"alarm {alarm['AlarmName']!r} names no period")
     return float(max(periods) * int(alarm["EvaluationPeriods"]))
