@@ -238,15 +238,20 @@ WantedBy=timers.target
 """
 
 
+# The long-running services' unit names (the e2e failure drill stops and starts them).
+TESSERA_UNIT = "quorum-ha-tessera.service"
+QUORUM_UNIT = "quorum-ha-quorum.service"
+
+
 def _services(ctx: NodeBootContext) -> dict[str, str]:
     """Unit name -> text of the machine's long-running services and the data volume."""
     units = {"quorum-ha-data.service": DATA_UNIT}
     ptm_unit = None
     if ctx.runs_tessera:
-        units["quorum-ha-tessera.service"] = _unit(
+        units[TESSERA_UNIT] = _unit(
             "Tessera privacy manager (quorum-ha)", _BASE, f"{BIN_DIR}/start-tessera.sh", "tessera"
         )
-        ptm_unit = "quorum-ha-tessera.service"
+        ptm_unit = TESSERA_UNIT
     if ctx.runs_ipc_proxy:
         units["quorum-ha-proxy.service"] = _unit(
             "quorum-ha IPC proxy on tm.ipc to every Tessera Q2T",
@@ -257,7 +262,7 @@ def _services(ctx: NodeBootContext) -> dict[str, str]:
         ptm_unit = "quorum-ha-proxy.service"
     if ctx.runs_quorum:
         after = [*_BASE, *([ptm_unit] if ptm_unit else [])]
-        units["quorum-ha-quorum.service"] = _unit(
+        units[QUORUM_UNIT] = _unit(
             "GoQuorum node (quorum-ha)", after, f"{BIN_DIR}/start-quorum.sh", "quorum"
         )
     return units

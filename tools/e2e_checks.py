@@ -25,11 +25,12 @@ import re
 import secrets
 import shlex
 import subprocess
+import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from node_bootstrap.context import TM_IPC_PATH
@@ -514,3 +515,363 @@ def private_payload_round_trip(
         if base64.b64decode(encoded) != payload:
             raise CheckError(f"{name}: read back a different payload for {key} via {reader}")
     return key
+
+
+# ---------------------------------------------------------------- the failure drill
+#
+# Stop one process through SSM, watch the three endpoints keep answering and the matching alarm
+# reach ALARM within its evaluation window, start the process again, see the alarm return to OK.
+
+# systemd unit names: `name.service`, no path, no option, nothing a shell would expand.
+UNIT_NAME = re.compile(r"^[A-Za-z0-9@_.:-]+\.service$")
+# Longer than a unit's TimeoutStopSec (node_bootstrap/user_data.py: 120 s), so a slow
+# `docker stop` is waited for, not reported as a failure.
+UNIT_TIMEOUT = 180.0
+# What CloudWatch adds to an alarm's own window before it changes state: the metric reaching
+# CloudWatch (the agent scrapes each minute, EMF extraction, NLB/ECS publishing delay), the
+# proxy's fall count before it marks a server down, and the alarm's evaluation schedule.
+ALARM_MARGIN = 300.0
+ALARM_STATES = ("OK", "ALARM", "INSUFFICIENT_DATA")
+
+
+def _systemctl(shell: Shell, verb: str, unit: str, expect: tuple[str, ...], timeout: float) -> str:
+    if not isinstance(unit, str) or not UNIT_NAME.match(unit):
+        raise ValueError(f"unit is {unit!r}; allowed: a systemd unit name ending in .service")
+    quoted = shlex.quote(unit)
+    # `is-active` exits non-zero for inactive units: its word is what we read, not its status.
+    script = f"set -eu\nsystemctl {verb} {quoted}\nsystemctl is-active {quoted} || true"
+    output = shell(script, timeout=timeout).strip()
+    state = output.splitlines()[-1].strip() if output else ""
+    if state not in expect:
+        raise CheckError(f"systemctl {verb} {unit}: unit is {state or 'unreported'!r} after it")
+    return state
+
+
+def stop_unit(shell: Shell, unit: str, *, timeout: float = UNIT_TIMEOUT) -> str:
+    """`systemctl stop <unit>` on the machine; the unit must then be inactive.
+
+    An explicit stop is not restarted by `Restart=always` (systemd.service(5): Restart= applies
+    when the process exits, is killed or times out, not to a stop by systemctl).
+    """
+    return _systemctl(shell, "stop", unit, ("inactive", "failed"), timeout)
+
+
+def start_unit(shell: Shell, unit: str, *, timeout: float = UNIT_TIMEOUT) -> str:
+    """`systemctl start <unit>` on the machine; the unit must then be active (or activating)."""
+    return _systemctl(shell, "start", unit, ("active", "activating"), timeout)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The node's three client-facing endpoints, as the stack exports them."""
+
+    rpc_url: str  # rpcEndpoint: JSON-RPC on 22000
+    third_party_url: str  # thirdPartyUrl: Tessera third-party on 9081
+    p2p_url: str  # p2pUrl: Tessera P2P on 9001
+
+
+@dataclass
+class EndpointTally:
+    """How often each endpoint was asked and what failed (time since the watch began)."""
+
+    asked: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def rounds(self) -> int:
+        return min(self.asked.values(), default=0)
+
+
+def endpoints_keep_answering(
+    shell: Shell,
+    endpoints: Endpoints,
+    *,
+    duration: float,
+    interval: float = 2.0,
+    request_timeout: float = 5.0,
+    stop: threading.Event | None = None,
+    sleep: Sleep = time.sleep,
+    clock: Clock = time.monotonic,
+) -> EndpointTally:
+    """Ask the three endpoints, round after round, until `stop` is set or `duration` passed.
+
+    Counts failures rather than raising: the drill reports every one (expected: none).
+    """
+    probes: dict[str, Callable[[], object]] = {
+        "rpc": lambda: rpc_block_number(shell, endpoints.rpc_url, timeout=request_timeout),
+        "third-party": lambda: upcheck(shell, endpoints.third_party_url, timeout=request_timeout),
+        "p2p": lambda: upcheck(shell, endpoints.p2p_url, timeout=request_timeout),
+    }
+    tally = EndpointTally({name: 0 for name in probes})
+    start = clock()
+    while True:
+        for name, probe in probes.items():
+            tally.asked[name] += 1
+            try:
+                probe()
+            except CheckError as error:
+                tally.failures.append(f"{clock() - start:.1f}s {name}: {error}")
+        if (stop is not None and stop.is_set()) or clock() - start >= duration:
+            return tally
+        sleep(interval)
+
+
+@dataclass(frozen=True)
+class AlarmMatch:
+    """Which alarm: by the metric it reads and dimensions it names, or by its title.
+
+    The metric is (namespace, name); an alarm on a metric math expression matches when one of
+    its metrics does. The title is what follows `<name prefix>: ` in the alarm's name.
+    """
+
+    metric: tuple[str, str] | None = None
+    dimensions: Mapping[str, str] = field(default_factory=dict)
+    title: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.metric is None and self.title is None:
+            raise ValueError("an AlarmMatch needs a metric or a title")
+
+    def matches(self, alarm: Mapping[str, Any], prefix: str) -> bool:
+        if self.title is not None and alarm["AlarmName"] != f"{prefix}{self.title}":
+            return False
+        if self.metric is None:
+            return True
+        return any(self._metric_matches(metric) for metric in _alarm_metrics(alarm))
+
+    def _metric_matches(self, metric: Mapping[str, Any]) -> bool:
+        if (metric.get("Namespace"), metric.get("MetricName")) != self.metric:
+            return False
+        dims = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
+        return all(dims.get(k) == v for k, v in self.dimensions.items())
+
+    def __str__(self) -> str:
+        if self.metric is None:
+            return repr(self.title)
+        dims = ", ".join(f"{k}={v}" for k, v in self.dimensions.items())
+        return f"{'/'.join(self.metric)} {{{dims}}}"
+
+
+def _alarm_metrics(alarm: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The metrics an alarm reads: its own, or each MetricStat of its metric math queries."""
+    if alarm.get("MetricName"):
+        return [alarm]
+    return [q["MetricStat"]["Metric"] for q in alarm.get("Metrics", []) if "MetricStat" in q]
+
+
+def evaluation_window(alarm: Mapping[str, Any]) -> float:
+    """Period x evaluation periods, in seconds, read from the alarm (DescribeAlarms).
+
+    A metric math alarm has no Period of its own: its queries' MetricStat periods say it.
+    """
+    periods = [alarm["Period"]] if alarm.get("Period") else []
+    # MetricDataQuery has a Period of its own or in MetricStat (CloudWatch API reference, shapes
+    # MetricAlarm and MetricDataQuery; botocore 1.44 cloudwatch model).
+    for query in alarm.get("Metrics", []):
+        periods += [
+            p for p in (query.get("Period"), query.get("MetricStat", {}).get("Period")) if p
+        ]
+    if not periods:
+        raise CheckError(f"alarm {alarm['AlarmName']!r} names no period")
+    return float(max(periods) * int(alarm["EvaluationPeriods"]))
+
+
+def matching_alarms(cloudwatch: Any, prefix: str, match: AlarmMatch) -> list[dict[str, Any]]:
+    """Every metric alarm named under `prefix` that `match` picks (CloudWatch DescribeAlarms:
+    AlarmNamePrefix, paginated; MetricAlarms carry Period, EvaluationPeriods, Metrics)."""
+    pages = cloudwatch.get_paginator("describe_alarms").paginate(
+        AlarmNamePrefix=prefix, AlarmTypes=["MetricAlarm"]
+    )
+    return [a for page in pages for a in page["MetricAlarms"] if match.matches(a, prefix)]
+
+
+def matching_alarm(cloudwatch: Any, prefix: str, match: AlarmMatch) -> dict[str, Any]:
+    """The one metric alarm named under `prefix` that `match` picks."""
+    found = matching_alarms(cloudwatch, prefix, match)
+    if len(found) != 1:
+        names = ", ".join(repr(a["AlarmName"]) for a in found) or "none"
+        raise CheckError(f"{len(found)} alarms under {prefix!r} match {match}: {names}")
+    return found[0]
+
+
+def alarms_not_firing(cloudwatch: Any, prefix: str, matches: Sequence[AlarmMatch]) -> list[str]:
+    """Names of the alarms the matches pick, each of which must not be in ALARM; a match that
+    picks none is an error (it would prove nothing)."""
+    calm = []
+    for match in matches:
+        found = matching_alarms(cloudwatch, prefix, match)
+        if not found:
+            raise CheckError(f"no alarm under {prefix!r} matches {match}")
+        firing = [a["AlarmName"] for a in found if a["StateValue"] == "ALARM"]
+        if firing:
+            raise CheckError(
+                f"{', '.join(firing)} in ALARM: the failure reached the clients' side"
+            )
+        calm += [a["AlarmName"] for a in found]
+    return calm
+
+
+def wait_for_alarm_state(
+    cloudwatch: Any,
+    prefix: str,
+    match: AlarmMatch,
+    state: str,
+    *,
+    since: float | None = None,
+    timeout: float | None = None,
+    margin: float = ALARM_MARGIN,
+    poll: float = 15.0,
+    sleep: Sleep = time.sleep,
+    clock: Clock = time.monotonic,
+) -> tuple[dict[str, Any], float]:
+    """Poll the alarm until its StateValue is `state`; returns it and the seconds it took.
+
+    Bounded by `timeout`, by default the alarm's evaluation window plus `margin`, counted from
+    `since` (when the failure began, a `clock()` value) or from now.
+    """
+    if state not in ALARM_STATES:
+        raise ValueError(f"state is {state!r}; allowed: {', '.join(ALARM_STATES)}")
+    start = clock() if since is None else since
+    alarm = matching_alarm(cloudwatch, prefix, match)
+    limit = evaluation_window(alarm) + margin if timeout is None else timeout
+    while True:
+        if alarm["StateValue"] == state:
+            return alarm, clock() - start
+        if clock() - start >= limit:
+            raise CheckError(
+                f"alarm {alarm['AlarmName']!r} is {alarm['StateValue']}, not {state}, after "
+                f"{clock() - start:g}s (limit {limit:g}s): {alarm.get('StateReason', '')}"
+            )
+        sleep(poll)
+        alarm = matching_alarm(cloudwatch, prefix, match)
+
+
+def upstream_servers_on(config: Mapping[str, Any], host: str) -> list[tuple[str, str]]:
+    """(upstream, server) of every upstream server of the proxy config on this host."""
+    return [
+        (name, server)
+        for name, upstream in config["upstreams"].items()
+        for server in upstream["servers"]
+        if server.rsplit(":", 1)[0] == host
+    ]
+
+
+def rpc_upstream(config: Mapping[str, Any]) -> str:
+    """The upstream behind the proxy's tcp listener: the Quorum RPC servers."""
+    for listener in config["listeners"]:
+        if listener.get("protocol") == "tcp":
+            return str(listener["upstream"])
+    raise CheckError("the proxy config has no tcp listener (the RPC one)")
+
+
+def primary_quorum(config: Mapping[str, Any]) -> str:
+    """The host the standalone proxy sends RPC to while it is healthy: the first server of the
+    RPC upstream (node_bootstrap/proxy.py: tcp, the first healthy node is primary)."""
+    server: str = config["upstreams"][rpc_upstream(config)]["servers"][0]
+    return server.rsplit(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class DrillStep:
+    """One failure: which unit to stop on which machine, and the alarms it must raise."""
+
+    name: str
+    machine: Shell
+    unit: str
+    alarms: Sequence[AlarmMatch]  # each must reach ALARM, then OK
+    # Must not be in ALARM while those are (e.g. the NLB target groups: the proxy hides it).
+    calm: Sequence[AlarmMatch] = ()
+
+
+@dataclass
+class DrillResult:
+    step: str
+    to_alarm: dict[str, float]  # alarm name -> seconds from the stop to ALARM
+    to_ok: dict[str, float]  # alarm name -> seconds from the start to OK
+    answers: EndpointTally
+    calm: list[str] = field(default_factory=list)  # alarms seen not firing during the failure
+
+
+def failure_drill(
+    step: DrillStep,
+    *,
+    cloudwatch: Any,
+    alarm_prefix: str,
+    client: Shell,
+    endpoints: Endpoints,
+    margin: float = ALARM_MARGIN,
+    alarm_poll: float = 15.0,
+    watch_interval: float = 2.0,
+    watch_limit: float = 3600.0,
+    unit_timeout: float = UNIT_TIMEOUT,
+    sleep: Sleep = time.sleep,
+    clock: Clock = time.monotonic,
+) -> DrillResult:
+    """Stop the unit, see the endpoints keep answering and each alarm reach ALARM (and the calm
+    ones not), start it, see each alarm return to OK. The unit is started again whatever
+    fails; raises CheckError naming every failed answer or alarm. The endpoints are watched
+    from `client` in real time."""
+    if not step.alarms:
+        raise ValueError(f"drill step {step.name!r} names no alarm to watch")
+
+    def wait(match: AlarmMatch, state: str, since: float | None = None) -> tuple[str, float]:
+        alarm, took = wait_for_alarm_state(
+            cloudwatch,
+            alarm_prefix,
+            match,
+            state,
+            since=since,
+            margin=margin,
+            poll=alarm_poll,
+            sleep=sleep,
+            clock=clock,
+        )
+        return str(alarm["AlarmName"]), took
+
+    # A drill proves nothing from an alarm already firing (or still without data).
+    calm_since = clock()
+    for match in step.alarms:
+        wait(match, "OK", since=calm_since)
+    done = threading.Event()
+    outcome: list[EndpointTally | BaseException] = []
+
+    def watch_endpoints() -> None:
+        try:
+            outcome.append(
+                endpoints_keep_answering(
+                    client, endpoints, duration=watch_limit, interval=watch_interval, stop=done
+                )
+            )
+        except BaseException as error:  # reported by the drill, not lost with the thread
+            outcome.append(error)
+
+    watcher = threading.Thread(target=watch_endpoints, name=f"drill: {step.name}", daemon=True)
+    watcher.start()
+    result = DrillResult(step.name, {}, {}, EndpointTally())
+    try:
+        stopped = clock()
+        try:
+            stop_unit(step.machine, step.unit, timeout=unit_timeout)
+            for match in step.alarms:
+                name, took = wait(match, "ALARM", since=stopped)
+                result.to_alarm[name] = took
+            result.calm = alarms_not_firing(cloudwatch, alarm_prefix, step.calm)
+        finally:
+            started = clock()
+            start_unit(step.machine, step.unit, timeout=unit_timeout)
+        for match in step.alarms:
+            name, took = wait(match, "OK", since=started)
+            result.to_ok[name] = took
+    finally:
+        done.set()
+        watcher.join()
+    [answers] = outcome
+    if isinstance(answers, BaseException):
+        raise CheckError(f"{step.name}: watching the endpoints failed: {answers}") from answers
+    result.answers = answers
+    if answers.failures:
+        raise CheckError(
+            f"{step.name}: {len(answers.failures)} of {sum(answers.asked.values())} answers "
+            "failed during the drill: " + "; ".join(answers.failures[:10])
+        )
+    return result

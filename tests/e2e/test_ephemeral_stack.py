@@ -7,7 +7,8 @@ from the outside, then destroyed.
 Needs the Pulumi CLI, AWS credentials (boto3's chain: env, profile, SSO or role) and, unless
 QUORUM_HA_E2E_PROXY_IMAGE names a prebuilt proxy image, Docker to build the proxy image. It
 creates billable resources (NAT gateways, RDS Multi-AZ with a replica, EC2, NLB, Fargate) for
-about 30-45 minutes; `destroy` and stack removal run even when a check fails. The stack is named
+about 30-45 minutes, plus up to 45 for the failure drill (typically 20: each alarm waits
+for its metric); `destroy` and stack removal run even when a check fails. The stack is named
 by QUORUM_HA_E2E_STACK when set (CI names it per run, so its cleanup job can destroy what a
 cancelled test left), else e2e-<random>. PULUMI_CONFIG_PASSPHRASE, when unset, gets a throwaway
 value (then only this process could destroy the stack).
@@ -24,7 +25,10 @@ from typing import Any
 import boto3
 import pytest
 
+from components.settings import stack_name_prefix
 from node_bootstrap.context import TESSERA_Q2T_PORT
+from node_bootstrap.proxy import standalone_proxy_config
+from node_bootstrap.user_data import QUORUM_UNIT, TESSERA_UNIT
 from tools import e2e_checks as checks
 from tools.offline import ROOT, load_stack_config
 
@@ -150,3 +154,103 @@ def test_a_private_payload_stored_through_one_quorum_is_read_through_another(
         writer, readers, deployed["outputs"]["tesseraPublicKey"]
     )
     assert key
+
+
+def proxy_config(deployed: dict[str, Any]) -> dict[str, Any]:
+    """The standalone proxy's config as the stack renders it: the alarms' labels and the order
+    of the RPC servers (the first healthy one is primary)."""
+    return standalone_proxy_config(
+        quorum_dns_names=quorum_names(deployed),
+        tessera_dns_names=tessera_names(deployed),
+        tessera_public_key=deployed["outputs"]["tesseraPublicKey"],
+    )
+
+
+def test_failure_drill_one_tessera_then_the_primary_quorum(
+    deployed: dict[str, Any], machines: dict[str, checks.SsmShell]
+) -> None:
+    """Stop one Tessera, then the primary Quorum, through SSM: the three endpoints keep
+    answering, each matching alarm reaches ALARM within its evaluation window (+ margin), the
+    unit is started again and the alarm returns to OK."""
+    # The alarms' metric catalog (issue 12); imported here so the offline suite never needs it.
+    from domain import metrics as m
+
+    outputs = deployed["outputs"]
+    config = proxy_config(deployed)
+    primary = checks.primary_quorum(config)
+    tesseras = tessera_names(deployed)
+    # A Tessera off the primary Quorum's machine: in setup pair that Tessera is geth's own.
+    tessera = next((n for n in tesseras if n != primary), tesseras[-1])
+    names = list(machines)
+
+    def client_off(host: str) -> checks.SsmShell:
+        """Watch the endpoints from another machine than the one that loses a process."""
+        return machines[next((n for n in names if n != host), host)]
+
+    def server_down(upstream: str, server: str) -> checks.AlarmMatch:
+        return checks.AlarmMatch(
+            m.PROXY_UPSTREAM_HEALTHY.key, {"upstream": upstream, "server": server}
+        )
+
+    rpc = checks.rpc_upstream(config)
+    # Only the Tessera upstreams: in setup pair the machine's geth keeps running and answering.
+    on_tessera = [(u, s) for u, s in checks.upstream_servers_on(config, tessera) if u != rpc]
+    tessera_alarms = [server_down(u, s) for u, s in on_tessera] + [
+        checks.AlarmMatch(m.TESSERA_DEEP_CHECK.key, {"upstream": u, "server": s})
+        for u, s in on_tessera
+        if u == m.TESSERA_DEEP_CHECK_UPSTREAM
+    ]
+    quorum_alarms = [
+        server_down(u, s) for u, s in checks.upstream_servers_on(config, primary) if u == rpc
+    ]
+    # The NLB's targets are the proxy tasks: with a spare left they stay healthy, so neither
+    # "degraded" nor "down" of any target group may fire (clients see nothing).
+    target_groups = [
+        checks.AlarmMatch(m.NLB_UNHEALTHY_HOSTS.key),
+        checks.AlarmMatch(m.NLB_HEALTHY_HOSTS.key),
+    ]
+    steps = [
+        (
+            tessera,
+            checks.DrillStep(
+                f"Tessera on {tessera}",
+                machines[tessera],
+                TESSERA_UNIT,
+                tessera_alarms,
+                target_groups,
+            ),
+        )
+    ]
+    if len(config["upstreams"][rpc]["servers"]) > 1:
+        steps.append(
+            (
+                primary,
+                checks.DrillStep(
+                    f"primary Quorum {primary}",
+                    machines[primary],
+                    QUORUM_UNIT,
+                    quorum_alarms,
+                    target_groups,
+                ),
+            )
+        )
+    else:  # setup tessera has one Quorum machine: no spare to fail over to, nothing to drill
+        print(f"primary Quorum {primary}: not drilled, the only Quorum of this setup")
+    cloudwatch = boto3.client("cloudwatch", region_name=deployed["region"])
+    endpoints = checks.Endpoints(
+        outputs["rpcEndpoint"], outputs["thirdPartyUrl"], outputs["p2pUrl"]
+    )
+    for host, step in steps:
+        result = checks.failure_drill(
+            step,
+            cloudwatch=cloudwatch,
+            alarm_prefix=f"{stack_name_prefix(deployed['stack'])}: ",
+            client=client_off(host),
+            endpoints=endpoints,
+        )
+        print(
+            f"{step.name}: ALARM after {result.to_alarm}, OK after {result.to_ok}, "
+            f"{sum(result.answers.asked.values())} answers, none failed; "
+            f"not firing: {sorted(result.calm)}"
+        )
+        assert len(result.to_alarm) == len(result.to_ok) == len(step.alarms)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import socket
 import socketserver
@@ -22,6 +23,8 @@ import pytest
 from moto import mock_aws
 
 from node_bootstrap.context import TM_IPC_PATH
+from node_bootstrap.proxy import standalone_proxy_config
+from node_bootstrap.user_data import QUORUM_UNIT, TESSERA_UNIT
 from tools import e2e_checks as checks
 from tools.e2e_checks import CheckError, TesseraProbe, local_shell
 
@@ -615,3 +618,535 @@ def test_the_private_check_runs_curl_on_tm_ipc_through_ssm(aws: dict[str, Any]) 
     [script] = command["Parameters"]["commands"]
     assert f"--unix-socket {TM_IPC_PATH}" in script
     assert "http://localhost/send" in script
+
+
+# ---------------------------------------------------------------- the failure drill: units
+
+TESSERA, QUORUM = TESSERA_UNIT, QUORUM_UNIT
+
+STUB_SYSTEMCTL = """#!/bin/bash
+# systemctl as the drill uses it: stop, start, is-active; the state lives in $STATE_DIR.
+echo "$*" >> "$STATE_DIR/calls"
+state="$STATE_DIR/$2"
+case "$1" in
+  stop) echo "${STOP_LEAVES:-inactive}" > "$state" ;;
+  start) echo active > "$state" ;;
+  is-active) s=$(cat "$state" 2>/dev/null || echo active); echo "$s"; [ "$s" = active ] ;;
+  *) exit 1 ;;
+esac
+"""
+
+
+@pytest.fixture
+def systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stub systemctl first on PATH (no systemd here); returns the directory of its state."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stub = bin_dir / "systemctl"
+    stub.write_text(STUB_SYSTEMCTL)
+    stub.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("STATE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_a_unit_is_stopped_then_started_and_its_state_checked(systemctl: Path) -> None:
+    assert checks.stop_unit(local_shell, TESSERA) == "inactive"
+    assert checks.start_unit(local_shell, TESSERA) == "active"
+    assert (systemctl / "calls").read_text().splitlines() == [
+        f"stop {TESSERA}",
+        f"is-active {TESSERA}",
+        f"start {TESSERA}",
+        f"is-active {TESSERA}",
+    ]
+
+
+def test_a_unit_still_active_after_stop_is_reported(
+    systemctl: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STOP_LEAVES", "active")
+    with pytest.raises(CheckError, match=f"systemctl stop {QUORUM}: unit is 'active' after it"):
+        checks.stop_unit(local_shell, QUORUM)
+
+
+@pytest.mark.parametrize("bad", ["quorum-ha-tessera", "a.service; reboot", "../x.service", ""])
+def test_a_bad_unit_name_is_refused_naming_it(bad: str) -> None:
+    with pytest.raises(ValueError, match=rf"unit is {re.escape(repr(bad))}; allowed: a systemd"):
+        checks.stop_unit(local_shell, bad)
+
+
+def test_the_unit_is_stopped_through_ssm_run_command(aws: dict[str, Any]) -> None:
+    instance = aws["ec2"].run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)[
+        "Instances"
+    ][0]["InstanceId"]
+    ssm = boto3.client("ssm", region_name=REGION)
+    with pytest.raises(CheckError, match="unit is 'unreported'"):  # moto runs nothing
+        checks.stop_unit(checks.SsmShell(ssm, instance, sleep=lambda _: None), TESSERA)
+    [command] = ssm.list_commands(InstanceId=instance)["Commands"]
+    assert command["DocumentName"] == "AWS-RunShellScript"
+    [script] = command["Parameters"]["commands"]
+    assert f"systemctl stop {TESSERA}\n" in script
+    # Bounded: SSM's own timeout covers the unit's stop timeout.
+    assert int(command["Parameters"]["executionTimeout"][0]) > checks.UNIT_TIMEOUT
+
+
+# ---------------------------------------------------------------- the failure drill: endpoints
+
+
+@dataclass
+class Edge:
+    """The NLB's three listeners on one local server; `down` makes them answer 503."""
+
+    down: bool = False
+    hits_while_down: int = 0
+    answered: threading.Event = field(default_factory=threading.Event)
+
+
+def _edge_handler(edge: Edge) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            return
+
+        def reply(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            if edge.down:
+                edge.hits_while_down += 1
+                edge.answered.set()
+
+        def do_GET(self) -> None:
+            ok = self.path == "/upcheck" and not edge.down
+            self.reply(200 if ok else 503, b"I'm up!" if ok else b"no upstream")
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.reply(503, b"") if edge.down else self.reply(200, b'{"result":"0x10"}')
+
+    return Handler
+
+
+@pytest.fixture
+def edge() -> Iterator[Callable[[Edge], str]]:
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(state: Edge) -> str:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _edge_handler(state))
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def endpoints_at(rpc: str, third_party: str, p2p: str) -> checks.Endpoints:
+    return checks.Endpoints(rpc + "/", third_party, p2p)
+
+
+def test_endpoints_that_keep_answering_count_no_failure(edge: Callable[[Edge], str]) -> None:
+    url = edge(Edge())
+    time = FakeTime()
+    tally = checks.endpoints_keep_answering(
+        local_shell, endpoints_at(url, url, url), duration=6, interval=2,
+        sleep=time.sleep, clock=time.clock,
+    )  # fmt: skip
+    assert tally.asked == {"rpc": 4, "third-party": 4, "p2p": 4}
+    assert tally.failures == []
+
+
+def test_an_endpoint_that_dies_mid_watch_is_counted(edge: Callable[[Edge], str]) -> None:
+    url = edge(Edge())
+    p2p = Edge()
+    p2p_url = edge(p2p)
+    closed = f"http://127.0.0.1:{free_port()}"  # the P2P listener is gone: connection refused
+
+    def p2p_dies_after_first_round(count: int) -> None:
+        p2p.down = count == 1
+
+    time = FakeTime(p2p_dies_after_first_round)
+    tally = checks.endpoints_keep_answering(
+        local_shell, endpoints_at(url, url, p2p_url), duration=4, interval=2,
+        sleep=time.sleep, clock=time.clock,
+    )  # fmt: skip
+    assert tally.rounds == 3
+    [failure] = tally.failures
+    assert failure.startswith("2.0s p2p: GET ") and "HTTP 503" in failure
+    still = FakeTime()
+    refused = checks.endpoints_keep_answering(
+        local_shell,
+        endpoints_at(url, url, closed),
+        duration=0,
+        sleep=still.sleep,
+        clock=still.clock,
+    )
+    assert [f.split(":", 1)[0] for f in refused.failures] == ["0.0s p2p"]
+
+
+# ---------------------------------------------------------------- the failure drill: alarms
+
+PREFIX = "qha-e2e-1234: "
+PROXY_NS, HEALTHY, DEEP = "QuorumHA/Proxy", "quorum_proxy_upstream_healthy", "deep_check_up"
+NLB_NS = "AWS/NetworkELB"
+TARGET_GROUPS = checks.AlarmMatch((NLB_NS, "UnHealthyHostCount"))
+T0, T1 = "tessera-0.e2e.quorum-ha.internal", "tessera-1.e2e.quorum-ha.internal"
+
+
+def put_alarm(cloudwatch: Any, title: str, server: str, *, metric: str = HEALTHY) -> None:
+    upstream = "third_party" if server.endswith(":9081") else "p2p"
+    cloudwatch.put_metric_alarm(
+        AlarmName=PREFIX + title,
+        Namespace=PROXY_NS,
+        MetricName=metric,
+        Dimensions=[{"Name": "upstream", "Value": upstream}, {"Name": "server", "Value": server}],
+        Statistic="Minimum",
+        Period=60,
+        EvaluationPeriods=2,
+        Threshold=1,
+        ComparisonOperator="LessThanThreshold",
+    )
+
+
+def put_math_alarm(cloudwatch: Any, title: str, node: str) -> None:
+    """Shaped like the stalled-chain alarm: DIFF over a 60 s MetricStat, 5 periods."""
+    cloudwatch.put_metric_alarm(
+        AlarmName=PREFIX + title,
+        Metrics=[
+            {"Id": "e1", "Expression": "DIFF(head)", "ReturnData": True},
+            {
+                "Id": "head",
+                "MetricStat": {
+                    "Metric": {
+                        "Namespace": "QuorumHA/Quorum",
+                        "MetricName": "chain_head_block",
+                        "Dimensions": [{"Name": "node", "Value": node}],
+                    },
+                    "Period": 60,
+                    "Stat": "Maximum",
+                },
+                "ReturnData": False,
+            },
+        ],
+        EvaluationPeriods=5,
+        Threshold=0,
+        ComparisonOperator="LessThanOrEqualToThreshold",
+    )
+
+
+@pytest.fixture
+def cloudwatch() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("cloudwatch", region_name=REGION)
+        for server in (f"{T0}:9081", f"{T0}:9001", f"{T1}:9081", f"{T1}:9001"):
+            put_alarm(client, f"server {server} down", server)
+        put_alarm(client, f"Tessera {T0}:9081 deep check failing", f"{T0}:9081", metric=DEEP)
+        put_math_alarm(client, "quorum-0 chain head not advancing", "quorum-0")
+        for role in ("rpc", "p2p"):
+            client.put_metric_alarm(
+                AlarmName=f"{PREFIX}{role} target group degraded",
+                Namespace=NLB_NS,
+                MetricName="UnHealthyHostCount",
+                Dimensions=[
+                    {"Name": "TargetGroup", "Value": f"targetgroup/q{role}/0123456789abcdef"},
+                    {"Name": "LoadBalancer", "Value": "net/qha-e2e/0123456789abcdef"},
+                ],
+                Statistic="Maximum",
+                Period=60,
+                EvaluationPeriods=3,
+                Threshold=1,
+                ComparisonOperator="GreaterThanOrEqualToThreshold",
+            )
+        # Another stack's alarm on the same server name must never be picked.
+        client.put_metric_alarm(
+            AlarmName="qha-other: server down", Namespace=PROXY_NS, MetricName=HEALTHY,
+            Dimensions=[{"Name": "server", "Value": f"{T0}:9081"}], Statistic="Minimum",
+            Period=60, EvaluationPeriods=1, Threshold=1, ComparisonOperator="LessThanThreshold",
+        )  # fmt: skip
+        yield client
+
+
+def healthy(server: str) -> checks.AlarmMatch:
+    return checks.AlarmMatch((PROXY_NS, HEALTHY), {"server": server})
+
+
+@pytest.mark.parametrize(
+    ("match", "name"),
+    [
+        (healthy(f"{T0}:9081"), f"server {T0}:9081 down"),
+        (
+            checks.AlarmMatch((PROXY_NS, DEEP), {"upstream": "third_party"}),
+            f"Tessera {T0}:9081 deep check failing",
+        ),
+        (checks.AlarmMatch(title=f"server {T1}:9001 down"), f"server {T1}:9001 down"),
+        (
+            checks.AlarmMatch(("QuorumHA/Quorum", "chain_head_block"), {"node": "quorum-0"}),
+            "quorum-0 chain head not advancing",
+        ),
+    ],
+)
+def test_an_alarm_is_found_by_its_metric_and_dimensions_or_its_title(
+    cloudwatch: Any, match: checks.AlarmMatch, name: str
+) -> None:
+    assert checks.matching_alarm(cloudwatch, PREFIX, match)["AlarmName"] == PREFIX + name
+
+
+def test_an_ambiguous_or_missing_alarm_is_refused_naming_what_matched(cloudwatch: Any) -> None:
+    with pytest.raises(CheckError, match=rf"^2 alarms under '{PREFIX}' match .*9081 down'"):
+        checks.matching_alarm(
+            cloudwatch, PREFIX, checks.AlarmMatch((PROXY_NS, HEALTHY), {"upstream": "third_party"})
+        )
+    with pytest.raises(CheckError, match=r"^0 alarms .* match 'nope': none$"):
+        checks.matching_alarm(cloudwatch, PREFIX, checks.AlarmMatch(title="nope"))
+    with pytest.raises(ValueError, match="needs a metric or a title"):
+        checks.AlarmMatch()
+
+
+def test_the_evaluation_window_is_read_from_the_alarm(cloudwatch: Any) -> None:
+    single = checks.matching_alarm(cloudwatch, PREFIX, healthy(f"{T1}:9001"))
+    math = checks.matching_alarm(
+        cloudwatch, PREFIX, checks.AlarmMatch(title="quorum-0 chain head not advancing")
+    )
+    assert checks.evaluation_window(single) == 120  # 60 s x 2
+    assert checks.evaluation_window(math) == 300  # the MetricStat's 60 s x 5
+
+
+def test_waiting_ends_when_the_alarm_reaches_the_state(cloudwatch: Any) -> None:
+    name = f"{PREFIX}server {T0}:9001 down"
+
+    def fires_on_third_poll(count: int) -> None:
+        if count == 3:
+            cloudwatch.set_alarm_state(AlarmName=name, StateValue="ALARM", StateReason="drill")
+
+    time = FakeTime(fires_on_third_poll)
+    alarm, took = checks.wait_for_alarm_state(
+        cloudwatch, PREFIX, healthy(f"{T0}:9001"), "ALARM", poll=15,
+        sleep=time.sleep, clock=time.clock,
+    )  # fmt: skip
+    assert (alarm["AlarmName"], alarm["StateValue"], took) == (name, "ALARM", 45)
+
+
+def test_an_alarm_that_never_fires_gives_up_after_its_window_and_margin(cloudwatch: Any) -> None:
+    time = FakeTime()
+    time.now = 1000.0
+    with pytest.raises(CheckError, match=r"is OK, not ALARM, after 150s \(limit 150s\)"):
+        checks.wait_for_alarm_state(
+            cloudwatch, PREFIX, healthy(f"{T0}:9001"), "ALARM", since=990.0, margin=30,
+            poll=20, sleep=time.sleep, clock=time.clock,
+        )  # fmt: skip
+    assert time.now == 1140  # counted from `since`: 120 s window + 30 s margin
+    with pytest.raises(ValueError, match="state is 'FIRING'; allowed: OK, ALARM"):
+        checks.wait_for_alarm_state(cloudwatch, PREFIX, healthy(f"{T0}:9001"), "FIRING")
+
+
+# ---------------------------------------------------------------- the failure drill: whole
+
+
+def test_the_primary_quorum_and_a_hosts_servers_come_from_the_proxy_config() -> None:
+    config = standalone_proxy_config(
+        quorum_dns_names=["q-1.x", "q-0.x"], tessera_dns_names=[T0, T1]
+    )
+    assert checks.primary_quorum(config) == "q-1.x"  # the order the stack lists them in
+    assert checks.rpc_upstream(config) == "quorum"
+    assert checks.upstream_servers_on(config, T1) == [
+        ("third_party", f"{T1}:9081"),
+        ("p2p", f"{T1}:9001"),
+    ]
+    assert checks.upstream_servers_on(config, "q-0.x") == [("quorum", "q-0.x:22000")]
+
+
+@dataclass
+class FakeMachine:
+    """A machine's shell that understands the drill's systemctl script; stopping the unit
+    takes `edge` down when given (a failure the proxy could not hide)."""
+
+    edge: Edge | None = None
+    state: str = "active"
+    calls: list[str] = field(default_factory=list)
+
+    def __call__(self, script: str, *, timeout: float) -> str:
+        verb, unit = script.splitlines()[1].split()[1:]
+        self.calls.append(f"{verb} {unit}")
+        self.state = "inactive" if verb == "stop" else "active"
+        if self.edge is not None:
+            self.edge.down = self.state != "active"
+            if self.edge.down:
+                self.edge.answered.clear()
+        return self.state + "\n"
+
+
+def drive_alarms(
+    cloudwatch: Any, machine: FakeMachine, names: list[str], edge: Edge | None = None
+) -> Callable[[int], None]:
+    """What CloudWatch does: ALARM while the unit is stopped, OK once it runs again. With a
+    downed edge, it waits (bounded, real time) until the watch has met the failure."""
+
+    def on_sleep(_: int) -> None:
+        if edge is not None and edge.down:
+            assert edge.answered.wait(20), "the watch never asked the downed endpoint"
+        state = "ALARM" if machine.state == "inactive" else "OK"
+        for name in names:
+            cloudwatch.set_alarm_state(AlarmName=name, StateValue=state, StateReason="drill")
+
+    return on_sleep
+
+
+def tessera_step(
+    machine: FakeMachine, calm: tuple[checks.AlarmMatch, ...] = (TARGET_GROUPS,)
+) -> checks.DrillStep:
+    return checks.DrillStep(
+        f"Tessera on {T0}",
+        machine,
+        TESSERA,
+        [healthy(f"{T0}:9081"), healthy(f"{T0}:9001"),
+         checks.AlarmMatch(title=f"Tessera {T0}:9081 deep check failing")],
+        calm,
+    )  # fmt: skip
+
+
+def settle(cloudwatch: Any) -> list[str]:
+    names = [
+        f"server {T0}:9081 down",
+        f"server {T0}:9001 down",
+        f"Tessera {T0}:9081 deep check failing",
+    ]
+    for name in names:
+        cloudwatch.set_alarm_state(AlarmName=PREFIX + name, StateValue="OK", StateReason="calm")
+    return [PREFIX + n for n in names]
+
+
+def test_the_drill_stops_watches_alarms_starts_and_sees_ok(
+    cloudwatch: Any, edge: Callable[[Edge], str]
+) -> None:
+    url = edge(Edge())
+    machine = FakeMachine()
+    names = settle(cloudwatch)
+    time = FakeTime(drive_alarms(cloudwatch, machine, names))
+    result = checks.failure_drill(
+        tessera_step(machine), cloudwatch=cloudwatch, alarm_prefix=PREFIX, client=local_shell,
+        endpoints=endpoints_at(url, url, url), alarm_poll=10, watch_interval=0.05,
+        sleep=time.sleep, clock=time.clock,
+    )  # fmt: skip
+    assert machine.calls == [f"stop {TESSERA}", f"start {TESSERA}"]
+    assert result.to_alarm == {names[0]: 10, names[1]: 10, names[2]: 10}
+    assert result.to_ok == {names[0]: 10, names[1]: 10, names[2]: 10}
+    assert result.answers.failures == [] and result.answers.rounds >= 1
+    assert sorted(result.calm) == [
+        f"{PREFIX}p2p target group degraded",
+        f"{PREFIX}rpc target group degraded",
+    ]
+
+
+def test_a_drill_whose_failure_reaches_the_target_groups_fails(
+    cloudwatch: Any, edge: Callable[[Edge], str]
+) -> None:
+    url = edge(Edge())
+    machine = FakeMachine()
+    names = [*settle(cloudwatch), f"{PREFIX}p2p target group degraded"]
+    time = FakeTime(drive_alarms(cloudwatch, machine, names))
+    with pytest.raises(
+        CheckError, match="p2p target group degraded in ALARM: the failure reached"
+    ):
+        checks.failure_drill(
+            tessera_step(machine), cloudwatch=cloudwatch, alarm_prefix=PREFIX,
+            client=local_shell, endpoints=endpoints_at(url, url, url), alarm_poll=10,
+            watch_interval=0.05, sleep=time.sleep, clock=time.clock,
+        )  # fmt: skip
+    assert machine.calls == [f"stop {TESSERA}", f"start {TESSERA}"]
+
+
+def test_a_calm_match_that_picks_no_alarm_proves_nothing(cloudwatch: Any) -> None:
+    with pytest.raises(CheckError, match=r"no alarm under .* matches 'rpc target group down'"):
+        checks.alarms_not_firing(
+            cloudwatch, PREFIX, [TARGET_GROUPS, checks.AlarmMatch(title="rpc target group down")]
+        )
+
+
+def test_a_drill_counts_an_endpoint_that_stopped_answering(
+    cloudwatch: Any, edge: Callable[[Edge], str]
+) -> None:
+    url = edge(Edge())
+    p2p = Edge()
+    p2p_url = edge(p2p)
+    machine = FakeMachine(edge=p2p)
+    names = settle(cloudwatch)
+    time = FakeTime(drive_alarms(cloudwatch, machine, names, edge=p2p))
+    with pytest.raises(
+        CheckError,
+        match=rf"^Tessera on {T0}: [1-9]\d* of \d+ answers failed .*p2p: GET .*HTTP 503",
+    ):
+        checks.failure_drill(
+            tessera_step(machine), cloudwatch=cloudwatch, alarm_prefix=PREFIX,
+            client=local_shell, endpoints=endpoints_at(url, url, p2p_url), alarm_poll=10,
+            watch_interval=0.05, sleep=time.sleep, clock=time.clock,
+        )  # fmt: skip
+    assert p2p.hits_while_down >= 1
+    assert machine.calls == [f"stop {TESSERA}", f"start {TESSERA}"]
+
+
+def test_a_drill_whose_alarm_never_fires_still_starts_the_unit(
+    cloudwatch: Any, edge: Callable[[Edge], str]
+) -> None:
+    url = edge(Edge())
+    machine = FakeMachine()
+    settle(cloudwatch)
+    time = FakeTime()
+    with pytest.raises(CheckError, match=r"down' is OK, not ALARM, after 420s \(limit 420s\)"):
+        checks.failure_drill(
+            tessera_step(machine), cloudwatch=cloudwatch, alarm_prefix=PREFIX,
+            client=local_shell, endpoints=endpoints_at(url, url, url), alarm_poll=60,
+            watch_interval=0.05, sleep=time.sleep, clock=time.clock,
+        )  # fmt: skip
+    assert machine.calls == [f"stop {TESSERA}", f"start {TESSERA}"]
+    assert machine.state == "active"
+
+
+def test_a_drill_refuses_to_start_while_its_alarm_already_fires(
+    cloudwatch: Any, edge: Callable[[Edge], str]
+) -> None:
+    url = edge(Edge())
+    machine = FakeMachine()
+    settle(cloudwatch)
+    cloudwatch.set_alarm_state(
+        AlarmName=f"{PREFIX}server {T0}:9001 down", StateValue="ALARM", StateReason="x"
+    )
+    time = FakeTime()
+    with pytest.raises(CheckError, match="9001 down' is ALARM, not OK"):
+        checks.failure_drill(
+            tessera_step(machine), cloudwatch=cloudwatch, alarm_prefix=PREFIX,
+            client=local_shell, endpoints=endpoints_at(url, url, url), margin=0,
+            sleep=time.sleep, clock=time.clock,
+        )  # fmt: skip
+    assert machine.calls == []
+
+
+def test_a_drill_waits_for_its_alarms_to_settle_within_one_window(
+    cloudwatch: Any, edge: Callable[[Edge], str]
+) -> None:
+    """Fresh alarms lack data: the drill waits for OK first, all within one window + margin."""
+    url = edge(Edge())
+    machine = FakeMachine()
+    names = settle(cloudwatch)
+    for name in names:
+        cloudwatch.set_alarm_state(
+            AlarmName=name, StateValue="INSUFFICIENT_DATA", StateReason="new"
+        )
+    time = FakeTime()
+
+    def first_settles_late(_: int) -> None:
+        if time.now >= 400:
+            cloudwatch.set_alarm_state(AlarmName=names[0], StateValue="OK", StateReason="data")
+
+    time.on_sleep = first_settles_late
+    with pytest.raises(CheckError, match=r"9001 down' is INSUFFICIENT_DATA, not OK, after 420s"):
+        checks.failure_drill(
+            tessera_step(machine), cloudwatch=cloudwatch, alarm_prefix=PREFIX,
+            client=local_shell, endpoints=endpoints_at(url, url, url), alarm_poll=20,
+            sleep=time.sleep, clock=time.clock,
+        )  # fmt: skip
+    assert machine.calls == []
+    assert time.now <= 420 + 20  # one window + margin for all three, not one each
