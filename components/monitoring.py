@@ -489,7 +489,9 @@ class Monitoring(pulumi.ComponentResource):
                     periods=stall_periods,
                     threshold=0,
                     operator="LessThanOrEqualToThreshold",
-                    missing="missing",
+                    # A stopped geth or machine sends no head at all: a stall as well, not
+                    # INSUFFICIENT_DATA (CloudWatch, "treat missing data").
+                    missing="breaching",
                 ),
             )
             for server_index, server in enumerate(args.q2t_servers):

@@ -256,6 +256,9 @@ def test_chain_stall_alarm_uses_the_proxys_stall_rule(offline: RunProgram) -> No
         assert head["metric"]["period"] == 60
         assert alarm.inputs["evaluationPeriods"] == 4
         assert alarm.inputs["comparisonOperator"] == "LessThanOrEqualToThreshold"
+        # A stopped geth (or its machine) sends no head at all: that is a stall too, not
+        # INSUFFICIENT_DATA (CloudWatch, "Configuring how CloudWatch alarms treat missing data").
+        assert alarm.inputs["treatMissingData"] == "breaching"
 
 
 def test_cross_region_replica_is_watched_by_events_and_dashboard_not_by_local_alarms(

@@ -202,7 +202,7 @@ def test_failure_drill_one_tessera_then_the_primary_quorum(
     ]
     quorum_alarms = [
         server_down(u, s) for u, s in checks.upstream_servers_on(config, primary) if u == rpc
-    ]
+    ] + [checks.AlarmMatch(m.QUORUM_CHAIN_HEAD.key, {m.NODE_LABEL: primary})]
     # The NLB's targets are the proxy tasks: with a spare left they stay healthy, so neither
     # "degraded" nor "down" of any target group may fire (clients see nothing).
     target_groups = [
