@@ -302,6 +302,18 @@ class Monitoring(pulumi.ComponentResource):
             "treat_missing_data": missing,
         }
 
+    def _rate_sum(self, queries: Sequence[Query], threshold: float) -> dict[str, Any]:
+        """An alarm on the sum of counters over the rate window; a series not sent is 0."""
+        return self._math(
+            " + ".join(f"FILL({q.id}, 0)" for q in queries),
+            queries,
+            period=RATE_PERIOD,
+            periods=1,
+            threshold=threshold,
+            operator="GreaterThanThreshold",
+            missing="notBreaching",
+        )
+
     # --- the alarms ---------------------------------------------------------------------------
     def _target_group_alarms(self) -> None:
         for role, target_group in self._target_groups.items():
@@ -436,15 +448,7 @@ class Monitoring(pulumi.ComponentResource):
                 f"More than {alarms.server_errors} answers 502/503/504 to clients on "
                 f"{listener} in {ALARM_RATE_MINUTES} minutes: no upstream could answer.",
                 RUNBOOK_UPSTREAM_ERRORS,
-                **self._math(
-                    " + ".join(f"FILL({q.id}, 0)" for q in queries),
-                    queries,
-                    period=RATE_PERIOD,
-                    periods=1,
-                    threshold=alarms.server_errors,
-                    operator="GreaterThanThreshold",
-                    missing="notBreaching",
-                ),
+                **self._rate_sum(queries, alarms.server_errors),
             )
         for listener in mirroring_listeners(self._args.proxy_config):
             queries = [
@@ -457,15 +461,7 @@ class Monitoring(pulumi.ComponentResource):
                 f"More than {alarms.mirror_failures} mirrored copies on {listener} did not "
                 f"reach their Tessera in {ALARM_RATE_MINUTES} minutes.",
                 RUNBOOK_UPSTREAM_ERRORS,
-                **self._math(
-                    " + ".join(f"FILL({q.id}, 0)" for q in queries),
-                    queries,
-                    period=RATE_PERIOD,
-                    periods=1,
-                    threshold=alarms.mirror_failures,
-                    operator="GreaterThanThreshold",
-                    missing="notBreaching",
-                ),
+                **self._rate_sum(queries, alarms.mirror_failures),
             )
 
     def _quorum_alarms(self) -> None:

@@ -774,6 +774,21 @@ def nlb_listeners_use_tls(args: StackValidationArgs, report: ReportViolation) ->
 # ---------------------------------------------------------------- the pack
 
 
+# The config of the rules that spare non-production stacks: which stacks, and which stack this is.
+STACK_SCOPE_SCHEMA: dict[str, dict[str, Any]] = {
+    "nonProductionStacks": {
+        "type": "array",
+        "items": {"type": "string"},
+        "default": list(DEFAULT_NON_PRODUCTION_STACKS),
+        "description": "Stack name patterns (fnmatch) exempt from the rule.",
+    },
+    "stack": {
+        "type": "string",
+        "description": "Judge as this stack (defaults to the stack being deployed).",
+    },
+}
+
+
 def _schema(**properties: dict[str, Any]) -> PolicyConfigSchema:
     return PolicyConfigSchema(properties=dict(properties))
 
