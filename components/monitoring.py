@@ -302,6 +302,21 @@ class Monitoring(pulumi.ComponentResource):
             "treat_missing_data": missing,
         }
 
+    def _rate_count(
+        self, metric: Metric, dimensions: Mapping[str, pulumi.Input[str]], threshold: float
+    ) -> dict[str, Any]:
+        """An alarm on one counter over the rate window; no series sent means none counted."""
+        return self._single(
+            metric,
+            dimensions,
+            stat="Sum",
+            period=RATE_PERIOD,
+            periods=1,
+            threshold=threshold,
+            operator="GreaterThanThreshold",
+            missing="notBreaching",
+        )
+
     def _rate_sum(self, queries: Sequence[Query], threshold: float) -> dict[str, Any]:
         """An alarm on the sum of counters over the rate window; a series not sent is 0."""
         return self._math(
@@ -402,16 +417,7 @@ class Monitoring(pulumi.ComponentResource):
                     f"More than {alarms.upstream_failures} failed attempts on {server} of "
                     f"upstream {upstream} in {ALARM_RATE_MINUTES} minutes.",
                     RUNBOOK_UPSTREAM_ERRORS,
-                    **self._single(
-                        m.PROXY_UPSTREAM_FAILURES,
-                        dims,
-                        stat="Sum",
-                        period=RATE_PERIOD,
-                        periods=1,
-                        threshold=alarms.upstream_failures,
-                        operator="GreaterThanThreshold",
-                        missing="notBreaching",
-                    ),
+                    **self._rate_count(m.PROXY_UPSTREAM_FAILURES, dims, alarms.upstream_failures),
                 )
 
     def _listener_alarms(self) -> None:
@@ -423,16 +429,7 @@ class Monitoring(pulumi.ComponentResource):
                 f"More than {alarms.retries} requests or connections on {listener} sent again "
                 f"to another server in {ALARM_RATE_MINUTES} minutes.",
                 RUNBOOK_UPSTREAM_ERRORS,
-                **self._single(
-                    m.PROXY_RETRIES,
-                    {"listener": listener},
-                    stat="Sum",
-                    period=RATE_PERIOD,
-                    periods=1,
-                    threshold=alarms.retries,
-                    operator="GreaterThanThreshold",
-                    missing="notBreaching",
-                ),
+                **self._rate_count(m.PROXY_RETRIES, {"listener": listener}, alarms.retries),
             )
             if protocol != "http":
                 continue

@@ -848,16 +848,7 @@ def resource_policies() -> list[ResourceValidationPolicy]:
             validate=rds_deletion_protection,
             enforcement_level=level,
             config_schema=_schema(
-                nonProductionStacks={
-                    "type": "array",
-                    "items": {"type": "string"},
-                    "default": list(DEFAULT_NON_PRODUCTION_STACKS),
-                    "description": "Stack name patterns (fnmatch) exempt from the rule.",
-                },
-                stack={
-                    "type": "string",
-                    "description": "Judge as this stack (defaults to the stack being deployed).",
-                },
+                **STACK_SCOPE_SCHEMA,
             ),
         ),
         ResourceValidationPolicy(
@@ -899,16 +890,7 @@ def stack_policies() -> list[StackValidationPolicy]:
                     "description": "The VPC's CIDRs when the stack does not declare the VPC "
                     "(network mode existing or stackReference).",
                 },
-                nonProductionStacks={
-                    "type": "array",
-                    "items": {"type": "string"},
-                    "default": list(DEFAULT_NON_PRODUCTION_STACKS),
-                    "description": "Stack name patterns (fnmatch) exempt from the rule.",
-                },
-                stack={
-                    "type": "string",
-                    "description": "Judge as this stack (defaults to the stack being deployed).",
-                },
+                **STACK_SCOPE_SCHEMA,
             ),
         ),
         StackValidationPolicy(
