@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,9 @@ NGINX_WORKER_CONNECTIONS = 110
 IDLE_ABUSERS = 400
 LEGIT_CLIENTS = 4
 GET = b"GET /p HTTP/1.1\r\nHost: bench\r\n\r\n"
+# both fronts' upstream read timeout, shorter than a run: a front that counts the time an answer
+# waits on the client as the upstream's shows it within the run (the default 30 s/60 s would not)
+READ_TIMEOUT = 2
 
 
 def free_port() -> int:
@@ -193,6 +197,30 @@ class Front:
     name: str
     pid: int
     port: int
+    # failed upstream attempts the front counted (what takes a server out: max_fails)
+    upstream_failures: Callable[[], int]
+
+
+def nginx_failures(log: Path) -> int:
+    """nginx logs each failed upstream attempt at [error] ("upstream timed out", ...)."""
+    if not log.exists():
+        return 0
+    return sum("[error]" in line and "upstream" in line for line in log.read_text().splitlines())
+
+
+def proxy_failures(admin: int) -> int:
+    with socket.create_connection(("127.0.0.1", admin), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: b\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return int(
+        sum(
+            float(line.split()[-1])
+            for line in data.decode().splitlines()
+            if line.startswith("quorum_proxy_upstream_failures_total{")
+        )
+    )
 
 
 def nginx_conf(tmp: Path, port: int, upstream: int) -> str:
@@ -213,6 +241,7 @@ http {{
         location / {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_read_timeout {READ_TIMEOUT}s;
             proxy_pass http://up;
         }}
     }}
@@ -225,7 +254,9 @@ def proxy_conf(port: int, upstream: int, admin: int) -> dict[str, Any]:
         "workers": 1,
         "access_log": False,
         "admin": {"listen": f"127.0.0.1:{admin}"},
-        "upstreams": {"up": {"servers": [f"127.0.0.1:{upstream}"]}},
+        "upstreams": {
+            "up": {"servers": [f"127.0.0.1:{upstream}"], "read_timeout": f"{READ_TIMEOUT}s"}
+        },
         "listeners": [
             {
                 "name": "http",
@@ -248,15 +279,18 @@ def front(
         conf.write_text(nginx_conf(tmp, port, upstream))
         argv = ["nginx", "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"]
         proc = children.start([*limit, *argv], stderr=subprocess.DEVNULL)
+        failures = partial(nginx_failures, tmp / "nginx-error.log")
     else:
+        admin = free_port()
         conf = tmp / "proxy.yaml"
-        conf.write_text(yaml.safe_dump(proxy_conf(port, upstream, free_port())))
+        conf.write_text(yaml.safe_dump(proxy_conf(port, upstream, admin)))
+        failures = partial(proxy_failures, admin)
         argv = [sys.executable, "-m", "quorum_proxy", "--config", str(conf)]
         env = {**os.environ, "PYTHONPATH": str(proxy_dir)}
         proc = children.start([*limit, *argv], cwd=proxy_dir, env=env, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
-        yield Front(kind, proc.pid, port)
+        yield Front(kind, proc.pid, port, failures)
     finally:
         _stop(proc)
 
@@ -362,6 +396,7 @@ def pipeline_flood(f: Front, upstream: int, hold: float) -> dict[str, Any]:
         "pipelined": PIPELINED,
         "sent_upstream": int(sent_upstream),
         "abusive_closed": int(closed),
+        "upstream_failures": f.upstream_failures(),
     }
 
 
@@ -390,6 +425,7 @@ def fd_limit(f: Front, upstream: int, hold: float) -> dict[str, Any]:
         **figures,
         "abusive_connections": len(hoard),
         "abusive_closed": closed,
+        "upstream_failures": f.upstream_failures(),
     }
 
 
@@ -403,7 +439,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(SCENARIOS), action="append")
     parser.add_argument("--proxy-dir", type=Path, default=PROXY_DIR)
-    parser.add_argument("--hold", type=float, default=5.0, help="seconds of abuse per run")
+    parser.add_argument("--hold", type=float, default=8.0, help="seconds of abuse per run")
     args = parser.parse_args()
     missing = [t for t in ("nginx", "prlimit") if shutil.which(t) is None]
     if missing:

@@ -7,6 +7,7 @@ request bodies stream to the upstream unless a retry or a mirror may need them a
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import time
 from bisect import bisect_left
@@ -47,6 +48,12 @@ STREAM_BUFFER_HIGH = 65536
 PAUSE_PIPELINE = 1
 PAUSE_UPSTREAM = 2
 PAUSE_WAIT = 4
+# the client does not read its answers: its next requests wait (backpressure)
+PAUSE_CLIENT_WRITE = 8
+# the connection's last request (limits.keepalive_requests) is read: nothing more is parsed
+PAUSE_LAST = 16
+# a connect that fails for want of descriptors or memory here says nothing of the server
+LOCAL_CONNECT_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 # stages of the coroutine-free path
 _WAIT_HEAD = 0
 _STREAM_BODY = 1
@@ -83,13 +90,21 @@ class _RejectError(Exception):
         self.status = status
 
 
-class _AttemptFailedError(Exception):
-    """One attempt on one server failed; sent says whether the request left the proxy."""
+class _StopParsingError(Exception):
+    """Raised in on_message_begin after a connection's last request: the rest is not read."""
 
-    def __init__(self, reason: str, sent: bool = True) -> None:
+
+class _AttemptFailedError(Exception):
+    """One attempt on one server failed; sent says whether the request left the proxy.
+
+    local: the failure was this process's (no descriptor left), not the server's.
+    """
+
+    def __init__(self, reason: str, sent: bool = True, local: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.sent = sent
+        self.local = local
 
 
 class _StaleConnectionError(Exception):
@@ -203,6 +218,7 @@ class Request:
         "buffered",
         "chunked",
         "complete",
+        "completed_at",
         "content_length",
         "expect_continue",
         "head",
@@ -237,6 +253,8 @@ class Request:
         # may go to another server once sent: a mirror buffers a POST, it does not retry it
         self.retryable = False
         self.complete = False
+        # when its last body byte was read (the upstream's read timeout starts there)
+        self.completed_at = 0.0
         self.sink: UpstreamConnection | None = None
         self.upstream_chunked = False
         self.started = False
@@ -300,16 +318,24 @@ class HttpClientProtocol(asyncio.Protocol):
         self.linger_until = 0.0
         self.linger_last = 0.0
         self.linger_bytes = 0
+        # requests read on this connection (limits.keepalive_requests), and when the client
+        # last let its answers flow again (a timeout spanning a pause is the client's doing)
+        self.requests = 0
+        self.last_request = False
+        self.write_resumed_at = 0.0
 
     # connection events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        if not self.runtime.connection_opened(self.listener.name):
+            self.closed = True
+            transport.abort()  # over limits.max_connections, none idle to shed
+            return
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if isinstance(peer, tuple) else b"unix"
         self.xff_line = b"X-Forwarded-For: %s\r\n" % self.peer
         self.waiting_since = self.loop.time()
         self.listener.connections.add(self)
-        self.runtime.connection_opened(self.listener.name)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -328,15 +354,38 @@ class HttpClientProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        # the answer under way waits upstream, and so do the client's next requests
+        self._pause(PAUSE_CLIENT_WRITE)
         conn = self.conn
         if conn is not None and conn.transport is not None:
             conn.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.write_resumed_at = self.loop.time()
         conn = self.conn
         if conn is not None and conn.transport is not None and not conn.closed:
             conn.transport.resume_reading()
+        self._resume(PAUSE_CLIENT_WRITE)
+        if self.active is None and self.queue and not self.closed:
+            self._next()
+
+    def _client_held(self, since: float) -> bool:
+        """Whether the client held its answer back at some time since `since`."""
+        return self.write_paused or self.write_resumed_at > since
+
+    def idle_since(self) -> float | None:
+        """When this connection went idle (between requests, or none yet); None when busy."""
+        if self.closed or self.active is not None or self.partial or self.queue:
+            return None
+        return self.waiting_since
+
+    def shed(self) -> None:
+        """Closed to make room under limits.max_connections (nginx: reusing connections)."""
+        if self.transport is not None:
+            self.batch.flush()
+            self.closed = True
+            self.transport.close()
 
     def _pause(self, reason: int) -> None:
         if not self.paused and self.transport is not None:
@@ -367,6 +416,9 @@ class HttpClientProtocol(asyncio.Protocol):
             return
         except httptools.HttpParserCallbackError as e:
             cause = e.__context__
+            if isinstance(cause, _StopParsingError):
+                self._pause(PAUSE_LAST)
+                return
             self._reject(cause.status if isinstance(cause, _RejectError) else 400)
             return
         except httptools.HttpParserError:
@@ -465,13 +517,20 @@ class HttpClientProtocol(asyncio.Protocol):
 
     def close_if_idle(self) -> None:
         """Draining: close a keep-alive connection between requests."""
-        if self.active is None and not self.partial and self.transport is not None:
+        if (
+            self.active is None
+            and not self.partial
+            and not self.queue
+            and self.transport is not None
+        ):
             self.batch.flush()
             self.closed = True
             self.transport.close()
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        if self.last_request:
+            raise _StopParsingError
         self.cur = Request()
         self.partial = True
         self.url_bytes = 0
@@ -539,6 +598,7 @@ class HttpClientProtocol(asyncio.Protocol):
         req.keep_alive = parser.should_keep_alive() and (
             not connection_header or parser.get_http_version() == "1.1"
         )
+        self._count_request(req)
         kept = _drop_named(req.kept, named) if named else req.kept
         if hosts != 1 or req.url[:1] != b"/":
             kept, hosts = self._check_target(req, kept, hosts)
@@ -562,6 +622,14 @@ class HttpClientProtocol(asyncio.Protocol):
         else:
             self.queue.append(req)
             self._pause(PAUSE_PIPELINE)
+
+    def _count_request(self, req: Request) -> None:
+        """limits.keepalive_requests: as nginx, the last answer says Connection: close and
+        nothing after that request is read."""
+        self.requests += 1
+        if self.requests >= self.limits.keepalive_requests:
+            req.keep_alive = False
+            self.last_request = True
 
     def _check_target(
         self, req: Request, kept: list[bytes], hosts: int
@@ -609,6 +677,7 @@ class HttpClientProtocol(asyncio.Protocol):
         assert req is not None
         self.cur = None
         req.complete = True
+        req.completed_at = self.now
         sink = req.sink
         if sink is not None and req.upstream_chunked and not sink.closed:
             sink.write(b"0\r\n\r\n")
@@ -687,17 +756,30 @@ class HttpClientProtocol(asyncio.Protocol):
         if not keep or self.runtime.draining:
             self.batch.flush()
             self.closed = True
-            self.transport.close()
+            if self.last_request:
+                # pipelined requests may follow unread: a close now would reset the connection
+                # and lose the answers in flight (nginx lingers then too)
+                self._linger()
+            else:
+                self.transport.close()
             return
         if self.queue:
-            nxt = self.queue.popleft()
-            if not self.queue:
-                self._resume(PAUSE_PIPELINE)
-            self._start(nxt)
+            # the answer's bytes reach the transport now, so that its flow control decides
+            self.batch.flush()
+            if not self.write_paused:
+                self._next()
+            # else resume_writing starts the next one: pipelined answers wait for the client
         else:
             self.waiting_since = now
             if self.paused:
                 self._resume(PAUSE_PIPELINE)
+
+    def _next(self) -> None:
+        """Serve the next pipelined request."""
+        nxt = self.queue.popleft()
+        if not self.queue:
+            self._resume(PAUSE_PIPELINE)
+        self._start(nxt)
 
     async def _serve(
         self, req: Request, tried: list[Server], outcome: _Outcome, first: Server | None = None
@@ -851,6 +933,10 @@ class HttpClientProtocol(asyncio.Protocol):
             if self.write_paused or idle < timeout:
                 self.fast_deadline = conn.last_read + timeout
                 return
+        elif self._client_held(self.fast_deadline - timeout):
+            # the upstream was not read while the client held its answers back
+            self.fast_deadline = self.loop.time() + timeout
+            return
         self._fast_failed("timeout" if self.fast_stage == _WAIT_HEAD else "error", stale=False)
 
     def _fast_clear(self) -> None:
@@ -879,7 +965,7 @@ class HttpClientProtocol(asyncio.Protocol):
                 outcome.failure = e.reason
                 if e.reason == "http_404":
                     self._hold(outcome, server)
-                else:
+                elif not e.local:
                     server.record_failure(e.reason)
                 if (e.sent and not req.retryable) or e.reason not in retry_on or not more:
                     return None
@@ -906,8 +992,9 @@ class HttpClientProtocol(asyncio.Protocol):
             conn = await server.connect()
         except TimeoutError:
             raise _AttemptFailedError("timeout", sent=False) from None
-        except OSError:
-            raise _AttemptFailedError("error", sent=False) from None
+        except OSError as e:
+            local = e.errno in LOCAL_CONNECT_ERRORS
+            raise _AttemptFailedError("error", sent=False, local=local) from None
         return await self._exchange(req, conn, may_hold_404, timeout, fresh=True)
 
     async def _exchange(
@@ -923,7 +1010,7 @@ class HttpClientProtocol(asyncio.Protocol):
         self._send(req, conn)
         assert self.resp_head is not None
         try:
-            await self._await(self.resp_head, timeout)
+            await self._await_upstream(self.resp_head, req, timeout)
         except TimeoutError:
             conn.abort()
             raise _AttemptFailedError("timeout") from None
@@ -936,7 +1023,7 @@ class HttpClientProtocol(asyncio.Protocol):
             # a 404 another server may cure: read it whole, keep it in case all fail
             assert self.resp_done is not None
             try:
-                await self._await(self.resp_done, timeout)
+                await self._await_upstream(self.resp_done, req, timeout)
             except (TimeoutError, ConnectionError):
                 conn.abort()
                 raise _AttemptFailedError("error") from None
@@ -1015,12 +1102,33 @@ class HttpClientProtocol(asyncio.Protocol):
         }
         self._answer_local(req, status, body)
 
-    async def _await(self, fut: asyncio.Future[None], timeout: float) -> None:
-        handle = self.loop.call_later(timeout, _expire, fut)
-        try:
-            await fut
-        finally:
-            handle.cancel()
+    async def _await_upstream(
+        self, fut: asyncio.Future[None], req: Request, timeout: float
+    ) -> None:
+        """Wait for the upstream, timing out on its delays only (nginx proxy_read_timeout).
+
+        Time the client is the cause of is not the server's: answers the client holds back
+        (the upstream is not read meanwhile), and a body the client is still sending while the
+        upstream takes it (it may wait for the whole body to answer).
+        """
+        while not fut.done():
+            waiter: asyncio.Future[None] = self.loop.create_future()
+            fut.add_done_callback(partial(_relay, waiter))
+            start = self.loop.time()
+            handle = self.loop.call_later(timeout, _expire, waiter)
+            try:
+                await waiter
+            except TimeoutError:
+                if req.complete:
+                    body_coming = req.completed_at > start
+                else:
+                    body_coming = not self.paused & PAUSE_UPSTREAM
+                if body_coming or self._client_held(start):
+                    continue
+                raise
+            finally:
+                handle.cancel()
+        fut.result()
 
     async def _wait_body(self, conn: UpstreamConnection, timeout: float) -> None:
         """The response body streams from callbacks; time out only when the server stalls."""

@@ -517,7 +517,9 @@ class ProxyRuntime:
         total = 0
         for listener in self.listeners.values():
             if isinstance(listener, HttpListener):
-                total += sum(1 for c in listener.connections if c.active is not None or c.partial)
+                total += sum(
+                    1 for c in listener.connections if c.active is not None or c.partial or c.queue
+                )
             else:
                 total += len(listener.connections)
         return total

@@ -317,8 +317,11 @@ def test_over_max_connections_with_none_idle_the_new_connection_is_refused(
         wait_for(lambda: len(up.seen) == 4, what="four requests in flight")
         extra = socket.create_connection(tuple(proxy.addr("p2p")), timeout=5)
         with extra:
-            extra.sendall(GET)
-            assert extra.recv(100) == b""
+            with contextlib.suppress(ConnectionResetError):
+                extra.sendall(GET)
+            # closed unanswered: an EOF, or a reset when the request was already sent
+            with contextlib.suppress(ConnectionResetError):
+                assert extra.recv(100) == b""
         assert [c.read_response().status for c in busy] == [200] * 4
         assert _shed(proxy, "refused") == 1
     finally:
