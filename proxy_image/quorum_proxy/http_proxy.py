@@ -329,7 +329,7 @@ class HttpClientProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         if not self.runtime.connection_opened(self.listener.name):
             self.closed = True
-            transport.abort()  # over limits.max_connections, none idle to shed
+            self.transport.abort()  # over limits.max_connections, none idle to shed
             return
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if isinstance(peer, tuple) else b"unix"
@@ -930,7 +930,7 @@ class HttpClientProtocol(asyncio.Protocol):
         timeout = req.route.group.config.read_timeout
         if self.fast_stage == _STREAM_BODY:
             idle = self.loop.time() - conn.last_read
-            if self.write_paused or idle < timeout:
+            if self._client_held(self.loop.time() - timeout) or idle < timeout:
                 self.fast_deadline = conn.last_read + timeout
                 return
         elif self._client_held(self.fast_deadline - timeout):
@@ -1137,11 +1137,12 @@ class HttpClientProtocol(asyncio.Protocol):
         while not done.done():
             waiter: asyncio.Future[None] = self.loop.create_future()
             done.add_done_callback(partial(_relay, waiter))
+            start = self.loop.time()
             handle = self.loop.call_later(timeout, _expire, waiter)
             try:
                 await waiter
             except TimeoutError:
-                if self.write_paused or self.loop.time() - conn.last_read < timeout:
+                if self._client_held(start) or self.loop.time() - conn.last_read < timeout:
                     continue
                 raise _AttemptFailedError("timeout") from None
             finally:

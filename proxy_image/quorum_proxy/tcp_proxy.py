@@ -96,7 +96,7 @@ class TcpClientProtocol(asyncio.Protocol):
         self.start = time.monotonic()
         self.listener.connections.add(self)
         if not self.runtime.connection_opened(self.listener.name):
-            transport.abort()  # over limits.max_connections, with no idle HTTP one to shed
+            self.transport.abort()  # over limits.max_connections, with no idle HTTP one to shed
             return
         # under uvloop pause_reading() here does not stop data: data_received buffers instead
         self.connect_task = asyncio.get_running_loop().create_task(self._connect())
