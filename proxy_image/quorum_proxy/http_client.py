@@ -91,18 +91,6 @@ class HttpClientProtocol(UpstreamExchange):
         # as nginx does, a client's EOF means it is gone: close, which cancels the upstream work
         return None
 
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        conn = self.conn
-        if conn is not None and conn.transport is not None:
-            conn.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        conn = self.conn
-        if conn is not None and conn.transport is not None and not conn.closed:
-            conn.transport.resume_reading()
-
     def data_received(self, data: bytes) -> None:
         if self.closed:
             if self.linger_until:
@@ -381,13 +369,6 @@ class HttpClientProtocol(UpstreamExchange):
         if req.complete or (streams_body and (req.route is None or not req.buffered)):
             self._dispatch(req)
         # else: on_message_complete dispatches it, its body buffered meanwhile
-
-    def _dispatch(self, req: Request) -> None:
-        req.started = True
-        if req.route is None:
-            self._answer_local(req, 404, {"error": "no route", "listener": self.listener.name})
-        else:
-            self._forward(req)
 
     def _finish(self, req: Request, status: int, upstream: str, keep: bool, retries: int) -> None:
         listener = self.listener.name

@@ -1,11 +1,12 @@
 """The upstream exchange of one client connection: fast path, retry loop, response relay.
 
 UpstreamExchange is the base of the client protocol (http_client) and the ResponseHandler of
-the upstream connection it holds: it sends a request upstream, runs the route's retry policy
-(the coroutine-free fast path first, _serve when anything is unusual), relays the response to
-the client as it arrives and mirrors the request. `_end_upstream` is the one place an upstream
-connection is let go. Upstream-side bounds (send timeouts, response limits) belong here; the
-client side (parsing, pipelining, client timeouts) is http_client's.
+the upstream connection it holds. The client hands it each request (`_dispatch`); it sends the
+request upstream, runs the route's retry policy (the coroutine-free fast path first, `_serve`
+when anything is unusual), relays the response as it arrives (request bodies stream unless a
+retry or a mirror may need them again), mirrors the request, and hands back through `_finish`.
+`_end_upstream` is the one place an upstream connection is let go. Upstream-side bounds
+(upstream send timeouts, response limits) belong here; the client side is http_client's.
 """
 
 from __future__ import annotations
@@ -105,6 +106,19 @@ class UpstreamExchange(asyncio.Protocol):
         """The request is answered: count it, then go on with the connection (http_client)."""
         raise NotImplementedError
 
+    # the client's transport: while it cannot take more, the upstream is not read
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        conn = self.conn
+        if conn is not None and conn.transport is not None:
+            conn.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        conn = self.conn
+        if conn is not None and conn.transport is not None and not conn.closed:
+            conn.transport.resume_reading()
+
     def _pause(self, reason: int) -> None:
         if not self.paused and self.transport is not None:
             self.transport.pause_reading()
@@ -141,14 +155,16 @@ class UpstreamExchange(asyncio.Protocol):
             self.transport.abort()
         self._finish(req, self.resp_status, upstream, False, retries)
 
-    def _forward(self, req: Request) -> None:
-        """Send a routed request upstream: the fast path when it can, else the retry loop."""
-        route = req.route
-        assert route is not None
-        # the fast path's pick stands even when it hands over: round-robin stays fair
-        first = route.group.pick(_NONE_TRIED)
-        if first is None or not (req.complete and self._try_fast(req, first)):
-            self.task = self.loop.create_task(self._serve(req, [], _Outcome(), first))
+    def _dispatch(self, req: Request) -> None:
+        """Answer a request: a local 404 without a route, else the fast path or the retry loop."""
+        req.started = True
+        if req.route is None:
+            self._answer_local(req, 404, {"error": "no route", "listener": self.listener.name})
+        else:
+            # the fast path's pick stands even when it hands over: round-robin stays fair
+            first = req.route.group.pick(_NONE_TRIED)
+            if first is None or not (req.complete and self._try_fast(req, first)):
+                self.task = self.loop.create_task(self._serve(req, [], _Outcome(), first))
 
     def _answer_local(self, req: Request, status: int, body_obj: dict[str, object]) -> None:
         body = json.dumps(body_obj).encode()
