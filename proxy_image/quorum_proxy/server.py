@@ -18,7 +18,7 @@ from typing import Any, TextIO, cast
 import httptools
 
 from .config import Config, Listener, parse_host_port
-from .http_proxy import HttpListener
+from .http_routes import HttpListener
 from .metrics import Metrics
 from .mirror import MirrorChannel
 from .tcp_proxy import TcpListener
