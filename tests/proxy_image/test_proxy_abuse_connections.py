@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -33,6 +34,7 @@ from proxy_support import (
     request,
     wait_for,
 )
+from test_proxy_nginx_parity import nginx_binary
 
 ANSWER = b"x" * 32768
 GET = b"GET /p HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -134,26 +136,94 @@ def test_a_client_that_pipelines_and_reads_nothing_stops_the_proxy_reading_its_r
     assert len(up.seen) == 1000
 
 
+@pytest.fixture
+def capped_fronts(
+    tmp_path: Path, upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> Iterator[tuple[UpstreamServer, dict[str, Any]]]:
+    """Debian's nginx (`keepalive_requests 3`) and the proxy (`limits.keepalive_requests: 3`)
+    over one upstream stand-in."""
+    binary = nginx_binary()
+    up = upstreams("a")
+    port = free_port()
+    user = "user root;" if os.geteuid() == 0 else ""
+    temp = " ".join(
+        f"{k}_temp_path {tmp_path}/{k};" for k in ("proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"""{user}
+worker_processes 1;
+daemon off;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp_path}/body; {temp}
+    keepalive_requests 3;
+    upstream up {{ server {up.address}; keepalive 4; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://up;
+        }}
+    }}
+}}
+"""
+    )
+    proc = subprocess.Popen(
+        [binary, "-p", str(tmp_path), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    proxy = start_proxy(http_config([up.address], limits={"keepalive_requests": 3}))
+    try:
+
+        def listening() -> bool:
+            assert proc.poll() is None, "nginx exited"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            except OSError:
+                return False
+            return True
+
+        wait_for(listening, 10, "nginx listening")
+        yield up, {"nginx": ("127.0.0.1", port), "proxy": proxy.addr("p2p")}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
 @pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "one_by_one"])
 def test_a_connection_serves_keepalive_requests_then_closes_as_nginx(
-    pipelined: bool, upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+    pipelined: bool, capped_fronts: tuple[UpstreamServer, dict[str, Any]]
 ) -> None:
-    """nginx 1.22 with keepalive_requests 3 and 5 pipelined GETs: three answers, the third with
-    `Connection: close`, then a clean close (checked by hand against Debian's nginx)."""
-    up = upstreams("a")
-    proxy = start_proxy(http_config([up.address], limits={"keepalive_requests": 3}))
-    with Client(proxy.addr("p2p")) as c:
-        if pipelined:
-            c.send(GET * 5)
-            answers, clean = _read_all(c.sock)
-        else:
-            answers = [c.request("GET", f"/{i}") for i in range(3)]
-            rest, clean = _read_all(c.sock)
-            assert rest == []
-    assert [r.status for r in answers] == [200, 200, 200]
-    assert [r.headers.get("connection") for r in answers] == [None, None, "close"]
-    assert clean
-    assert len(up.seen) == 3
+    """Five GETs on one connection, cap 3: three answers, the third with `Connection: close`,
+    then a clean close (EOF, no reset), three requests upstream: nginx and the proxy alike."""
+    up, fronts = capped_fronts
+    seen = {}
+    for name, addr in fronts.items():
+        up.seen.clear()
+        with Client(addr) as c:
+            if pipelined:
+                c.send(GET * 5)
+                answers, clean = _read_all(c.sock)
+            else:
+                answers = [c.request("GET", f"/{i}") for i in range(3)]
+                rest, clean = _read_all(c.sock)
+                assert rest == []
+        wait_for(lambda: len(up.seen) >= 3, what="requests upstream")
+        time.sleep(0.2)  # none more arrives
+        seen[name] = (
+            [r.status for r in answers],
+            [r.headers.get("connection") == "close" for r in answers],
+            clean,
+            len(up.seen),
+        )
+    expected = ([200, 200, 200], [False, False, True], True, 3)
+    assert seen == {"nginx": expected, "proxy": expected}
 
 
 # --- (b) a client's behaviour is not an upstream failure -----------------------------------
