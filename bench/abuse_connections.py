@@ -6,11 +6,12 @@ Scenarios (loopback only, bounded in time, every child process stopped on exit):
 - fd_limit: both fronts run under `prlimit --nofile=256:256`; 400 connections that send nothing
   take every descriptor; legitimate clients (a new connection per request) meanwhile.
 
-Per scenario and front: peak RSS (MB, the process and its children), legitimate-client success
-rate and p99 (ms) during the abuse, abusive connections the front closed, and for the flood the
-requests it sent upstream. The last line printed is JSON. Needs `nginx` and `prlimit` on PATH.
+Per scenario and front, in bench/abuse.py's shape (one line per row, `{"abuse": ...}` last):
+peak RSS (MB, the process and its children), legitimate-client success rate and p99 (ms) during
+the abuse, abusive connections and those the front closed, upstream attempts it counted as
+failed, and for the flood the requests it sent upstream. Needs `nginx` and `prlimit` on PATH.
 
-Usage: python bench/abuse_connections.py [--only SCENARIO] [--proxy-dir DIR] [--hold SECONDS]
+Usage: python bench/abuse_connections.py [--only SCENARIO] [--before DIR] [--hold SECONDS]
 """
 
 from __future__ import annotations
@@ -359,7 +360,7 @@ class Legit:
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else 0.0
         return {
             "legit_requests": total,
-            "legit_success_pct": round(100 * self.ok / total, 1) if total else 0.0,
+            "legit_ok_pct": round(100 * self.ok / total, 1) if total else 0.0,
             "legit_p99_ms": round(p99, 1),
         }
 
@@ -395,7 +396,8 @@ def pipeline_flood(f: Front, upstream: int, hold: float) -> dict[str, Any]:
         **figures,
         "pipelined": PIPELINED,
         "sent_upstream": int(sent_upstream),
-        "abusive_closed": int(closed),
+        "abusive": 1,
+        "closed_by_server": int(closed),
         "upstream_failures": f.upstream_failures(),
     }
 
@@ -423,8 +425,8 @@ def fd_limit(f: Front, upstream: int, hold: float) -> dict[str, Any]:
     return {
         "peak_rss_mb": peak.stop(),
         **figures,
-        "abusive_connections": len(hoard),
-        "abusive_closed": closed,
+        "abusive": len(hoard),
+        "closed_by_server": closed,
         "upstream_failures": f.upstream_failures(),
     }
 
@@ -438,7 +440,9 @@ SCENARIOS: dict[str, tuple[Callable[[Front, int, float], dict[str, Any]], int | 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(SCENARIOS), action="append")
-    parser.add_argument("--proxy-dir", type=Path, default=PROXY_DIR)
+    parser.add_argument(
+        "--before", type=Path, help="a proxy_image dir of another checkout, run as proxy_before"
+    )
     parser.add_argument("--hold", type=float, default=8.0, help="seconds of abuse per run")
     args = parser.parse_args()
     missing = [t for t in ("nginx", "prlimit") if shutil.which(t) is None]
@@ -458,18 +462,20 @@ def main() -> int:
         for name in args.only or list(SCENARIOS):
             run, nofile = SCENARIOS[name]
             results[name] = {}
-            for kind in ("nginx", "proxy"):
+            fronts = {"nginx": PROXY_DIR, "proxy": PROXY_DIR}
+            if args.before is not None:
+                fronts["proxy_before"] = args.before
+            for kind, proxy_dir in fronts.items():
                 with (
                     tempfile.TemporaryDirectory(prefix="abuse-") as tmp,
-                    front(kind, Path(tmp), children, up_port, args.proxy_dir, nofile) as f,
+                    front(kind, Path(tmp), children, up_port, proxy_dir, nofile) as f,
                 ):
                     figures = run(f, up_port, args.hold)
                 results[name][kind] = figures
-                print(f"{name:15} {kind:6} " + " ".join(f"{k}={v}" for k, v in figures.items()))
-                sys.stdout.flush()
+                print(f"{name:<18} {kind:<13} {json.dumps(figures)}", flush=True)
     finally:
         children.stop_all()
-    print(json.dumps({"abuse_connections": results}, sort_keys=True))
+    print(json.dumps({"abuse": results}))
     return 0
 
 
