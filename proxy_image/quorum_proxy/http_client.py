@@ -108,9 +108,12 @@ class HttpClientProtocol(UpstreamExchange):
         return None
 
     def pause_writing(self) -> None:
-        # the answer under way waits upstream (the base), and so do the client's next requests
+        # the answer under way waits upstream (the base), and so do the client's next requests;
+        # a body still coming is read on (a client busy sending may read only once it is sent)
         super().pause_writing()
-        self._pause(PAUSE_CLIENT_WRITE)
+        active = self.active
+        if active is None or active.complete:
+            self._pause(PAUSE_CLIENT_WRITE)
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -347,10 +350,11 @@ class HttpClientProtocol(UpstreamExchange):
             req.retryable = route.buffer_idempotent and (
                 route.config.retry_non_idempotent or req.method not in NON_IDEMPOTENT
             )
-        if self.active is None:
-            self.waiting_since = None
+        self.waiting_since = None
+        if self.active is None and not self.write_paused:
             self._start(req)
         else:
+            # an answer is under way, or the last one is not read yet: resume_writing starts it
             self.queue.append(req)
             self._pause(PAUSE_PIPELINE)
 
