@@ -6,6 +6,7 @@ it, and the oldest idle ones are shed under pressure."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -326,6 +327,26 @@ def test_a_client_that_leaves_while_its_answer_is_awaited_is_not_an_upstream_fai
     assert _failures(proxy) == 0 and _available(proxy)
     up.handler = lambda seen: Reply()
     assert request(proxy.addr("p2p"), "GET", "/after").status == 200
+
+
+def test_a_connect_failing_for_want_of_descriptors_here_is_not_an_upstream_failure(
+    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> None:
+    """EMFILE on the proxy's own socket() says nothing of the server (the fd test's cap keeps it
+    rare; this is what is left when it happens): 502, and the server stays in."""
+    up = upstreams("a")
+    proxy = start_proxy(http_config([up.address], upstream=STRICT))
+
+    async def no_descriptor() -> Any:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    def exhaust() -> None:
+        for server in proxy.runtime.groups["tessera"].servers:
+            server.connect = no_descriptor  # type: ignore[method-assign]
+
+    proxy.loop.call(exhaust)
+    assert request(proxy.addr("p2p"), "GET", "/").status == 502
+    assert _failures(proxy) == 0 and _available(proxy)
 
 
 # --- (c) connections and file descriptors --------------------------------------------------
