@@ -3,7 +3,8 @@ answers to the data sources (invokes) the program calls.
 
 Only calls the program makes are answered (`INVOKES`); any other raises `UnansweredCallError`, so
 a new data source in the program fails loudly here instead of reading an empty answer.
-tests/tools/test_fake_aws.py proves every entry of `INVOKES` is called by some run.
+tests/tools/test_fake_aws.py proves every entry of `INVOKES` is called, and every resource type
+shaped here declared, by some run of the program.
 """
 
 from __future__ import annotations
@@ -140,11 +141,6 @@ def resource_state(type_: str, name: str, inputs: dict[str, Any], region: str) -
         raw = _digest(type_, name, size=int(inputs.get("length", 32)))
         state["base64"] = rpc.wrap_rpc_secret(base64.b64encode(raw).decode())
         state["hex"] = rpc.wrap_rpc_secret(raw.hex())
-    elif type_ == "random:index/randomId:RandomId":
-        raw = _digest(type_, name, size=int(inputs.get("byteLength", 8)))
-        state["hex"] = raw.hex()
-        state["b64Url"] = raw.hex()
-        state["dec"] = str(int.from_bytes(raw, "big"))
     state.update(_network_interface_state(type_, inputs, token))
     return state
 
