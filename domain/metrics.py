@@ -93,6 +93,9 @@ PROXY_UPSTREAM_FAILURES = _proxy(
 )
 PROXY_MIRROR = _proxy("quorum_proxy_mirror_requests_total", "counter", ("listener", "result"))
 PROXY_UPSTREAM_HEALTHY = _proxy("quorum_proxy_upstream_healthy", "gauge", ("upstream", "server"))
+# Client connections closed over the proxy's connection cap (issue 13: the fd limit): a task
+# at its capacity shows here before its clients see refusals.
+PROXY_SHED_CONNECTIONS = _proxy("quorum_proxy_shed_connections_total", "counter", ("listener",))
 # Items 3 and 4 of issue 12 (the proxy's Tessera deep check, each Tessera's party count).
 TESSERA_DEEP_CHECK = Metric(
     PROXY_NAMESPACE,
@@ -156,6 +159,7 @@ CATALOG: tuple[Metric, ...] = (
     PROXY_UPSTREAM_FAILURES,
     PROXY_MIRROR,
     PROXY_UPSTREAM_HEALTHY,
+    PROXY_SHED_CONNECTIONS,
     TESSERA_DEEP_CHECK,
     TESSERA_PARTY_COUNT,
     QUORUM_CHAIN_HEAD,

@@ -106,6 +106,10 @@ class Limits:
     max_uri_bytes: int = 8192
     header_timeout: float = 10.0
     max_retry_body_bytes: int = 1048576
+    # requests served on one client connection, then `Connection: close` (nginx keepalive_requests)
+    keepalive_requests: int = 1000
+    # client connections per process, all listeners; 0: derived from the open-files limit
+    max_connections: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -436,7 +440,14 @@ def parse_config(data: Any) -> Config:
         lr = _Reader(
             "limits",
             r.raw("limits"),
-            ("max_header_bytes", "max_uri_bytes", "header_timeout", "max_retry_body_bytes"),
+            (
+                "max_header_bytes",
+                "max_uri_bytes",
+                "header_timeout",
+                "max_retry_body_bytes",
+                "keepalive_requests",
+                "max_connections",
+            ),
         )
         header_timeout = lr.duration("header_timeout", 10.0)
         if header_timeout <= 0:
@@ -446,6 +457,8 @@ def parse_config(data: Any) -> Config:
             max_uri_bytes=lr.int("max_uri_bytes", 8192, 16),
             header_timeout=header_timeout,
             max_retry_body_bytes=lr.int("max_retry_body_bytes", 1048576, 0),
+            keepalive_requests=lr.int("keepalive_requests", 1000, 1),
+            max_connections=lr.int("max_connections", 0, 0),
         )
     ups_data = r.required("upstreams")
     if not isinstance(ups_data, dict) or not ups_data:

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from .http_exchange import PAUSE_PIPELINE, PAUSE_WAIT, UpstreamExchange
+from .http_exchange import (
+    PAUSE_CLIENT_WRITE,
+    PAUSE_LAST,
+    PAUSE_PIPELINE,
+    PAUSE_WAIT,
+    UpstreamExchange,
+)
 from .http_wire import (
     LOOKED_AT,
     NON_IDEMPOTENT,
@@ -44,6 +50,10 @@ LINGERING_TIMEOUT = 5.0
 LINGERING_BYTES = 64 << 20
 
 
+class _StopParsingError(Exception):
+    """Raised in on_message_begin after a connection's last request: the rest is not read."""
+
+
 class HttpClientProtocol(UpstreamExchange):
     """A client connection: parses requests, serves one at a time (pipelined ones queue)."""
 
@@ -66,16 +76,22 @@ class HttpClientProtocol(UpstreamExchange):
         self.linger_until = 0.0
         self.linger_last = 0.0
         self.linger_bytes = 0
+        # requests read on this connection (limits.keepalive_requests)
+        self.requests = 0
+        self.last_request = False
 
     # connection events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        if not self.runtime.connection_opened(self.listener.name):
+            self.closed = True
+            self.transport.abort()  # over limits.max_connections, none idle to shed
+            return
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if isinstance(peer, tuple) else b"unix"
         self.xff_line = b"X-Forwarded-For: %s\r\n" % self.peer
         self.waiting_since = self.loop.time()
         self.listener.connections.add(self)
-        self.runtime.connection_opened(self.listener.name)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -90,6 +106,33 @@ class HttpClientProtocol(UpstreamExchange):
     def eof_received(self) -> bool | None:
         # as nginx does, a client's EOF means it is gone: close, which cancels the upstream work
         return None
+
+    def pause_writing(self) -> None:
+        # the answer under way waits upstream (the base), and so do the client's next requests;
+        # a body still coming is read on (a client busy sending may read only once it is sent)
+        super().pause_writing()
+        active = self.active
+        if active is None or active.complete:
+            self._pause(PAUSE_CLIENT_WRITE)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._resume(PAUSE_CLIENT_WRITE)
+        if self.active is None and self.queue and not self.closed:
+            self._next()
+
+    def idle_since(self) -> float | None:
+        """When this connection went idle (between requests, or none yet); None when busy."""
+        if self.closed or self.active is not None or self.partial or self.queue:
+            return None
+        return self.waiting_since
+
+    def shed(self) -> None:
+        """Closed to make room under limits.max_connections (nginx: reusing connections)."""
+        if self.transport is not None:
+            self.batch.flush()
+            self.closed = True
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -109,6 +152,9 @@ class HttpClientProtocol(UpstreamExchange):
             return
         except httptools.HttpParserCallbackError as e:
             cause = e.__context__
+            if isinstance(cause, _StopParsingError):
+                self._pause(PAUSE_LAST)
+                return
             self._reject(cause.status if isinstance(cause, RejectError) else 400)
             return
         except httptools.HttpParserError:
@@ -205,13 +251,20 @@ class HttpClientProtocol(UpstreamExchange):
 
     def close_if_idle(self) -> None:
         """Draining: close a keep-alive connection between requests."""
-        if self.active is None and not self.partial and self.transport is not None:
+        if (
+            self.active is None
+            and not self.partial
+            and not self.queue
+            and self.transport is not None
+        ):
             self.batch.flush()
             self.closed = True
             self.transport.close()
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        if self.last_request:
+            raise _StopParsingError
         self.cur = Request()
         self.partial = True
         self.url_bytes = 0
@@ -279,6 +332,7 @@ class HttpClientProtocol(UpstreamExchange):
         req.keep_alive = parser.should_keep_alive() and (
             not connection_header or parser.get_http_version() == "1.1"
         )
+        self._count_request(req)
         kept = drop_named(req.kept, named) if named else req.kept
         if hosts != 1 or req.url[:1] != b"/":
             kept, hosts = self._check_target(req, kept, hosts)
@@ -296,12 +350,21 @@ class HttpClientProtocol(UpstreamExchange):
             req.retryable = route.buffer_idempotent and (
                 route.config.retry_non_idempotent or req.method not in NON_IDEMPOTENT
             )
-        if self.active is None:
-            self.waiting_since = None
+        self.waiting_since = None
+        if self.active is None and not self.write_paused:
             self._start(req)
         else:
+            # an answer is under way, or the last one is not read yet: resume_writing starts it
             self.queue.append(req)
             self._pause(PAUSE_PIPELINE)
+
+    def _count_request(self, req: Request) -> None:
+        """limits.keepalive_requests: as nginx, the last answer says Connection: close and
+        nothing after that request is read."""
+        self.requests += 1
+        if self.requests >= self.limits.keepalive_requests:
+            req.keep_alive = False
+            self.last_request = True
 
     def _check_target(
         self, req: Request, kept: list[bytes], hosts: int
@@ -349,6 +412,7 @@ class HttpClientProtocol(UpstreamExchange):
         assert req is not None
         self.cur = None
         req.complete = True
+        req.completed_at = self.now
         sink = req.sink
         if sink is not None and req.upstream_chunked and not sink.closed:
             sink.write(b"0\r\n\r\n")
@@ -411,14 +475,27 @@ class HttpClientProtocol(UpstreamExchange):
         if not keep or self.runtime.draining:
             self.batch.flush()
             self.closed = True
-            self.transport.close()
+            if self.last_request:
+                # pipelined requests may follow unread: a close now would reset the connection
+                # and lose the answers in flight (nginx lingers then too)
+                self._linger()
+            else:
+                self.transport.close()
             return
         if self.queue:
-            nxt = self.queue.popleft()
-            if not self.queue:
-                self._resume(PAUSE_PIPELINE)
-            self._start(nxt)
+            # the answer's bytes reach the transport now, so that its flow control decides
+            self.batch.flush()
+            if not self.write_paused:
+                self._next()
+            # else resume_writing starts the next one: pipelined answers wait for the client
         else:
             self.waiting_since = now
             if self.paused:
                 self._resume(PAUSE_PIPELINE)
+
+    def _next(self) -> None:
+        """Serve the next pipelined request."""
+        nxt = self.queue.popleft()
+        if not self.queue:
+            self._resume(PAUSE_PIPELINE)
+        self._start(nxt)

@@ -12,6 +12,7 @@ retry or a mirror may need them again), mirrors the request, and hands back thro
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import time
 from functools import partial
@@ -31,6 +32,12 @@ MAX_BUFFERED_404 = 65536
 PAUSE_PIPELINE = 1
 PAUSE_UPSTREAM = 2
 PAUSE_WAIT = 4
+# the client does not read its answers: its next requests wait (backpressure)
+PAUSE_CLIENT_WRITE = 8
+# the connection's last request (limits.keepalive_requests) is read: nothing more is parsed
+PAUSE_LAST = 16
+# a connect that fails for want of descriptors or memory here says nothing of the server
+LOCAL_CONNECT_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 # stages of the coroutine-free path
 _WAIT_HEAD = 0
 _STREAM_BODY = 1
@@ -39,12 +46,16 @@ _NONE_TRIED: list[Server] = []
 
 
 class _AttemptFailedError(Exception):
-    """One attempt on one server failed; sent says whether the request left the proxy."""
+    """One attempt on one server failed; sent says whether the request left the proxy.
 
-    def __init__(self, reason: str, sent: bool = True) -> None:
+    local: the failure was this process's (no descriptor left), not the server's.
+    """
+
+    def __init__(self, reason: str, sent: bool = True, local: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.sent = sent
+        self.local = local
 
 
 class _StaleConnectionError(Exception):
@@ -78,6 +89,9 @@ class UpstreamExchange(asyncio.Protocol):
         self.paused = 0
         self.closed = False
         self.write_paused = False
+        # when the client last let its answers flow again (a timeout spanning a pause is the
+        # client's doing, not the server's)
+        self.write_resumed_at = 0.0
         # response state of the current attempt
         self.conn: UpstreamConnection | None = None
         self.resp_head: asyncio.Future[None] | None = None
@@ -115,9 +129,14 @@ class UpstreamExchange(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.write_resumed_at = self.loop.time()
         conn = self.conn
         if conn is not None and conn.transport is not None and not conn.closed:
             conn.transport.resume_reading()
+
+    def _client_held(self, since: float) -> bool:
+        """Whether the client held its answer back at some time since `since`."""
+        return self.write_paused or self.write_resumed_at > since
 
     def _pause(self, reason: int) -> None:
         if not self.paused and self.transport is not None:
@@ -296,9 +315,13 @@ class UpstreamExchange(asyncio.Protocol):
         timeout = req.route.group.config.read_timeout
         if self.fast_stage == _STREAM_BODY:
             idle = self.loop.time() - conn.last_read
-            if self.write_paused or idle < timeout:
+            if self._client_held(self.loop.time() - timeout) or idle < timeout:
                 self.fast_deadline = conn.last_read + timeout
                 return
+        elif self._client_held(self.fast_deadline - timeout):
+            # the upstream was not read while the client held its answers back
+            self.fast_deadline = self.loop.time() + timeout
+            return
         self._fast_failed("timeout" if self.fast_stage == _WAIT_HEAD else "error", stale=False)
 
     def _fast_clear(self) -> None:
@@ -327,7 +350,7 @@ class UpstreamExchange(asyncio.Protocol):
                 outcome.failure = e.reason
                 if e.reason == "http_404":
                     self._hold(outcome, server)
-                else:
+                elif not e.local:
                     server.record_failure(e.reason)
                 if (e.sent and not req.retryable) or e.reason not in retry_on or not more:
                     return None
@@ -354,8 +377,9 @@ class UpstreamExchange(asyncio.Protocol):
             conn = await server.connect()
         except TimeoutError:
             raise _AttemptFailedError("timeout", sent=False) from None
-        except OSError:
-            raise _AttemptFailedError("error", sent=False) from None
+        except OSError as e:
+            local = e.errno in LOCAL_CONNECT_ERRORS
+            raise _AttemptFailedError("error", sent=False, local=local) from None
         return await self._exchange(req, conn, may_hold_404, timeout, fresh=True)
 
     async def _exchange(
@@ -371,7 +395,7 @@ class UpstreamExchange(asyncio.Protocol):
         self._send(req, conn)
         assert self.resp_head is not None
         try:
-            await self._await(self.resp_head, timeout)
+            await self._await_upstream(self.resp_head, req, timeout)
         except TimeoutError:
             self._end_upstream(False)
             raise _AttemptFailedError("timeout") from None
@@ -384,7 +408,7 @@ class UpstreamExchange(asyncio.Protocol):
             # a 404 another server may cure: read it whole, keep it in case all fail
             assert self.resp_done is not None
             try:
-                await self._await(self.resp_done, timeout)
+                await self._await_upstream(self.resp_done, req, timeout)
             except (TimeoutError, ConnectionError):
                 self._end_upstream(False)
                 raise _AttemptFailedError("error") from None
@@ -460,12 +484,33 @@ class UpstreamExchange(asyncio.Protocol):
         }
         self._answer_local(req, status, body)
 
-    async def _await(self, fut: asyncio.Future[None], timeout: float) -> None:
-        handle = self.loop.call_later(timeout, _expire, fut)
-        try:
-            await fut
-        finally:
-            handle.cancel()
+    async def _await_upstream(
+        self, fut: asyncio.Future[None], req: Request, timeout: float
+    ) -> None:
+        """Wait for the upstream, timing out on its delays only (nginx proxy_read_timeout).
+
+        Time the client is the cause of is not the server's: answers the client holds back
+        (the upstream is not read meanwhile), and a body the client is still sending while the
+        upstream takes it (it may wait for the whole body to answer).
+        """
+        while not fut.done():
+            waiter: asyncio.Future[None] = self.loop.create_future()
+            fut.add_done_callback(partial(_relay, waiter))
+            start = self.loop.time()
+            handle = self.loop.call_later(timeout, _expire, waiter)
+            try:
+                await waiter
+            except TimeoutError:
+                if req.complete:
+                    body_coming = req.completed_at > start
+                else:
+                    body_coming = not self.paused & PAUSE_UPSTREAM
+                if body_coming or self._client_held(start):
+                    continue
+                raise
+            finally:
+                handle.cancel()
+        fut.result()
 
     async def _wait_body(self, conn: UpstreamConnection, timeout: float) -> None:
         """The response body streams from callbacks; time out only when the server stalls."""
@@ -474,11 +519,12 @@ class UpstreamExchange(asyncio.Protocol):
         while not done.done():
             waiter: asyncio.Future[None] = self.loop.create_future()
             done.add_done_callback(partial(_relay, waiter))
+            start = self.loop.time()
             handle = self.loop.call_later(timeout, _expire, waiter)
             try:
                 await waiter
             except TimeoutError:
-                if self.write_paused or self.loop.time() - conn.last_read < timeout:
+                if self._client_held(start) or self.loop.time() - conn.last_read < timeout:
                     continue
                 raise _AttemptFailedError("timeout") from None
             finally:

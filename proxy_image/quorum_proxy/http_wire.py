@@ -59,6 +59,7 @@ class Request:
         "buffered",
         "chunked",
         "complete",
+        "completed_at",
         "content_length",
         "expect_continue",
         "head",
@@ -93,6 +94,8 @@ class Request:
         # may go to another server once sent: a mirror buffers a POST, it does not retry it
         self.retryable = False
         self.complete = False
+        # when its last body byte was read (the upstream's read timeout starts there)
+        self.completed_at = 0.0
         self.sink: UpstreamConnection | None = None
         self.upstream_chunked = False
         self.started = False

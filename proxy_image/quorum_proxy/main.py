@@ -21,6 +21,7 @@ from .server import (
     ProxyRuntime,
     StartupError,
     prepare_unix_sockets,
+    raise_fd_limit,
     remove_unix_socket,
     unix_path_of,
 )
@@ -125,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
+    # before the workers fork: they inherit it
+    soft, hard, now = raise_fd_limit()
+    log.info("open files limit: soft %d, hard %d; raised to %d", soft, hard, now)
     try:
         unix_sockets = prepare_unix_sockets(config)
     except StartupError as e:

@@ -168,6 +168,12 @@ class Metrics:
             "Requests refused before routing (malformed, limits, timeouts).",
             ("listener", "status"),
         )
+        self.shed_connections = Counter(
+            "quorum_proxy_shed_connections_total",
+            "Client connections closed over limits.max_connections: idle (the oldest idle one,"
+            " to make room) or refused (none idle).",
+            ("listener", "reason"),
+        )
         self.open_connections = Gauge(
             "quorum_proxy_open_connections",
             "Client connections currently open, by listener.",
@@ -205,6 +211,7 @@ class Metrics:
             self.tcp_connections,
             self.dns_lookup_failures,
             self.bad_requests,
+            self.shed_connections,
             self.open_connections,
             self.upstream_healthy,
             self.tessera_deep_check_up,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import resource
 import socket
 import stat
 import sys
@@ -23,12 +25,51 @@ from .tcp_proxy import TcpListener
 from .tessera_check import TesseraState, tessera_state
 from .upstream import Resolver, Server, UpstreamGroup, system_resolver
 
+log = logging.getLogger("quorum_proxy")
+
 SWEEP_INTERVAL = 0.25
+# Descriptors kept out of the client budget: listeners, the admin port and its scrapes, stdio,
+# the event loop's own, DNS lookups; and per upstream server a health check, a mirror channel
+# and a connect under way. Each client connection may hold one upstream connection too, so
+# clients get half of the rest (nginx counts both in worker_connections).
+FD_RESERVE = 32
+FD_PER_SERVER = 4
+MIN_CONNECTIONS = 8
+# when the open-files limit is unlimited, what Linux allows a process by default (fs.nr_open)
+NR_OPEN_DEFAULT = 1 << 20
+# "worker_connections are not enough" is logged at most this often, with counts since the last
+SHED_LOG_INTERVAL = 10.0
 # Seconds without a turn of the event loop after which the process cannot serve and exits.
 LOOP_STALL_TIMEOUT = 30.0
 EXIT_STALLED = 3
 # inode of each socket file this process bound, so only our own file is removed on exit
 _bound_inodes: dict[str, int] = {}
+
+
+def raise_fd_limit() -> tuple[int, int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; (soft before, hard, soft now).
+
+    setrlimit(2): an unprivileged process may raise its soft limit up to its hard limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = NR_OPEN_DEFAULT if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as e:
+            log.warning(
+                "open files limit: cannot raise the soft limit %d to %d (%s)", soft, target, e
+            )
+    now = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft, hard, now
+
+
+def connection_budget(config: Config, soft_limit: int) -> int:
+    """Client connections one process may hold under soft_limit open files (see FD_RESERVE)."""
+    if soft_limit == resource.RLIM_INFINITY:
+        soft_limit = NR_OPEN_DEFAULT
+    servers = sum(len(up.servers) for up in config.upstreams.values())
+    return max(MIN_CONNECTIONS, (soft_limit - FD_RESERVE - FD_PER_SERVER * servers) // 2)
 
 
 class StartupError(Exception):
@@ -248,6 +289,16 @@ class ProxyRuntime:
         self.addresses: dict[str, Any] = {}
         self.draining = False
         self.open_connections: dict[str, int] = {lc.name: 0 for lc in config.listeners}
+        self.client_connections = 0
+        self.fd_budget = connection_budget(config, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        wanted = config.limits.max_connections
+        self.max_connections = min(wanted, self.fd_budget) if wanted else self.fd_budget
+        self.http_listeners = [
+            lst for lst in self.listeners.values() if isinstance(lst, HttpListener)
+        ]
+        # shedding since the last log line: idle, refused; and when that line was written
+        self._shed_counts = {"idle": 0, "refused": 0}
+        self._shed_logged = -SHED_LOG_INTERVAL
         self.log_stream = log_stream if log_stream is not None else sys.stdout
         self._log_lines: list[str] = []
         self._sweeper: asyncio.Task[None] | None = None
@@ -309,11 +360,54 @@ class ProxyRuntime:
             channel = self.mirror_channels[server] = MirrorChannel(server, self.metrics)
         return channel
 
-    def connection_opened(self, listener: str) -> None:
+    def connection_opened(self, listener: str) -> bool:
+        """Count a new client connection; False when it must be closed at once.
+
+        Over max_connections the oldest idle keep-alive connection (between requests, or that
+        never sent a byte) is closed to make room, as nginx reuses connections when
+        "worker_connections are not enough"; with none idle the new one is refused. The budget
+        keeps accept() from ever meeting EMFILE: uvloop closes a listener whose accept fails
+        (UVStreamServer._fatal_error), and libuv resets every pending connection first.
+        """
         self.open_connections[listener] += 1
+        self.client_connections += 1
+        if self.client_connections <= self.max_connections:
+            return True
+        oldest = None
+        oldest_since = 0.0
+        for lst in self.http_listeners:
+            for conn in lst.connections:
+                since = conn.idle_since()
+                if since is not None and (oldest is None or since < oldest_since):
+                    oldest, oldest_since = conn, since
+        if oldest is None:
+            self._shed(listener, "refused")
+            return False
+        oldest.shed()
+        self._shed(oldest.listener.name, "idle")
+        return True
 
     def connection_closed(self, listener: str) -> None:
         self.open_connections[listener] -= 1
+        self.client_connections -= 1
+
+    def _shed(self, listener: str, reason: str) -> None:
+        self.metrics.shed_connections.inc((listener, reason))
+        self._shed_counts[reason] += 1
+        self._report_shed(time.monotonic())
+
+    def _report_shed(self, now: float) -> None:
+        counts = self._shed_counts
+        if (counts["idle"] or counts["refused"]) and now - self._shed_logged >= SHED_LOG_INTERVAL:
+            log.warning(
+                "client connections at the limit (%d per process): shed %d idle, refused %d"
+                " (since the last report)",
+                self.max_connections,
+                counts["idle"],
+                counts["refused"],
+            )
+            self._shed_logged = now
+            self._shed_counts = {"idle": 0, "refused": 0}
 
     def ready(self) -> bool:
         return not self.draining and any(g.any_available() for g in self.groups.values())
@@ -369,6 +463,14 @@ class ProxyRuntime:
         for group in self.groups.values():
             group.start()
         self._sweeper = loop.create_task(self._sweep())
+        wanted = self.config.limits.max_connections
+        if wanted > self.fd_budget:
+            log.warning(
+                "limits.max_connections %d is over what the open-files limit allows; using %d",
+                wanted,
+                self.fd_budget,
+            )
+        log.info("client connections capped at %d per process", self.max_connections)
 
     async def _bind(
         self,
@@ -409,12 +511,15 @@ class ProxyRuntime:
                 listener.check_timeouts(now)
             for channel in self.mirror_channels.values():
                 channel.check_timeouts(now)
+            self._report_shed(time.monotonic())
 
     def in_flight(self) -> int:
         total = 0
         for listener in self.listeners.values():
             if isinstance(listener, HttpListener):
-                total += sum(1 for c in listener.connections if c.active is not None or c.partial)
+                total += sum(
+                    1 for c in listener.connections if c.active is not None or c.partial or c.queue
+                )
             else:
                 total += len(listener.connections)
         return total

@@ -95,7 +95,9 @@ class TcpClientProtocol(asyncio.Protocol):
         self.peer = str(peer[0]) if isinstance(peer, tuple) else "unix"
         self.start = time.monotonic()
         self.listener.connections.add(self)
-        self.runtime.connection_opened(self.listener.name)
+        if not self.runtime.connection_opened(self.listener.name):
+            self.transport.abort()  # over limits.max_connections, with no idle HTTP one to shed
+            return
         # under uvloop pause_reading() here does not stop data: data_received buffers instead
         self.connect_task = asyncio.get_running_loop().create_task(self._connect())
 

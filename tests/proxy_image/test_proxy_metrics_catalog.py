@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from collections.abc import Callable
 
 import pytest
@@ -65,6 +66,8 @@ def scrape(upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., 
     dead = f"127.0.0.1:{free_port()}"
     proxy = start_proxy(
         {
+            # one idle connection too many is shed (quorum_proxy_shed_connections_total)
+            "limits": {"max_connections": 2},
             "upstreams": {
                 "tessera": {"servers": [flaky.address, good.address]},
                 "quorum": {"servers": [dead, good.address], "max_fails": 1},
@@ -123,7 +126,16 @@ def scrape(upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., 
         lambda: "quorum_proxy_tessera_party_count{" in metrics_text(),
         what="the deep-checked Tessera's party count",
     )
-    return metrics_text()
+    idle = [socket.create_connection(tuple(proxy.addr("p2p")), timeout=5) for _ in range(3)]
+    try:
+        wait_for(
+            lambda: "quorum_proxy_shed_connections_total{" in metrics_text(),
+            what="an idle connection shed over max_connections",
+        )
+        return metrics_text()
+    finally:
+        for sock in idle:
+            sock.close()
 
 
 @pytest.mark.parametrize("metric", [_param(m) for m in PROXY_METRICS])
