@@ -149,11 +149,14 @@ class GethNode:
             "--http",
             "--http.addr=127.0.0.1",
             f"--http.port={self.port}",
+            # as the stack's Quorum nodes (node_bootstrap/scripts.py): clients name the proxy
+            "--http.vhosts=*",
             "--http.api=eth,net,web3,txpool",
             # WS on the HTTP port: geth serves both on one listener (node.wsServerForPort)
             "--ws",
             "--ws.addr=127.0.0.1",
             f"--ws.port={self.port}",
+            "--ws.origins=*",
             "--ws.api=eth,net,web3",
             f"--authrpc.port={free_port()}",
             "--ipcdisable",
@@ -163,8 +166,11 @@ class GethNode:
             "--cache=64",
             # room for every benchmark transaction, whichever node receives it
             "--txpool.globalslots=65536",
-            "--txpool.accountslots=64",
+            "--txpool.accountqueue=65536",
             "--txpool.globalqueue=65536",
+            # a block holds every transfer the benchmark sends in a second
+            "--dev.gaslimit=200000000",
+            "--miner.gaslimit=200000000",
             "--verbosity=2",
         ]
 

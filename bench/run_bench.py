@@ -662,10 +662,13 @@ class Bench:
         return results
 
     def rpc(self) -> dict[str, object]:
-        modes = tuple(m for m in RPC_MODES if self.rpc_unavailable(m) is None)
+        refused = {m: self.rpc_unavailable(m) for m in RPC_MODES}
+        modes = tuple(m for m in RPC_MODES if refused[m] is None)
         for mode in RPC_MODES:
-            if mode not in modes:
-                print(f"rpc {mode}: unavailable: {self.rpc_unavailable(mode)}", flush=True)
+            if refused[mode] is not None:
+                print(
+                    f"rpc {mode}: unavailable: the proxy refuses it: {refused[mode]}", flush=True
+                )
         rps = self.rpc_throughput(modes)
         if not GETH.exists():
             raise SystemExit(f"bench: {GETH} is missing; `./dev test` installs it")
