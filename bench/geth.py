@@ -164,6 +164,10 @@ class GethNode:
             "--maxpeers=0",
             "--port=0",
             "--cache=64",
+            # Every block's state written at once: after a SIGKILL the default path scheme
+            # restarts a dev chain blocks behind (funding lost, then "layer stale" answers).
+            "--state.scheme=hash",
+            "--gcmode=archive",
             # room for every benchmark transaction, whichever node receives it
             "--txpool.globalslots=65536",
             "--txpool.accountqueue=65536",

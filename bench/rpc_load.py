@@ -208,7 +208,8 @@ async def run_load(
             if method == RAW:
                 params: list[Any] = [raw.next(index).raw]
             elif method == UNSAFE:
-                params = [{"from": DEV, "to": SINK, "value": "0x1"}]
+                # a distinct value each time: two sends are never the same transaction
+                params = [{"from": DEV, "to": SINK, "value": hex(index * 10**9 + n)}]
             else:
                 params = PARAMS[method]
             tally = result.unsafe if method == UNSAFE else result.safe
