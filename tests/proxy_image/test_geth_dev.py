@@ -11,13 +11,17 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
+import subprocess
 
 import pytest
 
 from bench.geth import (
     DEV_CHAIN_ID,
     DEV_KEY,
+    GETH,
+    REPO,
     GethNode,
     RpcError,
     _rlp,
@@ -137,3 +141,12 @@ def test_websocket_json_rpc_is_served_on_the_http_port(geth: GethNode) -> None:
         assert frame[0] == 0x81 and frame[1] < 126  # one unmasked text frame
         answer = json.loads(frame[2 : 2 + frame[1]])
     assert answer == {"jsonrpc": "2.0", "id": 9, "result": hex(DEV_CHAIN_ID)}
+
+
+def test_the_geth_under_test_is_the_version_dev_pins() -> None:
+    pinned = re.search(r"^GETH_VERSION=v(\S+)$", (REPO / "dev").read_text(), re.MULTILINE)
+    assert pinned is not None
+    out = subprocess.run(
+        [str(GETH), "version"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert f"Version: {pinned.group(1)}-stable" in out.splitlines()
