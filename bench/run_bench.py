@@ -622,8 +622,8 @@ class Bench:
                     url = f"http://127.0.0.1:{port}/"
                     wrk(url, script, 32, 1)  # warm the pools
                     cpu = cpu_seconds(pid)
-                    # half of --seconds: with the failover run, the full run stays near 6 min
-                    result = wrk(url, script, 32, self.seconds / 2)
+                    # a third of --seconds: with the failover run, the full run stays near 6 min
+                    result = wrk(url, script, 32, self.seconds / 3)
                     cpu = cpu_seconds(pid) - cpu
                 rps[mode].append(result.rps)
                 per_request = cpu * 1e6 / max(1, result.requests)
