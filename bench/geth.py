@@ -233,7 +233,14 @@ class GethNode:
     def wait_receipt(self, tx_hash: str, timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            receipt = self.call("eth_getTransactionReceipt", [tx_hash])
+            try:
+                receipt = self.call("eth_getTransactionReceipt", [tx_hash])
+            except RpcError as error:
+                # a node just started answers this until its transaction index is built
+                # (go-ethereum v1.17.10 internal/ethapi/errors.go TxIndexingError)
+                if error.message != "transaction indexing is in progress":
+                    raise
+                receipt = None
             if receipt is not None:
                 return dict(receipt)
             time.sleep(0.05)
