@@ -1,8 +1,9 @@
 """Benchmark: quorum_proxy against nginx, each pinned to core 0, wrk on core 1.
 
 Installs nothing: needs `nginx` (with the stream module), `wrk` and `taskset` on PATH
-(Debian: `apt-get install -y nginx-light libnginx-mod-stream wrk`). See bench/README.md.
-The last line printed is the JSON summary of issue 3.
+(Debian: `apt-get install -y nginx-light libnginx-mod-stream wrk`), and for the RPC failover
+run the geth that `./dev` installs in build/bin. See bench/README.md.
+The last line printed is the JSON summary of issues 3 and 13.
 """
 
 from __future__ import annotations
@@ -23,13 +24,36 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import uvloop
 import yaml
+
+if __package__ in (None, ""):  # run as `python bench/run_bench.py`: import bench.* from the repo
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.geth import GETH, GethNode
+from bench.rpc_load import (
+    MIX,
+    PARAMS,
+    RAW,
+    SINK,
+    UNSAFE,
+    LoadResult,
+    RawTransactions,
+    call_body,
+)
+from bench.rpc_load import run_load as rpc_load
+from node_bootstrap.proxy import standalone_proxy_config
 
 REPO = Path(__file__).resolve().parents[1]
 PROXY_DIR = REPO / "proxy_image"
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 KINDS = ("http", "tcp", "mirror")
+ROUTES = (*KINDS, "rpc")
+# The RPC route (22000) three ways: the seed's nginx `stream`, the proxy's L4 and JSON-RPC modes
+RPC_MODES = ("nginx", "l4", "jsonrpc")
+RPC_PROTOCOL = {"l4": "tcp", "jsonrpc": "jsonrpc"}
 # ~200 bytes of JSON, like a Tessera third-party /storeraw call
 BODY = json.dumps(
     {
@@ -105,6 +129,78 @@ class Processes:
             self.stop(proc)
 
 
+def stream_block(primary: str, backup: str, port: int) -> str:
+    """The seed's L4 block for Quorum's RPC: one primary, the other `backup`."""
+    return f"""stream {{
+    upstream quorum {{ server {primary}; server {backup} backup; }}
+    server {{ listen 127.0.0.1:{port}; proxy_pass quorum; }}
+}}"""
+
+
+def nginx_rpc_conf(tmp: Path, primary: int, backup: int, port: int) -> str:
+    """nginx for the RPC route only: the seed's `stream` block in front of two nodes."""
+    return f"""
+load_module {STREAM_MODULE};
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+{stream_block(f"127.0.0.1:{primary}", f"127.0.0.1:{backup}", port)}
+"""
+
+
+def proxy_rpc_conf(mode: str, primary: int, backup: int, port: int, admin: int) -> dict[str, Any]:
+    """The proxy for the RPC route only, its Quorum upstream checked as the stack does."""
+    stack = standalone_proxy_config(quorum_dns_names=["a"], tessera_dns_names=["t"])
+    return {
+        "workers": 1,
+        "access_log": False,
+        "admin": {"listen": f"127.0.0.1:{admin}"},
+        "upstreams": {
+            "quorum": {
+                "servers": [f"127.0.0.1:{primary}", f"127.0.0.1:{backup}"],
+                "health_check": stack["upstreams"]["quorum"]["health_check"],
+            }
+        },
+        "listeners": [
+            {
+                "name": "quorum-rpc",
+                "listen": f"127.0.0.1:{port}",
+                "protocol": RPC_PROTOCOL[mode],
+                "upstream": "quorum",
+            }
+        ],
+    }
+
+
+def rpc_wrk_script() -> str:
+    """wrk: POST the RPC mix in order (the raw transaction is one signed transfer)."""
+    raw = RawTransactions("wrk", 1).next(0).raw
+    bodies = []
+    for n, method in enumerate(MIX):
+        if method == RAW:
+            params: list[Any] = [raw]
+        elif method == UNSAFE:
+            params = [{"from": SINK, "to": SINK, "value": "0x1"}]
+        else:
+            params = PARAMS[method]
+        bodies.append(json.dumps(call_body(method, params, n).decode()))
+    return f"""
+local bodies = {{ {", ".join(bodies)} }}
+local requests = {{}}
+local i = 0
+init = function(args)
+  for n, body in ipairs(bodies) do
+    requests[n] = wrk.format("POST", "/", {{["Content-Type"] = "application/json"}}, body)
+  end
+end
+request = function()
+  i = i % #requests + 1
+  return requests[i]
+end
+"""
+
+
 def nginx_conf(tmp: Path, up: Ports, own: Ports) -> str:
     """The seed's standalone nginx config made valid, with upstream keep-alive (fairest nginx)."""
     a, b = f"127.0.0.1:{up.up_a}", f"127.0.0.1:{up.up_b}"
@@ -115,10 +211,7 @@ worker_processes 1;
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
 events {{ worker_connections 4096; }}
-stream {{
-    upstream quorum {{ server {a}; server {b} backup; }}
-    server {{ listen 127.0.0.1:{own.tcp}; proxy_pass quorum; }}
-}}
+{stream_block(a, b, own.tcp)}
 http {{
     access_log off;
     client_body_temp_path {tmp}/body;
@@ -278,13 +371,20 @@ def parse_wrk(out: str) -> WrkResult:
 
 class Bench:
     def __init__(
-        self, tmp: Path, seconds: float, rounds: int, only: tuple[str, ...] = KINDS
+        self,
+        tmp: Path,
+        seconds: float,
+        rounds: int,
+        only: tuple[str, ...] = ROUTES,
+        rpc_seconds: float = 20.0,
     ) -> None:
         self.tmp = tmp
         self.only = only
         self.seconds = seconds
         self.rounds = rounds
+        self.rpc_seconds = rpc_seconds
         self.procs = Processes()
+        self.geth: list[GethNode] = []
         self.up = Ports.fresh()
         self.nginx_ports = Ports.fresh()
         self.proxy_ports = Ports.fresh()
@@ -333,6 +433,20 @@ class Bench:
         finally:
             self.procs.stop(proc)
 
+    def metric_sums(self, admin: int, prefix: str) -> dict[str, int]:
+        """Each of the proxy's metrics named `prefix...`, summed over its labels."""
+        with socket.create_connection(("127.0.0.1", admin), timeout=5) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            data = bytearray()
+            while chunk := s.recv(65536):
+                data += chunk
+        sums: dict[str, int] = {}
+        pattern = rb"^" + re.escape(prefix.encode()) + rb"(\w+?)(?:_total)?(?:\{[^}]*\})? (\S+)$"
+        for m in re.finditer(pattern, data, re.MULTILINE):
+            name = m.group(1).decode()
+            sums[name] = sums.get(name, 0) + int(float(m.group(2)))
+        return sums
+
     def mirror_results(self) -> dict[str, int]:
         """Mirror outcomes from the proxy's /metrics: copies must not be dropped to win."""
         with socket.create_connection(("127.0.0.1", self.admin), timeout=5) as s:
@@ -356,8 +470,7 @@ class Bench:
             return f"http://127.0.0.1:{ports.p2p}/partyinfo"
         return f"http://127.0.0.1:{ports.third_party}/storeraw"
 
-    def throughput(self) -> dict[str, dict[str, list[float]]]:
-        kinds = self.only
+    def throughput(self, kinds: tuple[str, ...]) -> dict[str, dict[str, list[float]]]:
         rps: dict[str, dict[str, list[float]]] = {k: {"proxy": [], "nginx": []} for k in kinds}
         for n in range(self.rounds):
             for name, server in (("nginx", self.nginx), ("proxy", self.proxy)):
@@ -433,23 +546,198 @@ class Bench:
             self.start_upstream("b")
         return errors
 
+    # --- the RPC route (issue 13): nginx stream, the proxy's L4 mode, its JSON-RPC mode ---
+
+    @contextmanager
+    def rpc_server(self, mode: str, primary: int, backup: int) -> Iterator[tuple[int, int, int]]:
+        """nginx or the proxy in front of two nodes; yields (port, pid, admin port or 0)."""
+        port = free_port()
+        if mode == "nginx":
+            conf = self.tmp / "nginx-rpc.conf"
+            conf.write_text(nginx_rpc_conf(self.tmp, primary, backup, port))
+            argv = ["nginx", "-p", str(self.tmp), "-c", str(conf), "-g", "daemon off;"]
+            proc = self.procs.start(argv, core=0)
+            try:
+                wait_port(port)
+                yield port, proc.pid, 0
+            finally:
+                self.procs.stop(proc, signal.SIGQUIT)
+            return
+        admin = free_port()
+        conf = self.tmp / f"proxy-{mode}.yaml"
+        conf.write_text(yaml.safe_dump(proxy_rpc_conf(mode, primary, backup, port, admin)))
+        argv = [sys.executable, "-m", "quorum_proxy", "--config", str(conf)]
+        env = {**os.environ, "PYTHONPATH": str(PROXY_DIR)}
+        proc = self.procs.start(argv, core=0, cwd=PROXY_DIR, env=env)
+        try:
+            wait_port(port)
+            wait_port(admin)
+            yield port, proc.pid, admin
+        finally:
+            self.procs.stop(proc)
+
+    def rpc_unavailable(self, mode: str) -> str | None:
+        """Why the proxy refuses this mode's config (`--check`), or None when it accepts it."""
+        if mode == "nginx":
+            return None
+        conf = self.tmp / f"proxy-{mode}-check.yaml"
+        conf.write_text(yaml.safe_dump(proxy_rpc_conf(mode, 1, 2, 3, 4)))
+        check = subprocess.run(
+            [sys.executable, "-m", "quorum_proxy", "--check", "--config", str(conf)],
+            cwd=PROXY_DIR,
+            env={**os.environ, "PYTHONPATH": str(PROXY_DIR)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if check.returncode == 0:
+            return None
+        return (check.stderr.strip() or check.stdout.strip()).splitlines()[-1]
+
+    def rpc_throughput(self, modes: tuple[str, ...]) -> dict[str, list[float]]:
+        """req/s of the RPC mix through each mode, to two fast JSON-RPC stand-ins (not geth)."""
+        script = self.tmp / "rpc.lua"
+        script.write_text(rpc_wrk_script())
+        ports = (free_port(), free_port())
+        for port, name in zip(ports, "ab", strict=True):
+            self.procs.start(
+                [
+                    sys.executable,
+                    str(REPO / "bench" / "fast_upstream.py"),
+                    str(port),
+                    name,
+                    "jsonrpc",
+                ],
+                core=1,
+            )
+            wait_port(port)
+        direct = wrk(f"http://127.0.0.1:{ports[0]}/", script, 32, min(self.seconds, 3))
+        # the ceiling of every row: a row near it measures the stand-in, not the proxy
+        print(f"direct to one JSON-RPC stand-in: {direct.rps:.0f} req/s", flush=True)
+        rps: dict[str, list[float]] = {mode: [] for mode in modes}
+        for n in range(self.rounds):
+            for mode in modes:
+                with self.rpc_server(mode, *ports) as (port, pid, _):
+                    url = f"http://127.0.0.1:{port}/"
+                    wrk(url, script, 32, 1)  # warm the pools
+                    cpu = cpu_seconds(pid)
+                    # a third of --seconds: with the failover run, the full run stays near 6 min
+                    result = wrk(url, script, 32, self.seconds / 3)
+                    cpu = cpu_seconds(pid) - cpu
+                rps[mode].append(result.rps)
+                per_request = cpu * 1e6 / max(1, result.requests)
+                print(
+                    f"round {n + 1} rpc {mode:7} {result.rps:9.0f} req/s "
+                    f"{per_request:6.1f} cpu-us/req, {result.errors} errors "
+                    "(wrk, JSON-RPC stand-in upstreams)",
+                    flush=True,
+                )
+        return rps
+
+    def rpc_failover(self, modes: tuple[str, ...]) -> dict[str, LoadResult]:
+        """Client-visible errors while the primary geth is killed and restarted twice."""
+        seconds = self.rpc_seconds
+        # The second kill comes once the restarted primary serves again: after nginx's and
+        # the proxy's fail_timeout (10 s) and the stack's health check (rise 2 x 5 s).
+        kills = (0.1 * seconds, 0.75 * seconds)
+        primary = GethNode(self.tmp / "geth-a", core=1, period=1)
+        backup = GethNode(self.tmp / "geth-b", core=1, period=1)
+        senders = {mode: RawTransactions(f"failover {mode}", 32) for mode in modes}
+        for node in (primary, backup):
+            node.start()
+            self.geth.append(node)
+            node.fund([a for raw in senders.values() for a in raw.senders], 10**18)
+        print(
+            f"rpc failover: real geth --dev (primary :{primary.port}, backup :{backup.port}), "
+            f"32 connections for {seconds:.0f} s, primary killed (SIGKILL) and restarted at "
+            f"{kills[0]:.0f} s and {kills[1]:.0f} s",
+            flush=True,
+        )
+
+        def kill_and_restart() -> None:
+            primary.kill()
+            primary.start()
+
+        results: dict[str, LoadResult] = {}
+        affinity = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {1})  # the load client shares core 1 with the nodes, as wrk does
+        try:
+            for mode in modes:
+                with self.rpc_server(mode, primary.port, backup.port) as (port, _, admin):
+                    events = [(at, kill_and_restart) for at in kills]
+                    result = uvloop.run(rpc_load(port, 32, seconds, senders[mode], events))
+                    counters = self.metric_sums(admin, "quorum_proxy_jsonrpc_") if admin else {}
+                results[mode] = result
+                per_kill = [
+                    sum(1 for t in result.error_times if at <= t < end)
+                    for at, end in zip(kills, (*kills[1:], seconds + 60), strict=True)
+                ]
+                print(
+                    f"rpc failover {mode:7} {result.rps:7.0f} req/s; safe calls: "
+                    f"{result.safe.describe()}; unsafe calls: {result.unsafe.describe()}; "
+                    f"errors after kill 1, kill 2: {per_kill}",
+                    flush=True,
+                )
+                if counters:
+                    print(f"  proxy JSON-RPC counters: {counters}", flush=True)
+        finally:
+            os.sched_setaffinity(0, affinity)
+        return results
+
+    def rpc(self) -> dict[str, object]:
+        refused = {m: self.rpc_unavailable(m) for m in RPC_MODES}
+        modes = tuple(m for m in RPC_MODES if refused[m] is None)
+        for mode in RPC_MODES:
+            if refused[mode] is not None:
+                print(
+                    f"rpc {mode}: unavailable: the proxy refuses it: {refused[mode]}", flush=True
+                )
+        rps = self.rpc_throughput(modes)
+        failover = self.rpc_failover(modes)
+        nginx = statistics.median(rps["nginx"])
+        return {
+            "rpc_failover_errors": {
+                mode: failover[mode].safe.errors if mode in failover else None
+                for mode in RPC_MODES
+            },
+            "rpc_rps_ratio": (
+                round(statistics.median(rps["jsonrpc"]) / nginx, 3) if "jsonrpc" in rps else None
+            ),
+            "rpc_l4_rps_ratio": round(statistics.median(rps["l4"]) / nginx, 3),
+        }
+
+    def stop_all(self) -> None:
+        for node in self.geth:
+            node.stop()
+        self.procs.stop_all()
+
     def run(self) -> dict[str, object]:
+        kinds = tuple(k for k in KINDS if k in self.only)
+        summary: dict[str, object] = {}
+        if kinds:
+            summary.update(self.run_routes(kinds))
+        if "rpc" in self.only:
+            summary.update(self.rpc())
+        return summary
+
+    def run_routes(self, kinds: tuple[str, ...]) -> dict[str, object]:
         self.start_upstream("a")
         self.start_upstream("b")
         direct = wrk(
             f"http://127.0.0.1:{self.up.up_a}/storeraw", self.script, 32, min(self.seconds, 3)
         )
         print(f"direct to one upstream: {direct.rps:.0f} req/s", flush=True)
-        rps = self.throughput()
+        rps = self.throughput(kinds)
 
         def ratio(kind: str) -> float:
             return round(
                 statistics.median(rps[kind]["proxy"]) / statistics.median(rps[kind]["nginx"]), 3
             )
 
-        if self.only != KINDS:
+        if self.only != ROUTES:
             # a quick look at some routes: throughput only, no latency or failover runs
-            return {f"{kind}_rps_ratio": ratio(kind) for kind in self.only}
+            return {f"{kind}_rps_ratio": ratio(kind) for kind in kinds}
         p99 = self.latency()
         failover = self.failover()
         return {
@@ -469,19 +757,25 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds")
     parser.add_argument(
+        "--rpc-seconds", type=float, default=20.0, help="length of each RPC failover run"
+    )
+    parser.add_argument(
         "--only",
         action="append",
-        choices=KINDS,
-        help="throughput of these routes only (repeatable); skips the latency and failover runs",
+        choices=ROUTES,
+        help="these routes only (repeatable); http/tcp/mirror skip the latency and failover "
+        "runs; rpc is the RPC route's throughput and failover run",
     )
     args = parser.parse_args()
     missing = [tool for tool in ("nginx", "wrk", "taskset") if shutil.which(tool) is None]
     if not os.path.exists(STREAM_MODULE):
         missing.append(STREAM_MODULE)
+    if (args.only is None or "rpc" in args.only) and not GETH.exists():
+        missing.append(str(GETH))
     if missing:
         print(
-            f"bench: missing {', '.join(missing)}; install them with "
-            "`apt-get install -y nginx-light libnginx-mod-stream wrk` "
+            f"bench: missing {', '.join(missing)}; nginx and wrk come with "
+            "`apt-get install -y nginx-light libnginx-mod-stream wrk`, geth with `./dev test` "
             "(this script installs nothing)",
             file=sys.stderr,
         )
@@ -490,12 +784,12 @@ def main() -> int:
         print("bench: needs 2 cores (server on core 0, wrk on core 1)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="quorum-proxy-bench-") as tmp:
-        only = tuple(k for k in KINDS if k in args.only) if args.only else KINDS
-        bench = Bench(Path(tmp), args.seconds, args.rounds, only)
+        only = tuple(k for k in ROUTES if k in args.only) if args.only else ROUTES
+        bench = Bench(Path(tmp), args.seconds, args.rounds, only, args.rpc_seconds)
         try:
             summary = bench.run()
         finally:
-            bench.procs.stop_all()
+            bench.stop_all()
     print(json.dumps(summary))
     return 0
 

@@ -11,6 +11,8 @@ from proxy_support import LogSink, LoopThread, Proxy, ProxyProcess, UpstreamServ
 from quorum_proxy.config import parse_config
 from quorum_proxy.server import ProxyRuntime
 
+from bench.geth import GethNode
+
 
 @pytest.fixture
 def backend_loop() -> Iterator[LoopThread]:
@@ -91,3 +93,16 @@ def proxy_process(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], ProxyPr
     finally:
         for p in made:
             p.stop()
+
+
+@pytest.fixture(scope="module")
+def geth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GethNode]:
+    """Real geth --dev (HTTP and WS JSON-RPC on one loopback port), stopped at teardown.
+
+    `./dev test` builds it into build/bin; without it the test fails (CI installs it).
+    """
+    node = GethNode(tmp_path_factory.mktemp("geth")).start()
+    try:
+        yield node
+    finally:
+        node.stop()

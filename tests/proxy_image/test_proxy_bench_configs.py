@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-from quorum_proxy.config import parse_config
+import pytest
+from quorum_proxy.config import ConfigError, parse_config
 
-from bench.run_bench import STREAM_MODULE, Ports, nginx_conf, parse_wrk, proxy_conf
+from bench.fast_upstream import jsonrpc_answer
+from bench.rpc_load import MIX, rpc_errors
+from bench.run_bench import (
+    STREAM_MODULE,
+    Ports,
+    nginx_conf,
+    nginx_rpc_conf,
+    parse_wrk,
+    proxy_conf,
+    proxy_rpc_conf,
+    rpc_wrk_script,
+)
+from node_bootstrap.proxy import standalone_proxy_config
 
 UP = Ports(up_a=41001, up_b=41002, tcp=0, third_party=0, p2p=0)
 OWN = Ports(up_a=0, up_b=0, tcp=42000, third_party=42081, p2p=42001)
@@ -27,11 +41,11 @@ def test_proxy_side_of_the_benchmark_is_a_valid_config_with_the_seed_routes() ->
     assert p2p["/partyinfo"].mirror is not None
 
 
-def test_nginx_side_of_the_benchmark_is_accepted_by_nginx(tmp_path: Path) -> None:
+def nginx_accepts(tmp_path: Path, text: str) -> None:
     assert shutil.which("nginx"), "nginx-light is in apt-packages.txt"
     assert Path(STREAM_MODULE).exists(), "libnginx-mod-stream is in apt-packages.txt"
     conf = tmp_path / "nginx.conf"
-    conf.write_text(nginx_conf(tmp_path, UP, OWN))
+    conf.write_text(text)
     result = subprocess.run(
         ["nginx", "-t", "-p", str(tmp_path), "-c", str(conf)],
         capture_output=True,
@@ -40,7 +54,11 @@ def test_nginx_side_of_the_benchmark_is_accepted_by_nginx(tmp_path: Path) -> Non
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    text = conf.read_text()
+
+
+def test_nginx_side_of_the_benchmark_is_accepted_by_nginx(tmp_path: Path) -> None:
+    text = nginx_conf(tmp_path, UP, OWN)
+    nginx_accepts(tmp_path, text)
     assert "proxy_next_upstream error timeout http_404 non_idempotent;" in text
     assert re.search(r"server 127\.0\.0\.1:41002 backup;", text)
     assert "mirror /partyinfo-mirror;" in text
@@ -63,3 +81,73 @@ Requests/sec:  30000.00
         7,
         300000,
     )
+
+
+def test_rpc_nginx_side_is_the_seeds_stream_block_accepted_by_nginx(tmp_path: Path) -> None:
+    text = nginx_rpc_conf(tmp_path, primary=41001, backup=41002, port=42000)
+    nginx_accepts(tmp_path, text)
+    assert "server 127.0.0.1:41001; server 127.0.0.1:41002 backup;" in text
+    assert "listen 127.0.0.1:42000; proxy_pass quorum;" in text
+
+
+def test_rpc_l4_side_is_a_valid_proxy_config_checked_as_the_stack_checks_quorum() -> None:
+    data = proxy_rpc_conf("l4", primary=41001, backup=41002, port=42000, admin=42900)
+    config = parse_config(data)
+    (listener,) = config.listeners
+    assert (listener.protocol, listener.upstream) == ("tcp", "quorum")
+    stack = standalone_proxy_config(quorum_dns_names=["q"], tessera_dns_names=["t"])
+    assert (
+        data["upstreams"]["quorum"]["health_check"]
+        == (stack["upstreams"]["quorum"]["health_check"])
+    )
+    assert config.upstreams["quorum"].servers == (("127.0.0.1", 41001), ("127.0.0.1", 41002))
+
+
+@pytest.mark.xfail(
+    strict=True, raises=ConfigError, reason="protocol: jsonrpc is built on branch h-jsonrpc"
+)
+def test_rpc_jsonrpc_side_is_a_valid_proxy_config() -> None:
+    config = parse_config(proxy_rpc_conf("jsonrpc", 41001, 41002, 42000, 42900))
+    assert config.listeners[0].protocol == "jsonrpc"
+
+
+def test_rpc_wrk_script_posts_the_mix_as_json_rpc_calls_in_order() -> None:
+    script = rpc_wrk_script()
+    table = re.search(r"local bodies = \{ (.*) \}\n", script)
+    assert table is not None
+    bodies = json.loads(f"[{table.group(1)}]")
+    calls = [json.loads(body) for body in bodies]
+    assert [c["method"] for c in calls] == list(MIX)
+    assert all(c["jsonrpc"] == "2.0" and isinstance(c["params"], list) for c in calls)
+
+
+@pytest.mark.parametrize(
+    ("body", "errors"),
+    [
+        (b'{"jsonrpc":"2.0","id":1,"result":"0x1"}', []),
+        (
+            b'{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"already known"}}',
+            ["already known"],
+        ),
+        (
+            b'[{"jsonrpc":"2.0","id":1,"result":"0x"},{"jsonrpc":"2.0","id":2,"error":{"code":1,"message":"x"}}]',
+            ["x"],
+        ),
+        (b"<html>bad gateway</html>", ["answer is not JSON"]),
+        (b'{"status":"ok"}', ["answer is not JSON-RPC"]),
+    ],
+)
+def test_the_load_client_reads_json_rpc_errors_in_calls_and_batches(
+    body: bytes, errors: list[str]
+) -> None:
+    assert rpc_errors(body) == errors
+
+
+def test_the_json_rpc_stand_in_echoes_ids_and_answers_batches_as_batches() -> None:
+    request = [
+        {"jsonrpc": "2.0", "id": "a", "method": "eth_blockNumber", "params": []},
+        {"jsonrpc": "2.0", "id": None, "method": "eth_sendRawTransaction", "params": ["0x"]},
+    ]
+    head, body = jsonrpc_answer(json.dumps(request).encode()).split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"Content-Length: %d" % len(body) in head
+    assert [(a["id"], "result" in a) for a in json.loads(body)] == [("a", True), (None, True)]
