@@ -15,8 +15,8 @@ import yaml
 from boot_fixtures import CASES, Case, make_context
 from quorum_proxy.config import SERVER_PORT, ConfigError, parse_config
 
+from domain.paths import TM_IPC_PATH
 from node_bootstrap import (
-    TM_IPC_PATH,
     BootContextError,
     NodeBootContext,
     render_ipc_proxy_config,

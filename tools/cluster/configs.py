@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.settings import DEFAULT_QUORUM_VERSION, DEFAULT_TESSERA_VERSION
-from components.tessera_database import jdbc_url as machine_jdbc_url
+from domain.database import jdbc_url as machine_jdbc_url
+from domain.ports import PROXY_ADMIN_PORT
+from domain.setups import Setup
+from domain.versions import DEFAULT_QUORUM_VERSION, DEFAULT_TESSERA_VERSION
 from node_bootstrap import NodeBootContext
-from node_bootstrap.context import PROXY_ADMIN_PORT, Setup, jdbc_to_libpq_uri
+from node_bootstrap.context import jdbc_to_libpq_uri
 from node_bootstrap.proxy import ipc_proxy_config, standalone_proxy_config
 from node_bootstrap.tessera import tessera_config, validate_tessera_config
 from tools.cluster.vault import REGION, StackSecrets
@@ -224,8 +226,6 @@ def machine_context(secrets: StackSecrets, role: str, index: int) -> NodeBootCon
         peer_enodes=(),
         tessera_peer_urls=("http://tessera.partner-a.example.net:9001",),
         network_id=1337,
-        use_white_list=False,
-        proxy_addresses=(),
         log_group_name="/quorum-ha/drill/nodes",
     )
 
