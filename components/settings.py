@@ -897,7 +897,7 @@ def _tls(raw: _Raw, region: str) -> TlsSettings | None:
 
 
 def parse_settings(
-    values: Mapping[str, str], *, stack: str, project: str = "quorum-ha", region: str | None
+    values: Mapping[str, str], *, stack: str, project: str = NAMESPACE, region: str | None
 ) -> Settings:
     """Validate raw config strings (keys without the namespace) into `Settings`."""
     unknown = sorted(set(values) - set(KEYS))

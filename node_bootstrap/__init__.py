@@ -16,8 +16,8 @@ Public API (stable; the node and proxy components call it with Outputs resolved)
 - ``render_ipc_proxy_config(ctx) -> str``: YAML for the proxy on tm.ipc (Quorum machines of
   setups full and tessera).
 - ``render_standalone_proxy_config(*, quorum_dns_names, tessera_dns_names,
-  tessera_public_key=None, workers=1, access_log=True) -> str``: JSON for the ECS proxy behind
-  the NLB (env ``QUORUM_PROXY_CONFIG``); with the key, Tessera's deep health check.
+  tessera_public_key=None) -> str``: JSON for the ECS proxy behind the NLB (env
+  ``QUORUM_PROXY_CONFIG``); with the key, Tessera's deep health check.
 
 A context the boot cannot use raises ``BootContextError`` (a ValueError) naming the field.
 

@@ -10,7 +10,6 @@ from urllib.parse import urlsplit
 from domain import setups
 from domain.paths import DATA_DEVICE_NAME
 from domain.setups import ROLES_BY_SETUP, MachineRole, Setup
-from domain.versions import POSTGRES_JDBC_SHA256, POSTGRES_JDBC_VERSION
 
 
 class BootContextError(ValueError):
@@ -59,8 +58,6 @@ class NodeBootContext:
     # vol-..., lets the boot find the NVMe by-id link first; Nodes fills it in once the volume
     # exists (components/nodes.py).
     data_volume_id: str | None = None
-    postgres_jdbc_version: str = POSTGRES_JDBC_VERSION
-    postgres_jdbc_sha256: str = POSTGRES_JDBC_SHA256
 
     @property
     def runs_tessera(self) -> bool:
@@ -88,7 +85,6 @@ _LOG_GROUP = re.compile(r"^[\w/.#-]{1,512}$")
 _ENODE = re.compile(r"^enode://[0-9a-fA-F]{128}@[^\s\"'$`\\]+:\d{1,5}(\?[\w=&.-]*)?$")
 _VOLUME_ID = re.compile(r"^vol-[0-9a-f]{8,17}$")
 _DEVICE = re.compile(r"^/dev/(sd|xvd)[b-z]$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _JDBC = re.compile(r"^jdbc:postgresql://([A-Za-z0-9.:,\[\]-]+)/([\w.-]+)(\?[^\s\"'$`\\]*)?$")
 # Values end up in a shell/systemd environment file: refuse anything that could break quoting.
 _UNSAFE = re.compile(r"[\"'$`\\\s]")
@@ -166,7 +162,7 @@ def _check_addresses_and_secrets(ctx: NodeBootContext) -> None:
         if not isinstance(value, str) or not _SECRET_ARN.match(value):
             raise BootContextError(field, value, "a Secrets Manager secret ARN")
     jdbc_to_libpq_uri(ctx.jdbc_url)
-    for field in ("quorum_version", "tessera_version", "postgres_jdbc_version"):
+    for field in ("quorum_version", "tessera_version"):
         value = getattr(ctx, field)
         if not isinstance(value, str) or not _VERSION.match(value):
             raise BootContextError(field, value, "a release number such as 24.4.1")
@@ -214,8 +210,6 @@ def _check_machine(ctx: NodeBootContext) -> None:
         raise BootContextError("data_device_name", ctx.data_device_name, "/dev/sd[b-z]")
     if ctx.data_volume_id is not None and not _VOLUME_ID.match(ctx.data_volume_id):
         raise BootContextError("data_volume_id", ctx.data_volume_id, "vol-<hex> or None")
-    if not _SHA256.match(ctx.postgres_jdbc_sha256):
-        raise BootContextError("postgres_jdbc_sha256", ctx.postgres_jdbc_sha256, "64 hex digits")
 
 
 def validate_context(ctx: NodeBootContext) -> None:

@@ -230,15 +230,11 @@ def render_standalone_proxy_config(
     quorum_dns_names: Sequence[str],
     tessera_dns_names: Sequence[str],
     tessera_public_key: str | None = None,
-    workers: int = 1,
-    access_log: bool = True,
 ) -> str:
     """JSON for the ECS proxy behind the NLB (env QUORUM_PROXY_CONFIG): RPC, 9081 and 9001."""
     config = standalone_proxy_config(
         quorum_dns_names=quorum_dns_names,
         tessera_dns_names=tessera_dns_names,
         tessera_public_key=tessera_public_key,
-        workers=workers,
-        access_log=access_log,
     )
     return json.dumps(config, separators=(",", ":"))

@@ -40,6 +40,7 @@ from domain.ports import (
     QUORUM_WS_PORT,
 )
 from domain.user_data import pack_user_data
+from domain.versions import POSTGRES_JDBC_SHA256, POSTGRES_JDBC_VERSION
 from node_bootstrap.context import (
     NodeBootContext,
     jdbc_to_libpq_uri,
@@ -108,8 +109,8 @@ def render_boot_env(ctx: NodeBootContext) -> str:
             "TESSERA_IMAGE": tessera_image(ctx),
             "DB_SECRET_ARN": ctx.db_secret_arn,
             "TESSERA_DB_URI": jdbc_to_libpq_uri(ctx.jdbc_url),
-            "PG_JDBC_VERSION": ctx.postgres_jdbc_version,
-            "PG_JDBC_SHA256": ctx.postgres_jdbc_sha256,
+            "PG_JDBC_VERSION": POSTGRES_JDBC_VERSION,
+            "PG_JDBC_SHA256": POSTGRES_JDBC_SHA256,
         }
     if ctx.runs_ipc_proxy and ctx.proxy_image_uri is not None:
         values["PROXY_IMAGE"] = ctx.proxy_image_uri

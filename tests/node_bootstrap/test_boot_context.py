@@ -57,7 +57,6 @@ def test_fields_added_by_node_bootstrap_have_defaults() -> None:
         (FULL_QUORUM, {"log_group_name": "bad group"}, "log_group_name"),
         (FULL_QUORUM, {"data_device_name": "/dev/nvme1n1"}, "data_device_name"),
         (FULL_QUORUM, {"data_volume_id": "volume-1"}, "data_volume_id"),
-        (FULL_QUORUM, {"postgres_jdbc_sha256": "abc"}, "postgres_jdbc_sha256"),
         # A value that could break out of boot.env's quoting never gets that far.
         (FULL_QUORUM, {"jdbc_url": 'jdbc:postgresql://db:5432/t?x="$(reboot)"'}, "jdbc_url"),
         (FULL_QUORUM, {"jdbc_url": 'jdbc:postgresql://db"$(reboot)":5432/t'}, "jdbc_url"),
