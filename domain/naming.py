@@ -75,8 +75,10 @@ def tessera_key_id(prefix: str) -> str:
 
 
 def tessera_key_secret_names(key_id: str) -> tuple[str, str]:
-    """(public, private) secret names, each holding the plain base64 key: <id>Pub and <id>Key,
-    as Tessera's keygen names them for its AWS vault; Tessera's keyData names both."""
+    """(public, private) secret names, each holding the plain base64 key: <id>Pub and <id>Key.
+
+    Our convention: Tessera's config names both secrets in its keyData, so the stack that
+    writes them (components/shared_keys.py) and the config that reads them must agree here."""
     return f"{key_id}Pub", f"{key_id}Key"
 
 

@@ -3,7 +3,7 @@
 Rendered configs under ETC_DIR, scripts under BIN_DIR, the encrypted data volume at DATA_DIR,
 secrets fetched at start into tmpfs under SECRETS_DIR, the services' logs under LOG_DIR.
 The scripts in node_bootstrap/scripts.py spell some of these out (static text that shellcheck
-reads as it runs); tests/node_bootstrap keep them equal to these.
+reads as it runs); tests/domain/test_paths.py keeps every path they name under these.
 """
 
 from __future__ import annotations
