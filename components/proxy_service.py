@@ -23,18 +23,9 @@ import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
 from domain.metrics import metrics_agent_container
-from node_bootstrap.context import (
-    PROXY_ADMIN_PORT,
-    QUORUM_RPC_PORT,
-    TESSERA_P2P_PORT,
-    TESSERA_THIRD_PARTY_PORT,
-)
+from domain.naming import NAME_PREFIX, ecr_repository_arn
+from domain.ports import LISTENERS, PROXY_ADMIN_PORT, PROXY_LISTENER_NAMES
 
-# An ECR image: the tasks' execution role and the Quorum machines' roles pull it by IAM.
-_ECR_IMAGE = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr(-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?P<cn>\.cn)?"
-    r"/(?P<repository>[a-z0-9._/-]+?)(:[\w.-]+|@sha256:[0-9a-f]{64})$"
-)
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROXY_IMAGE_DIR = PROJECT_DIR / "proxy_image"
 # What the Image resource is given: paths relative to the project directory, which is the
@@ -45,11 +36,6 @@ PROXY_IMAGE_DIR = PROJECT_DIR / "proxy_image"
 PROXY_IMAGE_CONTEXT = PROXY_IMAGE_DIR.relative_to(PROJECT_DIR).as_posix()
 PROXY_IMAGE_DOCKERFILE = f"{PROXY_IMAGE_CONTEXT}/Dockerfile"
 CONTAINER = "proxy"
-LISTENERS = {
-    "rpc": QUORUM_RPC_PORT,
-    "third-party": TESSERA_THIRD_PARTY_PORT,
-    "p2p": TESSERA_P2P_PORT,
-}
 # Physical names of the NLB and its target groups: AWS allows 32 characters (CreateLoadBalancer,
 # CreateTargetGroup), so quorum-ha-proxy-third-party plus Pulumi's 8-character auto-name suffix
 # (35) is refused at preview. A name_prefix of at most 6 characters plus the
@@ -57,7 +43,7 @@ LISTENERS = {
 # would fit too, but these are replaced create-before-delete (the NLB when `internal` changes, a
 # target group when its port, protocol or VPC does) and a second one of the same name is refused
 # (DuplicateTargetGroupName / DuplicateLoadBalancerName); a prefix gives each one a fresh name.
-NLB_NAME_PREFIX = "qha-"
+NLB_NAME_PREFIX = NAME_PREFIX
 TARGET_GROUP_NAME_PREFIXES = {"rpc": "qrpc-", "third-party": "q3rd-", "p2p": "qp2p-"}
 CONFIG_ENV = "QUORUM_PROXY_CONFIG"
 # Health, as the NLB and ECS see it (proxy_image/README.md, "Health" has the whole argument):
@@ -81,7 +67,6 @@ CONFIG_ENV = "QUORUM_PROXY_CONFIG"
 #   circuit breaker, which rolls back.
 # - Draining needs no health check: ECS deregisters a task from its target groups and waits
 #   the deregistration delay before SIGTERM; the proxy then finishes in-flight requests.
-PROXY_LISTENERS = {"rpc": "quorum-rpc", "third-party": "third-party", "p2p": "p2p"}
 HEALTH_CHECK_GRACE_PERIOD = 2_147_483_647
 CONTAINER_HEALTH_PATH = "/healthz"
 
@@ -256,7 +241,7 @@ class ProxyService(pulumi.ComponentResource):
                 health_check=aws.lb.TargetGroupHealthCheckArgs(
                     protocol="HTTP",
                     port=str(PROXY_ADMIN_PORT),
-                    path=f"/readyz/{PROXY_LISTENERS[role]}",
+                    path=f"/readyz/{PROXY_LISTENER_NAMES[role]}",
                     matcher="200",
                     interval=10,
                     # Unset, it is 10 s for a TCP group (CreateTargetGroup: 2-120 s, default by
@@ -443,21 +428,6 @@ def _listener_protocol(tls: ListenerTls | None, port: int) -> dict[str, Any]:
         # AWS's API default is ELBSecurityPolicy-2016-08 (TLS 1.0+): always name one.
         "ssl_policy": tls.ssl_policy,
     }
-
-
-def ecr_repository_arn(image_uri: str) -> str:
-    """The ARN of the ECR repository an image URI names; ValueError if it is not ECR's."""
-    match = _ECR_IMAGE.match(image_uri)
-    if match is None:
-        raise ValueError(f"not an ECR image URI: {image_uri!r}")
-    region = match["region"]
-    if match["cn"]:
-        partition = "aws-cn"
-    elif region.startswith("us-gov-"):
-        partition = "aws-us-gov"
-    else:
-        partition = "aws"
-    return f"arn:{partition}:ecr:{region}:{match['account']}:repository/{match['repository']}"
 
 
 def context_tag(directory: Path = PROXY_IMAGE_DIR) -> str:

@@ -9,31 +9,27 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import ipaddress
 import json
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pulumi
 from nacl.public import PrivateKey
 from pulumi.runtime import config as runtime_config
 
-from components.proxy_service import LISTENERS, ecr_repository_arn
-from components.shared_keys import account_address
+from domain.keys import account_address
+from domain.naming import PROJECT as NAMESPACE
+from domain.naming import ecr_repository_arn, stack_name_prefix
+from domain.ports import LISTENERS, TESSERA_P2P_PORT
+from domain.setups import SETUPS, Setup
 from domain.stacks import is_non_production
-from node_bootstrap.context import TESSERA_P2P_PORT
+from domain.versions import DEFAULT_QUORUM_VERSION, DEFAULT_TESSERA_VERSION
 
-NAMESPACE = "quorum-ha"
-SETUPS = ("pair", "full", "tessera")
-Setup = Literal["pair", "full", "tessera"]
-
-DEFAULT_QUORUM_VERSION = "24.4.1"
-DEFAULT_TESSERA_VERSION = "24.4"
 DEFAULT_INSTANCE_TYPE = "m6i.large"
 DEFAULT_DB_INSTANCE_CLASS = "db.m6i.large"
 DEFAULT_DB_ENGINE_VERSION = "16"
@@ -214,7 +210,6 @@ class Settings:
     network_id: int
     quorum_peers: tuple[str, ...]
     tessera_peers: tuple[str, ...]
-    use_white_list: bool
     db_instance_class: str
     db_allocated_storage: int
     db_engine_version: str
@@ -248,27 +243,6 @@ class Settings:
         ForceDeleteWithoutRecovery), so a re-created throwaway stack can reuse their names;
         production keeps Secrets Manager's default 30-day window."""
         return 0 if self.non_production else 30
-
-
-def stack_label(stack: str) -> str:
-    """The stack name as one lowercase DNS label / RDS identifier part: letters, digits and
-    single hyphens, at most 37 characters.
-
-    When the name had to be altered to fit (lowercased, characters replaced, cut at 30), 6 hex
-    of its sha256 follow, so `Dev` and `dev`, or two long names sharing 30 characters, never
-    share a name (database identifier, ECR repository, KMS alias).
-    """
-    label = re.sub(r"[^a-z0-9]+", "-", stack.lower()).strip("-")[:30].rstrip("-")
-    if label == stack:
-        return label
-    digest = hashlib.sha256(stack.encode()).hexdigest()[:6]
-    return f"{label or 'stack'}-{digest}"
-
-
-def stack_name_prefix(stack: str) -> str:
-    """Prefix for AWS names unique per account and region, at most 41 characters:
-    `<prefix>-tessera-replica` stays within RDS's 63."""
-    return f"qha-{stack_label(stack)}"
 
 
 # Every key this program reads, with its parser. Unknown `quorum-ha:` keys are refused so a typo
@@ -923,7 +897,7 @@ def _tls(raw: _Raw, region: str) -> TlsSettings | None:
 
 
 def parse_settings(
-    values: Mapping[str, str], *, stack: str, project: str = "quorum-ha", region: str | None
+    values: Mapping[str, str], *, stack: str, project: str = NAMESPACE, region: str | None
 ) -> Settings:
     """Validate raw config strings (keys without the namespace) into `Settings`."""
     unknown = sorted(set(values) - set(KEYS))
@@ -939,7 +913,7 @@ def parse_settings(
     setup = raw.str_("setup", "pair")
     if setup not in SETUPS:
         raise ConfigError(raw.key("setup"), setup, "'pair', 'full' or 'tessera'")
-    quorum_nodes, tessera_nodes = _counts(raw, setup)  # type: ignore[arg-type]
+    quorum_nodes, tessera_nodes = _counts(raw, setup)
 
     network = _network(raw)
     internal_nlb = raw.bool_("internalNlb", True)
@@ -963,8 +937,7 @@ def parse_settings(
     replica_region, replica_vpc_cidr = _replica(raw, region, network)
 
     proxy_task_count, proxy_cpu, proxy_memory, proxy_image_uri = _proxy(raw)
-    use_white_list = raw.bool_("useWhiteList", False)
-    if use_white_list:
+    if raw.bool_("useWhiteList", False):
         raise ConfigError(
             raw.key("useWhiteList"),
             True,
@@ -976,7 +949,7 @@ def parse_settings(
         stack=stack,
         project=project,
         region=region,
-        setup=setup,  # type: ignore[arg-type]
+        setup=setup,
         quorum_nodes=quorum_nodes,
         tessera_nodes=tessera_nodes,
         network=network,
@@ -996,7 +969,6 @@ def parse_settings(
         network_id=network_id,
         quorum_peers=raw.list_("quorumPeers", _enode),
         tessera_peers=raw.list_("tesseraPeers", _peer_url),
-        use_white_list=use_white_list,
         db_instance_class=db_class,
         db_allocated_storage=storage,
         db_engine_version=engine_version,

@@ -1,29 +1,15 @@
-"""Looking inside an offline run, for tests only: user data unpacked, IAM policies, where secrets
-and clear texts appear, and which old resource the engine would match each new one to."""
+"""Looking inside an offline run, for tests only: instances' user data, IAM policies, where
+secrets and clear texts appear, and which old resource the engine would match each new one to."""
 
 from __future__ import annotations
 
-import base64
-import gzip
 import json
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import yaml
-
+from domain.user_data import cloud_config_files, unpack_user_data
 from tools.offline import DeclaredResource, OfflineRun, real_urn, urn_parts, walk
-
-
-def unpack_user_data(value: str) -> str:
-    """The user data text cloud-init reads: plain as given, or base64 of gzip (EC2's
-    userDataBase64, packed by node_bootstrap.pack_user_data) unpacked."""
-    if value.startswith(("#", "Content-Type:")):
-        return value
-    raw = base64.b64decode(value, validate=True)
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    return raw.decode()
 
 
 def instance_user_data(inputs: Mapping[str, Any]) -> str | None:
@@ -33,22 +19,6 @@ def instance_user_data(inputs: Mapping[str, Any]) -> str | None:
         if isinstance(value, str) and value:
             return unpack_user_data(value)
     return None
-
-
-def cloud_config_files(user_data: str) -> dict[str, str]:
-    """Path -> text of every file a `#cloud-config` user data writes (gz+b64/b64 unpacked);
-    the user data itself may be packed (base64 of gzip)."""
-    document = yaml.safe_load(unpack_user_data(user_data)) or {}
-    files: dict[str, str] = {}
-    for entry in document.get("write_files") or []:
-        content = entry.get("content", "")
-        encoding = entry.get("encoding", "")
-        if encoding in ("gz+b64", "gzip+base64", "gz+base64"):
-            content = gzip.decompress(base64.b64decode(content)).decode()
-        elif encoding in ("b64", "base64"):
-            content = base64.b64decode(content).decode()
-        files[entry["path"]] = content
-    return files
 
 
 def policy_documents(run: OfflineRun) -> list[tuple[DeclaredResource, dict[str, Any]]]:

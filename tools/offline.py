@@ -29,10 +29,10 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.sync_await import _sync_await
 
+from domain.naming import PROJECT
 from tools import fake_aws
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT = "quorum-ha"
 MASK = "[secret]"
 
 

@@ -19,8 +19,8 @@ from components.settings import (
     NewNetwork,
     StackReferenceNetwork,
     parse_settings,
-    stack_label,
 )
+from domain.naming import stack_label
 
 GENESIS = json.dumps({"config": {"chainId": 10, "isQuorum": True}})
 

@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from node_bootstrap import pack_user_data
+from domain.user_data import pack_user_data, unpack_user_data
 from policy.harness import Violation, check_resources
-from tests.inspection import unpack_user_data
 from tools.offline import DeclaredResource, OfflineRun, load_stack_config, run_offline
 
 # Counts differ from the README diagrams' smallest shapes on purpose.
