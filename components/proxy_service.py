@@ -22,19 +22,11 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
+from components.settings.proxy import LISTENERS, ProxySettings, ecr_repository_arn
+from components.settings.tls import TlsSettings
 from domain.metrics import metrics_agent_container
-from node_bootstrap.context import (
-    PROXY_ADMIN_PORT,
-    QUORUM_RPC_PORT,
-    TESSERA_P2P_PORT,
-    TESSERA_THIRD_PARTY_PORT,
-)
+from node_bootstrap.context import PROXY_ADMIN_PORT
 
-# An ECR image: the tasks' execution role and the Quorum machines' roles pull it by IAM.
-_ECR_IMAGE = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr(-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?P<cn>\.cn)?"
-    r"/(?P<repository>[a-z0-9._/-]+?)(:[\w.-]+|@sha256:[0-9a-f]{64})$"
-)
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROXY_IMAGE_DIR = PROJECT_DIR / "proxy_image"
 # What the Image resource is given: paths relative to the project directory, which is the
@@ -45,11 +37,6 @@ PROXY_IMAGE_DIR = PROJECT_DIR / "proxy_image"
 PROXY_IMAGE_CONTEXT = PROXY_IMAGE_DIR.relative_to(PROJECT_DIR).as_posix()
 PROXY_IMAGE_DOCKERFILE = f"{PROXY_IMAGE_CONTEXT}/Dockerfile"
 CONTAINER = "proxy"
-LISTENERS = {
-    "rpc": QUORUM_RPC_PORT,
-    "third-party": TESSERA_THIRD_PARTY_PORT,
-    "p2p": TESSERA_P2P_PORT,
-}
 # Physical names of the NLB and its target groups: AWS allows 32 characters (CreateLoadBalancer,
 # CreateTargetGroup), so quorum-ha-proxy-third-party plus Pulumi's 8-character auto-name suffix
 # (35) is refused at preview. A name_prefix of at most 6 characters plus the
@@ -86,25 +73,12 @@ HEALTH_CHECK_GRACE_PERIOD = 2_147_483_647
 CONTAINER_HEALTH_PATH = "/healthz"
 
 
-@dataclass(frozen=True)
-class ListenerTls:
-    """TLS the NLB terminates on some listeners, and the DNS name its certificate covers."""
-
-    certificate_arn: str
-    ssl_policy: str
-    ports: tuple[int, ...]
-    dns_name: str
-    # Route 53 zone for an alias record dns_name -> NLB; None when the operator manages the name.
-    hosted_zone_id: str | None = None
-
-
 @dataclass
 class ProxyServiceArgs:
     name_prefix: str
     vpc_id: pulumi.Input[str]
     task_subnet_ids: pulumi.Input[Sequence[str]]
     nlb_subnet_ids: pulumi.Input[Sequence[str]]
-    internal: bool
     nlb_security_group_id: pulumi.Input[str]
     task_security_group_id: pulumi.Input[str]
     kms_key_arn: pulumi.Input[str]
@@ -112,14 +86,12 @@ class ProxyServiceArgs:
     region: str
     role_path: str
     proxy_config_json: pulumi.Input[str]  # DNS names only: no secret
-    task_count: int = 2
-    cpu: int = 512
-    memory: int = 1024
-    # A prebuilt image instead of building proxy_image/ (e.g. CI without a Docker daemon).
-    image_uri: str | None = None
+    # Tasks, size, NLB scheme; image_uri: a prebuilt image instead of building proxy_image/
+    # (e.g. CI without a Docker daemon).
+    settings: ProxySettings
     deletion_protection: bool = False
     log_retention_days: int = 90
-    tls: ListenerTls | None = None  # None: every listener is plain TCP, as before TLS existed
+    tls: TlsSettings | None = None  # None: every listener is plain TCP, as before TLS existed
     # A CloudWatch agent beside the proxy in each task, turning /metrics into CloudWatch
     # metrics (domain/metrics.py metrics_agent_container).
     metrics_agent: bool = False
@@ -145,9 +117,11 @@ class ProxyService(pulumi.ComponentResource):
         self._args = args
         repository = self._create_repository()
         self.repository_arn = repository.arn
-        if args.image_uri is not None:
+        if args.settings.image_uri is not None:
             # A prebuilt image usually lives in another repository: pull rights go there.
-            self.repository_arn = pulumi.Output.from_input(ecr_repository_arn(args.image_uri))
+            self.repository_arn = pulumi.Output.from_input(
+                ecr_repository_arn(args.settings.image_uri)
+            )
         self.image_uri = self._create_image(repository)
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
@@ -196,8 +170,8 @@ class ProxyService(pulumi.ComponentResource):
 
     def _create_image(self, repository: aws.ecr.Repository) -> pulumi.Output[str]:
         args = self._args
-        if args.image_uri is not None:
-            return pulumi.Output.from_input(args.image_uri)
+        if args.settings.image_uri is not None:
+            return pulumi.Output.from_input(args.settings.image_uri)
         auth = aws.ecr.get_authorization_token_output(
             registry_id=repository.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
         )
@@ -234,7 +208,7 @@ class ProxyService(pulumi.ComponentResource):
             f"{self._name}-nlb",
             name_prefix=NLB_NAME_PREFIX,
             load_balancer_type="network",
-            internal=args.internal,
+            internal=args.settings.internal_nlb,
             subnets=args.nlb_subnet_ids,
             security_groups=[args.nlb_security_group_id],
             enable_cross_zone_load_balancing=True,
@@ -381,8 +355,8 @@ class ProxyService(pulumi.ComponentResource):
         task_definition = aws.ecs.TaskDefinition(
             f"{self._name}-task",
             family=f"{args.name_prefix}-proxy",
-            cpu=str(args.cpu),
-            memory=str(args.memory),
+            cpu=str(args.settings.cpu),
+            memory=str(args.settings.memory),
             network_mode="awsvpc",
             requires_compatibilities=["FARGATE"],
             runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
@@ -397,7 +371,7 @@ class ProxyService(pulumi.ComponentResource):
             f"{self._name}-service",
             cluster=cluster.arn,
             task_definition=task_definition.arn,
-            desired_count=args.task_count,
+            desired_count=args.settings.task_count,
             launch_type="FARGATE",
             platform_version="LATEST",
             # Fargate spreads a service's tasks over the subnets' AZs; two AZs at least.
@@ -430,7 +404,7 @@ class ProxyService(pulumi.ComponentResource):
         return cluster, service
 
 
-def _listener_protocol(tls: ListenerTls | None, port: int) -> dict[str, Any]:
+def _listener_protocol(tls: TlsSettings | None, port: int) -> dict[str, Any]:
     """A listener's protocol inputs: TLS terminated at the NLB (certificate and security policy)
     on the ports TLS covers, plain TCP elsewhere. Target groups stay TCP either way: a TLS
     listener forwards to TCP or TLS target groups (NLB guide, "Target groups", routing
@@ -443,21 +417,6 @@ def _listener_protocol(tls: ListenerTls | None, port: int) -> dict[str, Any]:
         # AWS's API default is ELBSecurityPolicy-2016-08 (TLS 1.0+): always name one.
         "ssl_policy": tls.ssl_policy,
     }
-
-
-def ecr_repository_arn(image_uri: str) -> str:
-    """The ARN of the ECR repository an image URI names; ValueError if it is not ECR's."""
-    match = _ECR_IMAGE.match(image_uri)
-    if match is None:
-        raise ValueError(f"not an ECR image URI: {image_uri!r}")
-    region = match["region"]
-    if match["cn"]:
-        partition = "aws-cn"
-    elif region.startswith("us-gov-"):
-        partition = "aws-us-gov"
-    else:
-        partition = "aws"
-    return f"arn:{partition}:ecr:{region}:{match['account']}:repository/{match['repository']}"
 
 
 def context_tag(directory: Path = PROXY_IMAGE_DIR) -> str:

@@ -14,7 +14,7 @@ import hmac
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -25,6 +25,8 @@ from Crypto.Cipher import AES
 from Crypto.Util import Counter
 from eth_utils import keccak, to_checksum_address
 from nacl.public import PrivateKey as BoxKey
+
+from components.settings.keys import ExistingKeys, account_address
 
 # geth's default pbkdf2 work factor for keystores (eth-keyfile uses the same).
 KEYSTORE_PBKDF2_ROUNDS = 262144
@@ -53,11 +55,6 @@ def tessera_key_pair(seed: bytes) -> tuple[str, str]:
 def node_public_key(node_key_hex: str) -> str:
     """The enode id: the uncompressed secp256k1 public key without its 0x04 prefix (hex)."""
     return Secp256k1Key(bytes.fromhex(node_key_hex)).public_key.format(compressed=False)[1:].hex()
-
-
-def account_address(private_key: bytes) -> str:
-    public = Secp256k1Key(private_key).public_key.format(compressed=False)[1:]
-    return to_checksum_address(keccak(public)[-20:])
 
 
 @functools.lru_cache(maxsize=32)
@@ -114,10 +111,8 @@ class SharedKeysArgs:
     secret_recovery_days: int
     # A replica of the multi-Region key, for a database replica in another region.
     replica_region: str | None = None
-    existing_tessera_private_key: pulumi.Input[str] | None = None
-    existing_tessera_public_key: str | None = None
-    existing_quorum_account_keystore: pulumi.Input[str] | None = None
-    existing_quorum_account_password: pulumi.Input[str] | None = None
+    # Keys of an existing node being made HA (secret config); none: the stack generates them.
+    existing: ExistingKeys = field(default_factory=ExistingKeys)
 
 
 class SharedKeys(pulumi.ComponentResource):
@@ -291,9 +286,9 @@ class SharedKeys(pulumi.ComponentResource):
     def _create_tessera_keys(self) -> pulumi.Output[str]:
         """The shared Tessera pair in the vault; returns the public key."""
         args = self._args
-        if args.existing_tessera_private_key is not None and args.existing_tessera_public_key:
-            public: pulumi.Output[str] = pulumi.Output.from_input(args.existing_tessera_public_key)
-            private = pulumi.Output.secret(args.existing_tessera_private_key)
+        if args.existing.tessera_private_key is not None and args.existing.tessera_public_key:
+            public: pulumi.Output[str] = pulumi.Output.from_input(args.existing.tessera_public_key)
+            private = pulumi.Output.secret(args.existing.tessera_private_key)
         else:
             pair = self._seed("tessera").apply(tessera_key_pair)
             public = pulumi.Output.unsecret(pair.apply(lambda p: p[0]))
@@ -308,9 +303,9 @@ class SharedKeys(pulumi.ComponentResource):
 
     def _create_quorum_account(self) -> None:
         args = self._args
-        if args.existing_quorum_account_keystore is not None:
-            keystore = pulumi.Output.secret(args.existing_quorum_account_keystore)
-            password = pulumi.Output.secret(args.existing_quorum_account_password or "")
+        if args.existing.quorum_account_keystore is not None:
+            keystore = pulumi.Output.secret(args.existing.quorum_account_keystore)
+            password = pulumi.Output.secret(args.existing.quorum_account_password or "")
         else:
             password = pulumi.Output.secret(
                 random.RandomPassword(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-SECRET_SHOWN = "[secret]"
+REDACTED = "[secret]"
 MAX_SHOWN = 120
 
 
@@ -31,6 +31,6 @@ class ConfigError(ValueError):
     json_values = True
 
     def __init__(self, key: str, value: Any, allowed: str, *, secret: bool = False) -> None:
-        shown = SECRET_SHOWN if secret else show(value, as_json=self.json_values)
+        shown = REDACTED if secret else show(value, as_json=self.json_values)
         super().__init__(f"{key}: {shown} is not valid; allowed: {allowed}")
         self.key = key

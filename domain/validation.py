@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 # --- characters the machines' boot files refuse ---------------------------------------------
 # Values land in shell scripts and systemd environment files: nothing that could break quoting.
@@ -17,6 +17,20 @@ SHELL_UNSAFE_TEXT = "quotes, $, `, \\ or whitespace"
 
 def is_shell_safe(value: str) -> bool:
     return not SHELL_UNSAFE.search(value)
+
+
+def http_url_host(value: Any) -> str | None:
+    """The host of a shell-safe http(s) URL with an explicit port, else None."""
+    if not isinstance(value, str) or not is_shell_safe(value):
+        return None
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+        return None
+    return parts.hostname
 
 
 # --- AWS regions ----------------------------------------------------------------------------
@@ -81,9 +95,7 @@ def is_enode_url(value: Any) -> bool:
     elif not is_dns_name(host):
         return False
     query = parse_qs(match["query"] or "", keep_blank_values=True)
-    return all(
-        _is_port(query[name][0]) for name in _ENODE_PORT_PARAMS if query.get(name, [""])[0]
-    )
+    return all(_is_port(query[name][0]) for name in _ENODE_PORT_PARAMS if query.get(name, [""])[0])
 
 
 # --- the Quorum network's genesis -----------------------------------------------------------

@@ -7,7 +7,6 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
 
 from domain.errors import ConfigError
 from domain.validation import (
@@ -15,9 +14,9 @@ from domain.validation import (
     IS_QUORUM_ALLOWED,
     REGION_ALLOWED,
     genesis_is_quorum,
+    http_url_host,
     is_dns_name,
     is_enode_url,
-    is_shell_safe,
     is_supported_region,
 )
 
@@ -122,19 +121,6 @@ _DEVICE = re.compile(r"^/dev/(sd|xvd)[b-z]$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _JDBC = re.compile(r"^jdbc:postgresql://([A-Za-z0-9.:,\[\]-]+)/([\w.-]+)(\?[^\s\"'$`\\]*)?$")
 
-def http_url_host(value: str) -> str | None:
-    """The host of an http(s) URL with an explicit port, else None."""
-    if not isinstance(value, str) or not is_shell_safe(value):
-        return None
-    parts = urlsplit(value)
-    try:
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
-        return None
-    return parts.hostname
-
 
 def white_list_host(field: str, value: str) -> str:
     """An exact host Tessera can compare a caller with: an IP, a host name, or a /32 CIDR."""
@@ -231,7 +217,9 @@ def _check_quorum_network(ctx: NodeBootContext) -> None:
         raise BootContextError("genesis_json", ctx.genesis_json, 'a JSON object with "config"')
     if not genesis_is_quorum(genesis):
         raise BootContextError(
-            "genesis_json", ctx.genesis_json, f'a GoQuorum genesis, "config.isQuorum": {IS_QUORUM_ALLOWED}'
+            "genesis_json",
+            ctx.genesis_json,
+            f'a GoQuorum genesis, "config.isQuorum": {IS_QUORUM_ALLOWED}',
         )
     for field in ("ha_enodes", "peer_enodes"):
         for enode in getattr(ctx, field):

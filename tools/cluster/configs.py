@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.settings import DEFAULT_QUORUM_VERSION, DEFAULT_TESSERA_VERSION
+from components.settings.nodes import DEFAULT_QUORUM_VERSION, DEFAULT_TESSERA_VERSION
 from components.tessera_database import jdbc_url as machine_jdbc_url
 from node_bootstrap import NodeBootContext
 from node_bootstrap.context import PROXY_ADMIN_PORT, Setup, jdbc_to_libpq_uri
