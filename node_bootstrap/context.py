@@ -17,6 +17,7 @@ from domain.validation import (
     http_url_host,
     is_dns_name,
     is_enode_url,
+    is_shell_safe,
     is_supported_region,
 )
 
@@ -119,7 +120,8 @@ _LOG_GROUP = re.compile(r"^[\w/.#-]{1,512}$")
 _VOLUME_ID = re.compile(r"^vol-[0-9a-f]{8,17}$")
 _DEVICE = re.compile(r"^/dev/(sd|xvd)[b-z]$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_JDBC = re.compile(r"^jdbc:postgresql://([A-Za-z0-9.:,\[\]-]+)/([\w.-]+)(\?[^\s\"'$`\\]*)?$")
+# And shell-safe as a whole: it lands in boot.env.
+_JDBC = re.compile(r"^jdbc:postgresql://([A-Za-z0-9.:,\[\]-]+)/([\w.-]+)(\?.*)?$")
 
 
 def white_list_host(field: str, value: str) -> str:
@@ -143,7 +145,7 @@ def white_list_host(field: str, value: str) -> str:
 def jdbc_to_libpq_uri(jdbc_url: str) -> str:
     """The psql connection URI for the same hosts, trying them in order for the writable one."""
     m = _JDBC.match(jdbc_url)
-    if not m:
+    if not m or not is_shell_safe(jdbc_url):
         raise BootContextError(
             "jdbc_url", jdbc_url, "jdbc:postgresql://host:port[,host:port]/database[?params]"
         )

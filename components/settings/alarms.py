@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from components.settings.raw import Raw
 from domain.errors import ConfigError
+from domain.validation import is_shell_safe
 
 KEYS = ("alarms",)
 # An SNS standard topic (CloudWatch alarm actions and RDS event subscriptions take no FIFO
@@ -14,7 +15,7 @@ KEYS = ("alarms",)
 _SNS_TOPIC_ARN = re.compile(
     r"^arn:aws(-us-gov)?:sns:(?P<region>[a-z0-9-]+):\d{12}:(?P<name>[A-Za-z0-9_-]{1,256})$"
 )
-_EMAIL = re.compile(r"^[^@\s\"'$`\\]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+_EMAIL = re.compile(r"^[^@]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")  # and shell-safe
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +88,7 @@ def parse(raw: Raw, region: str) -> AlarmSettings:
     if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails):
         raise ConfigError(f"{key}.emails", emails, "a list of email addresses")
     for i, email in enumerate(emails):
-        if not _EMAIL.match(email) or len(email) > 254:
+        if not _EMAIL.match(email) or not is_shell_safe(email) or len(email) > 254:
             raise ConfigError(f"{key}.emails[{i}]", email, "an email address such as ops@x.org")
     if topic_arn is not None and emails:
         raise ConfigError(

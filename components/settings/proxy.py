@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from components.settings.raw import Raw
 from domain.errors import ConfigError
+from domain.validation import partition as region_partition
 from node_bootstrap.context import QUORUM_RPC_PORT, TESSERA_P2P_PORT, TESSERA_THIRD_PARTY_PORT
 
 KEYS = ("proxyTaskCount", "proxyCpu", "proxyMemory", "proxyImageUri", "internalNlb")
@@ -48,12 +49,7 @@ def ecr_repository_arn(image_uri: str) -> str:
     if match is None:
         raise ValueError(f"not an ECR image URI: {image_uri!r}")
     region = match["region"]
-    if match["cn"]:
-        partition = "aws-cn"
-    elif region.startswith("us-gov-"):
-        partition = "aws-us-gov"
-    else:
-        partition = "aws"
+    partition = "aws-cn" if match["cn"] else region_partition(region)
     return f"arn:{partition}:ecr:{region}:{match['account']}:repository/{match['repository']}"
 
 
