@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -172,7 +172,6 @@ class MonitoringArgs:
     # The Tessera servers of the IPC proxy on each Quorum machine (setups 2 and 3; else none).
     q2t_servers: Sequence[str] = ()
     title: str = ""
-    alarm_arns: list[pulumi.Output[str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
 from components.settings.ingress import IngressSettings
-from node_bootstrap.context import (
+from domain.ports import (
+    DB_PORT,
+    NLB_PORTS,
     PROXY_ADMIN_PORT,
     QUORUM_P2P_PORT,
     QUORUM_RPC_PORT,
@@ -46,7 +48,6 @@ INTERFACE_ENDPOINTS = (
     "monitoring",
     "sts",
 )
-NLB_PORTS = (QUORUM_RPC_PORT, TESSERA_THIRD_PARTY_PORT, TESSERA_P2P_PORT)
 WORLD = "0.0.0.0/0"
 
 
@@ -522,7 +523,6 @@ class SecurityGroupsArgs:
     ingress: IngressSettings
     # Quorum reaches Tessera over HTTP Q2T (full and tessera setups) rather than a local socket.
     q2t_over_network: bool
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 class SecurityGroups(pulumi.ComponentResource):
@@ -682,7 +682,7 @@ class SecurityGroups(pulumi.ComponentResource):
             self._ingress(
                 f"tessera-{TESSERA_Q2T_PORT}-from-quorum", tessera, TESSERA_Q2T_PORT, source=quorum
             )
-        self._ingress("database-5432-from-tessera", database, 5432, source=tessera)
+        self._ingress(f"database-{DB_PORT}-from-tessera", database, DB_PORT, source=tessera)
         # Machines pull images, reach remote Tessera/Quorum peers and AWS APIs.
         self._egress("quorum-out", quorum, None, cidr=WORLD)
         self._egress("tessera-out", tessera, None, cidr=WORLD)

@@ -17,15 +17,15 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from domain.metrics import EC2_SYSTEM_CHECK
-from node_bootstrap import UserDataTooLargeError, render_packed_user_data
+from domain.metrics import EC2_SYSTEM_CHECK, HOST_NAMESPACE
+from domain.paths import DATA_DEVICE_NAME
+from domain.user_data import UserDataTooLargeError
+from node_bootstrap import render_packed_user_data
 from node_bootstrap.context import NodeBootContext
 
 # Amazon Linux 2023, x86_64: Tessera publishes no arm64 image.
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
-DATA_DEVICE = "/dev/sdf"
 SSM_CORE_POLICY = "AmazonSSMManagedInstanceCore"  # AWS-managed, in the stack's partition
-METRICS_NAMESPACE = "QuorumHA"
 # docs/runbooks.md's section on machine status checks (a test checks that it exists).
 RECOVER_RUNBOOK_ANCHOR = "machine-status-check-failed"
 
@@ -183,7 +183,7 @@ class Nodes(pulumi.ComponentResource):
         address = address or instance.private_ip
         aws.ec2.VolumeAttachment(
             f"{node}-data-attachment",
-            device_name=DATA_DEVICE,
+            device_name=DATA_DEVICE_NAME,
             volume_id=volume.id,
             instance_id=instance.id,
             opts=self._opts(),
@@ -324,9 +324,7 @@ def machine_policy(
             # PutMetricData has no resource type; the namespace condition scopes it.
             "Resource": "*",
             "Condition": {
-                "StringLike": {
-                    "cloudwatch:namespace": [METRICS_NAMESPACE, f"{METRICS_NAMESPACE}/*"]
-                }
+                "StringLike": {"cloudwatch:namespace": [HOST_NAMESPACE, f"{HOST_NAMESPACE}/*"]}
             },
         },
     ]

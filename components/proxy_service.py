@@ -22,10 +22,11 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
-from components.settings.proxy import LISTENERS, ProxySettings, ecr_repository_arn
+from components.settings.proxy import ProxySettings
 from components.settings.tls import TlsSettings
 from domain.metrics import metrics_agent_container
-from node_bootstrap.context import PROXY_ADMIN_PORT
+from domain.naming import NAME_PREFIX, ecr_repository_arn
+from domain.ports import LISTENERS, PROXY_ADMIN_PORT, PROXY_LISTENER_NAMES
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROXY_IMAGE_DIR = PROJECT_DIR / "proxy_image"
@@ -44,7 +45,7 @@ CONTAINER = "proxy"
 # would fit too, but these are replaced create-before-delete (the NLB when `internal` changes, a
 # target group when its port, protocol or VPC does) and a second one of the same name is refused
 # (DuplicateTargetGroupName / DuplicateLoadBalancerName); a prefix gives each one a fresh name.
-NLB_NAME_PREFIX = "qha-"
+NLB_NAME_PREFIX = NAME_PREFIX
 TARGET_GROUP_NAME_PREFIXES = {"rpc": "qrpc-", "third-party": "q3rd-", "p2p": "qp2p-"}
 CONFIG_ENV = "QUORUM_PROXY_CONFIG"
 # Health, as the NLB and ECS see it (proxy_image/README.md, "Health" has the whole argument):
@@ -68,7 +69,6 @@ CONFIG_ENV = "QUORUM_PROXY_CONFIG"
 #   circuit breaker, which rolls back.
 # - Draining needs no health check: ECS deregisters a task from its target groups and waits
 #   the deregistration delay before SIGTERM; the proxy then finishes in-flight requests.
-PROXY_LISTENERS = {"rpc": "quorum-rpc", "third-party": "third-party", "p2p": "p2p"}
 HEALTH_CHECK_GRACE_PERIOD = 2_147_483_647
 CONTAINER_HEALTH_PATH = "/healthz"
 
@@ -230,7 +230,7 @@ class ProxyService(pulumi.ComponentResource):
                 health_check=aws.lb.TargetGroupHealthCheckArgs(
                     protocol="HTTP",
                     port=str(PROXY_ADMIN_PORT),
-                    path=f"/readyz/{PROXY_LISTENERS[role]}",
+                    path=f"/readyz/{PROXY_LISTENER_NAMES[role]}",
                     matcher="200",
                     interval=10,
                     # Unset, it is 10 s for a TCP group (CreateTargetGroup: 2-120 s, default by

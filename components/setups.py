@@ -12,7 +12,7 @@ In all three the standalone proxy (ECS behind the NLB) fronts RPC 22000, third-p
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +34,9 @@ from components.network import (
     VpcPeering,
     VpcPeeringArgs,
 )
-from components.nodes import DATA_DEVICE, MachineSpec, Nodes, NodesArgs
+from components.nodes import MachineSpec, Nodes, NodesArgs
 from components.proxy_service import ProxyService, ProxyServiceArgs
-from components.settings import Settings, stack_label
+from components.settings import Settings
 from components.settings.network import ExistingNetwork, NewNetwork, StackReferenceNetwork
 from components.shared_keys import SharedKeys, SharedKeysArgs, readable_secret_arns
 from components.tessera_database import (
@@ -44,15 +44,24 @@ from components.tessera_database import (
     TesseraDatabase,
     TesseraDatabaseArgs,
 )
-from node_bootstrap import render_standalone_proxy_config
-from node_bootstrap.context import (
+from domain import naming
+from domain.naming import PROJECT
+from domain.ports import (
     QUORUM_P2P_PORT,
     QUORUM_RPC_PORT,
     TESSERA_P2P_PORT,
     TESSERA_THIRD_PARTY_PORT,
-    MachineRole,
-    NodeBootContext,
 )
+from domain.setups import (
+    ROLES_BY_SETUP,
+    SETUPS,
+    MachineRole,
+    runs_ipc_proxy,
+    runs_quorum,
+    runs_tessera,
+)
+from node_bootstrap import render_standalone_proxy_config
+from node_bootstrap.context import NodeBootContext
 from node_bootstrap.proxy import q2t_servers
 
 
@@ -89,15 +98,14 @@ class ClientNode(pulumi.ComponentResource):
         self._name = name
         self._settings = settings
         stack = settings.stack
-        label = stack_label(stack)  # distinct per stack, even for names that fold alike
-        self.zone_name = f"{label}.quorum-ha.internal"
-        self.log_prefix = f"/quorum-ha/{stack}/"
-        self.node_role_path = f"/quorum-ha/{label}/nodes/"
-        self.proxy_role_path = f"/quorum-ha/{label}/proxy/"
+        self.zone_name = naming.zone_name(stack)
+        self.log_prefix = naming.log_group_prefix(stack)
+        self.node_role_path = naming.role_path(stack, "nodes")
+        self.proxy_role_path = naming.role_path(stack, "proxy")
         self.provider = self._create_provider()
         self.groups = self.machine_groups()
         self.dns_names = {
-            g.role: tuple(f"{g.role}-{i}.{self.zone_name}" for i in range(g.count))
+            g.role: tuple(naming.node_dns_name(g.role, i, self.zone_name) for i in range(g.count))
             for g in self.groups
         }
 
@@ -108,7 +116,7 @@ class ClientNode(pulumi.ComponentResource):
                 vpc_id=self.network.vpc_id,
                 vpc_cidr=self.network.vpc_cidr,
                 ingress=settings.ingress,
-                q2t_over_network=settings.setup != "pair",
+                q2t_over_network=any(map(runs_ipc_proxy, ROLES_BY_SETUP[settings.setup])),
             ),
             opts=self._child_opts(),
         )
@@ -131,11 +139,16 @@ class ClientNode(pulumi.ComponentResource):
 
     @property
     def quorum_dns_names(self) -> tuple[str, ...]:
-        return self.dns_names.get("pair") or self.dns_names["quorum"]
+        return self._names_of(runs_quorum)
 
     @property
     def tessera_dns_names(self) -> tuple[str, ...]:
-        return self.dns_names.get("pair") or self.dns_names["tessera"]
+        return self._names_of(runs_tessera)
+
+    def _names_of(self, runs: Callable[[str], bool]) -> tuple[str, ...]:
+        """The DNS names of the machines that run something (one group does, in every setup)."""
+        (names,) = [names for role, names in self.dns_names.items() if runs(role)]
+        return names
 
     # --- shared composition ------------------------------------------------------------------
     def _child_opts(self) -> pulumi.ResourceOptions:
@@ -145,9 +158,9 @@ class ClientNode(pulumi.ComponentResource):
         settings = self._settings
         tags = {
             **settings.tags,
-            "quorum-ha:project": settings.project,
-            "quorum-ha:stack": settings.stack,
-            "quorum-ha:setup": settings.setup,
+            f"{PROJECT}:project": settings.project,
+            f"{PROJECT}:stack": settings.stack,
+            f"{PROJECT}:setup": settings.setup,
         }
         return aws.Provider(
             f"{self._name}-aws",
@@ -196,7 +209,7 @@ class ClientNode(pulumi.ComponentResource):
             f"{self._name}-keys",
             SharedKeysArgs(
                 name_prefix=settings.name_prefix,
-                secret_prefix=f"quorum-ha/{settings.stack}",
+                secret_prefix=naming.secret_prefix(settings.stack),
                 quorum_node_count=len(self.quorum_dns_names),
                 node_role_path=self.node_role_path,
                 log_group_prefix=self.log_prefix,
@@ -225,7 +238,7 @@ class ClientNode(pulumi.ComponentResource):
                 nlb_security_group_id=self.security_groups.nlb_id,
                 task_security_group_id=self.security_groups.proxy_id,
                 kms_key_arn=self.keys.key_arn,
-                log_group_name=f"{self.log_prefix}proxy",
+                log_group_name=naming.log_group_name(settings.stack, "proxy"),
                 region=settings.region,
                 role_path=self.proxy_role_path,
                 proxy_config_json=config,
@@ -361,7 +374,7 @@ class ClientNode(pulumi.ComponentResource):
         quorum_network = settings.quorum_network
         keys = self.keys
         quorum_count = len(self.quorum_dns_names)
-        node_key_index = index if role in ("pair", "quorum") else index % quorum_count
+        node_key_index = index if runs_quorum(role) else index % quorum_count
         dns_name = self.dns_names[role][index]
         return pulumi.Output.all(
             nlb=self.proxy.nlb_dns_name,
@@ -391,7 +404,7 @@ class ClientNode(pulumi.ComponentResource):
                 jdbc_url=v["jdbc"],
                 quorum_version=settings.nodes.quorum_version,
                 tessera_version=settings.nodes.tessera_version,
-                proxy_image_uri=v["image"] if role == "quorum" else None,
+                proxy_image_uri=v["image"] if runs_ipc_proxy(role) else None,
                 genesis_json=json.dumps(quorum_network.genesis, sort_keys=True),
                 ha_enodes=tuple(
                     enode_url(key, host)
@@ -400,21 +413,18 @@ class ClientNode(pulumi.ComponentResource):
                 peer_enodes=quorum_network.quorum_peers,
                 tessera_peer_urls=quorum_network.tessera_peers,
                 network_id=quorum_network.network_id,
-                use_white_list=quorum_network.use_white_list,
-                proxy_addresses=(),
-                log_group_name=f"{self.log_prefix}{role}",
-                data_device_name=DATA_DEVICE,
+                log_group_name=naming.log_group_name(settings.stack, role),
             )
         )
 
     def _create_nodes(self, group: MachineGroup) -> Nodes:
         settings = self._settings
-        runs_quorum = group.role in ("pair", "quorum")
-        runs_tessera = group.role in ("pair", "tessera")
+        quorum = runs_quorum(group.role)
+        tessera = runs_tessera(group.role)
         security_groups = []
-        if runs_quorum:
+        if quorum:
             security_groups.append(self.security_groups.quorum_id)
-        if runs_tessera:
+        if tessera:
             security_groups.append(self.security_groups.tessera_id)
         machines = [
             MachineSpec(
@@ -422,9 +432,9 @@ class ClientNode(pulumi.ComponentResource):
                 boot_context=self._boot_context(group.role, index),
                 secret_arns=readable_secret_arns(
                     self.keys,
-                    tessera=runs_tessera,
-                    quorum=runs_quorum,
-                    node_index=index if runs_quorum else None,
+                    tessera=tessera,
+                    quorum=quorum,
+                    node_index=index if quorum else None,
                 ),
             )
             for index, dns_name in enumerate(self.dns_names[group.role])
@@ -440,11 +450,13 @@ class ClientNode(pulumi.ComponentResource):
                 zone_id=self.network.zone_id,
                 kms_key_arn=self.keys.key_arn,
                 role_path=self.node_role_path,
-                log_group_name=f"{self.log_prefix}{group.role}",
+                log_group_name=naming.log_group_name(settings.stack, group.role),
                 region=settings.region,
-                ecr_repository_arn=self.proxy.repository_arn if group.role == "quorum" else None,
+                ecr_repository_arn=(
+                    self.proxy.repository_arn if runs_ipc_proxy(group.role) else None
+                ),
                 # The network's other nodes name Quorum machines by IP (haEnodes).
-                fixed_address=runs_quorum,
+                fixed_address=quorum,
                 alarm_topic_arn=self.alarm_topic.arn,
             ),
             opts=self._child_opts(),
@@ -452,7 +464,7 @@ class ClientNode(pulumi.ComponentResource):
 
     def _quorum_nodes(self) -> Nodes:
         """The machines that run Quorum (pairs, or Quorum machines)."""
-        (nodes,) = [n for g, n in zip(self.groups, self.nodes, strict=True) if g.role != "tessera"]
+        (nodes,) = [n for g, n in zip(self.groups, self.nodes, strict=True) if runs_quorum(g.role)]
         return nodes
 
     def _enodes(self, hosts: Sequence[pulumi.Input[str]]) -> pulumi.Output[list[str]]:
@@ -545,11 +557,13 @@ class TesseraHA(FullHA):
     TYPE = "quorum-ha:setups:TesseraHA"
 
 
-SETUPS: dict[str, type[ClientNode]] = {"pair": PairHA, "full": FullHA, "tessera": TesseraHA}
+SETUP_CLASSES: dict[str, type[ClientNode]] = dict(
+    zip(SETUPS, (PairHA, FullHA, TesseraHA), strict=True)
+)
 # Every setup's type token, for the aliases that let `setup` change on a living stack.
-SETUP_TYPES = tuple(setup.TYPE for setup in SETUPS.values())
+SETUP_TYPES = tuple(setup.TYPE for setup in SETUP_CLASSES.values())
 
 
 def build(settings: Settings) -> ClientNode:
     """The setup the settings ask for, named after the project."""
-    return SETUPS[settings.setup]("quorum-ha", settings)
+    return SETUP_CLASSES[settings.setup](PROJECT, settings)

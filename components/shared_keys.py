@@ -1,18 +1,14 @@
 """The client node's shared identity: one KMS customer key and the secrets it protects.
 
 Keys are generated from `random.RandomBytes` seeds kept in Pulumi state, and derived in `apply`
-with well-kept libraries (PyNaCl, coincurve, eth-keyfile's format). The derivation is
-deterministic, so `pulumi up` never rolls the keys unless the seeds are replaced on purpose.
+by domain/keys.py, deterministically: `pulumi up` never rolls the keys unless the seeds are
+replaced on purpose.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
-import hashlib
-import hmac
 import json
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,77 +16,11 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
-from coincurve import PrivateKey as Secp256k1Key
-from Crypto.Cipher import AES
-from Crypto.Util import Counter
-from eth_utils import keccak, to_checksum_address
-from nacl.public import PrivateKey as BoxKey
 
-from components.settings.keys import ExistingKeys, account_address
-
-# geth's default pbkdf2 work factor for keystores (eth-keyfile uses the same).
-KEYSTORE_PBKDF2_ROUNDS = 262144
-DB_USERNAME = "tessera"
-
-
-def _expand(seed: bytes, label: str, size: int) -> bytes:
-    """HKDF-Expand (RFC 5869) with `seed` as the pseudo-random key: one seed, many values."""
-    out, block, counter = b"", b"", 1
-    while len(out) < size:
-        block = hmac.new(seed, block + label.encode() + bytes([counter]), hashlib.sha256).digest()
-        out += block
-        counter += 1
-    return out[:size]
-
-
-def tessera_key_pair(seed: bytes) -> tuple[str, str]:
-    """(public, private) NaCl box keys, base64 as Tessera stores them."""
-    private = BoxKey(seed)
-    return (
-        base64.b64encode(bytes(private.public_key)).decode(),
-        base64.b64encode(bytes(private)).decode(),
-    )
-
-
-def node_public_key(node_key_hex: str) -> str:
-    """The enode id: the uncompressed secp256k1 public key without its 0x04 prefix (hex)."""
-    return Secp256k1Key(bytes.fromhex(node_key_hex)).public_key.format(compressed=False)[1:].hex()
-
-
-@functools.lru_cache(maxsize=32)
-def account_keystore(seed: bytes, password: str) -> str:
-    """A v3 keystore (pbkdf2, aes-128-ctr) of the account key `seed`, salt and IV derived from
-    the seed so that the same seed and password always give the same file."""
-    salt = _expand(seed, "quorum-ha keystore salt", 32)
-    iv = _expand(seed, "quorum-ha keystore iv", 16)
-    derived = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, KEYSTORE_PBKDF2_ROUNDS, 32)
-    cipher = AES.new(
-        derived[:16], AES.MODE_CTR, counter=Counter.new(128, initial_value=int.from_bytes(iv))
-    )
-    ciphertext = cipher.encrypt(seed)
-    keystore = {
-        "address": account_address(seed)[2:].lower(),
-        "crypto": {
-            "cipher": "aes-128-ctr",
-            "cipherparams": {"iv": iv.hex()},
-            "ciphertext": ciphertext.hex(),
-            "kdf": "pbkdf2",
-            "kdfparams": {
-                "c": KEYSTORE_PBKDF2_ROUNDS,
-                "dklen": 32,
-                "prf": "hmac-sha256",
-                "salt": salt.hex(),
-            },
-            "mac": keccak(derived[16:32] + ciphertext).hex(),
-        },
-        "id": str(uuid.UUID(bytes=_expand(seed, "quorum-ha keystore id", 16), version=4)),
-        "version": 3,
-    }
-    return json.dumps(keystore, sort_keys=True)
-
-
-def keystore_address(keystore: str) -> str:
-    return to_checksum_address("0x" + json.loads(keystore)["address"])
+from components.settings.keys import ExistingKeys
+from domain.database import DB_USERNAME
+from domain.keys import account_keystore, keystore_address, node_public_key, tessera_key_pair
+from domain.naming import tessera_key_id, tessera_key_secret_names
 
 
 @dataclass
@@ -154,7 +84,7 @@ class SharedKeys(pulumi.ComponentResource):
                 opts=self._opts(protect=args.protect, retain_on_delete=args.protect),
             ).arn
         self.key_id = key.key_id
-        self.tessera_key_id = f"{args.secret_prefix}/tessera"
+        self.tessera_key_id = tessera_key_id(args.secret_prefix)
         self.tessera_public_key = self._create_tessera_keys()
         self._create_quorum_account()
         self._create_node_keys()
@@ -293,11 +223,9 @@ class SharedKeys(pulumi.ComponentResource):
             pair = self._seed("tessera").apply(tessera_key_pair)
             public = pulumi.Output.unsecret(pair.apply(lambda p: p[0]))
             private = pulumi.Output.secret(pair.apply(lambda p: p[1]))
-        # Tessera's AWS vault reads f"{id}Pub" and f"{id}Key", each the plain base64 key.
-        pub_secret = self._secret(
-            "tessera-pub", f"{self.tessera_key_id}Pub", public, sensitive=False
-        )
-        key_secret = self._secret("tessera-key", f"{self.tessera_key_id}Key", private)
+        pub_name, key_name = tessera_key_secret_names(self.tessera_key_id)
+        pub_secret = self._secret("tessera-pub", pub_name, public, sensitive=False)
+        key_secret = self._secret("tessera-key", key_name, private)
         self.tessera_secret_arns = [pub_secret.arn, key_secret.arn]
         return public
 

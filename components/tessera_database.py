@@ -11,18 +11,8 @@ import pulumi
 import pulumi_aws as aws
 
 from components.settings.database import DatabaseSettings
-
-DB_NAME = "tessera"
-DB_PORT = 5432
-
-
-def jdbc_url(primary: str, replica: str) -> str:
-    """Both hosts in order: the driver tries them and keeps the writable one, so a promoted
-    replica takes over without a config change on the machines."""
-    return (
-        f"jdbc:postgresql://{primary}:{DB_PORT},{replica}:{DB_PORT}/{DB_NAME}"
-        "?targetServerType=primary&sslmode=require"
-    )
+from domain.database import DB_NAME, jdbc_url
+from domain.ports import DB_PORT
 
 
 @dataclass

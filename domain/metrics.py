@@ -26,8 +26,11 @@ import yaml
 # agent into the machine's namespace, labelled with the machine's `node`.
 Source = Literal["aws", "proxy", "geth", "ipc_proxy"]
 
-PROXY_NAMESPACE = "QuorumHA/Proxy"
-QUORUM_NAMESPACE = "QuorumHA/Quorum"
+# The machines' own metrics (CPU, memory, disk) go to HOST_NAMESPACE; every namespace of ours
+# is it or under it, which is what the machines' PutMetricData permission names.
+HOST_NAMESPACE = "QuorumHA"
+PROXY_NAMESPACE = f"{HOST_NAMESPACE}/Proxy"
+QUORUM_NAMESPACE = f"{HOST_NAMESPACE}/Quorum"
 # The Prometheus job names, matched by each metric declaration's `label_matcher` on `job`.
 PROXY_JOB = "proxy"
 QUORUM_JOB = "quorum"

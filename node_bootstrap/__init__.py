@@ -5,9 +5,9 @@ Public API (stable; the node and proxy components call it with Outputs resolved)
 - ``render_user_data(ctx) -> str``: the ``#cloud-config`` document describing one machine's
   whole boot on Amazon Linux 2023 x86_64 (packages, data volume, rendered files, systemd units,
   CloudWatch agent). Names and ARNs only, never secrets; files inside are plain text.
-- ``pack_user_data(text, machine=...) -> str``: base64 of one gzip over the document, for EC2's
-  ``user_data_base64`` (cloud-init unpacks gzip itself); raises ``UserDataTooLargeError`` naming
-  the machine when the gzip is over EC2's 16 KiB. ``render_packed_user_data(ctx)`` does both.
+- ``render_packed_user_data(ctx) -> str``: that document packed for EC2's ``user_data_base64``
+  by domain/user_data.py's ``pack_user_data`` (base64 of one gzip; ``UserDataTooLargeError``
+  naming the machine when the gzip is over EC2's 16 KiB).
 - ``render_tessera_config(ctx) -> str``: Tessera's JSON config (pair and tessera machines).
 - ``validate_tessera_config(cfg: dict | str) -> None``: Tessera's own rules; raises
   ``TesseraConfigError`` naming the field and the value.
@@ -16,8 +16,8 @@ Public API (stable; the node and proxy components call it with Outputs resolved)
 - ``render_ipc_proxy_config(ctx) -> str``: YAML for the proxy on tm.ipc (Quorum machines of
   setups full and tessera).
 - ``render_standalone_proxy_config(*, quorum_dns_names, tessera_dns_names,
-  tessera_public_key=None, workers=1, access_log=True) -> str``: JSON for the ECS proxy behind
-  the NLB (env ``QUORUM_PROXY_CONFIG``); with the key, Tessera's deep health check.
+  tessera_public_key=None) -> str``: JSON for the ECS proxy behind the NLB (env
+  ``QUORUM_PROXY_CONFIG``); with the key, Tessera's deep health check.
 
 A context the boot cannot use raises ``BootContextError`` (a ValueError) naming the field.
 
@@ -30,26 +30,13 @@ What the machines need from the infrastructure (the boot assumes it, cannot chec
 - egress to the Amazon Linux repositories (S3), Docker Hub (quorumengineering images) and Maven
   Central (the PostgreSQL JDBC jar, checked against its SHA-256), e.g. through NAT;
 - IMDSv2 with hop limit 1 is enough: every container runs with the host network;
-- the data volume attached as ``data_device_name`` (pass ``data_volume_id`` when known);
-- with ``use_white_list``, ``proxy_addresses`` must be the proxy's exact IPs or host names.
+- the data volume attached as ``data_device_name`` (pass ``data_volume_id`` when known).
+
+Ports, runtime paths, setups and roles are the domain package's (domain/ports.py, paths.py,
+setups.py).
 """
 
-from node_bootstrap.context import (
-    PROXY_ADMIN_PORT,
-    QUORUM_METRICS_PORT,
-    QUORUM_P2P_PORT,
-    QUORUM_RPC_PORT,
-    QUORUM_WS_PORT,
-    TESSERA_P2P_PORT,
-    TESSERA_Q2T_PORT,
-    TESSERA_THIRD_PARTY_PORT,
-    TM_IPC_PATH,
-    BootContextError,
-    MachineRole,
-    NodeBootContext,
-    Setup,
-    validate_context,
-)
+from node_bootstrap.context import BootContextError, NodeBootContext, validate_context
 from node_bootstrap.proxy import render_ipc_proxy_config, render_standalone_proxy_config
 from node_bootstrap.quorum import render_quorum_files
 from node_bootstrap.tessera import (
@@ -57,34 +44,13 @@ from node_bootstrap.tessera import (
     render_tessera_config,
     validate_tessera_config,
 )
-from node_bootstrap.user_data import (
-    AMI_FAMILY,
-    EC2_USER_DATA_LIMIT,
-    UserDataTooLargeError,
-    pack_user_data,
-    render_packed_user_data,
-    render_user_data,
-)
+from node_bootstrap.user_data import AMI_FAMILY, render_packed_user_data, render_user_data
 
 __all__ = [
     "AMI_FAMILY",
-    "EC2_USER_DATA_LIMIT",
-    "PROXY_ADMIN_PORT",
-    "QUORUM_METRICS_PORT",
-    "QUORUM_P2P_PORT",
-    "QUORUM_RPC_PORT",
-    "QUORUM_WS_PORT",
-    "TESSERA_P2P_PORT",
-    "TESSERA_Q2T_PORT",
-    "TESSERA_THIRD_PARTY_PORT",
-    "TM_IPC_PATH",
     "BootContextError",
-    "MachineRole",
     "NodeBootContext",
-    "Setup",
     "TesseraConfigError",
-    "UserDataTooLargeError",
-    "pack_user_data",
     "render_ipc_proxy_config",
     "render_packed_user_data",
     "render_quorum_files",

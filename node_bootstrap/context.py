@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from dataclasses import dataclass
-from typing import Literal
 
+from domain import setups
 from domain.errors import ConfigError
+from domain.paths import DATA_DEVICE_NAME
+from domain.setups import ROLES_BY_SETUP, MachineRole, Setup
 from domain.validation import (
     ENODE_ALLOWED,
     IS_QUORUM_ALLOWED,
@@ -20,31 +21,6 @@ from domain.validation import (
     is_shell_safe,
     is_supported_region,
 )
-
-Setup = Literal["pair", "full", "tessera"]
-MachineRole = Literal["pair", "quorum", "tessera"]
-
-# Ports the whole project agrees on (seed and domain.md).
-QUORUM_RPC_PORT = 22000  # the seed's client-facing JSON-RPC port, on the NLB and on each node
-QUORUM_WS_PORT = 8546
-QUORUM_P2P_PORT = 30303
-QUORUM_METRICS_PORT = 6060  # geth's own default; /debug/metrics/prometheus, bound to 127.0.0.1
-TESSERA_P2P_PORT = 9001
-TESSERA_THIRD_PARTY_PORT = 9081
-TESSERA_Q2T_PORT = 9101  # Q2T over HTTP, for the IPC proxy on Quorum machines (setups 2 and 3)
-PROXY_ADMIN_PORT = 9900  # /healthz, /readyz, /metrics of our proxy
-TM_IPC_PATH = "/run/quorum-ha/tm.ipc"
-
-# The PostgreSQL JDBC driver Tessera needs (only H2 ships). The checksum is the Maven Central
-# jar's SHA-256 (as pinned by nixpkgs' postgresql-jdbc 42.7.7); the machine verifies it at boot.
-POSTGRES_JDBC_VERSION = "42.7.7"
-POSTGRES_JDBC_SHA256 = "157963d60ae66d607e09466e8c0cdf8087e9cb20d0159899ffca96bca2528460"
-
-ROLES_BY_SETUP: dict[str, tuple[str, ...]] = {
-    "pair": ("pair",),
-    "full": ("quorum", "tessera"),
-    "tessera": ("quorum", "tessera"),
-}
 
 
 class BootContextError(ConfigError):
@@ -85,31 +61,25 @@ class NodeBootContext:
     peer_enodes: tuple[str, ...]  # the Quorum network's other nodes
     tessera_peer_urls: tuple[str, ...]  # the network's other Tessera P2P URLs
     network_id: int
-    use_white_list: bool
-    # Addresses the proxy connects to Tessera from, for useWhiteList. Tessera compares the
-    # caller's exact IP or host name with the hosts of its peer URLs (no CIDR ranges), so give
-    # IPs or host names; a "/32" CIDR is read as its address, wider ranges are refused.
-    proxy_addresses: tuple[str, ...]
     log_group_name: str
-    # Added by node bootstrap (defaults keep older callers working):
+    # The project's own choices, which the infrastructure does not vary:
     permissioned: bool = True  # render permissioned-nodes.json and start geth --permissioned
-    data_device_name: str = "/dev/sdf"  # the device name the infra attaches the data volume as
-    data_volume_id: str | None = None  # vol-..., lets the boot find the NVMe by-id link first
-    postgres_jdbc_version: str = POSTGRES_JDBC_VERSION
-    postgres_jdbc_sha256: str = POSTGRES_JDBC_SHA256
+    data_device_name: str = DATA_DEVICE_NAME  # the device name the data volume is attached as
+    # vol-..., lets the boot find the NVMe by-id link first; Nodes fills it in once the volume
+    # exists (components/nodes.py).
+    data_volume_id: str | None = None
 
     @property
     def runs_tessera(self) -> bool:
-        return self.role in ("pair", "tessera")
+        return setups.runs_tessera(self.role)
 
     @property
     def runs_quorum(self) -> bool:
-        return self.role in ("pair", "quorum")
+        return setups.runs_quorum(self.role)
 
     @property
     def runs_ipc_proxy(self) -> bool:
-        """Quorum machines of setups 2 and 3 reach Tessera through a local proxy on tm.ipc."""
-        return self.role == "quorum"
+        return setups.runs_ipc_proxy(self.role)
 
 
 _VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,3}$")
@@ -119,27 +89,8 @@ _IMAGE = re.compile(r"^[a-z0-9.-]+(:\d+)?/[a-z0-9._/-]+(:[\w.-]+|@sha256:[0-9a-f
 _LOG_GROUP = re.compile(r"^[\w/.#-]{1,512}$")
 _VOLUME_ID = re.compile(r"^vol-[0-9a-f]{8,17}$")
 _DEVICE = re.compile(r"^/dev/(sd|xvd)[b-z]$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # And shell-safe as a whole: it lands in boot.env.
 _JDBC = re.compile(r"^jdbc:postgresql://([A-Za-z0-9.:,\[\]-]+)/([\w.-]+)(\?.*)?$")
-
-
-def white_list_host(field: str, value: str) -> str:
-    """An exact host Tessera can compare a caller with: an IP, a host name, or a /32 CIDR."""
-    try:
-        network = ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        if is_dns_name(value):
-            return value
-        raise BootContextError(field, value, "an IP address or host name") from None
-    if network.num_addresses != 1:
-        raise BootContextError(
-            field,
-            value,
-            "a single address: Tessera's whitelist compares the caller's exact IP with peer "
-            "hosts and has no CIDR ranges",
-        )
-    return str(network.network_address)
 
 
 def jdbc_to_libpq_uri(jdbc_url: str) -> str:
@@ -196,7 +147,7 @@ def _check_addresses_and_secrets(ctx: NodeBootContext) -> None:
         if not isinstance(value, str) or not _SECRET_ARN.match(value):
             raise BootContextError(field, value, "a Secrets Manager secret ARN")
     jdbc_to_libpq_uri(ctx.jdbc_url)
-    for field in ("quorum_version", "tessera_version", "postgres_jdbc_version"):
+    for field in ("quorum_version", "tessera_version"):
         value = getattr(ctx, field)
         if not isinstance(value, str) or not _VERSION.match(value):
             raise BootContextError(field, value, "a release number such as 24.4.1")
@@ -239,21 +190,12 @@ def _check_quorum_network(ctx: NodeBootContext) -> None:
 
 
 def _check_machine(ctx: NodeBootContext) -> None:
-    if ctx.use_white_list:
-        if not ctx.proxy_addresses:
-            raise BootContextError(
-                "proxy_addresses", ctx.proxy_addresses, "the proxy's addresses when useWhiteList"
-            )
-        for address in ctx.proxy_addresses:
-            white_list_host("proxy_addresses", address)
     if not _LOG_GROUP.match(ctx.log_group_name):
         raise BootContextError("log_group_name", ctx.log_group_name, "a CloudWatch log group")
     if not _DEVICE.match(ctx.data_device_name):
         raise BootContextError("data_device_name", ctx.data_device_name, "/dev/sd[b-z]")
     if ctx.data_volume_id is not None and not _VOLUME_ID.match(ctx.data_volume_id):
         raise BootContextError("data_volume_id", ctx.data_volume_id, "vol-<hex> or None")
-    if not _SHA256.match(ctx.postgres_jdbc_sha256):
-        raise BootContextError("postgres_jdbc_sha256", ctx.postgres_jdbc_sha256, "64 hex digits")
 
 
 def validate_context(ctx: NodeBootContext) -> None:

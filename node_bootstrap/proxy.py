@@ -10,13 +10,16 @@ from typing import Any
 
 import yaml
 
-from node_bootstrap.context import (
+from domain.paths import TM_IPC_PATH
+from domain.ports import (
     PROXY_ADMIN_PORT,
+    PROXY_LISTENER_NAMES,
     QUORUM_RPC_PORT,
     TESSERA_P2P_PORT,
     TESSERA_Q2T_PORT,
     TESSERA_THIRD_PARTY_PORT,
-    TM_IPC_PATH,
+)
+from node_bootstrap.context import (
     BootContextError,
     NodeBootContext,
     is_dns_name,
@@ -183,7 +186,7 @@ def standalone_proxy_config(
         },
         "listeners": [
             {
-                "name": "quorum-rpc",
+                "name": PROXY_LISTENER_NAMES["rpc"],
                 "listen": f"0.0.0.0:{QUORUM_RPC_PORT}",
                 # tcp: the first healthy node is primary, the others backup. Two nodes signing
                 # with one account behind round robin would assign clashing nonces.
@@ -191,13 +194,13 @@ def standalone_proxy_config(
                 "upstream": "quorum",
             },
             {
-                "name": "third-party",
+                "name": PROXY_LISTENER_NAMES["third-party"],
                 "listen": f"0.0.0.0:{TESSERA_THIRD_PARTY_PORT}",
                 "protocol": "http",
                 "routes": [{"prefix": "/", "upstream": "third_party", **RETRY_404}],
             },
             {
-                "name": "p2p",
+                "name": PROXY_LISTENER_NAMES["p2p"],
                 "listen": f"0.0.0.0:{TESSERA_P2P_PORT}",
                 "protocol": "http",
                 "routes": [
@@ -227,15 +230,11 @@ def render_standalone_proxy_config(
     quorum_dns_names: Sequence[str],
     tessera_dns_names: Sequence[str],
     tessera_public_key: str | None = None,
-    workers: int = 1,
-    access_log: bool = True,
 ) -> str:
     """JSON for the ECS proxy behind the NLB (env QUORUM_PROXY_CONFIG): RPC, 9081 and 9001."""
     config = standalone_proxy_config(
         quorum_dns_names=quorum_dns_names,
         tessera_dns_names=tessera_dns_names,
         tessera_public_key=tessera_public_key,
-        workers=workers,
-        access_log=access_log,
     )
     return json.dumps(config, separators=(",", ":"))

@@ -6,13 +6,6 @@ change per machine and shellcheck sees exactly what runs.
 
 from __future__ import annotations
 
-BIN_DIR = "/opt/quorum-ha/bin"
-ETC_DIR = "/etc/quorum-ha"
-BOOT_ENV = f"{ETC_DIR}/boot.env"
-RUN_DIR = "/run/quorum-ha"
-SECRETS_DIR = f"{RUN_DIR}/secrets"  # tmpfs: secrets never reach a disk
-DATA_DIR = "/var/lib/quorum-ha"
-LOG_DIR = "/var/log/quorum-ha"
 SERVICE_USER = "quorum-ha"
 SERVICE_UID = 10001
 # XFS allows 12 characters (mkfs.xfs -L: "maximum 12 characters"); test_real_tools runs it.

@@ -14,15 +14,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from domain.errors import ConfigError
-from node_bootstrap.context import (
-    TESSERA_P2P_PORT,
-    TESSERA_Q2T_PORT,
-    TESSERA_THIRD_PARTY_PORT,
-    TM_IPC_PATH,
-    NodeBootContext,
-    validate_context,
-    white_list_host,
-)
+from domain.naming import tessera_key_secret_names
+from domain.paths import TM_IPC_PATH
+from domain.ports import TESSERA_P2P_PORT, TESSERA_Q2T_PORT, TESSERA_THIRD_PARTY_PORT
+from node_bootstrap.context import NodeBootContext, validate_context
 
 APP_TYPES = ("P2P", "Q2T", "ThirdParty", "ENCLAVE")
 KEY_VAULT_TYPES = ("AWS", "AZURE", "HASHICORP")
@@ -39,7 +34,7 @@ class TesseraConfigError(ConfigError):
 
 
 def _server_configs(ctx: NodeBootContext) -> list[dict[str, Any]]:
-    if ctx.role == "pair":
+    if ctx.runs_quorum:
         # Quorum is on the same machine: it reaches Q2T on Tessera's own unix socket.
         q2t: dict[str, Any] = {
             "app": "Q2T",
@@ -79,15 +74,7 @@ def _server_configs(ctx: NodeBootContext) -> list[dict[str, Any]]:
 
 
 def _peers(ctx: NodeBootContext) -> list[dict[str, str]]:
-    urls = list(ctx.tessera_peer_urls)
-    if ctx.use_white_list:
-        # Tessera admits a caller only if its IP equals the host of a peer URL, and behind the
-        # NLB every caller is one of the proxy tasks: list them as peers.
-        for address in ctx.proxy_addresses:
-            host = white_list_host("proxy_addresses", address)
-            shown = f"[{host}]" if ":" in host else host
-            urls.append(f"http://{shown}:{TESSERA_P2P_PORT}")
-    return [{"url": url} for url in dict.fromkeys(urls)]
+    return [{"url": url} for url in dict.fromkeys(ctx.tessera_peer_urls)]
 
 
 def tessera_config(ctx: NodeBootContext) -> dict[str, Any]:
@@ -95,8 +82,11 @@ def tessera_config(ctx: NodeBootContext) -> dict[str, Any]:
     validate_context(ctx)
     if not ctx.runs_tessera:
         raise TesseraConfigError("role", ctx.role, "Tessera runs on pair and tessera machines")
+    public_key_id, private_key_id = tessera_key_secret_names(ctx.tessera_key_id)
     return {
-        "useWhiteList": ctx.use_white_list,
+        # Off: Tessera's whitelist compares exact caller IPs, and behind the NLB every caller is
+        # a proxy task without a fixed address (settings refuse quorum-ha:useWhiteList true).
+        "useWhiteList": False,
         "disablePeerDiscovery": False,
         "jdbc": {
             # username and password come from Secrets Manager at start, merged into a 0600
@@ -119,8 +109,8 @@ def tessera_config(ctx: NodeBootContext) -> dict[str, Any]:
             ],
             "keyData": [
                 {
-                    "awsSecretsManagerPublicKeyId": f"{ctx.tessera_key_id}Pub",
-                    "awsSecretsManagerPrivateKeyId": f"{ctx.tessera_key_id}Key",
+                    "awsSecretsManagerPublicKeyId": public_key_id,
+                    "awsSecretsManagerPrivateKeyId": private_key_id,
                 }
             ],
         },

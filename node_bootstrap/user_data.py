@@ -1,21 +1,18 @@
 """The cloud-init user data that fully describes one machine's boot (Amazon Linux 2023).
 
-Layout on the machine: rendered configs under /etc/quorum-ha/, scripts under
-/opt/quorum-ha/bin/, the encrypted data volume at /var/lib/quorum-ha, secrets fetched at start
-into tmpfs under /run/quorum-ha/secrets (0600, the service user's). The user data itself holds
-names and ARNs only.
+The layout on the machine is domain/paths.py's; secrets fetched at start land in tmpfs under
+its SECRETS_DIR (0600, the service user's). The user data itself holds names and ARNs only.
 """
 
 from __future__ import annotations
 
-import base64
-import gzip
 import json
 from typing import Any
 
 import yaml
 
 from domain.metrics import (
+    HOST_NAMESPACE,
     NODE_LABEL,
     PROXY_JOB,
     QUORUM_JOB,
@@ -25,13 +22,26 @@ from domain.metrics import (
     prometheus_scrape_config,
     prometheus_section,
 )
-from node_bootstrap.context import (
+from domain.paths import (
+    BIN_DIR,
+    BOOT_ENV,
+    DATA_DIR,
+    ETC_DIR,
+    LOG_DIR,
+    RUN_DIR,
+    SECRETS_DIR,
+    TM_IPC_PATH,
+)
+from domain.ports import (
     PROXY_ADMIN_PORT,
     QUORUM_METRICS_PORT,
     QUORUM_P2P_PORT,
     QUORUM_RPC_PORT,
     QUORUM_WS_PORT,
-    TM_IPC_PATH,
+)
+from domain.user_data import pack_user_data
+from domain.versions import POSTGRES_JDBC_SHA256, POSTGRES_JDBC_VERSION
+from node_bootstrap.context import (
     NodeBootContext,
     jdbc_to_libpq_uri,
     validate_context,
@@ -40,12 +50,7 @@ from node_bootstrap.proxy import render_ipc_proxy_config
 from node_bootstrap.quorum import render_quorum_files
 from node_bootstrap.scripts import (
     APPLY_TESSERA_SCHEMA_SH,
-    BIN_DIR,
-    BOOT_ENV,
     COMMON_SH,
-    DATA_DIR,
-    ETC_DIR,
-    LOG_DIR,
     MOUNT_DATA_VOLUME_SH,
     SERVICE_UID,
     SERVICE_USER,
@@ -57,21 +62,6 @@ from node_bootstrap.tessera import render_tessera_config
 
 AMI_FAMILY = "Amazon Linux 2023 (x86_64)"
 CLOUDWATCH_AGENT_CTL = "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl"
-# EC2 refuses user data over 16 KiB (before base64); pack_user_data checks the packed bytes.
-EC2_USER_DATA_LIMIT = 16384
-
-
-class UserDataTooLargeError(ValueError):
-    """One machine's packed user data is over EC2's limit: AWS would refuse the machine."""
-
-    def __init__(self, machine: str, size: int) -> None:
-        super().__init__(
-            f"user data of {machine} is {size} bytes gzipped, over EC2's limit of "
-            f"{EC2_USER_DATA_LIMIT} bytes: shrink the genesis (quorum-ha:genesis, e.g. its "
-            "alloc accounts) or the peer lists (quorum-ha:quorumPeers, quorum-ha:tesseraPeers)"
-        )
-        self.machine = machine
-        self.size = size
 
 
 def quorum_image(ctx: NodeBootContext) -> str:
@@ -119,8 +109,8 @@ def render_boot_env(ctx: NodeBootContext) -> str:
             "TESSERA_IMAGE": tessera_image(ctx),
             "DB_SECRET_ARN": ctx.db_secret_arn,
             "TESSERA_DB_URI": jdbc_to_libpq_uri(ctx.jdbc_url),
-            "PG_JDBC_VERSION": ctx.postgres_jdbc_version,
-            "PG_JDBC_SHA256": ctx.postgres_jdbc_sha256,
+            "PG_JDBC_VERSION": POSTGRES_JDBC_VERSION,
+            "PG_JDBC_SHA256": POSTGRES_JDBC_SHA256,
         }
     if ctx.runs_ipc_proxy and ctx.proxy_image_uri is not None:
         values["PROXY_IMAGE"] = ctx.proxy_image_uri
@@ -192,8 +182,8 @@ WantedBy=multi-user.target
 """
 
 TMPFILES = f"""\
-d /run/quorum-ha 0750 {SERVICE_UID} {SERVICE_UID} -
-d /run/quorum-ha/secrets 0700 {SERVICE_UID} {SERVICE_UID} -
+d {RUN_DIR} 0750 {SERVICE_UID} {SERVICE_UID} -
+d {SECRETS_DIR} 0700 {SERVICE_UID} {SERVICE_UID} -
 d {LOG_DIR} 0750 root root -
 """
 
@@ -346,7 +336,7 @@ def cloudwatch_agent_config(ctx: NodeBootContext) -> dict[str, Any]:
     return {
         "agent": {"metrics_collection_interval": 60, "run_as_user": "root"},
         "metrics": {
-            "namespace": "QuorumHA",
+            "namespace": HOST_NAMESPACE,
             "append_dimensions": {"InstanceId": "${aws:InstanceId}"},
             "metrics_collected": {
                 "cpu": {"measurement": ["cpu_usage_active"], "totalcpu": True},
@@ -459,18 +449,6 @@ def render_user_data(ctx: NodeBootContext) -> str:
     Files are written as plain text; give EC2 `pack_user_data` of it (see there).
     """
     return _dump(cloud_config(ctx))
-
-
-def pack_user_data(user_data: str, *, machine: str) -> str:
-    """base64 of gzip of user data, for EC2's user_data_base64; deterministic (mtime 0).
-
-    cloud-init detects gzip and unpacks it itself. EC2's 16 KiB limit applies to the decoded
-    bytes, so the gzip is what must fit: raises UserDataTooLargeError naming `machine`.
-    """
-    packed = gzip.compress(user_data.encode(), mtime=0)
-    if len(packed) > EC2_USER_DATA_LIMIT:
-        raise UserDataTooLargeError(machine, len(packed))
-    return base64.b64encode(packed).decode()
 
 
 def render_packed_user_data(ctx: NodeBootContext) -> str:

@@ -9,9 +9,6 @@ as "can't run during preview" (the rule then runs for real at `pulumi up`).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import gzip
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -19,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-import yaml
 from pulumi_policy import (
     EnforcementLevel,
     PolicyConfigSchema,
@@ -33,6 +29,7 @@ from pulumi_policy.proxy import UnknownValueError
 
 from domain import stacks
 from domain.stacks import NON_PRODUCTION_STACKS
+from domain.user_data import user_data_texts
 
 PACK_NAME = "quorum-ha-guardrails"
 
@@ -60,7 +57,6 @@ VPC = "aws:ec2/vpc:Vpc"
 VPC_CIDR_ASSOCIATION = "aws:ec2/vpcIpv4CidrBlockAssociation:VpcIpv4CidrBlockAssociation"
 
 MIN_BACKUP_DAYS = 7
-DEFAULT_NON_PRODUCTION_STACKS = NON_PRODUCTION_STACKS  # one rule for the program and the pack
 
 Rule = Callable[[ResourceValidationArgs, ReportViolation], None]
 
@@ -451,7 +447,7 @@ def stack_name(config: Mapping[str, Any]) -> str:
 
 def is_non_production(stack: str, config: Mapping[str, Any]) -> bool:
     return stacks.is_non_production(
-        stack, config.get("nonProductionStacks") or DEFAULT_NON_PRODUCTION_STACKS
+        stack, config.get("nonProductionStacks") or NON_PRODUCTION_STACKS
     )
 
 
@@ -525,62 +521,6 @@ def secrets_in_text(text: str) -> list[str]:
             if secret.pattern.search(line):
                 found.append(f"{secret.what} (line {number})")
     return found
-
-
-def _b64_text(value: str, *, gzipped: bool | None = None) -> str | None:
-    """base64 text (gzipped when the bytes say so, or when told) decoded; None if it is not."""
-    compact = "".join(value.split())
-    if not compact or len(compact) % 4 or not re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", compact):
-        return None
-    try:
-        raw = base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    if gzipped or (gzipped is None and raw[:2] == b"\x1f\x8b"):
-        try:
-            raw = gzip.decompress(raw)
-        except OSError:
-            return None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-_WRITE_FILES_ENCODINGS = {
-    "b64": False,
-    "base64": False,
-    "gz+b64": True,
-    "gzip+base64": True,
-    "gz+base64": True,
-    "gzip+b64": True,
-}
-
-
-def user_data_texts(value: str) -> list[tuple[str, str]]:
-    """(where, text) for user data and every file its cloud-config packs (b64, gz+b64).
-
-    Secrets hide as easily in a base64 write_files entry as in the script itself.
-    """
-    text = _b64_text(value)
-    texts = [("", value if text is None else text)]
-    body = texts[0][1]
-    if not body.lstrip().startswith("#cloud-config"):
-        return texts
-    try:
-        document = yaml.safe_load(body)
-    except yaml.YAMLError:
-        return texts
-    files = document.get("write_files") if isinstance(document, dict) else None
-    for entry in files if isinstance(files, list) else []:
-        if not isinstance(entry, dict) or not isinstance(entry.get("content"), str):
-            continue
-        encoding = str(entry.get("encoding", "")).lower()
-        if encoding in _WRITE_FILES_ENCODINGS:
-            decoded = _b64_text(entry["content"], gzipped=_WRITE_FILES_ENCODINGS[encoding])
-            if decoded is not None:
-                texts.append((f" write_files {entry.get('path', '?')}", decoded))
-    return texts
 
 
 def no_secrets_in_user_data(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -779,7 +719,7 @@ STACK_SCOPE_SCHEMA: dict[str, dict[str, Any]] = {
     "nonProductionStacks": {
         "type": "array",
         "items": {"type": "string"},
-        "default": list(DEFAULT_NON_PRODUCTION_STACKS),
+        "default": list(NON_PRODUCTION_STACKS),
         "description": "Stack name patterns (fnmatch) exempt from the rule.",
     },
     "stack": {

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from policy.rules import user_data_texts
+from domain.user_data import user_data_texts
 from tools.offline import DeclaredResource, OfflineRun, walk
 
 SETUP_TITLES = {

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from node_bootstrap.context import TM_IPC_PATH
+from domain.paths import TM_IPC_PATH
 
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]

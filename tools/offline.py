@@ -11,7 +11,6 @@ import base64
 import contextlib
 import contextvars
 import gc
-import gzip
 import hashlib
 import json
 import re
@@ -30,10 +29,11 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.sync_await import _sync_await
 
+from domain.naming import PROJECT
+from domain.user_data import cloud_config_files, unpack_user_data
 from tools.aws_rules import AUTONAMED, auto_name, prefixed_name
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT = "quorum-ha"
 ACCOUNT_ID = "123456789012"
 MASK = "[secret]"
 
@@ -634,17 +634,6 @@ def walk(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
         yield path, value
 
 
-def unpack_user_data(value: str) -> str:
-    """The user data text cloud-init reads: plain as given, or base64 of gzip (EC2's
-    userDataBase64, packed by node_bootstrap.pack_user_data) unpacked."""
-    if value.startswith(("#", "Content-Type:")):
-        return value
-    raw = base64.b64decode(value, validate=True)
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    return raw.decode()
-
-
 def instance_user_data(inputs: Mapping[str, Any]) -> str | None:
     """The plain user data of a declared instance's inputs (userData or userDataBase64)."""
     for key in ("userData", "userDataBase64"):
@@ -652,22 +641,6 @@ def instance_user_data(inputs: Mapping[str, Any]) -> str | None:
         if isinstance(value, str) and value:
             return unpack_user_data(value)
     return None
-
-
-def cloud_config_files(user_data: str) -> dict[str, str]:
-    """Path -> text of every file a `#cloud-config` user data writes (gz+b64/b64 unpacked);
-    the user data itself may be packed (base64 of gzip)."""
-    document = yaml.safe_load(unpack_user_data(user_data)) or {}
-    files: dict[str, str] = {}
-    for entry in document.get("write_files") or []:
-        content = entry.get("content", "")
-        encoding = entry.get("encoding", "")
-        if encoding in ("gz+b64", "gzip+base64", "gz+base64"):
-            content = gzip.decompress(base64.b64decode(content)).decode()
-        elif encoding in ("b64", "base64"):
-            content = base64.b64decode(content).decode()
-        files[entry["path"]] = content
-    return files
 
 
 def policy_documents(run: OfflineRun) -> list[tuple[DeclaredResource, dict[str, Any]]]:

@@ -23,6 +23,8 @@ from typing import Any
 
 from nacl.public import PrivateKey
 
+from domain.naming import PROJECT as NAMESPACE
+from domain.setups import SETUPS, SMALLEST_HA
 from policy.harness import check_resources
 from tools import aws_rules, diagram
 from tools.offline import (
@@ -35,10 +37,6 @@ from tools.offline import (
     run_offline,
 )
 
-NAMESPACE = "quorum-ha"
-SETUPS = ("pair", "full", "tessera")
-# The smallest HA shape of each setup: what the README shows for setups other than the stack's.
-SETUP_COUNTS = {"pair": (2, 2), "full": (2, 2), "tessera": (1, 2)}
 README_START = "<!-- diagrams:start -->"
 README_END = "<!-- diagrams:end -->"
 REFRESH_COMMAND = (
@@ -218,7 +216,8 @@ def _setup_config(base: Mapping[str, Any], setup: str) -> dict[str, Any]:
     """
     if str(base.get(f"{NAMESPACE}:setup", "pair")) == setup:
         return {**base, f"{NAMESPACE}:setup": setup}
-    quorum, tessera = SETUP_COUNTS[setup]
+    # What the README shows for setups other than the stack's: each one's smallest HA shape.
+    quorum, tessera = SMALLEST_HA[setup]
     return {
         **base,
         f"{NAMESPACE}:setup": setup,

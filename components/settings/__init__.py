@@ -10,8 +10,6 @@ into a `pulumi.RunError` so the operator sees that line and no traceback.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -35,16 +33,16 @@ from components.settings.database import DatabaseSettings
 from components.settings.ingress import IngressSettings
 from components.settings.keys import SECRET_KEYS, ExistingKeys
 from components.settings.network import ExistingNetwork, NetworkSettings
-from components.settings.nodes import NodeSettings, Setup
+from components.settings.nodes import NodeSettings
 from components.settings.proxy import ProxySettings
 from components.settings.quorum_network import QuorumNetworkSettings
 from components.settings.raw import NAMESPACE, Raw
 from components.settings.tls import TlsSettings
 from domain.errors import ConfigError
+from domain.naming import stack_name_prefix
+from domain.setups import SETUPS, Setup
 from domain.stacks import is_non_production
 from domain.validation import REGION_ALLOWED, is_supported_region
-
-SETUPS = ("pair", "full", "tessera")
 
 __all__ = ["ConfigError", "Settings", "load_settings", "parse_settings"]
 
@@ -88,27 +86,6 @@ class Settings:
         return 0 if self.non_production else 30
 
 
-def stack_label(stack: str) -> str:
-    """The stack name as one lowercase DNS label / RDS identifier part: letters, digits and
-    single hyphens, at most 37 characters.
-
-    When the name had to be altered to fit (lowercased, characters replaced, cut at 30), 6 hex
-    of its sha256 follow, so `Dev` and `dev`, or two long names sharing 30 characters, never
-    share a name (database identifier, ECR repository, KMS alias).
-    """
-    label = re.sub(r"[^a-z0-9]+", "-", stack.lower()).strip("-")[:30].rstrip("-")
-    if label == stack:
-        return label
-    digest = hashlib.sha256(stack.encode()).hexdigest()[:6]
-    return f"{label or 'stack'}-{digest}"
-
-
-def stack_name_prefix(stack: str) -> str:
-    """Prefix for AWS names unique per account and region, at most 41 characters:
-    `<prefix>-tessera-replica` stays within RDS's 63."""
-    return f"qha-{stack_label(stack)}"
-
-
 # Every key this program reads, each section's own. Unknown `quorum-ha:` keys are refused so a
 # typo never silently falls back to a default.
 KEYS = (
@@ -128,7 +105,7 @@ KEYS = (
 
 
 def parse_settings(
-    values: Mapping[str, str], *, stack: str, project: str = "quorum-ha", region: str | None
+    values: Mapping[str, str], *, stack: str, project: str = NAMESPACE, region: str | None
 ) -> Settings:
     """Validate raw config strings (keys without the namespace) into `Settings`."""
     unknown = sorted(set(values) - set(KEYS))
@@ -144,7 +121,7 @@ def parse_settings(
     setup = raw.str_("setup", "pair")
     if setup not in SETUPS:
         raise ConfigError(raw.key("setup"), setup, "'pair', 'full' or 'tessera'")
-    node_settings = nodes.parse(raw, setup)  # type: ignore[arg-type]
+    node_settings = nodes.parse(raw, setup)
 
     network_settings = network.parse(raw)
     proxy_settings = proxy.parse(raw)
@@ -163,7 +140,7 @@ def parse_settings(
         stack=stack,
         project=project,
         region=region,
-        setup=setup,  # type: ignore[arg-type]
+        setup=setup,
         deletion_protection=raw.bool_("deletionProtection", production),
         network=network_settings,
         ingress=ingress.parse(raw),

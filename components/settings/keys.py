@@ -8,12 +8,11 @@ import json
 from dataclasses import dataclass, field
 
 import pulumi
-from coincurve import PrivateKey as Secp256k1Key
-from eth_utils import keccak, to_checksum_address
 from nacl.public import PrivateKey
 
 from components.settings.raw import Raw
 from domain.errors import ConfigError
+from domain.keys import account_address
 
 KEYS = ("tesseraPrivateKey", "tesseraPublicKey", "quorumAccountKeystore", "quorumAccountPassword")
 # Never echoed in errors; `load_settings` keeps them as the SDK's secret Outputs.
@@ -29,12 +28,6 @@ class ExistingKeys:
     tessera_public_key: str | None = None
     quorum_account_keystore: pulumi.Input[str] | None = field(default=None, repr=False)
     quorum_account_password: pulumi.Input[str] | None = field(default=None, repr=False)
-
-
-def account_address(private_key: bytes) -> str:
-    """The checksummed account address of a secp256k1 private key (keccak of the public key)."""
-    public = Secp256k1Key(private_key).public_key.format(compressed=False)[1:]
-    return to_checksum_address(keccak(public)[-20:])
 
 
 def parse(raw: Raw) -> ExistingKeys:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
 
 from components.settings.raw import Raw
 from domain.errors import ConfigError
+from domain.setups import Setup
+from domain.versions import DEFAULT_QUORUM_VERSION, DEFAULT_TESSERA_VERSION
 
-Setup = Literal["pair", "full", "tessera"]
 KEYS = (
     "quorumNodes",
     "tesseraNodes",
@@ -19,8 +19,6 @@ KEYS = (
     "quorumVersion",
     "tesseraVersion",
 )
-DEFAULT_QUORUM_VERSION = "24.4.1"
-DEFAULT_TESSERA_VERSION = "24.4"
 DEFAULT_INSTANCE_TYPE = "m6i.large"
 MAX_NODES = 16  # one /20 subnet per AZ and one private zone hold far more; this bounds mistakes
 

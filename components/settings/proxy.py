@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from components.settings.raw import Raw
 from domain.errors import ConfigError
-from domain.validation import partition as region_partition
-from node_bootstrap.context import QUORUM_RPC_PORT, TESSERA_P2P_PORT, TESSERA_THIRD_PARTY_PORT
+from domain.naming import ecr_repository_arn
 
 KEYS = ("proxyTaskCount", "proxyCpu", "proxyMemory", "proxyImageUri", "internalNlb")
-# The NLB's listeners, by the role of the upstreams behind them.
-LISTENERS = {
-    "rpc": QUORUM_RPC_PORT,
-    "third-party": TESSERA_THIRD_PARTY_PORT,
-    "p2p": TESSERA_P2P_PORT,
-}
 # Fargate task sizes AWS accepts, cpu units -> allowed memory (MiB).
 FARGATE_SIZES: dict[int, tuple[int, ...]] = {
     256: (512, 1024, 2048),
@@ -25,11 +17,6 @@ FARGATE_SIZES: dict[int, tuple[int, ...]] = {
     2048: tuple(range(4096, 16385, 1024)),
     4096: tuple(range(8192, 30721, 1024)),
 }
-# An ECR image: the tasks' execution role and the Quorum machines' roles pull it by IAM.
-_ECR_IMAGE = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr(-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?P<cn>\.cn)?"
-    r"/(?P<repository>[a-z0-9._/-]+?)(:[\w.-]+|@sha256:[0-9a-f]{64})$"
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,16 +28,6 @@ class ProxySettings:
     memory: int = 1024
     image_uri: str | None = None
     internal_nlb: bool = True
-
-
-def ecr_repository_arn(image_uri: str) -> str:
-    """The ARN of the ECR repository an image URI names; ValueError if it is not ECR's."""
-    match = _ECR_IMAGE.match(image_uri)
-    if match is None:
-        raise ValueError(f"not an ECR image URI: {image_uri!r}")
-    region = match["region"]
-    partition = "aws-cn" if match["cn"] else region_partition(region)
-    return f"arn:{partition}:ecr:{region}:{match['account']}:repository/{match['repository']}"
 
 
 def parse(raw: Raw) -> ProxySettings:

@@ -28,13 +28,11 @@ class QuorumNetworkSettings:
     network_id: int
     quorum_peers: tuple[str, ...] = ()  # enode URLs of the network's other nodes
     tessera_peers: tuple[str, ...] = ()  # the network's other Tessera P2P URLs
-    use_white_list: bool = False
 
 
 def parse(raw: Raw) -> QuorumNetworkSettings:
     genesis, network_id = _genesis(raw)
-    use_white_list = raw.bool_("useWhiteList", False)
-    if use_white_list:
+    if raw.bool_("useWhiteList", False):
         raise ConfigError(
             raw.key("useWhiteList"),
             True,
@@ -46,7 +44,6 @@ def parse(raw: Raw) -> QuorumNetworkSettings:
         network_id=network_id,
         quorum_peers=raw.list_("quorumPeers", _enode),
         tessera_peers=raw.list_("tesseraPeers", _peer_url),
-        use_white_list=use_white_list,
     )
 
 

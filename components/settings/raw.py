@@ -8,8 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from domain.errors import ConfigError
-
-NAMESPACE = "quorum-ha"
+from domain.naming import PROJECT as NAMESPACE
 
 T = TypeVar("T")
 

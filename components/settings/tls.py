@@ -9,11 +9,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from components.settings.proxy import LISTENERS
 from components.settings.raw import Raw
 from domain.errors import ConfigError
+from domain.ports import LISTENERS, TESSERA_P2P_PORT
 from domain.validation import partition as region_partition
-from node_bootstrap.context import TESSERA_P2P_PORT
 
 KEYS = ("tls",)
 TLS_P2P_PORT = TESSERA_P2P_PORT  # the edge other organisations reach: always TLS when on

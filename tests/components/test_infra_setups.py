@@ -11,14 +11,15 @@ from urllib.parse import urlsplit
 import yaml
 from quorum_proxy.config import parse_config
 
-from node_bootstrap.context import (
+from domain.paths import TM_IPC_PATH
+from domain.ports import (
     QUORUM_RPC_PORT,
     TESSERA_P2P_PORT,
     TESSERA_Q2T_PORT,
     TESSERA_THIRD_PARTY_PORT,
-    TM_IPC_PATH,
 )
-from tools.offline import DeclaredResource, OfflineRun, cloud_config_files, instance_user_data
+from domain.user_data import cloud_config_files
+from tools.offline import DeclaredResource, OfflineRun, instance_user_data
 
 SETUP_TYPES = {
     "pair": "quorum-ha:setups:PairHA",

@@ -12,12 +12,7 @@ from eth_keyfile import create_keyfile_json, decode_keyfile_json
 from eth_keys import keys as eth_keys
 from nacl.public import Box, PrivateKey
 
-from components.shared_keys import (
-    account_keystore,
-    keystore_address,
-    node_public_key,
-    tessera_key_pair,
-)
+from domain.keys import account_keystore, keystore_address, node_public_key, tessera_key_pair
 from tools.offline import OfflineRun, public_texts, run_offline
 from tools.offline import load_stack_config as dev_config
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from components.tessera_database import jdbc_url
+from domain.database import jdbc_url
 from tools.offline import DeclaredResource, OfflineRun
 
 

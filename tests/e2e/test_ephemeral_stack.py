@@ -25,8 +25,8 @@ from typing import Any
 import boto3
 import pytest
 
-from components.settings import stack_name_prefix
-from node_bootstrap.context import TESSERA_Q2T_PORT
+from domain.naming import stack_name_prefix
+from domain.ports import TESSERA_Q2T_PORT
 from node_bootstrap.proxy import standalone_proxy_config
 from node_bootstrap.user_data import QUORUM_UNIT, TESSERA_UNIT
 from tools import e2e_checks as checks

@@ -136,8 +136,6 @@ def make_context(case: Case, **overrides: object) -> NodeBootContext:
         "peer_enodes": (enode(7, "10.20.0.5"), enode(8, "validator-1.example.net")),
         "tessera_peer_urls": ("http://tessera.partner-a.example.net:9001",),
         "network_id": 1337,
-        "use_white_list": True,
-        "proxy_addresses": ("10.0.1.25", "10.0.2.31/32"),
         "log_group_name": "/quorum-ha/dev/nodes",
         "data_volume_id": f"vol-0abc{case.index:03d}def0123456",
     }

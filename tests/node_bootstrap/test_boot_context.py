@@ -8,7 +8,7 @@ import pytest
 from boot_fixtures import Case, make_context, replace
 
 from node_bootstrap import BootContextError, NodeBootContext, render_user_data, validate_context
-from node_bootstrap.context import jdbc_to_libpq_uri, white_list_host
+from node_bootstrap.context import jdbc_to_libpq_uri
 
 FULL_QUORUM = Case("full", 2, "quorum", 1)
 
@@ -54,12 +54,9 @@ def test_fields_added_by_node_bootstrap_have_defaults() -> None:
         (FULL_QUORUM, {"proxy_image_uri": "quorum-proxy"}, "proxy_image_uri"),
         (FULL_QUORUM, {"tessera_peer_urls": ("tessera.partner:9001",)}, "tessera_peer_urls"),
         (FULL_QUORUM, {"network_id": -1}, "network_id: -1"),
-        (FULL_QUORUM, {"proxy_addresses": ()}, "proxy_addresses"),
-        (FULL_QUORUM, {"proxy_addresses": ("10.0.0.0/16",)}, "no CIDR ranges"),
         (FULL_QUORUM, {"log_group_name": "bad group"}, "log_group_name"),
         (FULL_QUORUM, {"data_device_name": "/dev/nvme1n1"}, "data_device_name"),
         (FULL_QUORUM, {"data_volume_id": "volume-1"}, "data_volume_id"),
-        (FULL_QUORUM, {"postgres_jdbc_sha256": "abc"}, "postgres_jdbc_sha256"),
         # A value that could break out of boot.env's quoting never gets that far.
         (FULL_QUORUM, {"jdbc_url": 'jdbc:postgresql://db:5432/t?x="$(reboot)"'}, "jdbc_url"),
         (FULL_QUORUM, {"jdbc_url": 'jdbc:postgresql://db"$(reboot)":5432/t'}, "jdbc_url"),
@@ -76,11 +73,6 @@ def test_unusable_field_is_refused_by_name(
     assert fragment in str(err.value)
 
 
-def test_white_list_without_the_flag_needs_no_proxy_addresses() -> None:
-    ctx = replace(make_context(FULL_QUORUM), use_white_list=False, proxy_addresses=())
-    validate_context(ctx)
-
-
 def test_jdbc_url_becomes_a_libpq_uri_for_the_same_hosts() -> None:
     uri = jdbc_to_libpq_uri(
         "jdbc:postgresql://p.rds:5432,r.rds:5432/tessera?targetServerType=primary"
@@ -88,19 +80,6 @@ def test_jdbc_url_becomes_a_libpq_uri_for_the_same_hosts() -> None:
     assert uri == (
         "postgresql://p.rds:5432,r.rds:5432/tessera?target_session_attrs=read-write&sslmode=require"
     )
-
-
-@pytest.mark.parametrize(
-    ("value", "host"),
-    [
-        ("10.0.1.25", "10.0.1.25"),
-        ("10.0.1.25/32", "10.0.1.25"),
-        ("proxy-a.internal", "proxy-a.internal"),
-        ("fd00::5/128", "fd00::5"),
-    ],
-)
-def test_white_list_hosts_are_exact_addresses(value: str, host: str) -> None:
-    assert white_list_host("proxy_addresses", value) == host
 
 
 # One rule with the stack config (domain/validation.py). The boot context used to accept the

@@ -15,13 +15,14 @@ import yaml
 from boot_fixtures import CASES, Case, make_context
 from quorum_proxy.config import SERVER_PORT, ConfigError, parse_config
 
+from domain.paths import TM_IPC_PATH
 from node_bootstrap import (
-    TM_IPC_PATH,
     BootContextError,
     NodeBootContext,
     render_ipc_proxy_config,
     render_standalone_proxy_config,
 )
+from node_bootstrap.proxy import standalone_proxy_config
 
 PROXY_CASES = [c for c in CASES if c.role == "quorum"]
 
@@ -201,7 +202,7 @@ def test_standalone_without_the_key_keeps_upcheck() -> None:
 )
 def test_standalone_config_refuses_bad_input(kwargs: dict[str, Any], fragment: str) -> None:
     with pytest.raises(BootContextError, match=fragment):
-        render_standalone_proxy_config(**kwargs)
+        standalone_proxy_config(**kwargs)
 
 
 def test_proxy_parser_would_catch_a_route_to_a_missing_upstream() -> None:

@@ -24,7 +24,7 @@ import pytest
 from boot_fixtures import CASES, Case, make_context, require_tool
 from script_harness import attached_volume, run_script
 
-from node_bootstrap.scripts import LOG_DIR
+from domain.paths import LOG_DIR
 from node_bootstrap.user_data import cloudwatch_agent_config, machine_files
 
 UNITS = "/etc/systemd/system/"

@@ -27,6 +27,7 @@ from boot_fixtures import (
 from pglast import ast
 from pglast.enums import TransactionStmtKind
 
+from domain.user_data import EC2_USER_DATA_LIMIT, UserDataTooLargeError, pack_user_data
 from node_bootstrap import (
     NodeBootContext,
     render_ipc_proxy_config,
@@ -34,13 +35,7 @@ from node_bootstrap import (
     render_tessera_config,
     render_user_data,
 )
-from node_bootstrap.user_data import (
-    EC2_USER_DATA_LIMIT,
-    UserDataTooLargeError,
-    machine_files,
-    pack_user_data,
-    render_packed_user_data,
-)
+from node_bootstrap.user_data import machine_files, render_packed_user_data
 
 UNITS = "/etc/systemd/system/"
 

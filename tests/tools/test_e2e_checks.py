@@ -22,7 +22,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from node_bootstrap.context import TM_IPC_PATH
+from domain.paths import TM_IPC_PATH
 from node_bootstrap.proxy import standalone_proxy_config
 from node_bootstrap.user_data import QUORUM_UNIT, TESSERA_UNIT
 from tools import e2e_checks as checks

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from policy.rules import user_data_texts
+from domain.user_data import user_data_texts
 from tools.offline import ROOT, load_stack_config, run_offline
 
 RUNBOOKS = (ROOT / "docs" / "runbooks.md").read_text()

@@ -13,17 +13,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.settings.nodes import DEFAULT_QUORUM_VERSION, DEFAULT_TESSERA_VERSION
-from components.tessera_database import jdbc_url as machine_jdbc_url
+from domain.database import DB_NAME
+from domain.database import jdbc_url as machine_jdbc_url
+from domain.naming import log_group_name, zone_name
+from domain.paths import TM_IPC_PATH
+from domain.ports import (
+    DB_PORT,
+    LISTENERS,
+    PROXY_ADMIN_PORT,
+    PROXY_LISTENER_NAMES,
+    QUORUM_P2P_PORT,
+    QUORUM_RPC_PORT,
+    TESSERA_P2P_PORT,
+    TESSERA_Q2T_PORT,
+    TESSERA_THIRD_PARTY_PORT,
+)
+from domain.setups import Setup
+from domain.versions import DEFAULT_QUORUM_VERSION, DEFAULT_TESSERA_VERSION
 from node_bootstrap import NodeBootContext
-from node_bootstrap.context import PROXY_ADMIN_PORT, Setup, jdbc_to_libpq_uri
+from node_bootstrap.context import jdbc_to_libpq_uri
 from node_bootstrap.proxy import ipc_proxy_config, standalone_proxy_config
 from node_bootstrap.tessera import tessera_config, validate_tessera_config
 from tools.cluster.vault import REGION, StackSecrets
 
 SETUP: Setup = "full"
 TESSERA_COUNT = 3
-ZONE = "drill.quorum-ha.internal"
+ZONE = zone_name("drill")
 NLB = "quorum-ha-drill-nlb.elb.eu-west-1.amazonaws.com"
 PROXY_IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/quorum-ha-proxy:drill"
 TESSERA_NAMES = tuple(f"tessera-{i}.{ZONE}" for i in range(TESSERA_COUNT))
@@ -50,7 +65,7 @@ DIFFERENCES: tuple[Difference, ...] = (
     Difference(
         "tessera",
         "jdbc.url",
-        "jdbc:postgresql://<rds primary>:5432,<rds replica>:5432/tessera?...",
+        f"jdbc:postgresql://<rds primary>:{DB_PORT},<rds replica>:{DB_PORT}/{DB_NAME}?...",
         "jdbc:postgresql://127.0.0.1:<primary>,127.0.0.1:<standby>/tessera?...",
         "the two local PostgreSQL servers stand for RDS's primary and read replica; same "
         "database, parameters and host order (components.tessera_database.jdbc_url)",
@@ -65,14 +80,14 @@ DIFFERENCES: tuple[Difference, ...] = (
     Difference(
         "tessera",
         "serverConfigs[P2P].serverAddress",
-        "http://<nlb>:9001",
+        f"http://<nlb>:{TESSERA_P2P_PORT}",
         "http://127.0.0.1:<proxy p2p>",
         "our standalone proxy stands for the NLB plus its ECS tasks",
     ),
     Difference(
         "tessera",
         "serverConfigs[ThirdParty].serverAddress",
-        "http://<nlb>:9081",
+        f"http://<nlb>:{TESSERA_THIRD_PARTY_PORT}",
         "http://127.0.0.1:<proxy third-party>",
         "our standalone proxy stands for the NLB plus its ECS tasks",
     ),
@@ -84,12 +99,16 @@ DIFFERENCES: tuple[Difference, ...] = (
             "http://127.0.0.1:<own port>",
             ONE_HOST + "; loopback only",
         )
-        for app, port in (("P2P", 9001), ("Q2T", 9101), ("ThirdParty", 9081))
+        for app, port in (
+            ("P2P", TESSERA_P2P_PORT),
+            ("Q2T", TESSERA_Q2T_PORT),
+            ("ThirdParty", TESSERA_THIRD_PARTY_PORT),
+        )
     ),
     Difference(
         "tessera",
         "serverConfigs[Q2T].serverAddress",
-        "http://tessera-<i>.<zone>:9101",
+        f"http://tessera-<i>.<zone>:{TESSERA_Q2T_PORT}",
         "http://127.0.0.1:<own port>",
         ONE_HOST,
     ),
@@ -115,7 +134,7 @@ DIFFERENCES: tuple[Difference, ...] = (
             "127.0.0.1:<port>",
             ONE_HOST + "; loopback only",
         )
-        for name, port in (("quorum-rpc", 22000), ("third-party", 9081), ("p2p", 9001))
+        for name, port in ((PROXY_LISTENER_NAMES[role], port) for role, port in LISTENERS.items())
     ),
     *(
         Difference(
@@ -125,7 +144,11 @@ DIFFERENCES: tuple[Difference, ...] = (
             "127.0.0.1:<port>",
             ONE_HOST + " (no private DNS zone locally)",
         )
-        for name, port in (("quorum", 22000), ("third_party", 9081), ("p2p", 9001))
+        for name, port in (
+            ("quorum", QUORUM_RPC_PORT),
+            ("third_party", TESSERA_THIRD_PARTY_PORT),
+            ("p2p", TESSERA_P2P_PORT),
+        )
     ),
     Difference(
         "ipc-proxy",
@@ -137,14 +160,14 @@ DIFFERENCES: tuple[Difference, ...] = (
     Difference(
         "ipc-proxy",
         "listeners[q2t].listen",
-        "unix:/run/quorum-ha/tm.ipc",
+        f"unix:{TM_IPC_PATH}",
         "unix:<temp dir>/tm.ipc",
         "the drill writes only inside its temp dir",
     ),
     Difference(
         "ipc-proxy",
         "upstreams.q2t.servers",
-        "tessera-<i>.<zone>:9101",
+        f"tessera-<i>.<zone>:{TESSERA_Q2T_PORT}",
         "127.0.0.1:<port>",
         ONE_HOST + " (no private DNS zone locally)",
     ),
@@ -209,8 +232,8 @@ def machine_context(secrets: StackSecrets, role: str, index: int) -> NodeBootCon
         node_dns_name=names[index],
         quorum_dns_names=QUORUM_NAMES,
         tessera_dns_names=TESSERA_NAMES,
-        p2p_url=f"http://{NLB}:9001",
-        third_party_url=f"http://{NLB}:9081",
+        p2p_url=f"http://{NLB}:{TESSERA_P2P_PORT}",
+        third_party_url=f"http://{NLB}:{TESSERA_THIRD_PARTY_PORT}",
         tessera_key_id=secrets.tessera_key_id,
         quorum_account_secret_arn=secrets.quorum_account_secret_arn,
         quorum_node_key_secret_arn=secrets.quorum_node_key_secret_arn,
@@ -220,13 +243,11 @@ def machine_context(secrets: StackSecrets, role: str, index: int) -> NodeBootCon
         tessera_version=DEFAULT_TESSERA_VERSION,
         proxy_image_uri=PROXY_IMAGE if role == "quorum" else None,
         genesis_json=json.dumps(GENESIS),
-        ha_enodes=tuple(f"enode://{ENODE_KEY}@{name}:30303" for name in QUORUM_NAMES),
+        ha_enodes=tuple(f"enode://{ENODE_KEY}@{name}:{QUORUM_P2P_PORT}" for name in QUORUM_NAMES),
         peer_enodes=(),
-        tessera_peer_urls=("http://tessera.partner-a.example.net:9001",),
+        tessera_peer_urls=(f"http://tessera.partner-a.example.net:{TESSERA_P2P_PORT}",),
         network_id=1337,
-        use_white_list=False,
-        proxy_addresses=(),
-        log_group_name="/quorum-ha/drill/nodes",
+        log_group_name=log_group_name("drill", "nodes"),
     )
 
 

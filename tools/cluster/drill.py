@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from domain.naming import tessera_key_id, tessera_key_secret_names
 from node_bootstrap.scripts import TESSERA_SCHEMA_SQL
 from tools.cluster import configs, tessera_dist
 from tools.cluster.configs import Layout
@@ -37,7 +38,7 @@ from tools.cluster.procs import (
 from tools.cluster.vault import StackSecrets, Vault, put_stack_secrets, start_vault
 
 REPO = Path(__file__).resolve().parents[2]
-TESSERA_KEY_ID = "quorum-ha-drill/tessera"  # components.shared_keys: f"{secret_prefix}/tessera"
+TESSERA_KEY_ID = tessera_key_id("quorum-ha-drill")  # as the stack names it from its prefix
 SCHEMA_TABLES = 5  # TESSERA_SCHEMA_SQL creates five tables
 # What the issue asks for; null until the real Tessera runs here.
 TESSERA_FIGURES = (
@@ -169,7 +170,7 @@ def start_data_pieces(
     secrets = put_stack_secrets(vault, TESSERA_KEY_ID)
     names = sorted(vault.arns)
     drill.say(f"moto Secrets Manager at {vault.endpoint} holds {', '.join(names)}")
-    if vault.get(f"{TESSERA_KEY_ID}Pub") != secrets.public_key:
+    if vault.get(tessera_key_secret_names(TESSERA_KEY_ID)[0]) != secrets.public_key:
         raise DrillError("vault: the public key read back differs")
 
     # PostgreSQL runs as its own account: it must reach its dirs inside the temp dir.

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from node_bootstrap.context import POSTGRES_JDBC_VERSION
+from domain.versions import POSTGRES_JDBC_VERSION
 from tools.cluster import jdbc
 from tools.cluster.postgres import PgPair
 from tools.cluster.procs import DrillError, Procs, run

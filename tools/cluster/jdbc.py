@@ -1,6 +1,6 @@
 """The PostgreSQL JDBC driver Tessera runs with, fetched from Maven Central as the boot does.
 
-The version and SHA-256 are node_bootstrap's (POSTGRES_JDBC_*): the jar start-tessera.sh
+The version and SHA-256 are domain/versions.py's (POSTGRES_JDBC_*): the jar start-tessera.sh
 mounts into Tessera's lib/. The drill drives it with JdbcWriter.java through the very JDBC URL
 of the Tessera configs, so the failover figure is the driver's, with Tessera's URL.
 """
@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from node_bootstrap.context import POSTGRES_JDBC_SHA256, POSTGRES_JDBC_VERSION
+from domain.versions import POSTGRES_JDBC_SHA256, POSTGRES_JDBC_VERSION
 from tools.cluster.procs import MissingPieceError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from components.settings.nodes import DEFAULT_TESSERA_VERSION
+from domain.versions import DEFAULT_TESSERA_VERSION
 from tools.cluster.procs import MissingPieceError, NotPublishedError
 
 MAVEN_CENTRAL = "https://repo1.maven.org/maven2"

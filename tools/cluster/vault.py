@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 import json
 import secrets
@@ -13,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from domain.keys import tessera_key_pair
+from domain.naming import tessera_key_secret_names
 from tools.cluster.procs import (
     DrillError,
     MissingPieceError,
@@ -33,14 +32,6 @@ FAKE_AWS_ENV = {
     "AWS_REGION": REGION,
     "AWS_DEFAULT_REGION": REGION,
 }
-
-
-def tessera_key_pair() -> tuple[str, str]:
-    """A NaCl box key pair as Tessera stores it in a vault: base64 public, base64 private."""
-    private = X25519PrivateKey.generate()
-    raw_private = private.private_bytes_raw()
-    raw_public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return base64.b64encode(raw_public).decode(), base64.b64encode(raw_private).decode()
 
 
 @dataclass
@@ -112,10 +103,11 @@ class StackSecrets:
 
 
 def put_stack_secrets(vault: Vault, tessera_key_id: str) -> StackSecrets:
-    """`<id>Pub`, `<id>Key` (Tessera's AWS key vault reads them by name), the DB credentials."""
-    public, private = tessera_key_pair()
-    vault.put(f"{tessera_key_id}Pub", public)
-    vault.put(f"{tessera_key_id}Key", private)
+    """Tessera's key pair under the names the stack gives them, and the DB credentials."""
+    public, private = tessera_key_pair(secrets.token_bytes(32))
+    public_name, private_name = tessera_key_secret_names(tessera_key_id)
+    vault.put(public_name, public)
+    vault.put(private_name, private)
     username, password = "tessera_owner", secrets.token_urlsafe(18)
     db_arn = vault.put(
         f"{tessera_key_id}-db", json.dumps({"username": username, "password": password})

@@ -6,9 +6,6 @@ import base64
 import hashlib
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pulumi
 import pytest
@@ -16,8 +13,9 @@ from eth_keyfile import create_keyfile_json
 from nacl.public import PrivateKey
 from settings_support import settings
 
-from components.settings import ConfigError, load_settings, stack_label
+from components.settings import ConfigError, load_settings
 from components.settings.network import NewNetwork
+from domain.naming import stack_label
 from tools.offline import load_stack_config, run_offline
 
 
@@ -196,18 +194,3 @@ def test_secret_config_is_read_as_secrets() -> None:
     run = run_offline(config, secrets=secrets, program=program)
     assert run.secret_outputs == {"private", "keystore", "password"}
     assert run.outputs["private"] == secrets["quorum-ha:tesseraPrivateKey"]
-
-
-def test_parsing_config_imports_no_cloud_provider() -> None:
-    # Settings are validated before any resource: no pulumi_aws, docker-build or random
-    # (they cost seconds to import, and the sections must not depend on the components).
-    providers = ("pulumi_aws", "pulumi_docker_build", "pulumi_random")
-    code = (
-        "import sys, components.settings; "
-        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {providers!r}))"
-    )
-    root = Path(__file__).resolve().parents[3]
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
-    )
-    assert done.stdout.strip() == "[]"
