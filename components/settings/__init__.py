@@ -10,7 +10,7 @@ into a `pulumi.RunError` so the operator sees that line and no traceback.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 import pulumi
@@ -31,7 +31,7 @@ from components.settings import (
 from components.settings.alarms import AlarmSettings
 from components.settings.database import DatabaseSettings
 from components.settings.ingress import IngressSettings
-from components.settings.keys import SECRET_KEYS, ExistingKeys
+from components.settings.keys import ExistingKeys
 from components.settings.network import ExistingNetwork, NetworkSettings
 from components.settings.nodes import NodeSettings
 from components.settings.proxy import ProxySettings
@@ -105,15 +105,22 @@ KEYS = (
 
 
 def parse_settings(
-    values: Mapping[str, str], *, stack: str, project: str = NAMESPACE, region: str | None
+    values: Mapping[str, str],
+    *,
+    stack: str,
+    project: str = NAMESPACE,
+    region: str | None,
+    secret: Collection[str] = (),
 ) -> Settings:
-    """Validate raw config strings (keys without the namespace) into `Settings`."""
+    """Validate raw config strings (keys without the namespace) into `Settings`; `secret`
+    names the keys the stack config holds as secrets (never echoed, even under a typo)."""
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
         raise ConfigError(
             f"{NAMESPACE}:{unknown[0]}",
-            "[secret]" if unknown[0] in SECRET_KEYS else values[unknown[0]],
+            values[unknown[0]],
             "a known key: see Pulumi.yaml template.config (is it a typo?)",
+            secret=unknown[0] in secret,
         )
     raw = Raw(values)
     if not region or not is_supported_region(region):
@@ -174,11 +181,18 @@ def load_settings() -> Settings:
         for name in names
         if (value := runtime_config.get_config(config.full_key(name))) is not None
     }
+    secret_in_config = set(runtime_config.get_config_secret_keys_env())
     settings = parse_settings(
         values,
         stack=pulumi.get_stack(),
         project=pulumi.get_project(),
         region=pulumi.Config("aws").get("region"),
+        secret={
+            name
+            for name in names
+            if runtime_config.is_config_secret(key := config.full_key(name))
+            or key in secret_in_config
+        },
     )
 
     def secret(name: str) -> pulumi.Output[str] | None:

@@ -15,13 +15,12 @@ from domain.errors import ConfigError
 from domain.keys import account_address
 
 KEYS = ("tesseraPrivateKey", "tesseraPublicKey", "quorumAccountKeystore", "quorumAccountPassword")
-# Never echoed in errors; `load_settings` keeps them as the SDK's secret Outputs.
-SECRET_KEYS = frozenset({"tesseraPrivateKey", "quorumAccountKeystore", "quorumAccountPassword"})
 
 
 @dataclass(frozen=True, kw_only=True)
 class ExistingKeys:
-    """Keys of an existing node being made HA (from secret config); never printed."""
+    """Keys of an existing node being made HA; never printed. The private key, keystore and
+    password are secret config: `load_settings` keeps them as the SDK's secret Outputs."""
 
     # Plain text as parsed; Pulumi secrets once `load_settings` has read them as such.
     tessera_private_key: pulumi.Input[str] | None = field(default=None, repr=False)

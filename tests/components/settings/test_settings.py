@@ -16,7 +16,7 @@ from settings_support import settings
 from components.settings import ConfigError, load_settings
 from components.settings.network import NewNetwork
 from domain.naming import stack_label
-from tools.offline import load_stack_config, run_offline
+from tools.offline import OfflineProgramError, load_stack_config, run_offline
 
 
 def test_defaults_build_the_smallest_pair_setup() -> None:
@@ -194,3 +194,13 @@ def test_secret_config_is_read_as_secrets() -> None:
     run = run_offline(config, secrets=secrets, program=program)
     assert run.secret_outputs == {"private", "keystore", "password"}
     assert run.outputs["private"] == secrets["quorum-ha:tesseraPrivateKey"]
+
+
+def test_a_secret_set_under_a_mistyped_key_is_refused_without_echo() -> None:
+    # `pulumi config set --secret quorum-ha:tesseraPrivateKy ...`: refused as a typo, and the
+    # value stays hidden like any secret's.
+    value = "bm90LWEta2V5LWJ1dC1sb25nLWVub3VnaC10by1zaG93"
+    with pytest.raises(OfflineProgramError) as refused:
+        run_offline(load_stack_config("dev"), secrets={"quorum-ha:tesseraPrivateKy": value})
+    assert "quorum-ha:tesseraPrivateKy: [secret] is not valid" in str(refused.value)
+    assert value not in str(refused.value)
