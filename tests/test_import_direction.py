@@ -7,8 +7,8 @@ provider SDK.
 
 from __future__ import annotations
 
-import ast
 import importlib.metadata
+import json
 import re
 import subprocess
 import sys
@@ -33,27 +33,50 @@ NO_PULUMI = ("domain", "node_bootstrap")
 PROVIDER_SDKS = ("pulumi_aws", "pulumi_docker_build", "pulumi_random")
 
 
-def _modules(package: str) -> list[Path]:
-    return sorted((ROOT / package).rglob("*.py"))
-
-
-def imports_of(path: Path) -> set[str]:
-    """Every module an absolute import in the file names, at any depth (functions too)."""
-    names: set[str] = set()
+SKIP = frozenset({".venv", ".git", "build", "node_modules"})
+# Run in a fresh interpreter: in a long-lived test worker, after other tests, CPython 3.11's
+# ast.parse can fail with "AST constructor recursion depth mismatch" (SystemError).
+_COLLECT = """
+import ast, json, sys
+from pathlib import Path
+root, skip = Path(sys.argv[1]), set(sys.argv[2:])
+out = {}
+for path in sorted(root.rglob("*.py")):
+    if skip & set(path.relative_to(root).parts):
+        continue
+    names = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module)
-    return names
+    out[str(path.relative_to(root))] = sorted(names)
+print(json.dumps(out))
+"""
+
+
+@cache
+def all_imports() -> dict[str, list[str]]:
+    """File (relative) -> every module an absolute import in it names, at any depth."""
+    result = subprocess.run(
+        [sys.executable, "-c", _COLLECT, str(ROOT), *SKIP],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(result.stdout))
+
+
+def _imports_in(package: str) -> dict[str, list[str]]:
+    return {f: names for f, names in all_imports().items() if f.startswith(package + "/")}
 
 
 @pytest.mark.parametrize("package", sorted(MAY_IMPORT))
 def test_no_package_imports_one_above_it(package: str) -> None:
     wrong = {
-        f"{path.relative_to(ROOT)}: {name}"
-        for path in _modules(package)
-        for name in imports_of(path)
+        f"{path}: {name}"
+        for path, names in _imports_in(package).items()
+        for name in names
         if name.split(".")[0] in OURS and name.split(".")[0] not in MAY_IMPORT[package]
     }
     assert not wrong, f"{package} may import only {sorted(MAY_IMPORT[package])}"
@@ -62,9 +85,9 @@ def test_no_package_imports_one_above_it(package: str) -> None:
 @pytest.mark.parametrize("package", NO_PULUMI)
 def test_the_domain_and_the_boot_hold_no_pulumi(package: str) -> None:
     wrong = {
-        f"{path.relative_to(ROOT)}: {name}"
-        for path in _modules(package)
-        for name in imports_of(path)
+        f"{path}: {name}"
+        for path, names in _imports_in(package).items()
+        for name in names
         if name.split(".")[0].startswith("pulumi")
     }
     assert not wrong
@@ -116,19 +139,16 @@ def _pins(path: Path) -> set[str]:
 
 def _third_party_imports() -> dict[str, set[str]]:
     """Top-level module -> the files importing it, for every import outside the stdlib."""
-    found: dict[str, set[str]] = {}
-    skip = {".venv", ".git", "build", "node_modules"}
-    for path in ROOT.rglob("*.py"):
-        if skip & set(path.relative_to(ROOT).parts):
-            continue
-        for name in imports_of(path):
-            top = name.split(".")[0]
-            if top in sys.stdlib_module_names or top in OURS or top.startswith("_"):
-                continue
-            found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
     # Test helpers import each other by name (pytest puts their folder on the path).
-    local = {p.stem for p in ROOT.rglob("*.py") if not skip & set(p.relative_to(ROOT).parts)}
-    return {top: files for top, files in found.items() if top not in local}
+    local = {Path(f).stem for f in all_imports()}
+    found: dict[str, set[str]] = {}
+    for path, names in all_imports().items():
+        for name in names:
+            top = name.split(".")[0]
+            if top in sys.stdlib_module_names or top in OURS or top in local or top[0] == "_":
+                continue
+            found.setdefault(top, set()).add(path)
+    return found
 
 
 def test_every_third_party_import_is_pinned() -> None:
