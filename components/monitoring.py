@@ -17,7 +17,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.settings import ALARM_RATE_MINUTES, AlarmSettings
+from components.settings.alarms import ALARM_RATE_MINUTES, AlarmSettings
 from domain import metrics as m
 from domain.metrics import Metric
 from node_bootstrap.proxy import Q2T_UPSTREAM

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.settings.ingress import IngressSettings
 from domain.ports import (
     DB_PORT,
     NLB_PORTS,
@@ -517,10 +518,9 @@ def _item(values: pulumi.Input[Sequence[str]], index: int) -> pulumi.Output[str]
 class SecurityGroupsArgs:
     vpc_id: pulumi.Input[str]
     vpc_cidr: pulumi.Input[str]
-    # Who may reach the NLB listeners, besides the VPC itself.
-    allowed_cidrs: Sequence[str]
-    # Where the Quorum network's other nodes dial devp2p from (private connectivity).
-    quorum_p2p_cidrs: Sequence[str]
+    # Who may reach the NLB listeners besides the VPC itself (allowed_cidrs), and where the
+    # Quorum network's other nodes dial devp2p from (quorum_p2p_cidrs, private connectivity).
+    ingress: IngressSettings
     # Quorum reaches Tessera over HTTP Q2T (full and tessera setups) rather than a local socket.
     q2t_over_network: bool
 
@@ -624,7 +624,7 @@ class SecurityGroups(pulumi.ComponentResource):
         self, groups: dict[str, aws.ec2.SecurityGroup], args: SecurityGroupsArgs
     ) -> None:
         sources: list[tuple[str, pulumi.Input[str]]] = [("vpc", args.vpc_cidr)]
-        sources += [(f"cidr{i}", cidr) for i, cidr in enumerate(args.allowed_cidrs)]
+        sources += [(f"cidr{i}", cidr) for i, cidr in enumerate(args.ingress.allowed_cidrs)]
         for port in NLB_PORTS:
             for label, cidr in sources:
                 self._ingress(f"nlb-{port}-from-{label}", groups["nlb"], port, cidr=cidr)
@@ -668,7 +668,7 @@ class SecurityGroups(pulumi.ComponentResource):
                 source=quorum,
                 protocol=protocol,
             )
-            for i, cidr in enumerate(args.quorum_p2p_cidrs):
+            for i, cidr in enumerate(args.ingress.quorum_p2p_cidrs):
                 self._ingress(
                     f"quorum-p2p-{protocol}-from-cidr{i}",
                     quorum,

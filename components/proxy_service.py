@@ -22,6 +22,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
+from components.settings.proxy import ProxySettings
+from components.settings.tls import TlsSettings
 from domain.metrics import metrics_agent_container
 from domain.naming import NAME_PREFIX, ecr_repository_arn
 from domain.ports import LISTENERS, PROXY_ADMIN_PORT, PROXY_LISTENER_NAMES
@@ -71,25 +73,12 @@ HEALTH_CHECK_GRACE_PERIOD = 2_147_483_647
 CONTAINER_HEALTH_PATH = "/healthz"
 
 
-@dataclass(frozen=True)
-class ListenerTls:
-    """TLS the NLB terminates on some listeners, and the DNS name its certificate covers."""
-
-    certificate_arn: str
-    ssl_policy: str
-    ports: tuple[int, ...]
-    dns_name: str
-    # Route 53 zone for an alias record dns_name -> NLB; None when the operator manages the name.
-    hosted_zone_id: str | None = None
-
-
 @dataclass
 class ProxyServiceArgs:
     name_prefix: str
     vpc_id: pulumi.Input[str]
     task_subnet_ids: pulumi.Input[Sequence[str]]
     nlb_subnet_ids: pulumi.Input[Sequence[str]]
-    internal: bool
     nlb_security_group_id: pulumi.Input[str]
     task_security_group_id: pulumi.Input[str]
     kms_key_arn: pulumi.Input[str]
@@ -97,14 +86,12 @@ class ProxyServiceArgs:
     region: str
     role_path: str
     proxy_config_json: pulumi.Input[str]  # DNS names only: no secret
-    task_count: int = 2
-    cpu: int = 512
-    memory: int = 1024
-    # A prebuilt image instead of building proxy_image/ (e.g. CI without a Docker daemon).
-    image_uri: str | None = None
+    # Tasks, size, NLB scheme; image_uri: a prebuilt image instead of building proxy_image/
+    # (e.g. CI without a Docker daemon).
+    settings: ProxySettings
     deletion_protection: bool = False
     log_retention_days: int = 90
-    tls: ListenerTls | None = None  # None: every listener is plain TCP, as before TLS existed
+    tls: TlsSettings | None = None  # None: every listener is plain TCP, as before TLS existed
     # A CloudWatch agent beside the proxy in each task, turning /metrics into CloudWatch
     # metrics (domain/metrics.py metrics_agent_container).
     metrics_agent: bool = False
@@ -130,9 +117,11 @@ class ProxyService(pulumi.ComponentResource):
         self._args = args
         repository = self._create_repository()
         self.repository_arn = repository.arn
-        if args.image_uri is not None:
+        if args.settings.image_uri is not None:
             # A prebuilt image usually lives in another repository: pull rights go there.
-            self.repository_arn = pulumi.Output.from_input(ecr_repository_arn(args.image_uri))
+            self.repository_arn = pulumi.Output.from_input(
+                ecr_repository_arn(args.settings.image_uri)
+            )
         self.image_uri = self._create_image(repository)
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
@@ -181,8 +170,8 @@ class ProxyService(pulumi.ComponentResource):
 
     def _create_image(self, repository: aws.ecr.Repository) -> pulumi.Output[str]:
         args = self._args
-        if args.image_uri is not None:
-            return pulumi.Output.from_input(args.image_uri)
+        if args.settings.image_uri is not None:
+            return pulumi.Output.from_input(args.settings.image_uri)
         auth = aws.ecr.get_authorization_token_output(
             registry_id=repository.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
         )
@@ -219,7 +208,7 @@ class ProxyService(pulumi.ComponentResource):
             f"{self._name}-nlb",
             name_prefix=NLB_NAME_PREFIX,
             load_balancer_type="network",
-            internal=args.internal,
+            internal=args.settings.internal_nlb,
             subnets=args.nlb_subnet_ids,
             security_groups=[args.nlb_security_group_id],
             enable_cross_zone_load_balancing=True,
@@ -366,8 +355,8 @@ class ProxyService(pulumi.ComponentResource):
         task_definition = aws.ecs.TaskDefinition(
             f"{self._name}-task",
             family=f"{args.name_prefix}-proxy",
-            cpu=str(args.cpu),
-            memory=str(args.memory),
+            cpu=str(args.settings.cpu),
+            memory=str(args.settings.memory),
             network_mode="awsvpc",
             requires_compatibilities=["FARGATE"],
             runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
@@ -382,7 +371,7 @@ class ProxyService(pulumi.ComponentResource):
             f"{self._name}-service",
             cluster=cluster.arn,
             task_definition=task_definition.arn,
-            desired_count=args.task_count,
+            desired_count=args.settings.task_count,
             launch_type="FARGATE",
             platform_version="LATEST",
             # Fargate spreads a service's tasks over the subnets' AZs; two AZs at least.
@@ -415,7 +404,7 @@ class ProxyService(pulumi.ComponentResource):
         return cluster, service
 
 
-def _listener_protocol(tls: ListenerTls | None, port: int) -> dict[str, Any]:
+def _listener_protocol(tls: TlsSettings | None, port: int) -> dict[str, Any]:
     """A listener's protocol inputs: TLS terminated at the NLB (certificate and security policy)
     on the ports TLS covers, plain TCP elsewhere. Target groups stay TCP either way: a TLS
     listener forwards to TCP or TLS target groups (NLB guide, "Target groups", routing

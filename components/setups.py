@@ -35,13 +35,9 @@ from components.network import (
     VpcPeeringArgs,
 )
 from components.nodes import MachineSpec, Nodes, NodesArgs
-from components.proxy_service import ListenerTls, ProxyService, ProxyServiceArgs
-from components.settings import (
-    ExistingNetwork,
-    NewNetwork,
-    Settings,
-    StackReferenceNetwork,
-)
+from components.proxy_service import ProxyService, ProxyServiceArgs
+from components.settings import Settings
+from components.settings.network import ExistingNetwork, NewNetwork, StackReferenceNetwork
 from components.shared_keys import SharedKeys, SharedKeysArgs, readable_secret_arns
 from components.tessera_database import (
     CrossRegionReplica,
@@ -119,8 +115,7 @@ class ClientNode(pulumi.ComponentResource):
             SecurityGroupsArgs(
                 vpc_id=self.network.vpc_id,
                 vpc_cidr=self.network.vpc_cidr,
-                allowed_cidrs=settings.allowed_cidrs,
-                quorum_p2p_cidrs=settings.quorum_p2p_cidrs,
+                ingress=settings.ingress,
                 q2t_over_network=any(map(runs_ipc_proxy, ROLES_BY_SETUP[settings.setup])),
             ),
             opts=self._child_opts(),
@@ -210,7 +205,6 @@ class ClientNode(pulumi.ComponentResource):
 
     def _create_keys(self) -> SharedKeys:
         settings = self._settings
-        existing = settings.existing_keys
         return SharedKeys(
             f"{self._name}-keys",
             SharedKeysArgs(
@@ -221,18 +215,15 @@ class ClientNode(pulumi.ComponentResource):
                 log_group_prefix=self.log_prefix,
                 protect=settings.deletion_protection,
                 secret_recovery_days=settings.secret_recovery_days,
-                replica_region=settings.replica_region,
-                existing_tessera_private_key=existing.tessera_private_key,
-                existing_tessera_public_key=existing.tessera_public_key,
-                existing_quorum_account_keystore=existing.quorum_account_keystore,
-                existing_quorum_account_password=existing.quorum_account_password,
+                replica_region=settings.database.replica_region,
+                existing=settings.keys,
             ),
             opts=self._child_opts(),
         )
 
     def _create_proxy(self) -> ProxyService:
         settings = self._settings
-        internal = settings.internal_nlb
+        internal = settings.proxy.internal_nlb
         # The public key lets the proxy's deep check ask each Tessera's GET /keys for it.
         config = self.keys.tessera_public_key.apply(self._proxy_config)
         return ProxyService(
@@ -244,7 +235,6 @@ class ClientNode(pulumi.ComponentResource):
                 nlb_subnet_ids=(
                     self.network.private_subnet_ids if internal else self.network.public_subnet_ids
                 ),
-                internal=internal,
                 nlb_security_group_id=self.security_groups.nlb_id,
                 task_security_group_id=self.security_groups.proxy_id,
                 kms_key_arn=self.keys.key_arn,
@@ -252,12 +242,9 @@ class ClientNode(pulumi.ComponentResource):
                 region=settings.region,
                 role_path=self.proxy_role_path,
                 proxy_config_json=config,
-                task_count=settings.proxy_task_count,
-                cpu=settings.proxy_cpu,
-                memory=settings.proxy_memory,
-                image_uri=settings.proxy_image_uri,
+                settings=settings.proxy,
                 deletion_protection=settings.deletion_protection,
-                tls=self._listener_tls(),
+                tls=settings.tls,
                 metrics_agent=True,
             ),
             opts=self._child_opts(),
@@ -292,7 +279,7 @@ class ClientNode(pulumi.ComponentResource):
                 expected_peers=(
                     settings.alarms.min_peers
                     if settings.alarms.min_peers is not None
-                    else quorum_count - 1 + len(settings.quorum_peers)
+                    else quorum_count - 1 + len(settings.quorum_network.quorum_peers)
                 ),
                 machines=[
                     MonitoredMachine(dns_name=dns_name, instance_id=instance_id)
@@ -304,7 +291,7 @@ class ClientNode(pulumi.ComponentResource):
                 db_primary_identifier=self.database.primary_identifier,
                 db_replica_identifier=self.database.replica_identifier,
                 db_replica_region=self.database.replica_region,
-                db_allocated_storage_gib=settings.db_allocated_storage,
+                db_allocated_storage_gib=settings.database.allocated_storage,
                 # Quorum machines run the IPC proxy where Tessera has machines of its own.
                 q2t_servers=(
                     q2t_servers(self.dns_names["tessera"]) if "tessera" in self.dns_names else ()
@@ -312,18 +299,6 @@ class ClientNode(pulumi.ComponentResource):
                 title=f"quorum-ha {settings.stack} ({settings.setup})",
             ),
             opts=self._child_opts(),
-        )
-
-    def _listener_tls(self) -> ListenerTls | None:
-        tls = self._settings.tls
-        if tls is None:
-            return None
-        return ListenerTls(
-            certificate_arn=tls.certificate_arn,
-            ssl_policy=tls.ssl_policy,
-            ports=tls.ports,
-            dns_name=tls.dns_name,
-            hosted_zone_id=tls.hosted_zone_id,
         )
 
     def edge_url(self, nlb_dns_name: str, port: int) -> str:
@@ -345,13 +320,9 @@ class ClientNode(pulumi.ComponentResource):
                 kms_key_arn=self.keys.key_arn,
                 username=self.keys.db_username,
                 password=self.keys.db_password,
-                instance_class=settings.db_instance_class,
-                allocated_storage=settings.db_allocated_storage,
-                engine_version=settings.db_engine_version,
-                backup_retention_days=settings.db_backup_retention_days,
+                settings=settings.database,
                 deletion_protection=settings.deletion_protection,
                 non_production=settings.non_production,
-                replica_multi_az=settings.replica_multi_az,
                 cross_region_replica=self._create_replica_placement(),
             ),
             opts=self._child_opts(),
@@ -359,15 +330,15 @@ class ClientNode(pulumi.ComponentResource):
 
     def _create_replica_placement(self) -> CrossRegionReplica | None:
         """A DR VPC in the replica region, peered with the machines' VPC."""
-        settings = self._settings
-        region = settings.replica_region
+        database = self._settings.database
+        region = database.replica_region
         if region is None or self.keys.replica_key_arn is None:
             return None
         remote = Network(
             f"{self._name}-replica-network",
             NetworkArgs(
                 zone_name=None,
-                cidr=settings.replica_vpc_cidr,
+                cidr=database.replica_vpc_cidr,
                 az_count=2,
                 with_egress=False,
                 region=region,
@@ -400,6 +371,7 @@ class ClientNode(pulumi.ComponentResource):
     def _boot_context(self, role: MachineRole, index: int) -> pulumi.Output[NodeBootContext]:
         """Everything one machine boots from, resolved from the other components' outputs."""
         settings = self._settings
+        quorum_network = settings.quorum_network
         keys = self.keys
         quorum_count = len(self.quorum_dns_names)
         node_key_index = index if runs_quorum(role) else index % quorum_count
@@ -430,17 +402,17 @@ class ClientNode(pulumi.ComponentResource):
                 quorum_node_key_secret_arn=v["node_key"],
                 db_secret_arn=v["db"],
                 jdbc_url=v["jdbc"],
-                quorum_version=settings.quorum_version,
-                tessera_version=settings.tessera_version,
+                quorum_version=settings.nodes.quorum_version,
+                tessera_version=settings.nodes.tessera_version,
                 proxy_image_uri=v["image"] if runs_ipc_proxy(role) else None,
-                genesis_json=json.dumps(settings.genesis, sort_keys=True),
+                genesis_json=json.dumps(quorum_network.genesis, sort_keys=True),
                 ha_enodes=tuple(
                     enode_url(key, host)
                     for key, host in zip(v["enode_keys"], self.quorum_dns_names, strict=True)
                 ),
-                peer_enodes=settings.quorum_peers,
-                tessera_peer_urls=settings.tessera_peers,
-                network_id=settings.network_id,
+                peer_enodes=quorum_network.quorum_peers,
+                tessera_peer_urls=quorum_network.tessera_peers,
+                network_id=quorum_network.network_id,
                 log_group_name=naming.log_group_name(settings.stack, role),
             )
         )
@@ -562,8 +534,8 @@ class PairHA(ClientNode):
     TYPE = "quorum-ha:setups:PairHA"
 
     def machine_groups(self) -> list[MachineGroup]:
-        s = self._settings
-        return [MachineGroup("pair", s.quorum_nodes, s.quorum_instance_type)]
+        nodes = self._settings.nodes
+        return [MachineGroup("pair", nodes.quorum_count, nodes.quorum_instance_type)]
 
 
 class FullHA(ClientNode):
@@ -572,10 +544,10 @@ class FullHA(ClientNode):
     TYPE = "quorum-ha:setups:FullHA"
 
     def machine_groups(self) -> list[MachineGroup]:
-        s = self._settings
+        nodes = self._settings.nodes
         return [
-            MachineGroup("quorum", s.quorum_nodes, s.quorum_instance_type),
-            MachineGroup("tessera", s.tessera_nodes, s.tessera_instance_type),
+            MachineGroup("quorum", nodes.quorum_count, nodes.quorum_instance_type),
+            MachineGroup("tessera", nodes.tessera_count, nodes.tessera_instance_type),
         ]
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from components.settings.keys import ExistingKeys
 from domain.database import DB_USERNAME
 from domain.keys import account_keystore, keystore_address, node_public_key, tessera_key_pair
 from domain.naming import tessera_key_id, tessera_key_secret_names
@@ -40,10 +41,8 @@ class SharedKeysArgs:
     secret_recovery_days: int
     # A replica of the multi-Region key, for a database replica in another region.
     replica_region: str | None = None
-    existing_tessera_private_key: pulumi.Input[str] | None = None
-    existing_tessera_public_key: str | None = None
-    existing_quorum_account_keystore: pulumi.Input[str] | None = None
-    existing_quorum_account_password: pulumi.Input[str] | None = None
+    # Keys of an existing node being made HA (secret config); none: the stack generates them.
+    existing: ExistingKeys = field(default_factory=ExistingKeys)
 
 
 class SharedKeys(pulumi.ComponentResource):
@@ -217,9 +216,9 @@ class SharedKeys(pulumi.ComponentResource):
     def _create_tessera_keys(self) -> pulumi.Output[str]:
         """The shared Tessera pair in the vault; returns the public key."""
         args = self._args
-        if args.existing_tessera_private_key is not None and args.existing_tessera_public_key:
-            public: pulumi.Output[str] = pulumi.Output.from_input(args.existing_tessera_public_key)
-            private = pulumi.Output.secret(args.existing_tessera_private_key)
+        if args.existing.tessera_private_key is not None and args.existing.tessera_public_key:
+            public: pulumi.Output[str] = pulumi.Output.from_input(args.existing.tessera_public_key)
+            private = pulumi.Output.secret(args.existing.tessera_private_key)
         else:
             pair = self._seed("tessera").apply(tessera_key_pair)
             public = pulumi.Output.unsecret(pair.apply(lambda p: p[0]))
@@ -232,9 +231,9 @@ class SharedKeys(pulumi.ComponentResource):
 
     def _create_quorum_account(self) -> None:
         args = self._args
-        if args.existing_quorum_account_keystore is not None:
-            keystore = pulumi.Output.secret(args.existing_quorum_account_keystore)
-            password = pulumi.Output.secret(args.existing_quorum_account_password or "")
+        if args.existing.quorum_account_keystore is not None:
+            keystore = pulumi.Output.secret(args.existing.quorum_account_keystore)
+            password = pulumi.Output.secret(args.existing.quorum_account_password or "")
         else:
             password = pulumi.Output.secret(
                 random.RandomPassword(

@@ -10,6 +10,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.settings.database import DatabaseSettings
 from domain.database import DB_NAME, jdbc_url
 from domain.ports import DB_PORT
 
@@ -33,13 +34,11 @@ class TesseraDatabaseArgs:
     kms_key_arn: pulumi.Input[str]
     username: str
     password: pulumi.Input[str]
-    instance_class: str
-    allocated_storage: int
-    engine_version: str
-    backup_retention_days: int
+    # Class, storage, engine, backups; replica_multi_az: a standby for the replica too (promoted,
+    # it is the primary; changed in place, no replace). The replica's region and VPC arrive as
+    # cross_region_replica.
+    settings: DatabaseSettings
     deletion_protection: bool
-    # A standby for the replica too: promoted, it is the primary (changed in place, no replace).
-    replica_multi_az: bool
     # A throwaway stack (domain/stacks.py) deletes the database without a final snapshot,
     # whatever its deletion protection says.
     non_production: bool
@@ -63,11 +62,11 @@ class TesseraDatabase(pulumi.ComponentResource):
         super().__init__("quorum-ha:tessera_database:TesseraDatabase", name, None, opts)
         self._name = name
         self._args = args
-        self._family = f"postgres{args.engine_version.split('.')[0]}"
+        self._family = f"postgres{args.settings.engine_version.split('.')[0]}"
         # A pinned minor (16.4) is the operator's: once RDS upgraded it automatically, the
         # provider would plan a downgrade RDS refuses (hashicorp/terraform-provider-aws#39579).
         # A bare major (16) lets RDS keep the newest minor.
-        self._auto_minor_version_upgrade = "." not in args.engine_version
+        self._auto_minor_version_upgrade = "." not in args.settings.engine_version
         subnet_group = aws.rds.SubnetGroup(
             f"{name}-subnets",
             subnet_ids=args.subnet_ids,
@@ -119,9 +118,9 @@ class TesseraDatabase(pulumi.ComponentResource):
             f"{self._name}-primary",
             identifier=identifier,
             engine="postgres",
-            engine_version=args.engine_version,
-            instance_class=args.instance_class,
-            allocated_storage=args.allocated_storage,
+            engine_version=args.settings.engine_version,
+            instance_class=args.settings.instance_class,
+            allocated_storage=args.settings.allocated_storage,
             storage_type="gp3",
             storage_encrypted=True,
             kms_key_id=args.kms_key_arn,
@@ -134,7 +133,7 @@ class TesseraDatabase(pulumi.ComponentResource):
             vpc_security_group_ids=[args.security_group_id],
             parameter_group_name=parameters.name,
             publicly_accessible=False,
-            backup_retention_period=args.backup_retention_days,
+            backup_retention_period=args.settings.backup_retention_days,
             copy_tags_to_snapshot=True,
             auto_minor_version_upgrade=self._auto_minor_version_upgrade,
             # ModifyDBInstance refuses a new major EngineVersion without it; the provider sends
@@ -159,15 +158,15 @@ class TesseraDatabase(pulumi.ComponentResource):
         protect = args.deletion_protection
         common: dict[str, Any] = {
             "identifier": f"{args.name_prefix}-tessera-replica",
-            "instance_class": args.instance_class,
+            "instance_class": args.settings.instance_class,
             "storage_type": "gp3",
             "storage_encrypted": True,
             "publicly_accessible": False,
             # CreateDBInstanceReadReplica MultiAZ: the replica gets its own standby, whatever
             # the source's deployment.
-            "multi_az": args.replica_multi_az,
+            "multi_az": args.settings.replica_multi_az,
             # Kept so a promoted replica starts life with backups already on (PostgreSQL 14.1+).
-            "backup_retention_period": args.backup_retention_days,
+            "backup_retention_period": args.settings.backup_retention_days,
             "auto_minor_version_upgrade": self._auto_minor_version_upgrade,
             "apply_immediately": False,
             "performance_insights_enabled": True,

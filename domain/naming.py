@@ -10,6 +10,8 @@ import hashlib
 import re
 from typing import Literal
 
+from domain.validation import partition as region_partition
+
 # The Pulumi project, the namespace of its config keys (`quorum-ha:setup`) and of its names.
 PROJECT = "quorum-ha"
 # Prefix of the physical names AWS keeps per account and region (database, alias, alarms).
@@ -95,10 +97,5 @@ def ecr_repository_arn(image_uri: str) -> str:
     if match is None:
         raise ValueError(f"not an ECR image URI: {image_uri!r}")
     region = match["region"]
-    if match["cn"]:
-        partition = "aws-cn"
-    elif region.startswith("us-gov-"):
-        partition = "aws-us-gov"
-    else:
-        partition = "aws"
+    partition = "aws-cn" if match["cn"] else region_partition(region)
     return f"arn:{partition}:ecr:{region}:{match['account']}:repository/{match['repository']}"

@@ -5,21 +5,31 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from domain import setups
+from domain.errors import ConfigError
 from domain.paths import DATA_DEVICE_NAME
 from domain.setups import ROLES_BY_SETUP, MachineRole, Setup
+from domain.validation import (
+    ENODE_ALLOWED,
+    IS_QUORUM_ALLOWED,
+    REGION_ALLOWED,
+    genesis_is_quorum,
+    http_url_host,
+    is_dns_name,
+    is_enode_url,
+    is_shell_safe,
+    is_supported_region,
+)
 
 
-class BootContextError(ValueError):
+class BootContextError(ConfigError):
     """A NodeBootContext field is unusable; names the field, the value and what is allowed."""
 
+    json_values = False
+
     def __init__(self, field: str, value: object, allowed: str) -> None:
-        shown = repr(value)
-        if len(shown) > 120:
-            shown = shown[:117] + "..."
-        super().__init__(f"NodeBootContext.{field}: {shown} is not valid; allowed: {allowed}")
+        super().__init__(f"NodeBootContext.{field}", value, allowed)
         self.field = field
 
 
@@ -72,46 +82,21 @@ class NodeBootContext:
         return setups.runs_ipc_proxy(self.role)
 
 
-_DNS_NAME = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
-    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$"
-)
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,3}$")
 _SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[\w/+=.@-]+$")
 _SECRET_NAME = re.compile(r"^[\w/+=.@-]{1,480}$")
 _IMAGE = re.compile(r"^[a-z0-9.-]+(:\d+)?/[a-z0-9._/-]+(:[\w.-]+|@sha256:[0-9a-f]{64})$")
 _LOG_GROUP = re.compile(r"^[\w/.#-]{1,512}$")
-_ENODE = re.compile(r"^enode://[0-9a-fA-F]{128}@[^\s\"'$`\\]+:\d{1,5}(\?[\w=&.-]*)?$")
 _VOLUME_ID = re.compile(r"^vol-[0-9a-f]{8,17}$")
 _DEVICE = re.compile(r"^/dev/(sd|xvd)[b-z]$")
-_JDBC = re.compile(r"^jdbc:postgresql://([A-Za-z0-9.:,\[\]-]+)/([\w.-]+)(\?[^\s\"'$`\\]*)?$")
-# Values end up in a shell/systemd environment file: refuse anything that could break quoting.
-_UNSAFE = re.compile(r"[\"'$`\\\s]")
-
-
-def is_dns_name(value: str) -> bool:
-    return bool(_DNS_NAME.match(value))
-
-
-def http_url_host(value: str) -> str | None:
-    """The host of an http(s) URL with an explicit port, else None."""
-    if not isinstance(value, str) or _UNSAFE.search(value):
-        return None
-    parts = urlsplit(value)
-    try:
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
-        return None
-    return parts.hostname
+# And shell-safe as a whole: it lands in boot.env.
+_JDBC = re.compile(r"^jdbc:postgresql://([A-Za-z0-9.:,\[\]-]+)/([\w.-]+)(\?.*)?$")
 
 
 def jdbc_to_libpq_uri(jdbc_url: str) -> str:
     """The psql connection URI for the same hosts, trying them in order for the writable one."""
     m = _JDBC.match(jdbc_url)
-    if not m:
+    if not m or not is_shell_safe(jdbc_url):
         raise BootContextError(
             "jdbc_url", jdbc_url, "jdbc:postgresql://host:port[,host:port]/database[?params]"
         )
@@ -136,8 +121,8 @@ def _check_identity(ctx: NodeBootContext) -> None:
     if ctx.role not in ROLES_BY_SETUP[ctx.setup]:
         allowed = " | ".join(ROLES_BY_SETUP[ctx.setup])
         raise BootContextError("role", ctx.role, f"{allowed} in setup {ctx.setup!r}")
-    if not _REGION.match(ctx.region):
-        raise BootContextError("region", ctx.region, "an AWS region such as eu-west-1")
+    if not is_supported_region(ctx.region):
+        raise BootContextError("region", ctx.region, REGION_ALLOWED)
     if not is_dns_name(ctx.node_dns_name):
         raise BootContextError("node_dns_name", ctx.node_dns_name, "a DNS name")
     _check_names("quorum_dns_names", ctx.quorum_dns_names)
@@ -183,15 +168,16 @@ def _check_quorum_network(ctx: NodeBootContext) -> None:
         raise BootContextError("genesis_json", ctx.genesis_json, "a JSON document") from None
     if not isinstance(genesis, dict) or not isinstance(genesis.get("config"), dict):
         raise BootContextError("genesis_json", ctx.genesis_json, 'a JSON object with "config"')
-    if genesis["config"].get("isQuorum") is not True:
-        # Without it GoQuorum runs as plain geth: no private transactions.
+    if not genesis_is_quorum(genesis):
         raise BootContextError(
-            "genesis_json", ctx.genesis_json, 'a GoQuorum genesis: "config.isQuorum": true'
+            "genesis_json",
+            ctx.genesis_json,
+            f'a GoQuorum genesis, "config.isQuorum": {IS_QUORUM_ALLOWED}',
         )
     for field in ("ha_enodes", "peer_enodes"):
         for enode in getattr(ctx, field):
-            if not isinstance(enode, str) or not _ENODE.match(enode):
-                raise BootContextError(field, enode, "enode://<128 hex>@host:port")
+            if not is_enode_url(enode):
+                raise BootContextError(field, enode, ENODE_ALLOWED)
     if ctx.runs_quorum and not ctx.ha_enodes:
         raise BootContextError("ha_enodes", ctx.ha_enodes, "this client node's enode URLs")
     for url in ctx.tessera_peer_urls:

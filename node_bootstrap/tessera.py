@@ -17,6 +17,7 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
+from domain.errors import ConfigError
 from domain.naming import tessera_key_secret_names
 from domain.paths import TM_IPC_PATH
 from domain.ports import TESSERA_P2P_PORT, TESSERA_Q2T_PORT, TESSERA_THIRD_PARTY_PORT
@@ -26,14 +27,13 @@ APP_TYPES = ("P2P", "Q2T", "ThirdParty", "ENCLAVE")
 KEY_VAULT_TYPES = ("AWS", "AZURE", "HASHICORP")
 
 
-class TesseraConfigError(ValueError):
+class TesseraConfigError(ConfigError):
     """A Tessera config breaks one of Tessera's rules; the message names the field and value."""
 
+    json_values = False
+
     def __init__(self, field: str, value: Any, rule: str) -> None:
-        shown = repr(value)
-        if len(shown) > 120:
-            shown = shown[:117] + "..."
-        super().__init__(f"tessera config {field}: {shown} is not valid; {rule}")
+        super().__init__(f"tessera config {field}", value, rule)
         self.field = field
 
 

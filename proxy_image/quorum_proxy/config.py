@@ -31,6 +31,9 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 class ConfigError(ValueError):
     """A config value is invalid; the message is one line: key path, value, what is allowed."""
 
+    # The same shape as the program's domain/errors.py ConfigError, kept here on purpose: this
+    # package ships alone in its container image and imports nothing from the program.
+
     def __init__(self, path: str, value: Any, allowed: str) -> None:
         shown = repr(value)
         if len(shown) > 80:

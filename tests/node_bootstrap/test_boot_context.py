@@ -80,3 +80,21 @@ def test_jdbc_url_becomes_a_libpq_uri_for_the_same_hosts() -> None:
     assert uri == (
         "postgresql://p.rds:5432,r.rds:5432/tessera?target_session_attrs=read-write&sslmode=require"
     )
+
+
+# One rule with the stack config (domain/validation.py). The boot context used to accept the
+# ISO partitions' regions, whose endpoints are not amazonaws.com: the machines' Tessera would
+# have been sent to secretsmanager.<region>.amazonaws.com.
+@pytest.mark.parametrize("region", ["us-iso-east-1", "us-isob-east-1", "cn-north-1"])
+def test_regions_outside_the_amazonaws_com_partitions_are_refused(region: str) -> None:
+    with pytest.raises(BootContextError, match=rf"^NodeBootContext.region: '{region}'"):
+        validate_context(replace(make_context(FULL_QUORUM), region=region))
+
+
+# GoQuorum refuses these (ConsenSys/quorum p2p/enode/urlv4.go: ParseUint(..., 10, 16)); the
+# boot context used to accept any 5 digits and any query.
+@pytest.mark.parametrize("suffix", [":65536", ":30303?discport=x", ":21000?raftport=70000"])
+def test_peer_enodes_goquorum_would_refuse_are_refused(suffix: str) -> None:
+    enode = "enode://" + "ab" * 64 + "@10.0.0.9" + suffix
+    with pytest.raises(BootContextError, match=r"^NodeBootContext.peer_enodes: "):
+        validate_context(replace(make_context(FULL_QUORUM), peer_enodes=(enode,)))
