@@ -168,6 +168,11 @@ class Metrics:
             "Requests refused before routing (malformed, limits, timeouts).",
             ("listener", "status"),
         )
+        self.client_timeouts = Counter(
+            "quorum_proxy_client_timeouts_total",
+            "Client connections closed by a timeout: header, body or send (limits.*_timeout).",
+            ("listener", "kind"),
+        )
         self.open_connections = Gauge(
             "quorum_proxy_open_connections",
             "Client connections currently open, by listener.",
@@ -205,6 +210,7 @@ class Metrics:
             self.tcp_connections,
             self.dns_lookup_failures,
             self.bad_requests,
+            self.client_timeouts,
             self.open_connections,
             self.upstream_healthy,
             self.tessera_deep_check_up,
