@@ -56,7 +56,9 @@ class BodyBudget:
         self.total += size
         self.holders.add(holder)
         while self.total > self.limit and self.holders:
-            max(self.holders, key=lambda h: h.held_body_bytes()).refuse_body()
+            victim = max(self.holders, key=lambda h: h.held_body_bytes())
+            victim.refuse_body()
+            self.holders.discard(victim)  # refused, or holding nothing: no longer a candidate
 
     def release(self, holder: BodyHolder, size: int) -> None:
         """holder's body is gone (answered, refused, or its connection closed)."""

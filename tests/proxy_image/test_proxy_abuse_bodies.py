@@ -23,6 +23,7 @@ from proxy_support import (
     http_config,
     wait_for,
 )
+from quorum_proxy.bodies import BodyBudget
 
 SLACK = 8.0
 RETRY_ALL = {"retry_on": ["error", "timeout"], "retry_non_idempotent": True}
@@ -173,3 +174,45 @@ def test_memory_held_by_bodies_goes_back_to_the_os_once_they_are_gone(
         wait_for(returned, SLACK, f"RSS back near {base:.0f} MB (now {_rss_mb(pid):.0f} MB)")
     # a second wave reuses what the first gave back rather than adding to it
     assert peaks[1] < peaks[0] + 20, peaks
+
+
+class _Holder:
+    def __init__(self, budget: BodyBudget, size: int) -> None:
+        self.budget = budget
+        self.size = size
+        self.refused = False
+        budget.add(self, size)
+
+    def held_body_bytes(self) -> int:
+        return self.size
+
+    def refuse_body(self) -> None:
+        self.refused = True
+        self.budget.release(self, self.size)
+        self.size = 0
+
+
+def test_the_trim_runs_after_large_releases_at_most_once_a_second() -> None:
+    trims: list[float] = []
+    budget = BodyBudget(64 << 20, trim=lambda: trims.append(0))
+    holders = [_Holder(budget, 1 << 20) for _ in range(8)]
+    for holder in holders[:2]:
+        budget.release(holder, holder.size)
+    budget.maybe_trim(10.0)
+    assert trims == []  # 2 MiB released: not worth a trim
+    for holder in holders[2:]:
+        budget.release(holder, holder.size)
+    budget.maybe_trim(10.0)
+    budget.maybe_trim(10.5)
+    assert len(trims) == 1
+    assert budget.total == 0
+
+
+def test_a_complete_body_is_never_the_one_refused() -> None:
+    budget = BodyBudget(3 << 20, trim=lambda: None)
+    served = _Holder(budget, 2 << 20)
+    budget.done_reading(served)  # whole, being served
+    small = _Holder(budget, 512 << 10)
+    growing = _Holder(budget, 1 << 20)
+    assert (served.refused, small.refused, growing.refused) == (False, False, True)
+    assert budget.total == (2 << 20) + (512 << 10)
