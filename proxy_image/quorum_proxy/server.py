@@ -17,7 +17,7 @@ import httptools
 
 from .bodies import BodyBudget
 from .config import Config, Listener, parse_host_port
-from .http_proxy import HttpListener
+from .http_routes import HttpListener
 from .metrics import Metrics
 from .mirror import MirrorChannel
 from .tcp_proxy import TcpListener
