@@ -113,6 +113,11 @@ class Limits:
     keepalive_requests: int = 1000
     # client connections per process, all listeners; 0: derived from the open-files limit
     max_connections: int = 0
+    # abuse bounds (proxy_image/README.md, "Bounded under abuse"); nginx's defaults for the
+    # timeouts (client_body_timeout, send_timeout: 60s)
+    body_timeout: float = 60.0
+    send_timeout: float = 60.0
+    max_buffered_body_bytes: int = 64 << 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -427,6 +432,48 @@ def _listener(path: str, data: Any, upstreams: Mapping[str, Upstream]) -> Listen
     )
 
 
+def _limits(data: Any) -> Limits:
+    d = Limits()
+    lr = _Reader(
+        "limits",
+        data,
+        (
+            "max_header_bytes",
+            "max_uri_bytes",
+            "header_timeout",
+            "max_retry_body_bytes",
+            "body_timeout",
+            "send_timeout",
+            "max_buffered_body_bytes",
+            "keepalive_requests",
+            "max_connections",
+        ),
+    )
+    timeouts = {}
+    for name in ("header_timeout", "body_timeout", "send_timeout"):
+        timeouts[name] = lr.duration(name, getattr(d, name))
+        if timeouts[name] <= 0:
+            raise ConfigError(lr.key(name), lr.raw(name), "a duration > 0")
+    per_request = lr.int("max_retry_body_bytes", d.max_retry_body_bytes, 0)
+    total = lr.int("max_buffered_body_bytes", max(d.max_buffered_body_bytes, per_request), 0)
+    if total < per_request:
+        # under the per-request bound, a body 413 promises to take would get 503
+        raise ConfigError(
+            lr.key("max_buffered_body_bytes"),
+            total,
+            f"an integer >= limits.max_retry_body_bytes ({per_request})",
+        )
+    return Limits(
+        max_header_bytes=lr.int("max_header_bytes", d.max_header_bytes, 256),
+        max_uri_bytes=lr.int("max_uri_bytes", d.max_uri_bytes, 16),
+        max_retry_body_bytes=per_request,
+        max_buffered_body_bytes=total,
+        keepalive_requests=lr.int("keepalive_requests", d.keepalive_requests, 1),
+        max_connections=lr.int("max_connections", d.max_connections, 0),
+        **timeouts,
+    )
+
+
 def parse_config(data: Any) -> Config:
     """Validate a decoded YAML/JSON document into a Config; raises ConfigError."""
     r = _Reader(
@@ -440,29 +487,7 @@ def parse_config(data: Any) -> Config:
         admin_listen = parse_listen("admin.listen", a.raw("listen", admin_listen))
     limits = Limits()
     if r.has("limits"):
-        lr = _Reader(
-            "limits",
-            r.raw("limits"),
-            (
-                "max_header_bytes",
-                "max_uri_bytes",
-                "header_timeout",
-                "max_retry_body_bytes",
-                "keepalive_requests",
-                "max_connections",
-            ),
-        )
-        header_timeout = lr.duration("header_timeout", 10.0)
-        if header_timeout <= 0:
-            raise ConfigError("limits.header_timeout", lr.raw("header_timeout"), "a duration > 0")
-        limits = Limits(
-            max_header_bytes=lr.int("max_header_bytes", 16384, 256),
-            max_uri_bytes=lr.int("max_uri_bytes", 8192, 16),
-            header_timeout=header_timeout,
-            max_retry_body_bytes=lr.int("max_retry_body_bytes", 1048576, 0),
-            keepalive_requests=lr.int("keepalive_requests", 1000, 1),
-            max_connections=lr.int("max_connections", 0, 0),
-        )
+        limits = _limits(r.raw("limits"))
     ups_data = r.required("upstreams")
     if not isinstance(ups_data, dict) or not ups_data:
         raise ConfigError("upstreams", ups_data, "a non-empty mapping of name -> upstream")

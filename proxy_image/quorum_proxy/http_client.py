@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from .bodies import BodyBudget
 from .http_exchange import (
     PAUSE_CLIENT_WRITE,
     PAUSE_LAST,
@@ -48,6 +49,11 @@ KEEPALIVE_TIMEOUT = 75.0
 LINGERING_TIME = 30.0
 LINGERING_TIMEOUT = 5.0
 LINGERING_BYTES = 64 << 20
+# what a refusal says beyond its status, when the status alone would not tell why
+DETAILS = {
+    503: "request bodies kept for retries are at limits.max_buffered_body_bytes; "
+    "this one was the largest unfinished: send it again later",
+}
 
 
 class _StopParsingError(Exception):
@@ -56,6 +62,16 @@ class _StopParsingError(Exception):
 
 class HttpClientProtocol(UpstreamExchange):
     """A client connection: parses requests, serves one at a time (pipelined ones queue)."""
+
+    # abuse bounds, set per connection as they change: no request yet (header_timeout counts
+    # from the accept), the body's last read (body_timeout), the write buffer's size and since
+    # when it has not shrunk (send_timeout), a body refused at the global bound mid-callback
+    fresh = True
+    body_last = 0.0
+    send_size = 0
+    send_since = 0.0
+    in_body = False
+    refused = False
 
     def __init__(self, listener: HttpListener) -> None:
         super().__init__(listener)
@@ -79,6 +95,7 @@ class HttpClientProtocol(UpstreamExchange):
         # requests read on this connection (limits.keepalive_requests)
         self.requests = 0
         self.last_request = False
+        self.budget: BodyBudget = self.runtime.bodies
 
     # connection events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -95,6 +112,9 @@ class HttpClientProtocol(UpstreamExchange):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        for req in (self.cur, self.active, *self.queue):
+            if req is not None:
+                self._release(req)
         self._fast_clear()
         self._end_upstream(False)  # its callbacks must not write to this closed transport
         self.listener.connections.discard(self)
@@ -196,12 +216,17 @@ class HttpClientProtocol(UpstreamExchange):
         if self.fast_req is not None:
             self._fast_clear()
         self._end_upstream(False)
-        body = json.dumps({"error": REASONS.get(status, b"").decode(), "status": status})
+        if self.cur is not None:
+            self._release(self.cur)
+        answer: dict[str, object] = {"error": REASONS.get(status, b"").decode(), "status": status}
+        if status in DETAILS:
+            answer["detail"] = DETAILS[status]
         self.batch.flush()
-        self.transport.write(simple_response(status, body.encode()))
+        self.transport.write(simple_response(status, json.dumps(answer).encode()))
         self.closed = True
-        if status == 413:
-            # the client may still be sending its body (nginx keeps lingering for 413 only)
+        if status in (413, 503):
+            # the client may still be sending its body (nginx keeps lingering for 413 only;
+            # a 503 for the body bound comes mid-body too)
             self._linger()
         else:
             self.transport.close()
@@ -231,23 +256,93 @@ class HttpClientProtocol(UpstreamExchange):
             self.transport.close()
 
     def check_timeouts(self, now: float) -> None:
-        """Called by the sweeper: slow header senders and idle keep-alives are cut off."""
+        """Called by the sweeper: slow header or body senders, clients that stop reading, and
+        idle keep-alives are cut off."""
+        if self._send_stalled(now):
+            return
         if self.linger_until:
             if now >= self.linger_until or now - self.linger_last >= LINGERING_TIMEOUT:
                 self._linger_end()
             return
         if self.fast_req is not None and now >= self.fast_deadline:
             self._fast_timeout()
+        if self.closed or self.transport is None:
+            return
+        limits = self.limits
+        if self.cur is not None and not self.partial:
+            # reading a body (nginx client_body_timeout: 408 logged, nothing sent; this proxy
+            # sends the 408 so that the client knows why). Time the proxy itself stops reading
+            # (a slow upstream, a pipelined request waiting) is not the client's: the timer
+            # starts again (to within a sweep) when reading resumes.
+            if self.paused:
+                self.body_last = now
+            elif now - self.body_last >= limits.body_timeout:
+                self._count_timeout("body")
+                self._reject(408)
+            return
         since = self.waiting_since
-        if since is None or self.closed:
+        if since is None:
             return
         if self.partial:
-            if now - self.head_start >= self.limits.header_timeout:
+            if now - self.head_start >= limits.header_timeout:
+                self._count_timeout("header")
                 self._reject(408)
-        elif now - since >= KEEPALIVE_TIMEOUT and self.transport is not None:
+        elif self.fresh:
+            # nothing sent since the accept: closed without an answer, as nginx does at
+            # client_header_timeout ("client timed out while waiting for request")
+            if now - since >= limits.header_timeout:
+                self._count_timeout("header")
+                self.closed = True
+                self.transport.close()
+        elif now - since >= KEEPALIVE_TIMEOUT:
             self.batch.flush()
             self.closed = True
             self.transport.close()
+
+    def _send_stalled(self, now: float) -> bool:
+        """nginx send_timeout: the client has not taken a byte of what is queued for it for
+        limits.send_timeout; then this connection and its upstream one are aborted (the upstream
+        answer is incomplete: never pooled)."""
+        transport = self.transport
+        if transport is None:
+            return False
+        size = transport.get_write_buffer_size()
+        if not size:
+            self.send_since = 0.0
+            return False
+        if not self.send_since or size < self.send_size:
+            self.send_since = now
+        self.send_size = size
+        if now - self.send_since < self.limits.send_timeout:
+            return False
+        self._count_timeout("send")
+        self._end_upstream(False)
+        self.closed = True
+        self.linger_until = 0.0
+        transport.abort()
+        return True
+
+    def _count_timeout(self, kind: str) -> None:
+        self.runtime.metrics.client_timeouts.inc((self.listener.name, kind))
+
+    # request bodies kept in memory (a BodyHolder of the process's BodyBudget)
+    def held_body_bytes(self) -> int:
+        return self.cur.accounted if self.cur is not None else 0
+
+    def refuse_body(self) -> None:
+        """The largest unfinished body at the global bound: 503 (see bodies.py)."""
+        if self.cur is not None:
+            self._release(self.cur)
+        if self.in_body:
+            self.refused = True  # on_body raises inside the parser's callback
+        else:
+            self._reject(503)
+
+    def _release(self, req: Request) -> None:
+        if req.accounted:
+            self.budget.release(self, req.accounted)
+            req.accounted = 0
+            req.body.clear()
 
     def close_if_idle(self) -> None:
         """Draining: close a keep-alive connection between requests."""
@@ -266,6 +361,7 @@ class HttpClientProtocol(UpstreamExchange):
         if self.last_request:
             raise _StopParsingError
         self.cur = Request()
+        self.fresh = False
         self.partial = True
         self.url_bytes = 0
         self.header_bytes = 0
@@ -298,7 +394,7 @@ class HttpClientProtocol(UpstreamExchange):
         assert req is not None
         self.partial = False
         self.head_bytes = 0
-        req.start = self.now
+        req.start = self.body_last = self.now
         parser = self.parser
         req.method = parser.get_method()
         # the headers the proxy acts on; on_header kept the ones it passes on
@@ -392,6 +488,7 @@ class HttpClientProtocol(UpstreamExchange):
     def on_body(self, data: bytes) -> None:
         req = self.cur
         assert req is not None
+        self.body_last = self.now
         sink = req.sink
         if sink is not None and not sink.closed:
             if req.upstream_chunked:
@@ -404,6 +501,14 @@ class HttpClientProtocol(UpstreamExchange):
         if req.buffered:
             if req.body_size > self.limits.max_retry_body_bytes:
                 raise RejectError(413)
+            req.accounted += len(data)
+            self.in_body = True
+            try:
+                self.budget.add(self, len(data))
+            finally:
+                self.in_body = False
+            if self.refused:
+                raise RejectError(503)
         elif req.body_size > STREAM_BUFFER_HIGH:
             self._pause(PAUSE_WAIT)
 
@@ -413,6 +518,8 @@ class HttpClientProtocol(UpstreamExchange):
         self.cur = None
         req.complete = True
         req.completed_at = self.now
+        if req.accounted:
+            self.budget.done_reading(self)
         sink = req.sink
         if sink is not None and req.upstream_chunked and not sink.closed:
             sink.write(b"0\r\n\r\n")
@@ -470,6 +577,7 @@ class HttpClientProtocol(UpstreamExchange):
         self.active = None
         self.task = None
         self.streaming = False
+        self._release(req)
         if self.closed or self.transport is None:
             return
         if not keep or self.runtime.draining:

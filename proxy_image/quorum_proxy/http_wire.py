@@ -54,6 +54,7 @@ class Request:
     """One client request as it is parsed and served."""
 
     __slots__ = (
+        "accounted",
         "body",
         "body_size",
         "buffered",
@@ -90,6 +91,8 @@ class Request:
         self.expect_continue = False
         self.body: list[bytes] = []
         self.body_size = 0
+        # bytes of body counted in the process's BodyBudget (bodies.py)
+        self.accounted = 0
         self.buffered = False
         # may go to another server once sent: a mirror buffers a POST, it does not retry it
         self.retryable = False

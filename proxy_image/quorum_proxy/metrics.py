@@ -174,6 +174,11 @@ class Metrics:
             " to make room) or refused (none idle).",
             ("listener", "reason"),
         )
+        self.client_timeouts = Counter(
+            "quorum_proxy_client_timeouts_total",
+            "Client connections closed by a timeout: header, body or send (limits.*_timeout).",
+            ("listener", "kind"),
+        )
         self.open_connections = Gauge(
             "quorum_proxy_open_connections",
             "Client connections currently open, by listener.",
@@ -212,6 +217,7 @@ class Metrics:
             self.dns_lookup_failures,
             self.bad_requests,
             self.shed_connections,
+            self.client_timeouts,
             self.open_connections,
             self.upstream_healthy,
             self.tessera_deep_check_up,

@@ -17,6 +17,7 @@ from typing import Any, TextIO, cast
 
 import httptools
 
+from .bodies import BodyBudget
 from .config import Config, Listener, parse_host_port
 from .http_routes import HttpListener
 from .metrics import Metrics
@@ -275,6 +276,8 @@ class ProxyRuntime:
     ) -> None:
         self.config = config
         self.metrics = Metrics()
+        # request bodies kept in memory, over every listener of this process
+        self.bodies = BodyBudget(config.limits.max_buffered_body_bytes)
         self.groups = {
             name: UpstreamGroup(up, self.metrics, resolver)
             for name, up in config.upstreams.items()
@@ -512,6 +515,7 @@ class ProxyRuntime:
             for channel in self.mirror_channels.values():
                 channel.check_timeouts(now)
             self._report_shed(time.monotonic())
+            self.bodies.maybe_trim(now)
 
     def in_flight(self) -> int:
         total = 0
