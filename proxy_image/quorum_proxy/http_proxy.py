@@ -52,6 +52,9 @@ _WAIT_HEAD = 0
 _STREAM_BODY = 1
 _READ_404 = 2
 _NONE_TRIED: list[Server] = []
+# answers read whole and held while the next server is asked (see HttpClientProtocol._hold_for)
+HOLD_NONE: frozenset[int] = frozenset()
+HOLD_404 = frozenset({404})
 # idle client connections between requests (nginx keepalive_timeout)
 KEEPALIVE_TIMEOUT = 75.0
 # after a 413, what the client still sends is read and dropped so that it reads the answer
@@ -99,11 +102,13 @@ class _StaleConnectionError(Exception):
 class _Outcome:
     """What the retry loop learnt: retries, last failure, a held 404, the answering server."""
 
-    __slots__ = ("failure", "held", "held_server", "retries", "server")
+    __slots__ = ("failure", "held", "held_server", "retries", "sent", "server")
 
     def __init__(self) -> None:
         self.retries = 0
         self.failure = "error"
+        # some failed attempt sent the request: a server may have acted on it
+        self.sent = False
         self.held: tuple[int, bytes, list[tuple[bytes, bytes]], bytes] | None = None
         self.held_server = ""
         self.server = ""
@@ -132,6 +137,7 @@ class RouteState:
         "keys",
         "label",
         "mirror_group",
+        "pick",
         "retry_404",
     )
 
@@ -147,6 +153,9 @@ class RouteState:
         # metric label values by status, made once: (listener, route, status), latency series
         self.keys: dict[int, tuple[tuple[str, str, str], list[float]]] = {}
         self.retry_404 = "http_404" in config.retry_on
+        # the server for a request's next attempt: round-robin here, primary first in the
+        # JSON-RPC listener (jsonrpc_proxy.py)
+        self.pick = group.pick
         # whether a request's body is kept for a retry or a mirror copy (per method)
         may_retry = len(group.servers) > 1 and bool(config.retry_on)
         self.buffer_all = mirror_group is not None or (may_retry and config.retry_non_idempotent)
@@ -286,7 +295,7 @@ class HttpClientProtocol(asyncio.Protocol):
         self.hold_size = 0
         self.hold_dropped = False
         self.streaming = False
-        self._may_hold_404 = False
+        self._hold_statuses = HOLD_NONE
         self.head_start = 0.0
         self.now = 0.0
         self.pending = b""
@@ -636,7 +645,7 @@ class HttpClientProtocol(asyncio.Protocol):
             self._answer_local(req, 404, {"error": "no route", "listener": self.listener.name})
         else:
             # the fast path's pick stands even when it hands over: round-robin stays fair
-            first = req.route.group.pick(_NONE_TRIED)
+            first = req.route.pick(_NONE_TRIED)
             if first is None or not (req.complete and self._try_fast(req, first)):
                 self.task = self.loop.create_task(self._serve(req, [], _Outcome(), first))
 
@@ -756,14 +765,8 @@ class HttpClientProtocol(asyncio.Protocol):
         if conn is None:
             return False
         req.head = self._upstream_head(req)
-        self._bind(
-            conn,
-            route.retry_404
-            and req.retryable
-            and len(group.servers) > 1
-            and group.has_untried([server]),
-            futures=False,
-        )
+        more = len(group.servers) > 1 and group.has_untried([server])
+        self._bind(conn, self._hold_for(req, route, more), futures=False)
         self.fast_req = req
         self.fast_server = server
         self.fast_stage = _WAIT_HEAD
@@ -792,8 +795,14 @@ class HttpClientProtocol(asyncio.Protocol):
         self.conn = None
         if self.hold_body is not None:
             outcome = _Outcome()
-            self._hold(outcome, server)
-            self._fast_retry(req, server, outcome, "http_404")
+            outcome.sent = True
+            reason = _held_reason(self.resp_status)
+            if reason == "http_404":
+                self._hold(outcome, server)
+            else:
+                self.hold_body = None
+                server.record_failure(reason)
+            self._fast_retry(req, server, outcome, reason)
             return
         keep = req.keep_alive and req.complete and not self.resp_close_delimited
         self._finish(req, self.resp_status, server.name, keep, 0)
@@ -815,6 +824,7 @@ class HttpClientProtocol(asyncio.Protocol):
             self._finish(req, self.resp_status, server.name, False, 0)
             return
         outcome = _Outcome()
+        outcome.sent = True
         if stale:
             # a pooled connection the server closed meanwhile: not a try of that server
             outcome.retries = 1
@@ -868,7 +878,7 @@ class HttpClientProtocol(asyncio.Protocol):
         group = route.group
         retry_on = route.config.retry_on
         while True:
-            server, first = first or group.pick(tried), None
+            server, first = first or route.pick(tried), None
             if server is None:
                 return None
             tried.append(server)
@@ -877,9 +887,11 @@ class HttpClientProtocol(asyncio.Protocol):
                 conn = await self._attempt(req, server, route, more)
             except _AttemptFailedError as e:
                 outcome.failure = e.reason
+                outcome.sent = outcome.sent or e.sent
                 if e.reason == "http_404":
                     self._hold(outcome, server)
                 else:
+                    self.hold_body = None  # a held 502/503 (JSON-RPC listener) is not kept
                     server.record_failure(e.reason)
                 if (e.sent and not req.retryable) or e.reason not in retry_on or not more:
                     return None
@@ -894,11 +906,11 @@ class HttpClientProtocol(asyncio.Protocol):
     ) -> UpstreamConnection:
         """Send req to server and wait for the response head; raises _AttemptFailedError."""
         timeout = route.group.config.read_timeout
-        may_hold_404 = route.retry_404 and more and req.retryable
+        hold = self._hold_for(req, route, more)
         conn = server.pooled()
         if conn is not None:
             try:
-                return await self._exchange(req, conn, may_hold_404, timeout, fresh=False)
+                return await self._exchange(req, conn, hold, timeout, fresh=False)
             except _StaleConnectionError:
                 # a pooled connection the server closed meanwhile: one fresh try, same server
                 self.runtime.metrics.retries.inc((self.listener.name, route.label, "error"))
@@ -908,17 +920,17 @@ class HttpClientProtocol(asyncio.Protocol):
             raise _AttemptFailedError("timeout", sent=False) from None
         except OSError:
             raise _AttemptFailedError("error", sent=False) from None
-        return await self._exchange(req, conn, may_hold_404, timeout, fresh=True)
+        return await self._exchange(req, conn, hold, timeout, fresh=True)
 
     async def _exchange(
         self,
         req: Request,
         conn: UpstreamConnection,
-        may_hold_404: bool,
+        hold: frozenset[int],
         timeout: float,
         fresh: bool,
     ) -> UpstreamConnection:
-        self._bind(conn, may_hold_404)
+        self._bind(conn, hold)
         resendable = _resendable(req)
         self._send(req, conn)
         assert self.resp_head is not None
@@ -944,10 +956,15 @@ class HttpClientProtocol(asyncio.Protocol):
                 conn.release()
             else:
                 conn.abort()
-            raise _AttemptFailedError("http_404")
+            raise _AttemptFailedError(_held_reason(self.resp_status))
         return conn
 
-    def _bind(self, conn: UpstreamConnection, may_hold_404: bool, futures: bool = True) -> None:
+    def _hold_for(self, req: Request, route: RouteState, more: bool) -> frozenset[int]:
+        """Statuses of an answer read whole and held instead of streamed: a 404 that another
+        server may cure (the JSON-RPC listener holds 502 and 503 instead)."""
+        return HOLD_404 if route.retry_404 and more and req.retryable else HOLD_NONE
+
+    def _bind(self, conn: UpstreamConnection, hold: frozenset[int], futures: bool = True) -> None:
         """Make this protocol the handler of conn's next response."""
         self.conn = conn
         if futures:
@@ -959,7 +976,7 @@ class HttpClientProtocol(asyncio.Protocol):
         self.hold_body = None
         self.pending = b""
         self.resp_close_delimited = False
-        self._may_hold_404 = may_hold_404
+        self._hold_statuses = hold
         conn.handler = self
 
     def _send(self, req: Request, conn: UpstreamConnection) -> None:
@@ -1070,7 +1087,7 @@ class HttpClientProtocol(asyncio.Protocol):
             self.listener.head_cache = (status, reason, headers, passed, length, chunked)
         self.resp_no_body = no_body
         self.resp_close_delimited = not no_body and length is None and not chunked
-        hold = status == 404 and self._may_hold_404
+        hold = status in self._hold_statuses
         if hold:
             self.hold_body = []
             self.hold_size = 0
@@ -1271,6 +1288,11 @@ def _passed_head(
         elif lname not in HOP_BY_HOP:
             lines.append(b"%s: %s\r\n" % (name, value))
     return b"".join(lines), length, chunked
+
+
+def _held_reason(status: int) -> str:
+    """The retry reason of a held answer: http_404 (or http_502, http_503)."""
+    return f"http_{status}"
 
 
 def _resendable(req: Request) -> bool:
