@@ -81,7 +81,7 @@ class JsonRpcListener(HttpListener):
         # limits.max_retry_body_bytes
         state.buffer_all = True
         state.buffer_idempotent = True
-        state.pick = self._pick
+        state.picker = self._pick
         self.route: RouteState = state
         self.primary: Server | None = None
         # WebSocket upgrades: handed to a TCP pipe to the primary (tcp_proxy.py)
