@@ -93,6 +93,16 @@ PROXY_UPSTREAM_FAILURES = _proxy(
 )
 PROXY_MIRROR = _proxy("quorum_proxy_mirror_requests_total", "counter", ("listener", "result"))
 PROXY_UPSTREAM_HEALTHY = _proxy("quorum_proxy_upstream_healthy", "gauge", ("upstream", "server"))
+# The JSON-RPC listener (issue 13): calls by class (safe, unsafe, invalid), bodies repeated on
+# the next node, unsafe calls answered "outcome unknown", changes of primary.
+PROXY_JSONRPC_CALLS = _proxy(
+    "quorum_proxy_jsonrpc_calls_total", "counter", ("listener",), ("listener", "class")
+)
+PROXY_JSONRPC_REPEATS = _proxy("quorum_proxy_jsonrpc_repeats_total", "counter", ("listener",))
+PROXY_JSONRPC_UNKNOWN_OUTCOMES = _proxy(
+    "quorum_proxy_jsonrpc_unknown_outcomes_total", "counter", ("listener",)
+)
+PROXY_PRIMARY_CHANGES = _proxy("quorum_proxy_primary_changes_total", "counter", ("listener",))
 # Items 3 and 4 of issue 12 (the proxy's Tessera deep check, each Tessera's party count).
 TESSERA_DEEP_CHECK = Metric(
     PROXY_NAMESPACE,
@@ -156,6 +166,10 @@ CATALOG: tuple[Metric, ...] = (
     PROXY_UPSTREAM_FAILURES,
     PROXY_MIRROR,
     PROXY_UPSTREAM_HEALTHY,
+    PROXY_JSONRPC_CALLS,
+    PROXY_JSONRPC_REPEATS,
+    PROXY_JSONRPC_UNKNOWN_OUTCOMES,
+    PROXY_PRIMARY_CHANGES,
     TESSERA_DEEP_CHECK,
     TESSERA_PARTY_COUNT,
     QUORUM_CHAIN_HEAD,
