@@ -185,16 +185,23 @@ class JsonRpcClientProtocol(HttpClientProtocol):
     ) -> UpstreamConnection:
         rpc = self.rpc
         self.rpc_server = server.name
-        if self.rpc_sent:
-            self.runtime.metrics.jsonrpc_repeats.inc((self.listener.name,))
-            # the node that failed may have passed the transaction on: "already known" here
-            self.collecting = rpc is not None and rpc.sends_raw
+        repeat = self.rpc_sent
+        # the node that failed may have passed the transaction on: "already known" here
+        self.collecting = repeat and rpc is not None and rpc.sends_raw
         try:
-            return await super()._attempt(req, server, route, more)
+            conn = await super()._attempt(req, server, route, more)
         except _AttemptFailedError as e:
             if e.sent:
+                self._count_repeat(repeat)
                 self.rpc_sent = True
             raise
+        self._count_repeat(repeat)
+        return conn
+
+    def _count_repeat(self, repeat: bool) -> None:
+        """A body sent once more after a node failed it (a connect error sends nothing)."""
+        if repeat:
+            self.runtime.metrics.jsonrpc_repeats.inc((self.listener.name,))
 
     def _send_failure(self, req: Request, route: RouteState, outcome: _Outcome) -> None:
         body = self.rpc

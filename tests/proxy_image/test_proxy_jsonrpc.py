@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,8 +20,17 @@ from jsonrpc_standins import (
     QuorumStandin,
     rpc,
 )
-from proxy_support import Client, LoopThread, Proxy, Response, UpstreamServer, free_port
+from proxy_support import (
+    Client,
+    LoopThread,
+    Proxy,
+    Response,
+    UpstreamServer,
+    free_port,
+    wait_for,
+)
 from quorum_proxy.jsonrpc import CODE_NO_ANSWER, CODE_OUTCOME_UNKNOWN
+from quorum_proxy.jsonrpc_keccak import keccak256
 
 LISTENER = "rpc"
 
@@ -389,3 +399,56 @@ def test_websocket_upgrade_is_a_byte_stream_to_the_primary(
     head = heads[0].lower()
     assert b"upgrade: websocket" in head and b"sec-websocket-key: dghlihnhbxbszsbub25jzq==" in head
     assert nodes[1].methods == []
+
+
+def test_killing_the_primary_under_load_costs_no_safe_call(
+    proxy: Proxy, nodes: tuple[QuorumStandin, QuorumStandin], chain: Chain
+) -> None:
+    """8 keep-alive clients send reads and signed transactions while the primary dies (every
+    open connection cut, as a crashed process): no client sees an error."""
+    primary, backup = nodes
+    errors: list[str] = []
+    answered = [0] * 8
+    stop = threading.Event()
+
+    def client_loop(n: int) -> None:
+        with Client(proxy.addr(LISTENER), timeout=10) as client:
+            i = 0
+            while not stop.is_set():
+                expected = "0x10"
+                call = rpc("eth_blockNumber", f"{n}-{i}")
+                if i % 5 == 4:
+                    # a transaction of its own each time (the stand-ins hash any bytes)
+                    raw = SIGNED_TX + f"{n:02x}{i:06x}"
+                    expected = "0x" + keccak256(bytes.fromhex(raw[2:])).hex()
+                    call = rpc("eth_sendRawTransaction", f"{n}-{i}", [raw])
+                try:
+                    reply = post(client, call).json()
+                except (OSError, ValueError) as e:
+                    errors.append(f"{n}-{i}: {e!r}")
+                    return
+                if reply.get("result") != expected or reply.get("id") != f"{n}-{i}":
+                    errors.append(f"{n}-{i}: {reply}")
+                answered[n] += 1
+                i += 1
+
+    threads = [threading.Thread(target=client_loop, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: sum(answered) >= 200, timeout=30, what="traffic through the primary")
+    primary.server.kill()
+    before = sum(answered)
+    wait_for(lambda: sum(answered) >= before + 200, timeout=30, what="traffic after the kill")
+    stop.set()
+    for t in threads:
+        t.join(15)
+    repeats = counter(proxy, "jsonrpc_repeats", LISTENER)
+    print(
+        f"failover: {sum(answered)} answered ({before} before the kill), {len(errors)} errors, "
+        f"{repeats:g} repeats, {counter(proxy, 'jsonrpc_already_known', LISTENER):g} already "
+        f"known made success, {counter(proxy, 'primary_changes', LISTENER):g} primary change"
+    )
+    assert errors == []
+    assert counter(proxy, "primary_changes", LISTENER) == 1
+    assert backup.methods, "the backup took over"
+    assert counter(proxy, "jsonrpc_unknown_outcomes", LISTENER) == 0
