@@ -370,14 +370,30 @@ def as_success(item: dict[str, Any], call: Call) -> None:
     item["result"] = call.tx_hash
 
 
-def rewrite_already_known(body: Body, data: bytes) -> tuple[bytes, int]:
-    """A repeated body's answer with each "already known" for its raw transactions made a
-    success; the count of answers changed (0: data unchanged)."""
-    try:
-        answer = loads(data)
-    except (ValueError, RecursionError):
-        return data, 0
-    found = already_known_calls(body, answer)
-    for item, call in found:
+def settle_raw_transactions(
+    body: Body, answer: Any
+) -> tuple[int, list[tuple[dict[str, Any], Call]]]:
+    """In a repeat's answer (from loads), make each "already known" to one of body's raw
+    transactions the success it is, in place; the count made, and the "nonce too low"
+    answers left to check (the failed node may have had the transaction mined)."""
+    made = already_known_calls(body, answer)
+    for item, call in made:
         as_success(item, call)
-    return (dumps(answer).encode(), len(found)) if found else (data, 0)
+    return len(made), nonce_too_low_calls(body, answer)
+
+
+def transaction_lookup(tx_hash: str) -> bytes:
+    """eth_getTransactionByHash of one hash: a node that has the transaction (pending or in a
+    block) answers it, one that has not answers null (go-ethereum internal/ethapi)."""
+    return json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": "eth_getTransactionByHash", "params": [tx_hash]}
+    ).encode()
+
+
+def lookup_found(data: bytes) -> bool:
+    """Whether an eth_getTransactionByHash answer names a transaction."""
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and isinstance(answer.get("result"), dict)

@@ -9,10 +9,14 @@ byte stream to the primary (tcp_proxy.py). See proxy_image/README.md, "JSON-RPC 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import httptools
 
 from .config import Listener, Route
 from .http_proxy import (
@@ -29,13 +33,19 @@ from .jsonrpc import (
     CLASSES,
     INVALID,
     Body,
+    Call,
     Failure,
+    as_success,
+    dumps,
     failure_answer,
+    loads,
+    lookup_found,
     parse_body,
-    rewrite_already_known,
+    settle_raw_transactions,
+    transaction_lookup,
 )
 from .tcp_proxy import TcpListener
-from .upstream import Server, UpstreamConnection, UpstreamGroup
+from .upstream import Server, UpstreamConnection, UpstreamGroup, http_request
 
 if TYPE_CHECKING:
     from .server import ProxyRuntime
@@ -143,6 +153,7 @@ class JsonRpcClientProtocol(HttpClientProtocol):
         self.collected_head = b""
         # the server the last attempt went to, named in a failure answer
         self.rpc_server = ""
+        self.rpc_server_obj: Server | None = None
         # a WebSocket upgrade: the request, and bytes that came after its head
         self.ws_req: Request | None = None
         self.ws_rest: list[bytes] = []
@@ -185,6 +196,7 @@ class JsonRpcClientProtocol(HttpClientProtocol):
     ) -> UpstreamConnection:
         rpc = self.rpc
         self.rpc_server = server.name
+        self.rpc_server_obj = server
         repeat = self.rpc_sent
         # the node that failed may have passed the transaction on: "already known" here
         self.collecting = repeat and rpc is not None and rpc.sends_raw
@@ -253,16 +265,64 @@ class JsonRpcClientProtocol(HttpClientProtocol):
         super().on_response_body(data)
 
     def _finish(self, req: Request, status: int, upstream: str, keep: bool, retries: int) -> None:
-        if self.collecting:
-            self.collecting = False
-            data = b"".join(self.collected)
-            self.collected = []
-            if self.rpc is not None and status == 200:
-                data, changed = rewrite_already_known(self.rpc, data)
-                if changed:
-                    metrics = self.runtime.metrics
-                    metrics.jsonrpc_already_known.inc((self.listener.name,), changed)
+        if not self.collecting:
+            super()._finish(req, status, upstream, keep, retries)
+            return
+        self.collecting = False
+        data = b"".join(self.collected)
+        self.collected = []
+        rpc = self.rpc
+        answer = None
+        if rpc is not None and status == 200 and not self.closed:
+            with contextlib.suppress(ValueError, RecursionError):
+                answer = loads(data)
+        if answer is None or rpc is None:
             self._write(self._end_head(self.collected_head, len(data), keep) + data)
+            super()._finish(req, status, upstream, keep, retries)
+            return
+        made, low = settle_raw_transactions(rpc, answer)
+        self.task = self.loop.create_task(
+            self._answer_repeat(req, status, upstream, keep, retries, data, answer, made, low)
+        )
+
+    async def _answer_repeat(
+        self,
+        req: Request,
+        status: int,
+        upstream: str,
+        keep: bool,
+        retries: int,
+        data: bytes,
+        answer: Any,
+        made: int,
+        low: list[tuple[dict[str, Any], Call]],
+    ) -> None:
+        """A repeat's answer, with its raw transactions' errors made successes where they are.
+
+        "nonce too low" to a repeated transaction may mean the failed node had it mined (a Raft
+        block comes within 50 ms): the node that answered is asked for the transaction by hash
+        (one-shot, within read_timeout), and if it has it, it is a success. A failed lookup
+        leaves the node's answer as it was.
+        """
+        server = self.rpc_server_obj
+        if low and server is not None and server.addr is not None:
+            timeout = server.group.config.read_timeout
+            for item, call in low:
+                assert call.tx_hash is not None
+                try:
+                    async with asyncio.timeout(timeout):
+                        _, found = await http_request(
+                            server.addr, server.name, "POST /", transaction_lookup(call.tx_hash)
+                        )
+                except (OSError, TimeoutError, httptools.HttpParserError):
+                    continue
+                if lookup_found(found):
+                    as_success(item, call)
+                    made += 1
+        if made:
+            self.runtime.metrics.jsonrpc_already_known.inc((self.listener.name,), made)
+            data = dumps(answer).encode()
+        self._write(self._end_head(self.collected_head, len(data), keep) + data)
         super()._finish(req, status, upstream, keep, retries)
 
     # WebSocket upgrades: a byte stream to the primary, as the TCP listener pipes one

@@ -197,7 +197,8 @@ class Metrics:
         )
         self.jsonrpc_already_known = Counter(
             "quorum_proxy_jsonrpc_already_known_total",
-            "Repeated eth_sendRawTransaction answered 'already known', made a success.",
+            "Repeated eth_sendRawTransaction answered 'already known' (or 'nonce too low' for "
+            "one the node has), made a success.",
             ("listener",),
         )
         self.primary_changes = Counter(

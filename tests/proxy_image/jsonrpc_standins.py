@@ -19,6 +19,10 @@ SIGNED_TX = (
 SIGNED_TX_HASH = "0x33469b22e9f636356c4160a87eb19df52b7412e8eac32a4a55ffe88ea8350788"
 # go-ethereum / GoQuorum 24.4 core/tx_pool.go ErrAlreadyKnown
 ALREADY_KNOWN = "already known"
+# later geth: "nonce too low: address %v, tx: %d state: %d" (core/state_transition.go)
+NONCE_TOO_LOW = (
+    "nonce too low: address 0x9d8a62f656a8d1615c1294fd71e9cfb3e4855a4f, tx: 9 state: 10"
+)
 FAILURES = ("reset", "hang", "502", "503")
 
 
@@ -27,6 +31,9 @@ class Chain:
     """What the nodes share: the transactions they have seen (gossip between them)."""
 
     pool: set[str] = field(default_factory=set)
+    # transactions in a block; with `mine`, a new one is mined at once (Raft blocks come fast)
+    mined: set[str] = field(default_factory=set)
+    mine: bool = False
     sent_by_account: int = 0
 
 
@@ -41,6 +48,8 @@ class QuorumStandin:
         # fail only requests that hold this method (None: every request)
         self.fail_method: str | None = None
         self.methods: list[str] = []
+        # answer every raw transaction "nonce too low" (its nonce used by another transaction)
+        self.nonce_used = False
         server.handler = self.handle
 
     @property
@@ -57,10 +66,19 @@ class QuorumStandin:
         elif method == "eth_sendRawTransaction":
             raw = bytes.fromhex(item["params"][0][2:])
             tx_hash = "0x" + keccak256(raw).hex()
-            if tx_hash in self.chain.pool:
+            chain = self.chain
+            if tx_hash in chain.pool:
                 error = {"code": -32000, "message": ALREADY_KNOWN}
-            self.chain.pool.add(tx_hash)
+            elif tx_hash in chain.mined or self.nonce_used:
+                # geth: a mined transaction is out of the pool; its nonce is below the state's
+                error = {"code": -32000, "message": NONCE_TOO_LOW}
+            else:
+                (chain.mined if chain.mine else chain.pool).add(tx_hash)
             result = tx_hash
+        elif method == "eth_getTransactionByHash":
+            tx_hash = item["params"][0]
+            known = tx_hash in self.chain.mined or tx_hash in self.chain.pool
+            result = {"hash": tx_hash, "nonce": "0x9"} if known else None
         elif method == "eth_sendTransaction":
             self.chain.sent_by_account += 1
             result = "0x" + keccak256(b"%d" % self.chain.sent_by_account).hex()

@@ -14,6 +14,7 @@ import pytest
 from jsonrpc_standins import (
     ALREADY_KNOWN,
     FAILURES,
+    NONCE_TOO_LOW,
     SIGNED_TX,
     SIGNED_TX_HASH,
     Chain,
@@ -206,6 +207,40 @@ def test_repeated_raw_transaction_answered_already_known_is_its_hash(
     assert backup.methods == ["eth_sendRawTransaction"]
     assert chain.pool == {SIGNED_TX_HASH}
     assert counter(proxy, "jsonrpc_already_known", LISTENER) == 1
+
+
+def test_repeated_raw_transaction_the_failed_node_had_mined_is_its_hash(
+    proxy: Proxy, nodes: tuple[QuorumStandin, QuorumStandin], chain: Chain
+) -> None:
+    primary, backup = nodes
+    chain.mine = True  # the primary mined it at once, then died before answering
+    primary.fail = "reset"
+    with Client(proxy.addr(LISTENER)) as client:
+        reply = post(client, rpc("eth_sendRawTransaction", "m", [SIGNED_TX])).json()
+    assert reply == {"jsonrpc": "2.0", "id": "m", "result": SIGNED_TX_HASH}
+    # the backup said "nonce too low"; asked by hash, it has the transaction
+    assert backup.methods == ["eth_sendRawTransaction", "eth_getTransactionByHash"]
+    assert counter(proxy, "jsonrpc_already_known", LISTENER) == 1
+
+
+def test_nonce_too_low_for_a_transaction_the_node_lacks_is_passed_as_it_said(
+    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> None:
+    # two chains: the backup never learns the primary's transaction; its nonce is used
+    primary = QuorumStandin(upstreams("quorum-0"), Chain())
+    backup = QuorumStandin(upstreams("quorum-1"), Chain())
+    backup.nonce_used = True
+    primary.fail = "reset"
+    proxy = start_proxy(jsonrpc_config([primary.address, backup.address]))
+    with Client(proxy.addr(LISTENER)) as client:
+        reply = post(client, rpc("eth_sendRawTransaction", 5, [SIGNED_TX])).json()
+    assert reply == {
+        "jsonrpc": "2.0",
+        "id": 5,
+        "error": {"code": -32000, "message": NONCE_TOO_LOW},
+    }
+    assert backup.methods == ["eth_sendRawTransaction", "eth_getTransactionByHash"]
+    assert counter(proxy, "jsonrpc_already_known", LISTENER) == 0
 
 
 def test_already_known_on_a_first_send_is_passed_as_the_node_said(

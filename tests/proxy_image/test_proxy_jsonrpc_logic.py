@@ -15,9 +15,12 @@ from quorum_proxy.jsonrpc import (
     UNSAFE,
     Failure,
     classify,
+    dumps,
     failure_answer,
+    loads,
+    lookup_found,
     parse_body,
-    rewrite_already_known,
+    settle_raw_transactions,
 )
 from quorum_proxy.jsonrpc_keccak import keccak256
 
@@ -254,25 +257,64 @@ def _raw_body(*ids: object) -> bytes:
 def test_already_known_for_a_repeated_raw_transaction_becomes_its_hash(message: str) -> None:
     body = parse_body(_raw_body(1, "b"))
     assert body is not None
-    answer = [
-        {"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": message}},
-        {"jsonrpc": "2.0", "id": "b", "result": EIP155_HASH},
-    ]
-    data, changed = rewrite_already_known(body, json.dumps(answer).encode())
-    assert changed == 1
-    assert json.loads(data) == [
+    answer = loads(
+        json.dumps(
+            [
+                {"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": message}},
+                {"jsonrpc": "2.0", "id": "b", "result": EIP155_HASH},
+            ]
+        )
+    )
+    assert settle_raw_transactions(body, answer) == (1, [])
+    assert json.loads(dumps(answer)) == [
         {"jsonrpc": "2.0", "id": 1, "result": EIP155_HASH},
         {"jsonrpc": "2.0", "id": "b", "result": EIP155_HASH},
     ]
 
 
 @pytest.mark.parametrize(
-    "message",
-    ["nonce too low", "known transaction: " + "ab" * 32, "insufficient funds", "already knownX"],
-    ids=["nonce", "other-hash", "other-error", "not-exact"],
+    ("message", "to_check"),
+    [
+        ("nonce too low", True),
+        ("nonce too low: address 0xab, tx: 9 state: 10", True),
+        ("known transaction: " + "ab" * 32, False),
+        ("insufficient funds", False),
+        ("already knownX", False),
+    ],
+    ids=["nonce", "nonce-later-geth", "other-hash", "other-error", "not-exact"],
 )
-def test_other_errors_to_a_raw_transaction_are_passed_unchanged(message: str) -> None:
+def test_other_errors_to_a_raw_transaction_are_left_and_nonce_too_low_is_to_check(
+    message: str, to_check: bool
+) -> None:
     body = parse_body(_raw_body(1))
     assert body is not None
-    raw = json.dumps([{"jsonrpc": "2.0", "id": 1, "error": {"code": -1, "message": message}}])
-    assert rewrite_already_known(body, raw.encode()) == (raw.encode(), 0)
+    raw = [{"jsonrpc": "2.0", "id": 1, "error": {"code": -1, "message": message}}]
+    answer = loads(json.dumps(raw))
+    made, low = settle_raw_transactions(body, answer)
+    assert made == 0 and json.loads(dumps(answer)) == raw
+    assert [call.tx_hash for _, call in low] == ([EIP155_HASH] if to_check else [])
+
+
+def test_answers_are_matched_to_raw_transactions_by_id_not_position() -> None:
+    body = parse_body(_raw_body("x", 2))
+    assert body is not None
+    answer = loads(
+        '[{"jsonrpc":"2.0","id":2,"result":"0x1"},'
+        '{"jsonrpc":"2.0","id":"x","error":{"code":-32000,"message":"already known"}}]'
+    )
+    assert settle_raw_transactions(body, answer)[0] == 1
+    assert answer[1] == {"jsonrpc": "2.0", "id": "x", "result": EIP155_HASH}
+
+
+@pytest.mark.parametrize(
+    ("answer", "found"),
+    [
+        (b'{"jsonrpc":"2.0","id":1,"result":{"hash":"0x1","blockNumber":"0x2"}}', True),
+        (b'{"jsonrpc":"2.0","id":1,"result":null}', False),
+        (b'{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"x"}}', False),
+        (b"<html>", False),
+    ],
+    ids=["has-it", "null", "error", "not-json"],
+)
+def test_lookup_found_only_for_a_transaction_object(answer: bytes, found: bool) -> None:
+    assert lookup_found(answer) is found
