@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 
 import pytest
+from quorum_proxy.config import ConfigError, parse_config
 from quorum_proxy.jsonrpc import (
     CODE_NO_ANSWER,
     CODE_OUTCOME_UNKNOWN,
@@ -318,3 +319,46 @@ def test_answers_are_matched_to_raw_transactions_by_id_not_position() -> None:
 )
 def test_lookup_found_only_for_a_transaction_object(answer: bytes, found: bool) -> None:
     assert lookup_found(answer) is found
+
+
+def _listener_config(listener: dict[str, object]) -> dict[str, object]:
+    return {
+        "upstreams": {"quorum": {"servers": ["127.0.0.1:22000"]}},
+        "listeners": [{"name": "rpc", "listen": "127.0.0.1:0", **listener}],
+    }
+
+
+def test_jsonrpc_listener_config_names_its_upstream() -> None:
+    config = parse_config(_listener_config({"protocol": "jsonrpc", "upstream": "quorum"}))
+    (listener,) = config.listeners
+    assert (listener.protocol, listener.upstream, listener.routes) == ("jsonrpc", "quorum", ())
+
+
+@pytest.mark.parametrize(
+    ("listener", "message"),
+    [
+        (
+            {"protocol": "jsonrpc"},
+            "listeners[0].upstream: None is not valid; allowed: a value (this key is required)",
+        ),
+        (
+            {"protocol": "jsonrpc", "upstream": "nope"},
+            "listeners[0].upstream: 'nope' is not valid; allowed: a name under upstreams: quorum",
+        ),
+        (
+            {"protocol": "jsonrpc", "upstream": "quorum", "routes": []},
+            "listeners[0].routes: [] is not valid; allowed: routes on http listeners only",
+        ),
+        (
+            {"protocol": "json-rpc", "upstream": "quorum"},
+            "listeners[0].protocol: 'json-rpc' is not valid; allowed: tcp | http | jsonrpc",
+        ),
+    ],
+    ids=["no-upstream", "unknown-upstream", "routes", "misspelt"],
+)
+def test_bad_jsonrpc_listener_config_is_one_clear_error(
+    listener: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(_listener_config(listener))
+    assert str(err.value) == message
