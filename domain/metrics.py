@@ -122,7 +122,7 @@ TESSERA_PARTY_COUNT = Metric(
 # API (GET /keys), the party count the P2P API (GET /partyinfo/keys).
 TESSERA_DEEP_CHECK_UPSTREAM = "third_party"
 TESSERA_PARTY_COUNT_UPSTREAM = "p2p"
-# The proxy answers these to clients when no upstream could (http_proxy.py: 502, 503, 504).
+# The proxy answers these to clients when no upstream could (http_exchange.py: 502, 503, 504).
 SERVER_ERROR_STATUSES = ("502", "503", "504")
 # Mirror copies that did not reach their Tessera (metrics.py: ok is the only success).
 MIRROR_FAILURE_RESULTS = ("http_error", "error", "timeout", "dropped")

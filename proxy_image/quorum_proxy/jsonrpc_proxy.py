@@ -1,10 +1,11 @@
 """The JSON-RPC listener (`protocol: jsonrpc`): Quorum RPC that survives its primary.
 
-The HTTP engine (http_proxy.py) with a JSON-RPC policy on top: every request goes to one
-primary (the first healthy server, as the TCP listener picks it), a failed request goes to the
-next server only when every call in it is safe to repeat (jsonrpc.py), and a failed unsafe call
-is answered with a JSON-RPC error saying its outcome is unknown. WebSocket upgrades become a
-byte stream to the primary (tcp_proxy.py). See proxy_image/README.md, "JSON-RPC mode".
+The HTTP engine (http_client, http_exchange) with a JSON-RPC policy on top: every request goes
+to one primary (the first healthy server, as the TCP listener picks it), a failed request goes
+to the next server only when every call in it is safe to repeat (jsonrpc.py), and a failed
+unsafe call is answered with a JSON-RPC error saying its outcome is unknown. WebSocket upgrades
+become a byte stream to the primary (tcp_proxy.py). See proxy_image/README.md, "JSON-RPC
+mode".
 """
 
 from __future__ import annotations
@@ -19,16 +20,11 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from .config import Listener, Route
-from .http_proxy import (
-    HOLD_NONE,
-    HttpClientProtocol,
-    HttpListener,
-    Request,
-    RouteState,
-    _AttemptFailedError,
-    _Outcome,
-    _passed_head,
-)
+from .http_client import HttpClientProtocol
+from .http_exchange import HOLD_NONE, _AttemptFailedError, _Outcome
+from .http_probe import http_request
+from .http_routes import HttpListener, RouteState
+from .http_wire import Request, passed_head
 from .jsonrpc import (
     CLASSES,
     INVALID,
@@ -45,7 +41,7 @@ from .jsonrpc import (
     transaction_lookup,
 )
 from .tcp_proxy import TcpListener
-from .upstream import Server, UpstreamConnection, UpstreamGroup, http_request
+from .upstream import Server, UpstreamConnection, UpstreamGroup
 
 if TYPE_CHECKING:
     from .server import ProxyRuntime
@@ -242,7 +238,7 @@ class JsonRpcClientProtocol(HttpClientProtocol):
         if not self.collecting or status in self._hold_statuses:
             super().on_response_head(status, reason, headers, keep_alive)
             return
-        passed, length, chunked = _passed_head(status, reason, headers)
+        passed, length, chunked = passed_head(status, reason, headers)
         self.resp_status = status
         self.resp_reason = reason
         self.resp_headers = headers
@@ -312,7 +308,12 @@ class JsonRpcClientProtocol(HttpClientProtocol):
                 try:
                     async with asyncio.timeout(timeout):
                         _, found = await http_request(
-                            server.addr, server.name, "POST /", transaction_lookup(call.tx_hash)
+                            server.addr,
+                            "POST",
+                            "/",
+                            transaction_lookup(call.tx_hash),
+                            headers=(("Content-Type", "application/json"),),
+                            host=server.name,
                         )
                 except (OSError, TimeoutError, httptools.HttpParserError):
                     continue

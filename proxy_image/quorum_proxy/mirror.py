@@ -61,6 +61,12 @@ class MirrorChannel:
         self.flush_scheduled = False
         if not self.outbox:
             return
+        if self._moved():
+            # no new copy to the name's old address; the connection goes once the copies on it
+            # are answered (on_response_complete flushes again)
+            if self.in_flight:
+                return
+            self._drop_connection()
         conn = self.conn
         if conn is None or conn.closed:
             self.conn = None
@@ -112,6 +118,10 @@ class MirrorChannel:
         self.outbox.clear()
         self._drop_connection()
 
+    def _moved(self) -> bool:
+        conn = self.conn
+        return conn is not None and conn.addr is not self.server.addr
+
     def _drop_connection(self) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
@@ -131,7 +141,7 @@ class MirrorChannel:
         if self.in_flight:
             copy = self.in_flight.popleft()
             self._finish(copy, "ok" if copy.status < 400 else "http_error")
-        if not keep_alive:
+        if not keep_alive or (self._moved() and not self.in_flight):
             self._drop_connection()
             for copy in self.in_flight:
                 self._finish(copy, "error")

@@ -16,7 +16,7 @@ from typing import Any, TextIO, cast
 import httptools
 
 from .config import Config, Listener, parse_host_port
-from .http_proxy import HttpListener
+from .http_routes import HttpListener
 from .jsonrpc_proxy import JsonRpcListener
 from .metrics import Metrics
 from .mirror import MirrorChannel

@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from .config import SERVER_PORT, HealthCheck
+from .http_probe import http_request
 
 if TYPE_CHECKING:
     from .upstream import Server
 
 log = logging.getLogger("quorum_proxy")
-MAX_BODY = 4 * 1024 * 1024  # a party list of thousands of keys still fits
 JSON = "application/json"
 
 
@@ -72,53 +72,6 @@ def random_hash() -> str:
             return text
 
 
-class _Response:
-    def __init__(self) -> None:
-        self.body: list[bytes] = []
-        self.size = 0
-        self.done = False
-
-    def on_body(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size > MAX_BODY:
-            raise ValueError("response body too large")
-        self.body.append(data)
-
-    def on_message_complete(self) -> None:
-        self.done = True
-
-
-async def _request(
-    host: str,
-    port: int,
-    method: str,
-    target: str,
-    body: bytes = b"",
-    headers: tuple[tuple[str, str], ...] = (),
-) -> tuple[int, bytes]:
-    """One HTTP/1.1 exchange on a fresh connection (Connection: close)."""
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        head = f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n"
-        for name, value in headers:
-            head += f"{name}: {value}\r\n"
-        if body or method == "POST":
-            head += f"Content-Length: {len(body)}\r\n"
-        writer.write(head.encode() + b"\r\n" + body)
-        response = _Response()
-        parser = httptools.HttpResponseParser(response)
-        while not response.done:
-            data = await reader.read(65536)
-            if not data:
-                break
-            parser.feed_data(data)
-        if not response.done:
-            raise ConnectionError("connection closed before the end of the response")
-        return parser.get_status_code(), b"".join(response.body)
-    finally:
-        writer.close()
-
-
 def _keys(body: bytes) -> list[str]:
     """The keys of a {"keys": [{"key": "..."}]} answer (/keys and /partyinfo/keys)."""
     answer: Any = json.loads(body)
@@ -129,7 +82,7 @@ def _keys(body: bytes) -> list[str]:
 
 
 async def _probe_keys(host: str, port: int, public_key: str) -> str | None:
-    status, body = await _request(host, port, "GET", "/keys", headers=(("Accept", JSON),))
+    status, body = await http_request((host, port), "GET", "/keys", headers=(("Accept", JSON),))
     if status != 200:
         return f"GET /keys answered {status}"
     if public_key not in _keys(body):
@@ -139,23 +92,23 @@ async def _probe_keys(host: str, port: int, public_key: str) -> str | None:
 
 async def _probe_resend(host: str, port: int, public_key: str) -> str | None:
     body = json.dumps({"type": "INDIVIDUAL", "publicKey": public_key, "key": random_hash()})
-    status, _ = await _request(
-        host, port, "POST", "/resend", body.encode(), (("Content-Type", JSON),)
+    status, _ = await http_request(
+        (host, port), "POST", "/resend", body.encode(), (("Content-Type", JSON),)
     )
     return None if status == 404 else f"POST /resend of an unknown hash answered {status}"
 
 
 async def _probe_transaction(host: str, port: int) -> str | None:
     # Accept picks TransactionResource.receive among the /transaction/{hash} overloads
-    status, _ = await _request(
-        host, port, "GET", f"/transaction/{random_hash()}", headers=(("Accept", JSON),)
+    status, _ = await http_request(
+        (host, port), "GET", f"/transaction/{random_hash()}", headers=(("Accept", JSON),)
     )
     return None if status == 404 else f"GET /transaction of an unknown hash answered {status}"
 
 
 async def _party_count(host: str, port: int) -> int:
-    status, body = await _request(
-        host, port, "GET", "/partyinfo/keys", headers=(("Accept", JSON),)
+    status, body = await http_request(
+        (host, port), "GET", "/partyinfo/keys", headers=(("Accept", JSON),)
     )
     if status != 200:
         raise ValueError(f"GET /partyinfo/keys answered {status}")

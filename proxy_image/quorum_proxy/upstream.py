@@ -16,6 +16,7 @@ from typing import Any, Protocol, cast
 import httptools
 
 from .config import HealthCheck, Upstream
+from .http_probe import http_request
 from .metrics import Metrics
 from .tessera_check import run_tessera_check
 
@@ -488,42 +489,6 @@ class UpstreamGroup:
                 log.warning("upstream %s server %s unhealthy", self.config.name, server.name)
 
 
-class _Collector:
-    """Collects one HTTP response for health checks."""
-
-    def __init__(self) -> None:
-        self.body: list[bytes] = []
-        self.done = False
-
-    def on_body(self, data: bytes) -> None:
-        self.body.append(data)
-
-    def on_message_complete(self) -> None:
-        self.done = True
-
-
-async def http_request(
-    addr: tuple[str, int], host_header: str, request_line: str, body: bytes = b""
-) -> tuple[int, bytes]:
-    """A one-shot HTTP/1.1 request (Connection: close) for health checks."""
-    reader, writer = await asyncio.open_connection(*addr)
-    try:
-        head = f"{request_line} HTTP/1.1\r\nHost: {host_header}\r\nConnection: close\r\n"
-        if body:
-            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        writer.write(head.encode() + b"\r\n" + body)
-        collector = _Collector()
-        parser = httptools.HttpResponseParser(collector)
-        while not collector.done:
-            data = await reader.read(65536)
-            if not data:
-                break
-            parser.feed_data(data)
-        return parser.get_status_code(), b"".join(collector.body)
-    finally:
-        writer.close()
-
-
 async def run_check(server: Server, check: HealthCheck) -> bool:
     """One active check of one server: tcp connect, http status, jsonrpc block advance, tessera."""
     # the last known address: a lookup failure is the resolve loop's to count, not a failed
@@ -538,12 +503,21 @@ async def run_check(server: Server, check: HealthCheck) -> bool:
         writer.close()
         return True
     if check.type == "http":
-        status, _ = await http_request(addr, server.name, f"GET {check.path}")
+        # any server's answer counts, close-delimited ones too (whole=False)
+        status, _ = await http_request(addr, "GET", check.path, host=server.name, whole=False)
         return status == check.expect_status
     payload = json.dumps(
         {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
     ).encode()
-    status, body = await http_request(addr, server.name, f"POST {check.path}", payload)
+    status, body = await http_request(
+        addr,
+        "POST",
+        check.path,
+        payload,
+        (("Content-Type", "application/json"),),
+        host=server.name,
+        whole=False,
+    )
     if status != check.expect_status:
         return False
     answer: Any = json.loads(body)

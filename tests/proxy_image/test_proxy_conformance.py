@@ -19,11 +19,11 @@ from proxy_support import (
     request,
     wait_for,
 )
-from quorum_proxy import http_proxy
+from quorum_proxy import http_client, http_exchange
 
 RETRY_ALL = {"retry_on": ["error", "timeout", "http_404"], "retry_non_idempotent": True}
-# more than a 404 body held for a retry (http_proxy.MAX_BUFFERED_404)
-BIG = http_proxy.MAX_BUFFERED_404 + 40_000
+# more than a 404 body held for a retry (http_exchange.MAX_BUFFERED_404)
+BIG = http_exchange.MAX_BUFFERED_404 + 40_000
 
 
 def read_all(sock: socket.socket) -> bytes:
@@ -142,7 +142,7 @@ def test_lingering_after_413_is_bounded(
     upstreams: Callable[..., UpstreamServer],
     start_proxy: Callable[..., Proxy],
 ) -> None:
-    monkeypatch.setattr(http_proxy, bound, value)
+    monkeypatch.setattr(http_client, bound, value)
     a, b = upstreams("a"), upstreams("b")
     proxy = start_proxy(
         http_config([a.address, b.address], route=RETRY_ALL, limits={"max_retry_body_bytes": 1000})
@@ -161,7 +161,7 @@ def test_lingering_after_413_ends_when_the_client_goes_quiet(
     upstreams: Callable[..., UpstreamServer],
     start_proxy: Callable[..., Proxy],
 ) -> None:
-    monkeypatch.setattr(http_proxy, "LINGERING_TIMEOUT", 0.5)
+    monkeypatch.setattr(http_client, "LINGERING_TIMEOUT", 0.5)
     a, b = upstreams("a"), upstreams("b")
     proxy = start_proxy(
         http_config([a.address, b.address], route=RETRY_ALL, limits={"max_retry_body_bytes": 1000})

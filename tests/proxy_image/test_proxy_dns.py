@@ -98,3 +98,30 @@ def test_a_failed_lookup_is_counted_and_logged_never_a_health_failure(
     assert ready(proxy) == 200
     assert request(proxy.addr("p2p"), "GET", "/x").status == 200
     assert any(f"resolve {NAME}:9001 failed" in r.getMessage() for r in caplog.records)
+
+
+def test_the_mirror_follows_a_moved_name(
+    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> None:
+    answering, old, new = upstreams("answering"), upstreams("old"), upstreams("new")
+    other = "tessera-1.dev.quorum-ha.internal"
+    dns = Dns({NAME: answering.port, other: old.port})
+    route = {"prefix": "/partyinfo", "upstream": "tessera", "mirror": {"upstream": "copies"}}
+    config = http_config([f"{NAME}:9001"], routes=[route])
+    # the copies' own upstream: only the mirror channel ever connects to the moved name
+    config["upstreams"]["copies"] = {"servers": [f"{other}:9001"], "resolve_interval": "50ms"}
+    proxy = start_proxy(config, resolver=dns)
+    assert request(proxy.addr("p2p"), "POST", "/partyinfo", b"one").status == 200
+    wait_for(lambda: len(old.seen) == 1, what="the first copy at the old address")
+    dns.records[other] = new.port  # the machine was replaced; the mirror's connection is open
+    wait_for(
+        lambda: (
+            proxy.loop.call(lambda: proxy.runtime.groups["copies"].servers[0].addr)
+            == ("127.0.0.1", new.port)
+        ),
+        what="new address",
+    )
+    assert request(proxy.addr("p2p"), "POST", "/partyinfo", b"two").status == 200
+    wait_for(lambda: len(new.seen) == 1, what="the second copy at the new address")
+    assert [s.body for s in old.seen] == [b"one"]
+    wait_for(lambda: not old.conns, what="the old address's connection closed")

@@ -1,0 +1,424 @@
+"""The client side of an HTTP/1.1 connection: parsing, pipelining, client timeouts, linger.
+
+HttpClientProtocol is the asyncio protocol of one client connection. It parses requests with
+httptools (uvicorn's httptools_impl is the model), refuses bad ones, queues pipelined ones and
+serves one at a time through its base, UpstreamExchange (http_exchange). Client-side bounds
+(body and send timeouts, pipelining backpressure, connection shedding) belong here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from bisect import bisect_left
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from .http_exchange import PAUSE_PIPELINE, PAUSE_WAIT, UpstreamExchange
+from .http_wire import (
+    LOOKED_AT,
+    NON_IDEMPOTENT,
+    REASONS,
+    RejectError,
+    Request,
+    drop_named,
+    simple_response,
+)
+from .metrics import LATENCY_BUCKETS
+
+if TYPE_CHECKING:
+    from .http_routes import HttpListener
+
+STREAM_BUFFER_HIGH = 65536
+# idle client connections between requests (nginx keepalive_timeout)
+KEEPALIVE_TIMEOUT = 75.0
+# after a 413, what the client still sends is read and dropped so that it reads the answer
+# instead of a reset (nginx lingering_close; lingering_time 30s, lingering_timeout 5s:
+# https://nginx.org/en/docs/http/ngx_http_core_module.html#lingering_time); nginx has no byte
+# bound, this proxy stops reading at LINGERING_BYTES
+LINGERING_TIME = 30.0
+LINGERING_TIMEOUT = 5.0
+LINGERING_BYTES = 64 << 20
+
+
+class HttpClientProtocol(UpstreamExchange):
+    """A client connection: parses requests, serves one at a time (pipelined ones queue)."""
+
+    def __init__(self, listener: HttpListener) -> None:
+        super().__init__(listener)
+        self.limits = listener.limits
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer = b""
+        self.xff_line = b""
+        self.cur: Request | None = None
+        self.queue: deque[Request] = deque()
+        self.url_bytes = 0
+        self.header_bytes = 0
+        self.head_bytes = 0
+        self.waiting_since: float | None = 0.0
+        self.partial = False
+        self.head_start = 0.0
+        self.now = 0.0
+        # lingering close after a 413: until when (0: not lingering), last read, bytes read
+        self.linger_until = 0.0
+        self.linger_last = 0.0
+        self.linger_bytes = 0
+
+    # connection events
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0].encode() if isinstance(peer, tuple) else b"unix"
+        self.xff_line = b"X-Forwarded-For: %s\r\n" % self.peer
+        self.waiting_since = self.loop.time()
+        self.listener.connections.add(self)
+        self.runtime.connection_opened(self.listener.name)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fast_clear()
+        self._end_upstream(False)  # its callbacks must not write to this closed transport
+        self.listener.connections.discard(self)
+        self.runtime.connection_closed(self.listener.name)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        self.queue.clear()
+
+    def eof_received(self) -> bool | None:
+        # as nginx does, a client's EOF means it is gone: close, which cancels the upstream work
+        return None
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            if self.linger_until:
+                self._linger_read(len(data))
+            return
+        # one clock read for the parser callbacks this data triggers
+        self.now = self.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            # an Upgrade (h2c, websocket) is ignored: the request is served as HTTP/1.1
+            offset = e.args[0] if e.args else len(data)
+            rest = data[offset:]
+            if rest:
+                self.data_received(rest)
+            return
+        except httptools.HttpParserCallbackError as e:
+            cause = e.__context__
+            self._reject(cause.status if isinstance(cause, RejectError) else 400)
+            return
+        except httptools.HttpParserError:
+            self._reject(400)
+            return
+        if self.waiting_since is not None and self.partial:
+            self.head_bytes += len(data)
+            if self.head_bytes > self.limits.max_header_bytes + self.limits.max_uri_bytes:
+                self._reject(431)
+
+    def _reject(self, status: int) -> None:
+        """Refuse with a status and close; nothing else is read from this client."""
+        if self.closed or self.transport is None:
+            return
+        runtime = self.runtime
+        runtime.metrics.bad_requests.inc((self.listener.name, str(status)))
+        if runtime.config.access_log:
+            cur = self.cur
+            runtime.access_log(
+                {
+                    "time": round(time.time(), 3),
+                    "listener": self.listener.name,
+                    "client": self.peer.decode(),
+                    "method": cur.method.decode() if cur is not None else "",
+                    "path": cur.url.decode("latin-1") if cur is not None else "",
+                    "status": status,
+                    "rejected": True,
+                }
+            )
+        active = self.active
+        if active is not None and (active is not self.cur or self.streaming):
+            # an earlier answer is owed or under way: answers could not stay in order
+            self.batch.flush()
+            self.closed = True
+            self.transport.abort()
+            return
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.fast_req is not None:
+            self._fast_clear()
+        self._end_upstream(False)
+        body = json.dumps({"error": REASONS.get(status, b"").decode(), "status": status})
+        self.batch.flush()
+        self.transport.write(simple_response(status, body.encode()))
+        self.closed = True
+        if status == 413:
+            # the client may still be sending its body (nginx keeps lingering for 413 only)
+            self._linger()
+        else:
+            self.transport.close()
+
+    def _linger(self) -> None:
+        """Half-close after the answer, then read and drop the rest, bounded (see LINGERING_*)."""
+        transport = self.transport
+        assert transport is not None
+        now = self.loop.time()
+        self.linger_until = now + LINGERING_TIME
+        self.linger_last = now
+        if transport.can_write_eof():
+            transport.write_eof()  # sent once the 413 is written, as nginx's shutdown(SHUT_WR)
+        if self.paused:
+            self.paused = 0
+            transport.resume_reading()
+
+    def _linger_read(self, size: int) -> None:
+        self.linger_bytes += size
+        self.linger_last = self.loop.time()
+        if self.linger_bytes > LINGERING_BYTES:
+            self._linger_end()
+
+    def _linger_end(self) -> None:
+        self.linger_until = 0.0
+        if self.transport is not None:
+            self.transport.close()
+
+    def check_timeouts(self, now: float) -> None:
+        """Called by the sweeper: slow header senders and idle keep-alives are cut off."""
+        if self.linger_until:
+            if now >= self.linger_until or now - self.linger_last >= LINGERING_TIMEOUT:
+                self._linger_end()
+            return
+        if self.fast_req is not None and now >= self.fast_deadline:
+            self._fast_timeout()
+        since = self.waiting_since
+        if since is None or self.closed:
+            return
+        if self.partial:
+            if now - self.head_start >= self.limits.header_timeout:
+                self._reject(408)
+        elif now - since >= KEEPALIVE_TIMEOUT and self.transport is not None:
+            self.batch.flush()
+            self.closed = True
+            self.transport.close()
+
+    def close_if_idle(self) -> None:
+        """Draining: close a keep-alive connection between requests."""
+        if self.active is None and not self.partial and self.transport is not None:
+            self.batch.flush()
+            self.closed = True
+            self.transport.close()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.cur = Request()
+        self.partial = True
+        self.url_bytes = 0
+        self.header_bytes = 0
+        self.head_start = self.now
+
+    def on_url(self, url: bytes) -> None:
+        assert self.cur is not None
+        self.url_bytes += len(url)
+        if self.url_bytes > self.limits.max_uri_bytes:
+            raise RejectError(414)
+        self.cur.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > self.limits.max_header_bytes:
+            raise RejectError(431)
+        req = self.cur
+        assert req is not None
+        # sorted as they arrive: on_headers_complete then only joins the passed lines
+        lname = name.lower()
+        if lname not in LOOKED_AT:
+            req.kept += (name, b": ", value, b"\r\n")
+            return
+        req.looked.append((lname, value))
+        if lname == b"host":
+            req.kept += (name, b": ", value, b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        req = self.cur
+        assert req is not None
+        self.partial = False
+        self.head_bytes = 0
+        req.start = self.now
+        parser = self.parser
+        req.method = parser.get_method()
+        # the headers the proxy acts on; on_header kept the ones it passes on
+        xff = b""
+        hosts = 0
+        named: set[bytes] | None = None
+        connection_header = False
+        for lname, value in req.looked:
+            if lname == b"content-length":
+                try:
+                    req.content_length = int(value)
+                except ValueError:
+                    raise RejectError(400) from None
+            elif lname == b"transfer-encoding":
+                req.chunked = b"chunked" in value.lower()
+            elif lname == b"expect":
+                req.expect_continue = value.lower() == b"100-continue"
+            elif lname == b"x-forwarded-for":
+                xff = value + b", "
+            elif lname == b"host":
+                hosts += 1
+            elif lname == b"connection":
+                # headers the client names in Connection are hop-by-hop too (RFC 9110 7.6.1)
+                named = {t.strip().lower() for t in value.split(b",")}
+                connection_header = True
+            elif lname == b"proxy-connection":
+                connection_header = True
+        # keep-alive is for HTTP/1.1 only. llhttp says keep-alive without a (Proxy-)Connection
+        # header for 1.1 alone (0.9, 1.0 and 2.0 need "keep-alive" in one), so the version,
+        # a string made per call, is only asked for when such a header came
+        req.keep_alive = parser.should_keep_alive() and (
+            not connection_header or parser.get_http_version() == "1.1"
+        )
+        kept = drop_named(req.kept, named) if named else req.kept
+        if hosts != 1 or req.url[:1] != b"/":
+            kept, hosts = self._check_target(req, kept, hosts)
+        route = req.route = self.listener.match(req.url.split(b"?", 1)[0])
+        lines = [req.method, b" ", req.url, b" HTTP/1.1\r\n", *kept]
+        if not hosts and route is not None:
+            # as nginx's default $proxy_host: the upstream's name
+            lines.append(route.host_line)
+        lines += (b"X-Forwarded-For: ", xff, self.peer, b"\r\n") if xff else (self.xff_line,)
+        req.head_prefix = b"".join(lines)
+        if route is not None:
+            req.buffered = route.buffer_all or (
+                route.buffer_idempotent and req.method not in NON_IDEMPOTENT
+            )
+            req.retryable = route.buffer_idempotent and (
+                route.config.retry_non_idempotent or req.method not in NON_IDEMPOTENT
+            )
+        if self.active is None:
+            self.waiting_since = None
+            self._start(req)
+        else:
+            self.queue.append(req)
+            self._pause(PAUSE_PIPELINE)
+
+    def _check_target(
+        self, req: Request, kept: list[bytes], hosts: int
+    ) -> tuple[list[bytes], int]:
+        """Host rules, and an absolute-form target (GET http://host/path) made origin-form.
+
+        HTTP/1.1 needs exactly one Host; a second one is a smuggling risk (RFC 9112 3.2; nginx:
+        "client sent duplicate host header", "client sent HTTP/1.1 request without Host").
+        An absolute-form target is routed and sent on by its path, as nginx does, with the
+        target's host as Host (RFC 9112 3.2.2: a proxy replaces the received Host with it).
+        """
+        if hosts != 1 and (hosts or self.parser.get_http_version() == "1.1"):
+            raise RejectError(400)
+        scheme, sep, rest = req.url.partition(b"://")
+        if not sep or scheme.lower() not in (b"http", b"https"):
+            return kept, hosts
+        cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+        authority = rest[:cut].rpartition(b"@")[2]
+        if not authority:
+            raise RejectError(400)
+        path = rest[cut:]
+        req.url = path if path[:1] == b"/" else b"/" + path
+        return [*drop_named(kept, {b"host"}), b"Host", b": ", authority, b"\r\n"], 1
+
+    def on_body(self, data: bytes) -> None:
+        req = self.cur
+        assert req is not None
+        sink = req.sink
+        if sink is not None and not sink.closed:
+            if req.upstream_chunked:
+                sink.write(b"%x\r\n%s\r\n" % (len(data), data))
+            else:
+                sink.write(data)
+            return
+        req.body.append(data)
+        req.body_size += len(data)
+        if req.buffered:
+            if req.body_size > self.limits.max_retry_body_bytes:
+                raise RejectError(413)
+        elif req.body_size > STREAM_BUFFER_HIGH:
+            self._pause(PAUSE_WAIT)
+
+    def on_message_complete(self) -> None:
+        req = self.cur
+        assert req is not None
+        self.cur = None
+        req.complete = True
+        sink = req.sink
+        if sink is not None and req.upstream_chunked and not sink.closed:
+            sink.write(b"0\r\n\r\n")
+        if req is self.active and not req.started:
+            self._dispatch(req)
+
+    # serving
+    def _start(self, req: Request) -> None:
+        """A request's head is parsed and it is next in line."""
+        if req.buffered and (req.content_length or 0) > self.limits.max_retry_body_bytes:
+            self.cur = None
+            self._reject(413)
+            return
+        self.active = req
+        if req.expect_continue:
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        streams_body = req.chunked or bool(req.content_length)
+        if req.complete or (streams_body and (req.route is None or not req.buffered)):
+            self._dispatch(req)
+        # else: on_message_complete dispatches it, its body buffered meanwhile
+
+    def _finish(self, req: Request, status: int, upstream: str, keep: bool, retries: int) -> None:
+        listener = self.listener.name
+        runtime = self.runtime
+        metrics = runtime.metrics
+        keys = req.route.keys if req.route is not None else self.listener.no_route_keys
+        entry = keys.get(status)
+        if entry is None:
+            key = (listener, req.route.label if req.route else "", str(status))
+            entry = keys[status] = (key, metrics.latency.series_for(key))
+        key, series = entry
+        counts = metrics.requests.values
+        counts[key] = counts.get(key, 0.0) + 1.0
+        now = self.loop.time()
+        elapsed = now - req.start
+        # Histogram.observe on a series found once per route and status
+        series[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+        series[-2] += elapsed
+        series[-1] += 1
+        if runtime.config.access_log:
+            runtime.access_log(
+                {
+                    "time": round(time.time(), 3),
+                    "listener": listener,
+                    "route": key[1],
+                    "client": self.peer.decode(),
+                    "method": req.method.decode(),
+                    "path": req.url.decode("latin-1"),
+                    "status": status,
+                    "upstream": upstream,
+                    "retries": retries,
+                    "duration_ms": round(elapsed * 1000, 3),
+                }
+            )
+        self.active = None
+        self.task = None
+        self.streaming = False
+        if self.closed or self.transport is None:
+            return
+        if not keep or self.runtime.draining:
+            self.batch.flush()
+            self.closed = True
+            self.transport.close()
+            return
+        if self.queue:
+            nxt = self.queue.popleft()
+            if not self.queue:
+                self._resume(PAUSE_PIPELINE)
+            self._start(nxt)
+        else:
+            self.waiting_since = now
+            if self.paused:
+                self._resume(PAUSE_PIPELINE)
