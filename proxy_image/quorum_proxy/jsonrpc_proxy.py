@@ -52,6 +52,9 @@ log = logging.getLogger("quorum_proxy")
 # gateway, or one shutting down), each read whole and never streamed to the client
 RETRY_ON = ("error", "timeout", "http_502", "http_503")
 HOLD_5XX = frozenset({502, 503})
+# a repeat's answer is read whole to rewrite "already known" up to this; a bigger one (a batch
+# with large reads beside its transactions) streams on as it is
+MAX_COLLECTED = 1 << 20
 
 
 def pick_primary(group: UpstreamGroup, tried: list[Server]) -> Server | None:
@@ -146,6 +149,7 @@ class JsonRpcClientProtocol(HttpClientProtocol):
         # a repeated eth_sendRawTransaction's answer, read whole to rewrite "already known"
         self.collecting = False
         self.collected: list[bytes] = []
+        self.collected_size = 0
         self.collected_head = b""
         # the server the last attempt went to, named in a failure answer
         self.rpc_server = ""
@@ -249,6 +253,7 @@ class JsonRpcClientProtocol(HttpClientProtocol):
         self.streaming = True
         self.pending = b""
         self.collected = []
+        self.collected_size = 0
         self.collected_head = passed
         head = self.resp_head
         if head is not None and not head.done():
@@ -257,8 +262,24 @@ class JsonRpcClientProtocol(HttpClientProtocol):
     def on_response_body(self, data: bytes) -> None:
         if self.collecting and self.hold_body is None:
             self.collected.append(data)
+            self.collected_size += len(data)
+            if self.collected_size > MAX_COLLECTED:
+                self._stop_collecting()
             return
         super().on_response_body(data)
+
+    def _stop_collecting(self) -> None:
+        """Too big to rewrite: what came goes to the client, the rest streams as it comes."""
+        self.collecting = False
+        req = self.active
+        assert req is not None
+        keep = req.keep_alive and not self.resp_close_delimited
+        self.resp_chunked = keep  # the length is unknown here: chunked, or until the close
+        data = b"".join(self.collected)
+        self.collected = []
+        if self.resp_chunked:
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        self._write(self._end_head(self.collected_head, None, keep) + data)
 
     def _finish(self, req: Request, status: int, upstream: str, keep: bool, retries: int) -> None:
         if not self.collecting:
@@ -277,6 +298,9 @@ class JsonRpcClientProtocol(HttpClientProtocol):
             super()._finish(req, status, upstream, keep, retries)
             return
         made, low = settle_raw_transactions(rpc, answer)
+        if not low:
+            self._answer_settled(req, status, upstream, keep, retries, data, answer, made)
+            return
         self.task = self.loop.create_task(
             self._answer_repeat(req, status, upstream, keep, retries, data, answer, made, low)
         )
@@ -320,6 +344,19 @@ class JsonRpcClientProtocol(HttpClientProtocol):
                 if lookup_found(found):
                     as_success(item, call)
                     made += 1
+        self._answer_settled(req, status, upstream, keep, retries, data, answer, made)
+
+    def _answer_settled(
+        self,
+        req: Request,
+        status: int,
+        upstream: str,
+        keep: bool,
+        retries: int,
+        data: bytes,
+        answer: Any,
+        made: int,
+    ) -> None:
         if made:
             self.runtime.metrics.jsonrpc_already_known.inc((self.listener.name,), made)
             data = dumps(answer).encode()

@@ -32,6 +32,7 @@ from proxy_support import (
 )
 from quorum_proxy.jsonrpc import CODE_NO_ANSWER, CODE_OUTCOME_UNKNOWN
 from quorum_proxy.jsonrpc_keccak import keccak256
+from quorum_proxy.jsonrpc_proxy import MAX_COLLECTED
 
 LISTENER = "rpc"
 
@@ -241,6 +242,27 @@ def test_nonce_too_low_for_a_transaction_the_node_lacks_is_passed_as_it_said(
     }
     assert backup.methods == ["eth_sendRawTransaction", "eth_getTransactionByHash"]
     assert counter(proxy, "jsonrpc_already_known", LISTENER) == 0
+
+
+@pytest.mark.parametrize("size", [100_000, 700_000], ids=["read-whole", "streamed-on"])
+def test_repeated_batch_answer_is_rewritten_up_to_a_bound_and_streamed_past_it(
+    proxy: Proxy, nodes: tuple[QuorumStandin, QuorumStandin], size: int
+) -> None:
+    primary, _ = nodes
+    primary.fail = "reset"
+    batch = [
+        rpc("eth_sendRawTransaction", 1, [SIGNED_TX]),
+        rpc("eth_getLogs", 2, [{"size": size}]),
+    ]
+    with Client(proxy.addr(LISTENER), timeout=20) as client:
+        reply = post(client, batch).json()
+        assert post(client, rpc("eth_blockNumber", 3)).json()["result"] == "0x10"
+    assert reply[1] == {"jsonrpc": "2.0", "id": 2, "result": "0x" + "ab" * size}
+    if size * 2 < MAX_COLLECTED:
+        assert reply[0] == {"jsonrpc": "2.0", "id": 1, "result": SIGNED_TX_HASH}
+    else:
+        # over jsonrpc_proxy.MAX_COLLECTED the answer is passed as the node gave it
+        assert reply[0]["error"]["message"] == ALREADY_KNOWN
 
 
 def test_already_known_on_a_first_send_is_passed_as_the_node_said(
