@@ -28,6 +28,7 @@ from proxy_support import (
     Response,
     UpstreamServer,
     free_port,
+    request,
     wait_for,
 )
 from quorum_proxy.jsonrpc import CODE_NO_ANSWER, CODE_OUTCOME_UNKNOWN
@@ -509,3 +510,9 @@ def test_killing_the_primary_under_load_costs_no_safe_call(
     assert counter(proxy, "primary_changes", LISTENER) == 1
     assert backup.methods, "the backup took over"
     assert counter(proxy, "jsonrpc_unknown_outcomes", LISTENER) == 0
+
+
+def test_readiness_of_the_jsonrpc_listener_asks_its_upstream(proxy: Proxy) -> None:
+    answer = request(proxy.addr("admin"), "GET", f"/readyz/{LISTENER}")
+    assert answer.status == 200
+    assert answer.json()["upstreams"] == {"quorum": {"servers": 2, "available": 2, "absent": 0}}
