@@ -1,4 +1,7 @@
-"""Configs for our proxy (format: PROXY_CONFIG.md): the local IPC proxy and the standalone one."""
+"""Our proxy's configs, the local IPC one and the standalone one.
+
+Format: proxy_image/README.md#config-reference.
+"""
 
 from __future__ import annotations
 

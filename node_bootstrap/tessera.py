@@ -1,10 +1,14 @@
 """Tessera's config file for one machine, and a validator applying Tessera's own rules.
 
-The rules mirror Tessera 24.4's config module: ServerConfigsValidator (exactly one P2P, at
-least one Q2T), ServerAddressValidator (http addresses carry a port; a serverAddress is never
-0.0.0.0; a bindingAddress is http(s) only), KeyConfiguration (`passwords` must be empty),
-KeyVaultConfigValidator (an AWS `endpoint` is an http(s) URL) and JdbcConfig (`url` required),
-plus this project's TLS rule: the NLB terminates TLS, so no server config asks Tessera for it.
+The validator is a guard, not the authority: it re-implements, on the production path, checks
+Tessera itself makes when it starts, so a config Tessera would refuse stops `pulumi up` (and
+`./dev plan`) before a machine is created, not at its boot. This is the rules' one home here:
+the cluster drill and the tests call it, none restates them. They mirror Tessera 24.4's config
+module: ServerConfigsValidator (exactly one P2P, at least one Q2T), ServerAddressValidator (http
+addresses carry a port; a serverAddress is never 0.0.0.0; a bindingAddress is http(s) only),
+KeyConfiguration (`passwords` must be empty), KeyVaultConfigValidator (an AWS `endpoint` is an
+http(s) URL) and JdbcConfig (`url` required), plus this project's TLS rule: the NLB terminates
+TLS, so no server config asks Tessera for it.
 """
 
 from __future__ import annotations

@@ -10,15 +10,8 @@ from typing import Any
 
 import pytest
 
-from tools.offline import (
-    OfflineProgramError,
-    OfflineRun,
-    load_stack_config,
-    policy_documents,
-    public_texts,
-    run_offline,
-    secret_texts,
-)
+from tests.inspection import policy_documents, public_texts, secret_texts
+from tools.offline import OfflineProgramError, OfflineRun, load_stack_config, run_offline
 
 WORLD = ("0.0.0.0/0", "::/0")
 OUTPUTS = {

@@ -1,20 +1,19 @@
-"""Run the Pulumi program fully offline under Pulumi's mock runtime and record what it declares.
+"""The mock engine: run the Pulumi program fully offline under Pulumi's mock runtime and record
+what it declares, as the real engine would receive it (URNs, aliases, dependencies, secrets).
 
-Used by the tests and by `tools.plan`. Each run gets a fresh event loop and a fresh context, so
-runs do not leak the root stack, config or outstanding RPCs into each other.
+Used by the tests and by `tools.plan`. What AWS answers lives in `tools.fake_aws`; helpers that
+only tests use to look inside a run live in tests/inspection.py. Each run gets a fresh event
+loop and a fresh context, so runs do not leak the root stack, config or outstanding RPCs into
+each other.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import contextvars
 import gc
-import gzip
-import hashlib
 import json
-import re
 import runpy
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -30,11 +29,10 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.sync_await import _sync_await
 
-from tools.aws_rules import AUTONAMED, auto_name, prefixed_name
+from tools import fake_aws
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "quorum-ha"
-ACCOUNT_ID = "123456789012"
 MASK = "[secret]"
 
 
@@ -121,239 +119,6 @@ def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:
     return value
 
 
-def _digest(*parts: str, size: int = 32) -> bytes:
-    out = b""
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256("/".join((*parts, str(counter))).encode()).digest()
-        counter += 1
-    return out[:size]
-
-
-def _service_of(type_: str) -> str:
-    # "aws:ec2/instance:Instance" -> "ec2"
-    return type_.split(":")[1].split("/", maxsplit=1)[0] if type_.count(":") >= 2 else "resource"
-
-
-_ELB_ARN = "arn:aws:elasticloadbalancing"
-
-
-def _arn(type_: str, name: str, inputs: dict[str, Any], region: str, token: str) -> str:
-    """ARNs shaped as AWS shapes them, so code that parses or validates them sees real forms."""
-    region = str(inputs.get("region") or region)
-    physical = str(inputs.get("name") or auto_name(name, token))
-    if type_ == "aws:secretsmanager/secret:Secret":
-        return f"arn:aws:secretsmanager:{region}:{ACCOUNT_ID}:secret:{physical}-{token[:6]}"
-    if type_ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
-        kind = "role" if type_.endswith("Role") else "instance-profile"
-        path = str(inputs.get("path") or "/")
-        return f"arn:aws:iam::{ACCOUNT_ID}:{kind}{path}{physical}"
-    if type_ == "aws:cloudwatch/logGroup:LogGroup":
-        return f"arn:aws:logs:{region}:{ACCOUNT_ID}:log-group:{physical}"
-    if type_ in ("aws:kms/key:Key", "aws:kms/replicaKey:ReplicaKey"):
-        return f"arn:aws:kms:{region}:{ACCOUNT_ID}:key/mrk-{token}"
-    if type_ == "aws:ecr/repository:Repository":
-        return f"arn:aws:ecr:{region}:{ACCOUNT_ID}:repository/{physical}"
-    if type_ == "aws:rds/instance:Instance":
-        return f"arn:aws:rds:{region}:{ACCOUNT_ID}:db:{inputs.get('identifier') or physical}"
-    if type_ == "aws:lb/loadBalancer:LoadBalancer":
-        return f"{_ELB_ARN}:{region}:{ACCOUNT_ID}:loadbalancer/net/{physical}/{token}"
-    if type_ == "aws:lb/targetGroup:TargetGroup":
-        return f"{_ELB_ARN}:{region}:{ACCOUNT_ID}:targetgroup/{physical}/{token}"
-    return f"arn:aws:{_service_of(type_)}:{region}:{ACCOUNT_ID}:{name}-{token}"
-
-
-def _identity(type_: str, name: str, inputs: dict[str, Any], token: str) -> dict[str, Any]:
-    """Ids and names shaped as AWS shapes them (vol-, i-, sg-, subnet-, vpc-...)."""
-    prefixes = {
-        "aws:ebs/volume:Volume": "vol",
-        "aws:ec2/instance:Instance": "i",
-        "aws:ec2/securityGroup:SecurityGroup": "sg",
-        "aws:ec2/subnet:Subnet": "subnet",
-        "aws:ec2/vpc:Vpc": "vpc",
-    }
-    out: dict[str, Any] = {}
-    if type_ in prefixes:
-        out["id"] = f"{prefixes[type_]}-{token}"
-    if type_ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
-        out["name"] = inputs.get("name") or auto_name(name, token)
-        if type_ == "aws:iam/role:Role":
-            out["id"] = out["name"]
-    elif type_ == "docker-build:index:Image":
-        digest = "sha256:" + hashlib.sha256(f"image/{name}".encode()).hexdigest()
-        tags = inputs.get("tags") or [f"{name}:latest"]
-        out["digest"] = digest
-        out["ref"] = f"{tags[0]}@{digest}"
-    return out
-
-
-def _computed_state(type_: str, name: str, inputs: dict[str, Any], region: str) -> dict[str, Any]:
-    """Plausible provider-computed outputs, deterministic per resource name."""
-    token = hashlib.sha256(f"{type_}/{name}".encode()).hexdigest()[:12]
-    state: dict[str, Any] = {
-        "arn": _arn(type_, name, inputs, region, token),
-        "id": f"{name}-{token}",
-    }
-    autonamed = AUTONAMED.get(type_)
-    if autonamed and not inputs.get(autonamed) and inputs.get("namePrefix"):
-        state[autonamed] = prefixed_name(str(inputs["namePrefix"]), token)
-    elif autonamed and not inputs.get(autonamed):
-        # pulumi-aws auto-names it as the logical name, "-" and 7 hex characters (random for
-        # real; here derived from the resource, so runs are repeatable).
-        state[autonamed] = auto_name(name, token)
-    if type_ == "aws:secretsmanager/secret:Secret":
-        state["id"] = state["arn"]
-    state.update(_identity(type_, name, inputs, token))
-    if type_ == "aws:lb/loadBalancer:LoadBalancer":
-        state["dnsName"] = f"{name}-{token}.elb.{region}.amazonaws.com"
-        state["zoneId"] = "Z26RNL4JYFTOTI"
-    elif type_ in ("aws:rds/instance:Instance",):
-        db_region = str(inputs.get("region") or region)
-        host = f"{inputs.get('identifier') or name}.{token}.{db_region}.rds.amazonaws.com"
-        state["address"] = host
-        state["endpoint"] = f"{host}:5432"
-        state["port"] = inputs.get("port", 5432)
-        state["identifier"] = inputs.get("identifier", name)
-    elif type_ == "aws:ec2/instance:Instance":
-        octet = int(token[:2], 16)
-        state["privateIp"] = f"10.0.{octet}.{int(token[2:4], 16) or 1}"
-        state["privateDns"] = f"ip-10-0-{octet}.{region}.compute.internal"
-        state["availabilityZone"] = f"{region}a"
-    elif type_ == "aws:ecr/repository:Repository":
-        repo = str(inputs.get("name") or state.get("name") or name)  # auto-named if unnamed
-        state["repositoryUrl"] = f"{ACCOUNT_ID}.dkr.ecr.{region}.amazonaws.com/{repo}"
-        state["registryId"] = ACCOUNT_ID
-        state["name"] = repo
-    elif type_ == "aws:kms/key:Key":
-        state["keyId"] = f"{token}-key"
-    elif type_ == "aws:route53/zone:Zone":
-        state["zoneId"] = f"Z{token.upper()}"
-    elif type_ == "aws:ec2/vpc:Vpc":
-        state["defaultSecurityGroupId"] = f"sg-default-{token}"
-    elif type_ == "random:index/randomPassword:RandomPassword":
-        length = int(inputs.get("length", 32))
-        state["result"] = rpc.wrap_rpc_secret(_digest(type_, name, size=length).hex()[:length])
-    elif type_ == "random:index/randomBytes:RandomBytes":
-        raw = _digest(type_, name, size=int(inputs.get("length", 32)))
-        state["base64"] = rpc.wrap_rpc_secret(base64.b64encode(raw).decode())
-        state["hex"] = rpc.wrap_rpc_secret(raw.hex())
-    elif type_ == "random:index/randomId:RandomId":
-        raw = _digest(type_, name, size=int(inputs.get("byteLength", 8)))
-        state["hex"] = raw.hex()
-        state["b64Url"] = raw.hex()
-        state["dec"] = str(int.from_bytes(raw, "big"))
-    state.update(_network_interface_state(type_, inputs, token))
-    return state
-
-
-def _call_result(token: str, args: dict[str, Any], region: str) -> dict[str, Any]:
-    """Answers for the data sources (invokes) the program may call."""
-    # pulumi-aws v7 invokes take a per-call region.
-    region = str(args.get("region") or region)
-    offerings = _offerings_result(token, args, region)
-    if offerings is not None:
-        return offerings
-    if token == "aws:index/getRegion:getRegion":
-        return {"name": region, "region": region, "id": region}
-    if token == "aws:index/getCallerIdentity:getCallerIdentity":
-        return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci", "id": "x"}
-    if token == "aws:index/getPartition:getPartition":
-        return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
-    if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-        names = [f"{region}{s}" for s in "abc"]
-        return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 4)], "id": region}
-    if token == "aws:ec2/getAmi:getAmi":
-        return {"id": "ami-0123456789abcdef0", "architecture": "x86_64", "name": "al2023-ami"}
-    if token == "aws:ec2/getSubnet:getSubnet":
-        subnet = str(args.get("id", "subnet-0"))
-        zone = "abc"[int(hashlib.sha256(subnet.encode()).hexdigest(), 16) % 3]
-        return {"id": subnet, "availabilityZone": f"{region}{zone}", "vpcId": "vpc-mock"}
-    if token == "aws:ec2/getVpc:getVpc":
-        return {"id": args.get("id", "vpc-mock"), "cidrBlock": "10.20.0.0/16"}
-    if token == "aws:ssm/getParameter:getParameter":
-        return {"value": "ami-0123456789abcdef0", "name": args.get("name", ""), "id": "x"}
-    if token == "aws:iam/getPolicyDocument:getPolicyDocument":
-        return {"json": json.dumps({"Version": "2012-10-17", "Statement": args.get("statements")})}
-    if token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
-        return {
-            "userName": "AWS",
-            "password": rpc.wrap_rpc_secret("ecr-token"),
-            "proxyEndpoint": f"https://{ACCOUNT_ID}.dkr.ecr.{region}.amazonaws.com",
-            "authorizationToken": rpc.wrap_rpc_secret("ecr-token"),
-            "id": region,
-        }
-    return {}
-
-
-# --- What each AZ offers (instance types, endpoint services), and kept network interfaces ------
-# (availability zone, instance type or endpoint service short name such as "ecr.dkr") pairs the
-# mocked region does NOT offer. Everything else is offered in every AZ. Tests patch this (with
-# monkeypatch) to make one AZ lack a type or a service.
-MISSING_OFFERINGS: frozenset[tuple[str, str]] = frozenset()
-_MOCK_ZONE_SUFFIXES = "abc"  # the AZs getAvailabilityZones answers
-_MOCK_INSTANCE_TYPES = ("m6i.large", "m6i.xlarge", "m6i.2xlarge", "m7i.large", "c6i.large")
-
-
-def _offerings_result(token: str, args: dict[str, Any], region: str) -> dict[str, Any] | None:
-    """DescribeInstanceTypeOfferings and DescribeVpcEndpointServices as AWS answers them: only
-    what is offered, per AZ; None for any other invoke."""
-    zones = [f"{region}{suffix}" for suffix in _MOCK_ZONE_SUFFIXES]
-    if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
-        location_type = str(args.get("locationType") or "region")
-        types = list(_MOCK_INSTANCE_TYPES)
-        for spec in args.get("filters") or []:
-            if spec.get("name") == "instance-type":
-                # Any x86_64 type the settings accept is offered unless a test says otherwise.
-                types = list(spec.get("values", []))
-        rows = [(t, z) for z in zones for t in types if (z, t) not in MISSING_OFFERINGS]
-        if location_type == "region":
-            rows = sorted({(t, region) for t, _ in rows})
-        elif location_type != "availability-zone":
-            raise OfflineProgramError(f"mock offerings: locationType {location_type!r} not mocked")
-        return {
-            "id": region,
-            "instanceTypes": [t for t, _ in rows],
-            "locations": [z for _, z in rows],
-            "locationTypes": [location_type] * len(rows),
-            "locationType": location_type,
-        }
-    if token == "aws:ec2/getVpcEndpointService:getVpcEndpointService":
-        name = str(args.get("serviceName") or f"com.amazonaws.{region}.{args.get('service')}")
-        short = name.removeprefix(f"com.amazonaws.{region}.")
-        return {
-            "id": name,
-            "serviceName": name,
-            "serviceType": args.get("serviceType") or "Interface",
-            "serviceId": "vpce-svc-" + hashlib.sha256(name.encode()).hexdigest()[:17],
-            "availabilityZones": [z for z in zones if (z, short) not in MISSING_OFFERINGS],
-            "acceptanceRequired": False,
-            "owner": "amazon",
-        }
-    return None
-
-
-def _interface_address(interface_id: str) -> str:
-    """The private IP EC2 gave a network interface (a function of its id, so an instance booted
-    on the interface reports the same address)."""
-    digest = hashlib.sha256(interface_id.encode()).hexdigest()
-    return f"10.0.{int(digest[:2], 16)}.{int(digest[2:4], 16) or 1}"
-
-
-def _network_interface_state(type_: str, inputs: dict[str, Any], token: str) -> dict[str, Any]:
-    """A network interface's id and kept private IP; an instance booted on one takes its IP."""
-    if type_ == "aws:ec2/networkInterface:NetworkInterface":
-        address = _interface_address(f"eni-{token}")
-        return {"id": f"eni-{token}", "privateIp": address, "privateIps": [address]}
-    primary = inputs.get("primaryNetworkInterface")
-    if type_ == "aws:ec2/instance:Instance" and isinstance(primary, dict):
-        interface_id = str(primary.get("networkInterfaceId", ""))
-        return {
-            "privateIp": _interface_address(interface_id),
-            "primaryNetworkInterfaceId": interface_id,
-        }
-    return {}
-
-
 class _Mocks(pulumi.runtime.Mocks):
     def __init__(self, region: str, stack_outputs: Mapping[str, Mapping[str, Any]]) -> None:
         self.region = region
@@ -367,13 +132,13 @@ class _Mocks(pulumi.runtime.Mocks):
                 raise OfflineProgramError(f"no outputs given for stack reference {ref!r}")
             outputs = dict(self.stack_outputs[ref])
             return ref, {**args.inputs, "name": ref, "outputs": outputs, "secretOutputNames": []}
-        state = _computed_state(args.typ, args.name, args.inputs, self.region)
+        state = fake_aws.resource_state(args.typ, args.name, args.inputs, self.region)
         resource_id = state.pop("id")
         return resource_id, {**args.inputs, **state}
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> dict:  # type: ignore[override]
         self.invokes.append(args.token)
-        return _call_result(args.token, args.args, self.region)
+        return fake_aws.invoke_result(args.token, args.args, self.region)
 
 
 ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
@@ -632,189 +397,3 @@ def walk(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
             yield from walk(v, f"{path}[{i}]")
     else:
         yield path, value
-
-
-def unpack_user_data(value: str) -> str:
-    """The user data text cloud-init reads: plain as given, or base64 of gzip (EC2's
-    userDataBase64, packed by node_bootstrap.pack_user_data) unpacked."""
-    if value.startswith(("#", "Content-Type:")):
-        return value
-    raw = base64.b64decode(value, validate=True)
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    return raw.decode()
-
-
-def instance_user_data(inputs: Mapping[str, Any]) -> str | None:
-    """The plain user data of a declared instance's inputs (userData or userDataBase64)."""
-    for key in ("userData", "userDataBase64"):
-        value = inputs.get(key)
-        if isinstance(value, str) and value:
-            return unpack_user_data(value)
-    return None
-
-
-def cloud_config_files(user_data: str) -> dict[str, str]:
-    """Path -> text of every file a `#cloud-config` user data writes (gz+b64/b64 unpacked);
-    the user data itself may be packed (base64 of gzip)."""
-    document = yaml.safe_load(unpack_user_data(user_data)) or {}
-    files: dict[str, str] = {}
-    for entry in document.get("write_files") or []:
-        content = entry.get("content", "")
-        encoding = entry.get("encoding", "")
-        if encoding in ("gz+b64", "gzip+base64", "gz+base64"):
-            content = gzip.decompress(base64.b64decode(content)).decode()
-        elif encoding in ("b64", "base64"):
-            content = base64.b64decode(content).decode()
-        files[entry["path"]] = content
-    return files
-
-
-def policy_documents(run: OfflineRun) -> list[tuple[DeclaredResource, dict[str, Any]]]:
-    """Every IAM policy the program declared (inline, managed, key and trust policies)."""
-    fields = {
-        "aws:iam/rolePolicy:RolePolicy": "policy",
-        "aws:iam/policy:Policy": "policy",
-        "aws:iam/role:Role": "assumeRolePolicy",
-        "aws:kms/key:Key": "policy",
-        "aws:kms/replicaKey:ReplicaKey": "policy",
-    }
-    found = []
-    for resource in run.resources:
-        text = resource.inputs.get(fields.get(resource.type, ""), None)
-        if isinstance(text, str) and text:
-            found.append((resource, json.loads(text)))
-    return found
-
-
-def _is_under(path: str, roots: frozenset[str]) -> bool:
-    return any(path == r or path.startswith((f"{r}.", f"{r}[")) for r in roots)
-
-
-_SECRET_FIELD = re.compile(r"(password|token|secret|private|ciphertext)", re.IGNORECASE)
-
-
-def _texts(value: Any) -> Iterator[str]:
-    """A secret's text, and the secret-named strings inside it when it is a JSON document
-    (the password beside a keystore, not the keystore's cipher name)."""
-    if not isinstance(value, str):
-        return
-    yield value
-    try:
-        parsed = json.loads(value)
-    except ValueError:
-        return
-    if isinstance(parsed, dict | list):
-        for path, leaf in walk(parsed):
-            if isinstance(leaf, str) and _SECRET_FIELD.search(re.split(r"[.\[]", path)[-1]):
-                yield leaf
-
-
-def secret_texts(run: OfflineRun, *, min_length: int = 8) -> set[str]:
-    """Every secret string the run declared: secret inputs (and the strings inside them) and
-    the secret results of random resources. Short strings are left out: they match by chance.
-
-    When the engine marks a whole structure secret (a list of registry logins, say), only the
-    fields named like secrets count: the registry's address beside its password is not one.
-    """
-    found: set[str] = set()
-    for resource in run.resources:
-        for path, leaf in walk(resource.inputs):
-            if path in resource.secret_paths:
-                found.update(_texts(leaf))
-            elif _is_under(path, resource.secret_paths):
-                field_name = re.split(r"[.\[]", path)[-1]
-                if _SECRET_FIELD.search(field_name):
-                    found.update(_texts(leaf))
-        if resource.type.startswith("random:"):
-            for name in ("result", "base64", "hex"):
-                found.update(_texts(resource.state.get(name)))
-    return {text for text in found if len(text) >= min_length}
-
-
-def public_texts(run: OfflineRun) -> Iterator[tuple[str, str]]:
-    """(where, text) of everything the run shows in clear: non-secret inputs, the files in
-    user data, and non-secret outputs."""
-    for resource in run.resources:
-        for path, leaf in walk(resource.inputs):
-            if isinstance(leaf, str) and not _is_under(path, resource.secret_paths):
-                yield f"{resource.name}.{path}", leaf
-        user_data = instance_user_data(resource.inputs)
-        if user_data is not None and user_data.startswith("#cloud-config"):
-            yield f"{resource.name} user data", user_data
-            for file_path, text in cloud_config_files(user_data).items():
-                yield f"{resource.name} user data {file_path}", text
-    for name, value in run.outputs.items():
-        if name not in run.secret_outputs:
-            yield f"output {name}", json.dumps(value)
-
-
-# ---------------------------------------------------------------- the engine's alias matching
-
-
-def _collapse_alias(
-    alias: Mapping[str, Any], resource: DeclaredResource, mock_to_real: Mapping[str, str]
-) -> str:
-    """An alias spec as the URN it stands for (engine: stepGenerator.collapseAliasToUrn)."""
-    if "urn" in alias:
-        return str(alias["urn"])
-    if alias.get("noParent"):
-        parent = ""
-    elif alias.get("parentUrn"):
-        parent = mock_to_real.get(alias["parentUrn"], alias["parentUrn"])
-    else:
-        parent = mock_to_real.get(resource.parent_urn, "")
-    stack, project, _, _ = urn_parts(resource.real_urn)
-    return real_urn(
-        parent,
-        alias.get("type") or resource.type,
-        alias.get("name") or resource.name,
-        alias.get("stack") or stack,
-        alias.get("project") or project,
-    )
-
-
-def _inherited_alias(child_type: str, child_name: str, parent_name: str, parent_alias: str) -> str:
-    """engine: stepGenerator.inheritedChildAlias. A child named after its parent takes the
-    aliased parent's name in its own name too."""
-    stack, project, parent_type, alias_name = urn_parts(parent_alias)
-    if child_name.startswith(parent_name):
-        child_name = alias_name + child_name[len(parent_name) :]
-    return f"urn:pulumi:{stack}::{project}::{parent_type}${child_type}::{child_name}"
-
-
-def previous_urns(before: OfflineRun, after: OfflineRun) -> dict[str, str | None]:
-    """For each resource of `after` (by real URN), the real URN of the `before` resource the
-    engine would take it to be, or None when it would create it anew.
-
-    As pulumi/pulumi pkg/resource/deploy/step_generator.go does it: the resource's own URN
-    first, then its aliases (own aliases; the alias its parent was matched by, inherited; and
-    each own alias under that one), the first present in the old state winning; a parent matched
-    through an alias passes only that alias on to its children.
-    """
-    olds = {r.real_urn for r in before.resources}
-    mock_to_real = {r.urn: r.real_urn for r in after.resources}
-    matched_alias: dict[str, str] = {}  # after real URN -> the old URN it was matched by
-    result: dict[str, str | None] = {}
-    for resource in after.resources:  # registration order: parents come first
-        own = resource.real_urn
-        candidates = [_collapse_alias(a, resource, mock_to_real) for a in resource.aliases]
-        parent_real = mock_to_real.get(resource.parent_urn, "")
-        parent_alias = matched_alias.get(parent_real)
-        if parent_alias is not None:
-            parent_name = urn_parts(parent_real)[3]
-            inherited = [_inherited_alias(resource.type, resource.name, parent_name, parent_alias)]
-            for alias in list(candidates):
-                _, _, qualified, name = urn_parts(alias)
-                inherited.append(
-                    _inherited_alias(qualified.split("$")[-1], name, parent_name, parent_alias)
-                )
-            candidates += inherited
-        if own in olds:
-            result[own] = own
-            continue
-        found = next((c for c in candidates if c in olds), None)
-        if found is not None:
-            matched_alias[own] = found
-        result[own] = found
-    return result

@@ -22,14 +22,8 @@ from components.monitoring import (
 from domain import metrics as m
 from domain.metrics import BY_KEY, METRICS_AGENT_CONTAINER, Metric
 from tests.conftest import RunProgram
-from tools.offline import (
-    ROOT,
-    OfflineProgramError,
-    OfflineRun,
-    cloud_config_files,
-    load_stack_config,
-    run_offline,
-)
+from tests.inspection import cloud_config_files
+from tools.offline import ROOT, OfflineProgramError, OfflineRun, load_stack_config, run_offline
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"

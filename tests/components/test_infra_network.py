@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import tools.fake_aws
 import tools.offline
 from components.network import INTERFACE_ENDPOINTS
 from tests.components.test_infra_nodes import machine_subnet
@@ -180,7 +181,7 @@ def run_where_missing(
     monkeypatch: pytest.MonkeyPatch, missing: set[tuple[str, str]], setup: str = "pair", **extra
 ) -> OfflineRun:
     """The program run in a region whose AZs lack the given (AZ, type or service) offerings."""
-    monkeypatch.setattr(tools.offline, "MISSING_OFFERINGS", frozenset(missing))
+    monkeypatch.setattr(tools.fake_aws, "MISSING_OFFERINGS", frozenset(missing))
     return run_offline(stack_config(setup, **extra))
 
 
@@ -242,9 +243,11 @@ def test_too_few_azs_offering_everything_stop_the_program_with_one_line(
 def subnet_in_an_az_without_the_type(monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     """EXISTING's second subnet, its AZ made to lack m6i.large; returns (subnet, AZ)."""
     subnet = EXISTING["privateSubnetIds"][1]
-    found = tools.offline._call_result("aws:ec2/getSubnet:getSubnet", {"id": subnet}, "us-east-1")
+    found = tools.fake_aws.invoke_result(
+        "aws:ec2/getSubnet:getSubnet", {"id": subnet}, "us-east-1"
+    )
     zone = str(found["availabilityZone"])
-    monkeypatch.setattr(tools.offline, "MISSING_OFFERINGS", frozenset({(zone, "m6i.large")}))
+    monkeypatch.setattr(tools.fake_aws, "MISSING_OFFERINGS", frozenset({(zone, "m6i.large")}))
     return subnet, zone
 
 

@@ -109,7 +109,7 @@ def test_data_volume_sits_in_its_machines_az_and_is_named_in_the_boot(
 
 def instance_boot_env(user_data: str) -> str:
     """boot.env of packed user data (base64 of gzip, as EC2 gets it)."""
-    from tools.offline import cloud_config_files
+    from tests.inspection import cloud_config_files
 
     return cloud_config_files(user_data)["/etc/quorum-ha/boot.env"]
 

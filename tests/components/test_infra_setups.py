@@ -18,7 +18,8 @@ from node_bootstrap.context import (
     TESSERA_THIRD_PARTY_PORT,
     TM_IPC_PATH,
 )
-from tools.offline import DeclaredResource, OfflineRun, cloud_config_files, instance_user_data
+from tests.inspection import cloud_config_files, instance_user_data
+from tools.offline import DeclaredResource, OfflineRun
 
 SETUP_TYPES = {
     "pair": "quorum-ha:setups:PairHA",

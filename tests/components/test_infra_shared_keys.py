@@ -18,7 +18,8 @@ from components.shared_keys import (
     node_public_key,
     tessera_key_pair,
 )
-from tools.offline import OfflineRun, public_texts, run_offline
+from tests.inspection import public_texts
+from tools.offline import OfflineRun, run_offline
 from tools.offline import load_stack_config as dev_config
 
 

@@ -14,13 +14,8 @@ from pathlib import Path
 import pytest
 
 from node_bootstrap import EC2_USER_DATA_LIMIT
-from tools.offline import (
-    OfflineProgramError,
-    OfflineRun,
-    load_stack_config,
-    run_offline,
-    unpack_user_data,
-)
+from tests.inspection import unpack_user_data
+from tools.offline import OfflineProgramError, OfflineRun, load_stack_config, run_offline
 
 INSTANCE = "aws:ec2/instance:Instance"
 

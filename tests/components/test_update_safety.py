@@ -19,8 +19,9 @@ import pulumi_aws as aws
 import pytest
 
 from tests.conftest import RunProgram
+from tests.inspection import previous_urns
 from tools.aws_rules import REPLACE_ON_CHANGES, STATEFUL_TYPES
-from tools.offline import ROOT, OfflineRun, previous_urns
+from tools.offline import ROOT, OfflineRun
 
 RUNBOOK_SECTION = "## What each change replaces"
 ECR_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/qha-dev/quorum-proxy@sha256:" + "ab" * 32

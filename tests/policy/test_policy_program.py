@@ -9,13 +9,8 @@ import pytest
 
 from node_bootstrap import pack_user_data
 from policy.harness import Violation, check_resources
-from tools.offline import (
-    DeclaredResource,
-    OfflineRun,
-    load_stack_config,
-    run_offline,
-    unpack_user_data,
-)
+from tests.inspection import unpack_user_data
+from tools.offline import DeclaredResource, OfflineRun, load_stack_config, run_offline
 
 # Counts differ from the README diagrams' smallest shapes on purpose.
 SETUP_COUNTS = {"pair": (3, 3), "full": (3, 2), "tessera": (1, 3)}

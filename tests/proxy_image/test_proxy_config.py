@@ -14,7 +14,7 @@ import yaml
 from proxy_support import PROXY_COMMAND, PROXY_DIR
 from quorum_proxy.config import ENV_VAR, ConfigError, load_config, parse_config
 
-# The agreed contract (PROXY_CONFIG.md) with the q2t upstream it refers to.
+# The agreed contract (proxy_image/README.md#config-reference) with the q2t upstream it names.
 CONTRACT = """
 workers: 1
 admin:

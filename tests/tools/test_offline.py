@@ -7,7 +7,8 @@ from collections.abc import Callable
 import pulumi
 import pulumi_random as random
 
-from tools.offline import OfflineRun, previous_urns, run_offline
+from tests.inspection import previous_urns
+from tools.offline import OfflineRun, run_offline
 
 STACK = "urn:pulumi:dev::quorum-ha::"
 

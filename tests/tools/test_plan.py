@@ -1,4 +1,4 @@
-"""`python -m tools.plan`: tree, masking, placeholders for encrypted config, errors, README."""
+"""`python -m tools.plan`: tree, masking, placeholders for encrypted config, errors, diagrams."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ STACK_FILE = "config:\n  aws:region: us-east-1\n  quorum-ha:setup: pair\n"
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     (tmp_path / "Pulumi.dev.yaml").write_text(STACK_FILE)
-    (tmp_path / "README.md").write_text(
+    (tmp_path / "architecture.md").write_text(
         "# x\n\nintro\n\n<!-- diagrams:start -->\nold\n<!-- diagrams:end -->\n\nrest\n"
     )
     return tmp_path
@@ -133,26 +133,26 @@ def test_placeholders_reach_the_program_as_secrets(
     assert "password: [secret]" in out
 
 
-def test_all_setups_rewrite_only_the_readme_block(
+def test_all_setups_rewrite_only_the_diagram_block_of_the_markdown_file(
     project: Path, synthetic: Callable[..., Program], capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = [
         "--all-setups",
         "--diagram-dir",
         str(project / "d"),
-        "--readme",
-        str(project / "README.md"),
+        "--markdown",
+        str(project / "architecture.md"),
     ]
     assert plan.main(argv, root=project, program=synthetic()) == 0
-    readme = (project / "README.md").read_text()
-    assert readme.startswith("# x\n\nintro\n\n<!-- diagrams:start -->\n")
-    assert readme.endswith("<!-- diagrams:end -->\n\nrest\n")
-    assert "old" not in readme
-    assert readme.count("```mermaid\n") == 3
+    doc = (project / "architecture.md").read_text()
+    assert doc.startswith("# x\n\nintro\n\n<!-- diagrams:start -->\n")
+    assert doc.endswith("<!-- diagrams:end -->\n\nrest\n")
+    assert "old" not in doc
+    assert doc.count("```mermaid\n") == 3
     for setup in plan.SETUPS:
-        assert (project / "d" / f"{setup}.mmd").read_text() in readme
+        assert (project / "d" / f"{setup}.mmd").read_text() in doc
     assert plan.main(argv, root=project, program=synthetic()) == 0
-    assert (project / "README.md").read_text() == readme
+    assert (project / "architecture.md").read_text() == doc
     assert "updated" in capsys.readouterr().out
 
 
@@ -176,11 +176,11 @@ def test_all_setups_keep_the_stacks_own_counts_and_override_the_others(project: 
     assert seen == [("pair", 2, 2), ("full", 5, 3), ("tessera", 1, 2)]
 
 
-def test_readme_without_all_setups_is_refused(
+def test_markdown_without_all_setups_is_refused(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert plan.main(["--readme", "README.md"], root=project) == 2
-    assert "--readme needs --all-setups" in capsys.readouterr().err
+    assert plan.main(["--markdown", "architecture.md"], root=project) == 2
+    assert "--markdown needs --all-setups" in capsys.readouterr().err
 
 
 def test_the_real_program_refusing_a_config_gives_its_line_and_exit_2(

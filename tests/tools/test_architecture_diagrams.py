@@ -1,4 +1,4 @@
-"""The README and docs/diagrams show what the program declares today, for every setup."""
+"""docs/architecture.md and docs/diagrams show what the program declares today, for every setup."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tools.offline import ROOT, load_stack_config
 STALE = f"diagrams are stale: run `{plan.REFRESH_COMMAND}` and commit the result"
 
 
-def test_readme_and_docs_diagrams_match_the_program() -> None:
+def test_architecture_doc_and_diagram_files_match_the_program() -> None:
     base = plan.plan_config(load_stack_config("dev"), "Pulumi.dev.yaml")
     results = plan.all_setup_diagrams(base, stack="dev")
     diagrams = {setup: text for setup, (_, text) in results.items()}
@@ -21,10 +21,10 @@ def test_readme_and_docs_diagrams_match_the_program() -> None:
         path = ROOT / "docs" / "diagrams" / f"{setup}.mmd"
         assert path.is_file(), f"{path} is missing; {STALE}"
         assert path.read_text() == text, f"{path.name}: {STALE}"
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index(plan.README_START) + len(plan.README_START)
-    block = readme[start : readme.index(plan.README_END)]
-    assert block == f"\n{plan.readme_block(diagrams)}\n", f"README.md: {STALE}"
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    start = doc.index(plan.DIAGRAMS_START) + len(plan.DIAGRAMS_START)
+    block = doc[start : doc.index(plan.DIAGRAMS_END)]
+    assert block == f"\n{plan.diagrams_block(diagrams)}\n", f"docs/architecture.md: {STALE}"
 
 
 def test_the_dev_plan_command_plans_the_real_stack_and_redraws_the_same_diagram(
