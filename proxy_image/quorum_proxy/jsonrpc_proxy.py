@@ -55,6 +55,10 @@ HOLD_5XX = frozenset({502, 503})
 # a repeat's answer is read whole to rewrite "already known" up to this; a bigger one (a batch
 # with large reads beside its transactions) streams on as it is
 MAX_COLLECTED = 1 << 20
+# An unsafe call does not go on a pooled connection idle longer than this: geth closes idle
+# HTTP connections after 120 s (GoQuorum rpc/http.go DefaultHTTPTimeouts.IdleTimeout), and a
+# call written as that close crosses it fails with an unknown outcome though never read.
+UNSAFE_MAX_IDLE = 60.0
 
 
 def pick_primary(group: UpstreamGroup, tried: list[Server]) -> Server | None:
@@ -175,7 +179,18 @@ class JsonRpcClientProtocol(HttpClientProtocol):
                 metrics.jsonrpc_calls.inc(counts[call.kind])
         # never repeated once sent unless every call is safe; not JSON-RPC: never
         req.retryable = body is not None and body.safe
+        if not req.retryable:
+            self._drop_old_idle()
         super()._dispatch(req)
+
+    def _drop_old_idle(self) -> None:
+        """Close pooled connections idle past UNSAFE_MAX_IDLE (the newest is used first)."""
+        now = self.loop.time()
+        for server in self.listener.route.group.servers:
+            idle = server.idle
+            if idle and now - idle[-1].last_read > UNSAFE_MAX_IDLE:
+                for conn in list(idle):
+                    conn.abort()
 
     def _hold_for(self, req: Request, route: RouteState, more: bool) -> frozenset[int]:
         # a 502/503 is a failed call even when it cannot be repeated: answered as JSON-RPC

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,6 +32,7 @@ from proxy_support import (
     request,
     wait_for,
 )
+from quorum_proxy import jsonrpc_proxy
 from quorum_proxy.jsonrpc import CODE_NO_ANSWER, CODE_OUTCOME_UNKNOWN
 from quorum_proxy.jsonrpc_keccak import keccak256
 from quorum_proxy.jsonrpc_proxy import MAX_COLLECTED
@@ -167,6 +169,24 @@ def test_unsafe_call_failed_by_the_primary_gets_an_unknown_outcome_and_is_not_re
     assert "eth_sendTransaction" not in backup.methods
     assert counter(proxy, "jsonrpc_unknown_outcomes", LISTENER) == 1
     assert counter(proxy, "jsonrpc_repeats", LISTENER) == 0
+
+
+@pytest.mark.parametrize(("method", "fresh"), [("eth_sendTransaction", True), ("eth_call", False)])
+def test_unsafe_call_skips_a_pooled_connection_the_node_may_be_closing(
+    proxy: Proxy,
+    nodes: tuple[QuorumStandin, QuorumStandin],
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    fresh: bool,
+) -> None:
+    primary, _ = nodes
+    # stands for geth's 120 s idle timeout (jsonrpc_proxy.UNSAFE_MAX_IDLE: 60 s)
+    monkeypatch.setattr(jsonrpc_proxy, "UNSAFE_MAX_IDLE", 0.2)
+    with Client(proxy.addr(LISTENER)) as client:
+        warm(client)
+        time.sleep(0.5)
+        assert "result" in post(client, rpc(method, 1, [{}])).json()
+    assert primary.server.accepted == (2 if fresh else 1)
 
 
 def test_unsafe_call_moves_on_when_the_primary_refuses_the_connection(
