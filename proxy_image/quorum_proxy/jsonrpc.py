@@ -135,11 +135,15 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# made once: json.loads with hooks builds a decoder per call, which costs more than the parse
+_DECODER = json.JSONDecoder(
+    parse_int=RawNumber, parse_float=RawNumber, parse_constant=_no_constants
+)
+
+
 def loads(data: bytes | str) -> Any:
     """JSON with numbers kept as their text (RawNumber); NaN and Infinity refused."""
-    return json.loads(
-        data, parse_int=RawNumber, parse_float=RawNumber, parse_constant=_no_constants
-    )
+    return _DECODER.decode(data.decode() if isinstance(data, bytes) else data)
 
 
 def dumps(value: Any) -> str:
@@ -153,7 +157,7 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Call:
     """One call of a request: its id as received, its method and class."""
 
@@ -161,12 +165,18 @@ class Call:
     has_id: bool = False
     method: str | None = None
     kind: str = INVALID
-    # eth_sendRawTransaction: "0x" + keccak-256 of the raw transaction bytes
-    tx_hash: str | None = None
+    # eth_sendRawTransaction: the signed transaction's bytes
+    raw_tx: bytes | None = None
 
     @property
     def id_json(self) -> str:
         return dumps(self.id)
+
+    @property
+    def tx_hash(self) -> str:
+        """The raw transaction's hash, "0x" + Keccak-256 (computed when asked: ~2 ms)."""
+        assert self.raw_tx is not None
+        return "0x" + keccak256(self.raw_tx).hex()
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +193,7 @@ class Body:
 
     @property
     def sends_raw(self) -> bool:
-        return any(call.tx_hash is not None for call in self.calls)
+        return any(call.raw_tx is not None for call in self.calls)
 
     def unsafe_methods(self) -> list[str]:
         return list(
@@ -202,8 +212,8 @@ def signs(method: str) -> bool:
     return method in SIGNING_METHODS or method.startswith(SIGNING_PREFIXES)
 
 
-def raw_transaction_hash(params: Any) -> str | None:
-    """The hash of eth_sendRawTransaction's signed transaction, None if params are not one."""
+def raw_transaction(params: Any) -> bytes | None:
+    """eth_sendRawTransaction's signed transaction bytes, None if params are not one."""
     if not isinstance(params, list) or len(params) != 1 or not isinstance(params[0], str):
         return None
     text = params[0]
@@ -213,7 +223,7 @@ def raw_transaction_hash(params: Any) -> str | None:
         raw = bytes.fromhex(text)
     except ValueError:
         return None
-    return "0x" + keccak256(raw).hex() if raw else None
+    return raw or None
 
 
 def _call(item: Any) -> Call:
@@ -225,13 +235,13 @@ def _call(item: Any) -> Call:
     if not isinstance(method, str):
         return Call(id=call_id, has_id=has_id)
     kind = classify(method)
-    tx_hash = None
+    raw_tx = None
     if method == SEND_RAW_TRANSACTION:
-        tx_hash = raw_transaction_hash(item.get("params"))
-        if tx_hash is None:
+        raw_tx = raw_transaction(item.get("params"))
+        if raw_tx is None:
             # the node answers "invalid params": harmless, but nothing identifies it
             kind = UNSAFE
-    return Call(id=call_id, has_id=has_id, method=method, kind=kind, tx_hash=tx_hash)
+    return Call(id=call_id, has_id=has_id, method=method, kind=kind, raw_tx=raw_tx)
 
 
 def parse_body(data: bytes) -> Body | None:
@@ -339,7 +349,7 @@ def _raw_tx_errors(
 ) -> list[tuple[dict[str, Any], Call]]:
     """Error answers to body's eth_sendRawTransaction calls whose message `says` (message,
     the call's transaction hash); matched by id, as a batch's answers may come in any order."""
-    by_id = {c.id_json: c for c in body.calls if c.tx_hash is not None and c.has_id}
+    by_id = {c.id_json: c for c in body.calls if c.raw_tx is not None and c.has_id}
     items: Iterable[Any] = answer if isinstance(answer, list) else [answer]
     found = []
     for item in items:
@@ -347,7 +357,7 @@ def _raw_tx_errors(
             continue
         call = by_id.get(dumps(item.get("id")))
         message = item["error"].get("message")
-        if call is None or call.tx_hash is None or not isinstance(message, str):
+        if call is None or not isinstance(message, str):
             continue
         if says(message, call.tx_hash):
             found.append((item, call))

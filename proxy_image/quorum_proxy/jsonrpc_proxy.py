@@ -343,7 +343,6 @@ class JsonRpcClientProtocol(HttpClientProtocol):
         if low and server is not None and server.addr is not None:
             timeout = server.group.config.read_timeout
             for item, call in low:
-                assert call.tx_hash is not None
                 try:
                     async with asyncio.timeout(timeout):
                         _, found = await http_request(
