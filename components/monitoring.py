@@ -68,7 +68,7 @@ def proxy_upstreams(config: Mapping[str, Any]) -> dict[str, list[str]]:
 
 
 def proxy_listeners(config: Mapping[str, Any]) -> dict[str, str]:
-    """Listener name -> protocol (`tcp` or `http`)."""
+    """Listener name -> protocol (`tcp`, `http` or `jsonrpc`)."""
     return {lst["name"]: lst.get("protocol", "http") for lst in config["listeners"]}
 
 
@@ -430,6 +430,23 @@ class Monitoring(pulumi.ComponentResource):
                 RUNBOOK_UPSTREAM_ERRORS,
                 **self._rate_count(m.PROXY_RETRIES, {"listener": listener}, alarms.retries),
             )
+            if protocol == "jsonrpc":
+                # its 5xx: a failed call is answered as a JSON-RPC error, and an unsafe one
+                # (eth_sendTransaction...) leaves its client not knowing whether it was sent
+                self._alarm(
+                    f"{listener}-unknown-outcomes",
+                    f"{listener} unknown outcomes",
+                    f"More than {alarms.server_errors} calls on {listener} that sign or send "
+                    f"with the node's account were cut by a failing Quorum in "
+                    f"{ALARM_RATE_MINUTES} minutes: their clients were told the outcome is "
+                    f"unknown.",
+                    RUNBOOK_UPSTREAM_ERRORS,
+                    **self._rate_count(
+                        m.PROXY_JSONRPC_UNKNOWN_OUTCOMES,
+                        {"listener": listener},
+                        alarms.server_errors,
+                    ),
+                )
             if protocol != "http":
                 continue
             queries = [
@@ -751,8 +768,9 @@ def _graph(title: str, metrics: list[list[Any]], region: str, stat: str) -> dict
 def dashboard_body(view: DashboardView) -> dict[str, Any]:
     """The dashboard: the HA path as an operator reads it, left to right, top to bottom."""
     region = view.region
-    http = [name for name, protocol in view.listeners.items() if protocol == "http"]
-    tcp = [name for name, protocol in view.listeners.items() if protocol != "http"]
+    # a jsonrpc listener counts HTTP requests (its WebSocket streams aside)
+    http = [name for name, protocol in view.listeners.items() if protocol != "tcp"]
+    tcp = [name for name, protocol in view.listeners.items() if protocol == "tcp"]
     lb = view.load_balancer
     ecs = {"ClusterName": view.cluster_name, "ServiceName": view.service_name}
     graphs = [

@@ -99,6 +99,16 @@ PROXY_UPSTREAM_HEALTHY = _proxy("quorum_proxy_upstream_healthy", "gauge", ("upst
 # Client connections closed over the proxy's connection cap (issue 13: the fd limit): a task
 # at its capacity shows here before its clients see refusals.
 PROXY_SHED_CONNECTIONS = _proxy("quorum_proxy_shed_connections_total", "counter", ("listener",))
+# The JSON-RPC listener (issue 13): calls by class (safe, unsafe, invalid), bodies repeated on
+# the next node, unsafe calls answered "outcome unknown", changes of primary.
+PROXY_JSONRPC_CALLS = _proxy(
+    "quorum_proxy_jsonrpc_calls_total", "counter", ("listener",), ("listener", "class")
+)
+PROXY_JSONRPC_REPEATS = _proxy("quorum_proxy_jsonrpc_repeats_total", "counter", ("listener",))
+PROXY_JSONRPC_UNKNOWN_OUTCOMES = _proxy(
+    "quorum_proxy_jsonrpc_unknown_outcomes_total", "counter", ("listener",)
+)
+PROXY_PRIMARY_CHANGES = _proxy("quorum_proxy_primary_changes_total", "counter", ("listener",))
 # Items 3 and 4 of issue 12 (the proxy's Tessera deep check, each Tessera's party count).
 TESSERA_DEEP_CHECK = Metric(
     PROXY_NAMESPACE,
@@ -163,6 +173,10 @@ CATALOG: tuple[Metric, ...] = (
     PROXY_MIRROR,
     PROXY_UPSTREAM_HEALTHY,
     PROXY_SHED_CONNECTIONS,
+    PROXY_JSONRPC_CALLS,
+    PROXY_JSONRPC_REPEATS,
+    PROXY_JSONRPC_UNKNOWN_OUTCOMES,
+    PROXY_PRIMARY_CHANGES,
     TESSERA_DEEP_CHECK,
     TESSERA_PARTY_COUNT,
     QUORUM_CHAIN_HEAD,

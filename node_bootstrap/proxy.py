@@ -29,6 +29,12 @@ from node_bootstrap.context import (
     validate_context,
 )
 
+# The proxy's listener modes that send everything to one upstream, its first healthy server
+# (primary) first: `jsonrpc` (JSON-RPC aware failover, the stack's) and `tcp` (a byte stream,
+# the seed's nginx `stream`). See proxy_image/README.md, "JSON-RPC mode".
+RPC_PROTOCOLS = ("jsonrpc", "tcp")
+RPC_PROTOCOL = "jsonrpc"
+
 # Tessera answers POST /send for an unknown recipient with 404: the next Tessera may know it
 # (nginx's proxy_next_upstream error timeout http_404 non_idempotent).
 RETRY_404: dict[str, Any] = {
@@ -191,9 +197,12 @@ def standalone_proxy_config(
             {
                 "name": PROXY_LISTENER_NAMES["rpc"],
                 "listen": f"0.0.0.0:{QUORUM_RPC_PORT}",
-                # tcp: the first healthy node is primary, the others backup. Two nodes signing
-                # with one account behind round robin would assign clashing nonces.
-                "protocol": "tcp",
+                # The first healthy node is primary, the others backup: two nodes signing with
+                # one account behind round robin would assign clashing nonces. jsonrpc: a call
+                # the primary fails goes to the next node when it is safe to repeat (reads,
+                # signed transactions); one that signs with the node's account is answered
+                # "outcome unknown", never sent twice.
+                "protocol": RPC_PROTOCOL,
                 "upstream": "quorum",
             },
             {

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from domain.paths import TM_IPC_PATH
+from node_bootstrap.proxy import RPC_PROTOCOLS
 
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]
@@ -757,16 +758,16 @@ def upstream_servers_on(config: Mapping[str, Any], host: str) -> list[tuple[str,
 
 
 def rpc_upstream(config: Mapping[str, Any]) -> str:
-    """The upstream behind the proxy's tcp listener: the Quorum RPC servers."""
+    """The upstream behind the proxy's RPC listener (jsonrpc or tcp): the Quorum servers."""
     for listener in config["listeners"]:
-        if listener.get("protocol") == "tcp":
+        if listener.get("protocol") in RPC_PROTOCOLS:
             return str(listener["upstream"])
-    raise CheckError("the proxy config has no tcp listener (the RPC one)")
+    raise CheckError("the proxy config has no jsonrpc or tcp listener (the RPC one)")
 
 
 def primary_quorum(config: Mapping[str, Any]) -> str:
     """The host the standalone proxy sends RPC to while it is healthy: the first server of the
-    RPC upstream (node_bootstrap/proxy.py: tcp, the first healthy node is primary)."""
+    RPC upstream (node_bootstrap/proxy.py: the first healthy node is primary)."""
     server: str = config["upstreams"][rpc_upstream(config)]["servers"][0]
     return server.rsplit(":", 1)[0]
 

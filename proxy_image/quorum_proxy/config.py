@@ -23,7 +23,9 @@ HEALTH_TYPES = ("http", "jsonrpc", "tcp", "tessera")
 TESSERA_PORT_KEYS = ("third_party_port", "p2p_port", "q2t_port")
 # a probe port given as "server": the port the server is listed with, stored as 0
 SERVER_PORT = 0
-PROTOCOLS = ("tcp", "http")
+PROTOCOLS = ("tcp", "http", "jsonrpc")
+# listeners that send everything to one upstream, its first healthy server (primary) first
+SINGLE_UPSTREAM_PROTOCOLS = ("tcp", "jsonrpc")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -402,7 +404,7 @@ def _listener(path: str, data: Any, upstreams: Mapping[str, Upstream]) -> Listen
         if not listen.startswith("unix:"):
             raise ConfigError(r.key("socket_mode"), r.raw("socket_mode"), "unix listeners only")
         socket_mode = _socket_mode(r.key("socket_mode"), r.raw("socket_mode"))
-    if protocol == "tcp":
+    if protocol in SINGLE_UPSTREAM_PROTOCOLS:
         if r.has("routes"):
             raise ConfigError(r.key("routes"), r.raw("routes"), "routes on http listeners only")
         return Listener(
@@ -414,7 +416,9 @@ def _listener(path: str, data: Any, upstreams: Mapping[str, Upstream]) -> Listen
         )
     if r.has("upstream"):
         raise ConfigError(
-            r.key("upstream"), r.raw("upstream"), "upstream on tcp listeners; http uses routes"
+            r.key("upstream"),
+            r.raw("upstream"),
+            "upstream on tcp and jsonrpc listeners; http uses routes",
         )
     routes_data = r.required("routes")
     if not isinstance(routes_data, list) or not routes_data:

@@ -43,6 +43,9 @@ _WAIT_HEAD = 0
 _STREAM_BODY = 1
 _READ_404 = 2
 _NONE_TRIED: list[Server] = []
+# answers read whole and held while the next server is asked (see UpstreamExchange._hold_for)
+HOLD_NONE: frozenset[int] = frozenset()
+HOLD_404 = frozenset({404})
 
 
 class _AttemptFailedError(Exception):
@@ -65,11 +68,13 @@ class _StaleConnectionError(Exception):
 class _Outcome:
     """What the retry loop learnt: retries, last failure, a held 404, the answering server."""
 
-    __slots__ = ("failure", "held", "held_server", "retries", "server")
+    __slots__ = ("failure", "held", "held_server", "retries", "sent", "server")
 
     def __init__(self) -> None:
         self.retries = 0
         self.failure = "error"
+        # some failed attempt sent the request: a server may have acted on it
+        self.sent = False
         self.held: tuple[int, bytes, list[tuple[bytes, bytes]], bytes] | None = None
         self.held_server = ""
         self.server = ""
@@ -107,7 +112,7 @@ class UpstreamExchange(asyncio.Protocol):
         self.hold_size = 0
         self.hold_dropped = False
         self.streaming = False
-        self._may_hold_404 = False
+        self._hold_statuses = HOLD_NONE
         self.pending = b""
         # the coroutine-free path (see _try_fast)
         self.fast_req: Request | None = None
@@ -181,7 +186,7 @@ class UpstreamExchange(asyncio.Protocol):
             self._answer_local(req, 404, {"error": "no route", "listener": self.listener.name})
         else:
             # the fast path's pick stands even when it hands over: round-robin stays fair
-            first = req.route.group.pick(_NONE_TRIED)
+            first = req.route.pick(_NONE_TRIED)
             if first is None or not (req.complete and self._try_fast(req, first)):
                 self.task = self.loop.create_task(self._serve(req, [], _Outcome(), first))
 
@@ -234,14 +239,8 @@ class UpstreamExchange(asyncio.Protocol):
         if conn is None:
             return False
         req.head = upstream_head(req)
-        self._bind(
-            conn,
-            route.retry_404
-            and req.retryable
-            and len(group.servers) > 1
-            and group.has_untried([server]),
-            futures=False,
-        )
+        more = len(group.servers) > 1 and group.has_untried([server])
+        self._bind(conn, self._hold_for(req, route, more), futures=False)
         self.fast_req = req
         self.fast_server = server
         self.fast_stage = _WAIT_HEAD
@@ -266,8 +265,14 @@ class UpstreamExchange(asyncio.Protocol):
         self._end_upstream(self.resp_keep_alive and req.complete)
         if self.hold_body is not None:
             outcome = _Outcome()
-            self._hold(outcome, server)
-            self._fast_retry(req, server, outcome, "http_404")
+            outcome.sent = True
+            reason = _held_reason(self.resp_status)
+            if reason == "http_404":
+                self._hold(outcome, server)
+            else:
+                self.hold_body = None  # a held 502/503 (JSON-RPC listener) is not kept
+                server.record_failure(reason)
+            self._fast_retry(req, server, outcome, reason)
             return
         keep = req.keep_alive and req.complete and not self.resp_close_delimited
         self._finish(req, self.resp_status, server.name, keep, 0)
@@ -282,6 +287,7 @@ class UpstreamExchange(asyncio.Protocol):
             self._broken(req, server.name, 0)
             return
         outcome = _Outcome()
+        outcome.sent = True
         if stale:
             # a pooled connection the server closed meanwhile: not a try of that server
             outcome.retries = 1
@@ -339,7 +345,7 @@ class UpstreamExchange(asyncio.Protocol):
         group = route.group
         retry_on = route.config.retry_on
         while True:
-            server, first = first or group.pick(tried), None
+            server, first = first or route.pick(tried), None
             if server is None:
                 return None
             tried.append(server)
@@ -348,10 +354,13 @@ class UpstreamExchange(asyncio.Protocol):
                 conn = await self._attempt(req, server, route, more)
             except _AttemptFailedError as e:
                 outcome.failure = e.reason
+                outcome.sent = outcome.sent or e.sent
                 if e.reason == "http_404":
                     self._hold(outcome, server)
-                elif not e.local:
-                    server.record_failure(e.reason)
+                else:
+                    self.hold_body = None  # a held 502/503 (JSON-RPC listener) is not kept
+                    if not e.local:
+                        server.record_failure(e.reason)
                 if (e.sent and not req.retryable) or e.reason not in retry_on or not more:
                     return None
                 outcome.retries += 1
@@ -365,11 +374,11 @@ class UpstreamExchange(asyncio.Protocol):
     ) -> UpstreamConnection:
         """Send req to server and wait for the response head; raises _AttemptFailedError."""
         timeout = route.group.config.read_timeout
-        may_hold_404 = route.retry_404 and more and req.retryable
+        hold = self._hold_for(req, route, more)
         conn = server.pooled()
         if conn is not None:
             try:
-                return await self._exchange(req, conn, may_hold_404, timeout, fresh=False)
+                return await self._exchange(req, conn, hold, timeout, fresh=False)
             except _StaleConnectionError:
                 # a pooled connection the server closed meanwhile: one fresh try, same server
                 self.runtime.metrics.retries.inc((self.listener.name, route.label, "error"))
@@ -380,17 +389,17 @@ class UpstreamExchange(asyncio.Protocol):
         except OSError as e:
             local = e.errno in LOCAL_CONNECT_ERRORS
             raise _AttemptFailedError("error", sent=False, local=local) from None
-        return await self._exchange(req, conn, may_hold_404, timeout, fresh=True)
+        return await self._exchange(req, conn, hold, timeout, fresh=True)
 
     async def _exchange(
         self,
         req: Request,
         conn: UpstreamConnection,
-        may_hold_404: bool,
+        hold: frozenset[int],
         timeout: float,
         fresh: bool,
     ) -> UpstreamConnection:
-        self._bind(conn, may_hold_404)
+        self._bind(conn, hold)
         resendable = _resendable(req)
         self._send(req, conn)
         assert self.resp_head is not None
@@ -413,10 +422,15 @@ class UpstreamExchange(asyncio.Protocol):
                 self._end_upstream(False)
                 raise _AttemptFailedError("error") from None
             self._end_upstream(self.resp_keep_alive and req.complete)
-            raise _AttemptFailedError("http_404")
+            raise _AttemptFailedError(_held_reason(self.resp_status))
         return conn
 
-    def _bind(self, conn: UpstreamConnection, may_hold_404: bool, futures: bool = True) -> None:
+    def _hold_for(self, req: Request, route: RouteState, more: bool) -> frozenset[int]:
+        """Statuses of an answer read whole and held instead of streamed: a 404 that another
+        server may cure (the JSON-RPC listener holds 502 and 503 instead)."""
+        return HOLD_404 if route.retry_404 and more and req.retryable else HOLD_NONE
+
+    def _bind(self, conn: UpstreamConnection, hold: frozenset[int], futures: bool = True) -> None:
         """Make this protocol the handler of conn's next response."""
         self.conn = conn
         if futures:
@@ -428,7 +442,7 @@ class UpstreamExchange(asyncio.Protocol):
         self.hold_body = None
         self.pending = b""
         self.resp_close_delimited = False
-        self._may_hold_404 = may_hold_404
+        self._hold_statuses = hold
         conn.handler = self
 
     def _send(self, req: Request, conn: UpstreamConnection) -> None:
@@ -557,7 +571,7 @@ class UpstreamExchange(asyncio.Protocol):
             self.listener.head_cache = (status, reason, headers, passed, length, chunked)
         self.resp_no_body = no_body
         self.resp_close_delimited = not no_body and length is None and not chunked
-        hold = status == 404 and self._may_hold_404
+        hold = status in self._hold_statuses
         if hold:
             self.hold_body = []
             self.hold_size = 0
@@ -702,6 +716,11 @@ class UpstreamExchange(asyncio.Protocol):
             copy = MirrorCopy(payload, deadline, key, copies.discard)
             copies.add(copy)
             runtime.mirror_channel(server).submit(copy)
+
+
+def _held_reason(status: int) -> str:
+    """The retry reason of a held answer: http_404 (or http_502, http_503)."""
+    return f"http_{status}"
 
 
 def _resendable(req: Request) -> bool:

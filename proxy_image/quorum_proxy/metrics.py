@@ -189,6 +189,34 @@ class Metrics:
             "1 when a server takes new traffic (active and passive health), else 0.",
             ("upstream", "server"),
         )
+        # the JSON-RPC listener (jsonrpc_proxy.py; proxy_image/README.md, "JSON-RPC mode")
+        self.jsonrpc_calls = Counter(
+            "quorum_proxy_jsonrpc_calls_total",
+            "JSON-RPC calls received, by class: safe or unsafe to repeat on another node; "
+            "invalid for a body or batch element that is not a JSON-RPC call.",
+            ("listener", "class"),
+        )
+        self.jsonrpc_repeats = Counter(
+            "quorum_proxy_jsonrpc_repeats_total",
+            "Request bodies of safe calls sent again to another node after a node failed them.",
+            ("listener",),
+        )
+        self.jsonrpc_unknown_outcomes = Counter(
+            "quorum_proxy_jsonrpc_unknown_outcomes_total",
+            "Unsafe calls a node failed after receiving them, answered 'outcome unknown'.",
+            ("listener",),
+        )
+        self.jsonrpc_already_known = Counter(
+            "quorum_proxy_jsonrpc_already_known_total",
+            "Repeated eth_sendRawTransaction answered 'already known' (or 'nonce too low' for "
+            "one the node has), made a success.",
+            ("listener",),
+        )
+        self.primary_changes = Counter(
+            "quorum_proxy_primary_changes_total",
+            "Times a JSON-RPC listener's primary (the node new requests go to) changed.",
+            ("listener",),
+        )
         # Names agreed with the alarms and the dashboard (components/): change them together.
         self.tessera_deep_check_up = Gauge(
             "quorum_proxy_tessera_deep_check_up",
@@ -218,6 +246,11 @@ class Metrics:
             self.bad_requests,
             self.shed_connections,
             self.client_timeouts,
+            self.jsonrpc_calls,
+            self.jsonrpc_repeats,
+            self.jsonrpc_unknown_outcomes,
+            self.jsonrpc_already_known,
+            self.primary_changes,
             self.open_connections,
             self.upstream_healthy,
             self.tessera_deep_check_up,

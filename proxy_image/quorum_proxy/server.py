@@ -20,6 +20,7 @@ import httptools
 from .bodies import BodyBudget
 from .config import Config, Listener, parse_host_port
 from .http_routes import HttpListener
+from .jsonrpc_proxy import JsonRpcListener
 from .metrics import Metrics
 from .mirror import MirrorChannel
 from .tcp_proxy import TcpListener
@@ -284,9 +285,8 @@ class ProxyRuntime:
         }
         self.listeners: dict[str, HttpListener | TcpListener] = {}
         for lc in config.listeners:
-            self.listeners[lc.name] = (
-                HttpListener(lc, self) if lc.protocol == "http" else TcpListener(lc, self)
-            )
+            kind = {"http": HttpListener, "jsonrpc": JsonRpcListener}.get(lc.protocol, TcpListener)
+            self.listeners[lc.name] = kind(lc, self)
         self.servers: list[asyncio.AbstractServer] = []
         self.admin: asyncio.AbstractServer | None = None
         self.addresses: dict[str, Any] = {}

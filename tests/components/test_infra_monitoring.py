@@ -209,6 +209,8 @@ def test_each_spare_of_the_ha_path_has_its_alarm(
     assert values(m.PROXY_UPSTREAM_FAILURES, "server") == servers
     assert values(m.PROXY_RETRIES, "listener") == emitted.listeners
     assert values(m.PROXY_REQUESTS, "listener") == {"third-party", "p2p"}
+    # the JSON-RPC listener (22000): calls told "outcome unknown" after a node failed them
+    assert values(m.PROXY_JSONRPC_UNKNOWN_OUTCOMES, "listener") == {"quorum-rpc"}
     assert values(m.PROXY_MIRROR, "listener") == {"p2p"}
     assert values(m.QUORUM_CHAIN_HEAD, m.NODE_LABEL) == emitted.quorum_nodes
     assert values(m.TESSERA_DEEP_CHECK, "server") == set(emitted.upstreams["third_party"])

@@ -217,8 +217,8 @@ def test_standalone_proxy_lists_every_node_and_keeps_one_rpc_primary(
     by_port = {int(lst.listen.rsplit(":", 1)[1]): lst for lst in config.listeners}
     assert sorted(by_port) == sorted((QUORUM_RPC_PORT, TESSERA_THIRD_PARTY_PORT, TESSERA_P2P_PORT))
     rpc = by_port[QUORUM_RPC_PORT]
-    # tcp = primary/backup in config order (not round robin): exactly one primary.
-    assert rpc.protocol == "tcp"
+    # jsonrpc = primary/backup in config order (not round robin): exactly one primary.
+    assert rpc.protocol == "jsonrpc"
     assert config.upstreams[rpc.upstream or ""].servers == tuple(
         (n, QUORUM_RPC_PORT) for n in quorum
     )

@@ -109,14 +109,14 @@ def test_standalone_config_is_accepted_by_the_proxy(
 
 
 @pytest.mark.parametrize(("quorum", "tessera"), STACKS)
-def test_rpc_is_tcp_with_the_first_quorum_primary(
+def test_rpc_is_jsonrpc_with_the_first_quorum_primary(
     quorum: tuple[str, ...], tessera: tuple[str, ...]
 ) -> None:
     config = parse_config(standalone(quorum, tessera))
     rpc = next(lst for lst in config.listeners if lst.name == "quorum-rpc")
-    assert (rpc.protocol, rpc.upstream) == ("tcp", "quorum")
+    assert (rpc.protocol, rpc.upstream) == ("jsonrpc", "quorum")
     upstream = config.upstreams["quorum"]
-    # tcp listeners use the first healthy server as primary: keep the given order.
+    # jsonrpc listeners use the first healthy server as primary: keep the given order.
     assert upstream.servers == tuple((name, 22000) for name in quorum)
     assert upstream.health_check is not None
     assert upstream.health_check.type == "jsonrpc"

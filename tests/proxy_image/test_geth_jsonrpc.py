@@ -11,18 +11,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from proxy_support import Proxy, Reply, UpstreamServer, request
-from quorum_proxy.config import ConfigError
 
 from bench.geth import GethNode, address_of, key_for, sign_transfer
 
 SINK = "0x" + "00" * 19 + "42"
 
 
-@pytest.mark.xfail(
-    strict=True, raises=ConfigError, reason="protocol: jsonrpc is built on branch h-jsonrpc"
-)
 def test_a_raw_transaction_repeated_on_a_geth_that_knows_it_answers_its_hash(
     geth: GethNode,
     upstreams: Callable[..., UpstreamServer],

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from quorum_proxy.config import ConfigError, parse_config
+from quorum_proxy.config import parse_config
 
 from bench.fast_upstream import jsonrpc_answer
 from bench.rpc_load import MIX, rpc_errors
@@ -103,9 +103,6 @@ def test_rpc_l4_side_is_a_valid_proxy_config_checked_as_the_stack_checks_quorum(
     assert config.upstreams["quorum"].servers == (("127.0.0.1", 41001), ("127.0.0.1", 41002))
 
 
-@pytest.mark.xfail(
-    strict=True, raises=ConfigError, reason="protocol: jsonrpc is built on branch h-jsonrpc"
-)
 def test_rpc_jsonrpc_side_is_a_valid_proxy_config() -> None:
     config = parse_config(proxy_rpc_conf("jsonrpc", 41001, 41002, 42000, 42900))
     assert config.listeners[0].protocol == "jsonrpc"

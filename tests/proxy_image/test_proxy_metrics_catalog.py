@@ -107,6 +107,13 @@ def scrape(upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., 
                     "protocol": "tcp",
                     "upstream": "quorum",
                 },
+                # the stack's mode for 22000 (issue 13): its series exist from the start
+                {
+                    "name": "quorum-jsonrpc",
+                    "listen": "127.0.0.1:0",
+                    "protocol": "jsonrpc",
+                    "upstream": "quorum",
+                },
             ],
         }
     )
