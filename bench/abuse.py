@@ -84,6 +84,14 @@ def serve_upstream(port: int) -> None:
     small = answer(b'{"jsonrpc":"2.0","id":1,"result":"0x1"}')
 
     class Upstream(ParsingProtocol):
+        url = b""
+
+        def on_message_begin(self) -> None:
+            self.url = b""
+
+        def on_url(self, url: bytes) -> None:
+            self.url += url
+
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
             stats["open"] += 1

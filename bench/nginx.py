@@ -54,9 +54,15 @@ def running_nginx(
     path = tmp / "nginx.conf"
     path.write_text(conf)
     argv = [*prefix, binary or nginx_binary() or "nginx", "-p", str(tmp), "-c", str(path)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with (tmp / "stderr.log").open("wb") as stderr:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
-        wait_port(port, proc=proc)
+        try:
+            wait_port(port, proc=proc)
+        except SystemExit as exc:  # say why: a config error goes to stderr, the rest to the log
+            logs = [tmp / "stderr.log", tmp / "error.log"]
+            why = " ".join(f.read_text(errors="replace")[-1000:] for f in logs if f.exists())
+            raise SystemExit(f"{exc}: {why.strip()}") from None
         yield proc
     finally:
         stop_process(proc, wait=10)

@@ -11,7 +11,15 @@ import socket
 import time
 from collections.abc import Callable
 
-from proxy_support import Client, Proxy, Reply, UpstreamServer, http_config, wait_for
+from proxy_support import (
+    Client,
+    Proxy,
+    Reply,
+    UpstreamServer,
+    http_config,
+    read_until_closed,
+    wait_for,
+)
 
 # generous against a loaded machine: the tests assert behaviour, never speed
 SLACK = 8.0
@@ -22,26 +30,13 @@ def timeouts(proxy: Proxy, kind: str, listener: str = "p2p") -> float:
     return proxy.loop.call(lambda: proxy.runtime.metrics.client_timeouts.get((listener, kind)))
 
 
-def _read_until_closed(sock: socket.socket, timeout: float) -> tuple[bytes, float]:
-    """Everything the proxy sends until it closes, and when it closed (seconds from now)."""
-    start = time.monotonic()
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data, time.monotonic() - start
-
-
 def test_a_connection_that_sends_nothing_is_closed_at_the_header_timeout(
     upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
 ) -> None:
     proxy = start_proxy(http_config([upstreams().address], limits={"header_timeout": "500ms"}))
     with socket.create_connection(proxy.addr("p2p")) as sock:
         # before this change it was held for the 75 s keep-alive timeout: recv timed out
-        data, elapsed = _read_until_closed(sock, SLACK)
+        data, elapsed = read_until_closed(sock, SLACK)
     # as nginx: no request, so no answer; the close is the whole message
     assert data == b""
     assert elapsed < SLACK
@@ -74,7 +69,7 @@ def test_a_client_that_stops_reading_is_closed_at_the_send_timeout_with_its_upst
         wait_for(lambda: len(up.conns) == 1, what="the upstream connection")
         # the client reads nothing: the proxy closes both sides, the upstream one unpooled
         wait_for(lambda: not up.conns, SLACK, "the upstream connection closed")
-        data, _ = _read_until_closed(sock, SLACK)
+        data, _ = read_until_closed(sock, SLACK)
         assert len(data) < len(big)
     finally:
         sock.close()
@@ -99,7 +94,7 @@ def test_a_slow_reader_that_keeps_reading_is_not_cut_off(
         while time.monotonic() - start < 2.5:
             got += sock.recv(16384)
             time.sleep(0.05)
-        data, _ = _read_until_closed(sock, SLACK)
+        data, _ = read_until_closed(sock, SLACK)
         got += data
     finally:
         sock.close()
