@@ -54,16 +54,28 @@ def test_a_keep_alive_connection_between_requests_waits_longer_than_the_header_t
         assert client.request("GET", "/b").status == 200
 
 
-def test_a_client_that_stops_reading_is_closed_at_the_send_timeout_with_its_upstream(
-    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
-) -> None:
+def _small_window_reader(
+    body: bytes,
+    send_timeout: str,
+    upstreams: Callable[..., UpstreamServer],
+    start_proxy: Callable[..., Proxy],
+) -> tuple[UpstreamServer, Proxy, socket.socket]:
+    """An upstream answering body, the proxy with that send timeout, and a client connected
+    to it with a 4 KiB receive buffer (so that what it does not read stays in the proxy)."""
     up = upstreams()
-    big = b"x" * (16 << 20)  # far more than the socket buffers on both sides hold
-    up.handler = lambda seen: Reply(body=big)
-    proxy = start_proxy(http_config([up.address], limits={"send_timeout": "500ms"}))
+    up.handler = lambda seen: Reply(body=body)
+    proxy = start_proxy(http_config([up.address], limits={"send_timeout": send_timeout}))
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(proxy.addr("p2p"))
+    return up, proxy, sock
+
+
+def test_a_client_that_stops_reading_is_closed_at_the_send_timeout_with_its_upstream(
+    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> None:
+    big = b"x" * (16 << 20)  # far more than the socket buffers on both sides hold
+    up, proxy, sock = _small_window_reader(big, "500ms", upstreams, start_proxy)
     try:
         sock.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
         wait_for(lambda: len(up.conns) == 1, what="the upstream connection")
@@ -79,13 +91,8 @@ def test_a_client_that_stops_reading_is_closed_at_the_send_timeout_with_its_upst
 def test_a_slow_reader_that_keeps_reading_is_not_cut_off(
     upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
 ) -> None:
-    up = upstreams()
     body = b"y" * (1 << 20)
-    up.handler = lambda seen: Reply(body=body)
-    proxy = start_proxy(http_config([up.address], limits={"send_timeout": "1s"}))
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(proxy.addr("p2p"))
+    *_, sock = _small_window_reader(body, "1s", upstreams, start_proxy)
     try:
         sock.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         got = b""
