@@ -3,42 +3,46 @@
 Loopback only, bounded in connections and time, every child stopped by its pid. For each
 scenario of SCENARIOS and each front end (nginx, the proxy, and optionally the proxy from another
 checkout: --before DIR) it prints the peak RSS of the server, the success rate and p99 of a
-legitimate client during the abuse, and how the abusive connections ended. The last line is JSON.
-See bench/README.md, "Abuse".
+legitimate client during the abuse, how the abusive connections ended and the upstream attempts
+the server counted as failed. The last line is JSON. See bench/README.md, "Abuse".
 
 Adding a scenario: write `async def my_case(run: Run) -> dict[str, object]` that starts the
-abuse through run's helpers (run.front, run.opts, run.upstream_stats(), abusive-connection
+abuse through run's helpers (run.front, run.opts, upstream_stats(run), abusive-connection
 helpers below), waits for it to end (bounded by its own cap), and returns its extra figures
-(always `abusive` and `closed_by_server`); then add a Scenario(...) row to SCENARIOS.
+(always `abusive` and `closed_by_server`); then add a Scenario(...) row to SCENARIOS (with, where
+it needs them, an open-files limit, an upstream read timeout, a legitimate client that opens a
+connection per request).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import resource
 import shutil
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal
 
-import httptools
 import uvloop
 import yaml
+
+if __package__ in (None, ""):  # run as `python bench/abuse.py`: import bench.* from the repo
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.nginx import INSTALL, nginx_binary, nginx_conf, running_nginx, upstream_errors
+from bench.support import Children, ParsingProtocol, RssSampler, free_port, wait_port
 
 REPO = Path(__file__).resolve().parents[1]
 PROXY_DIR = REPO / "proxy_image"
@@ -51,47 +55,36 @@ TIMEOUTS = (
 KEEPALIVE_TIMEOUT = 75  # nginx's default; the proxy's is fixed at the same value
 MAX_BODY = 2 << 20  # client_max_body_size = limits.max_retry_body_bytes
 BIG_ANSWER = 4 << 20  # what GET /big answers: more than the socket buffers hold
+MID_ANSWER = 32 << 10  # what GET /32k answers (pipeline_flood)
 LEGIT_BODY = b'{"jsonrpc":"2.0","method":"eth_blockNumber","params":[],"id":1}'
 # keys an older proxy may not know: dropped from the config of --before
 NEW_LIMIT_KEYS = ("body_timeout", "send_timeout", "max_buffered_body_bytes")
+READ_TIMEOUT = 30  # proxy_read_timeout = upstreams.*.read_timeout, unless a scenario sets one
+# under a scenario's open-files limit nginx needs worker_connections below it (a proxied request
+# takes two); the proxy derives its own cap: (256 - 32 - 4) // 2 = 110 (server.connection_budget)
+NGINX_WORKER_CONNECTIONS = {None: 8192, 256: 110}
 
 
 # ---------------------------------------------------------------- the upstream (a child process)
 
 
 def serve_upstream(port: int) -> None:
-    """A small upstream: GET /big answers BIG_ANSWER bytes, /_stats its open connections,
-    anything else a short JSON once the request body is read."""
-    open_conns = [0]
-    big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG_ANSWER + b"x" * BIG_ANSWER
-    small_body = b'{"jsonrpc":"2.0","id":1,"result":"0x1"}'
-    small = (
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-        % (
-            len(small_body),
-            small_body,
-        )
-    )
+    """A small upstream: GET /big answers BIG_ANSWER bytes, GET /32k MID_ANSWER, /_stats its open
+    connections and the requests it answered, anything else a short JSON once the body is read."""
+    stats = {"open": 0, "requests": 0}
 
-    class Upstream(asyncio.Protocol):
-        def __init__(self) -> None:
-            self.parser = httptools.HttpRequestParser(self)
-            self.url = b""
-            self.transport: asyncio.Transport | None = None
+    def answer(body: bytes, kind: bytes = b"application/json") -> bytes:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+        return head % (kind, len(body)) + body
 
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = cast(asyncio.Transport, transport)
-            open_conns[0] += 1
+    answers = {
+        b"/big": answer(b"x" * BIG_ANSWER, b"text/plain"),
+        b"/32k": answer(b"x" * MID_ANSWER, b"text/plain"),
+    }
+    small = answer(b'{"jsonrpc":"2.0","id":1,"result":"0x1"}')
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            open_conns[0] -= 1
-
-        def data_received(self, data: bytes) -> None:
-            try:
-                self.parser.feed_data(data)
-            except httptools.HttpParserError:
-                assert self.transport is not None
-                self.transport.close()
+    class Upstream(ParsingProtocol):
+        url = b""
 
         def on_message_begin(self) -> None:
             self.url = b""
@@ -99,16 +92,21 @@ def serve_upstream(port: int) -> None:
         def on_url(self, url: bytes) -> None:
             self.url += url
 
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            stats["open"] += 1
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            stats["open"] -= 1
+
         def on_message_complete(self) -> None:
             assert self.transport is not None
-            if self.url == b"/big":
-                self.transport.write(big)
-            elif self.url == b"/_stats":
-                body = json.dumps({"open": open_conns[0] - 1}).encode()
-                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
-                self.transport.write(body)
-            else:
-                self.transport.write(small)
+            if self.url == b"/_stats":  # the asking connection and request are not counted
+                figures = {**stats, "open": stats["open"] - 1}
+                self.transport.write(answer(json.dumps(figures).encode()))
+                return
+            stats["requests"] += 1
+            self.transport.write(answers.get(self.url, small))
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -122,29 +120,12 @@ def serve_upstream(port: int) -> None:
 # ---------------------------------------------------------------- the two front ends
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def nginx_conf(tmp: Path, port: int, upstreams: list[int]) -> str:
+def front_nginx_conf(tmp: Path, port: int, upstreams: list[int], sc: Scenario) -> str:
     timeouts = " ".join(f"{d} {v}s;" for d, _, v in TIMEOUTS)
     servers = " ".join(f"server 127.0.0.1:{p};" for p in upstreams)
-    temp = " ".join(f"{k}_temp_path {tmp}/{k};" for k in ("proxy", "fastcgi", "uwsgi", "scgi"))
-    # as root, nginx's workers would be nobody, who cannot enter the private temp dir
-    user = "user root;" if os.geteuid() == 0 else ""
-    return f"""
-{user}
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log info;
-worker_rlimit_nofile 16384;
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body; {temp}
+    # under an open-files limit, worker_rlimit_nofile would lift it (nginx runs as root here)
+    main = "" if sc.nofile else "worker_rlimit_nofile 16384;"
+    http = f"""
     {timeouts} keepalive_timeout {KEEPALIVE_TIMEOUT}s;
     client_max_body_size {MAX_BODY};
     upstream up {{ {servers} keepalive 32; }}
@@ -154,15 +135,17 @@ http {{
         proxy_set_header Connection "";
         location / {{
             proxy_next_upstream error timeout non_idempotent;
-            proxy_read_timeout 30s;
+            proxy_read_timeout {sc.read_timeout}s;
             proxy_pass http://up;
         }}
-    }}
-}}
-"""
+    }}"""
+    wc = NGINX_WORKER_CONNECTIONS[sc.nofile]
+    return nginx_conf(tmp, http, worker_connections=wc, main=main)
 
 
-def proxy_conf(port: int, admin: int, upstreams: list[int], new_keys: bool) -> dict[str, Any]:
+def proxy_conf(
+    port: int, admin: int, upstreams: list[int], new_keys: bool, read_timeout: int = READ_TIMEOUT
+) -> dict[str, Any]:
     limits: dict[str, Any] = {key: f"{v}s" for _, key, v in TIMEOUTS}
     limits["max_retry_body_bytes"] = MAX_BODY
     if not new_keys:
@@ -175,7 +158,7 @@ def proxy_conf(port: int, admin: int, upstreams: list[int], new_keys: bool) -> d
         "upstreams": {
             "up": {
                 "servers": [f"127.0.0.1:{p}" for p in upstreams],
-                "read_timeout": "30s",
+                "read_timeout": f"{read_timeout}s",
             }
         },
         "listeners": [
@@ -197,78 +180,16 @@ def proxy_conf(port: int, admin: int, upstreams: list[int], new_keys: bool) -> d
     }
 
 
-class Children:
-    """Processes this script started, each stopped by its pid on exit."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc in self.procs:
-            self.procs.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in reversed(list(self.procs)):
-            self.stop(proc)
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        time.sleep(0.05)
-    raise SystemExit(f"abuse: nothing listens on 127.0.0.1:{port} after {timeout}s")
-
-
-def tree_rss_mb(pid: int) -> float:
-    """RSS of pid and its children (nginx's master and worker), in MB."""
-    total = 0.0
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    for p in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-    return total
-
-
-class RssSampler:
-    """Samples a process tree's RSS every 100 ms in a thread; keeps the peak."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.peak = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            self.peak = max(self.peak, tree_rss_mb(self.pid))
-
-    def now(self) -> float:
-        return tree_rss_mb(self.pid)
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join(2)
-        return self.peak
+def proxy_upstream_failures(admin: int) -> int:
+    """The proxy's quorum_proxy_upstream_failures_total, all labels summed, from /metrics."""
+    with socket.create_connection(("127.0.0.1", admin), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: b\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    lines = data.decode().splitlines()
+    prefix = "quorum_proxy_upstream_failures_total{"
+    return int(sum(float(line.split()[-1]) for line in lines if line.startswith(prefix)))
 
 
 @dataclass
@@ -279,6 +200,8 @@ class Front:
     pid: int
     port: int
     upstream_ports: list[int]
+    # failed upstream attempts the server counted (what takes a server out: max_fails)
+    upstream_failures: Callable[[], int]
 
     @property
     def addr(self) -> tuple[str, int]:
@@ -289,6 +212,7 @@ class Front:
 class Options:
     scale: float
     cap: float  # seconds an abusive connection is given beyond the limit that should end it
+    hold: float  # seconds of abuse in the scenarios that hold it for a fixed time
 
     def n(self, count: int) -> int:
         return max(1, int(count * self.scale))
@@ -299,9 +223,11 @@ class Options:
 
 @dataclass
 class Legit:
-    """A legitimate client during the abuse: 4 keep-alive connections, paced requests."""
+    """A legitimate client during the abuse: 4 workers, paced requests, each worker on one
+    keep-alive connection or (per_request) on a new connection for every request."""
 
     addr: tuple[str, int]
+    per_request: bool = False
     ok: int = 0
     failed: int = 0
     latencies: list[float] = field(default_factory=list)
@@ -310,7 +236,8 @@ class Legit:
     async def worker(self) -> None:
         request = (
             b"POST /rpc HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(LEGIT_BODY), LEGIT_BODY)
+            b"Content-Length: %d\r\n%s\r\n%s"
+            % (len(LEGIT_BODY), b"Connection: close\r\n" if self.per_request else b"", LEGIT_BODY)
         )
         conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         while not self._stop:
@@ -322,6 +249,9 @@ class Legit:
                 writer.write(request)
                 status = await asyncio.wait_for(_read_answer(reader), 5)
                 ok = status == 200
+                if self.per_request:
+                    writer.close()
+                    conn = None
             except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
                 ok = False
                 if conn is not None:
@@ -447,17 +377,41 @@ async def wait_ended(conns: list[Abusive], cap: float) -> float:
     return time.monotonic() - start
 
 
-async def upstream_open(run: Run) -> int:
-    """Connections the upstreams hold open (from their /_stats)."""
-    total = 0
+async def upstream_stats(run: Run) -> dict[str, int]:
+    """The upstreams' /_stats summed: connections they hold open, requests they answered."""
+    total: Counter[str] = Counter()
     for port in run.front.upstream_ports:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /_stats HTTP/1.1\r\nHost: s\r\n\r\n")
         head = await reader.readuntil(b"\r\n\r\n")
         length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
-        total += json.loads(await reader.readexactly(length))["open"]
+        total.update(json.loads(await reader.readexactly(length)))
         writer.close()
-    return total
+    return dict(total)
+
+
+async def raw_connection(addr: tuple[str, int], timeout: float = 5) -> socket.socket | None:
+    """A non-blocking socket connected to addr that nothing reads (None if it failed)."""
+    sock = socket.socket()
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, addr), timeout)
+    except (OSError, TimeoutError):
+        sock.close()
+        return None
+    return sock
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the server closed sock (what it sent meanwhile is read and dropped)."""
+    try:
+        while sock.recv(1 << 20):
+            pass
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 # ---------------------------------------------------------------- scenarios
@@ -470,6 +424,7 @@ class Run:
     front: Front
     opts: Options
     rss: RssSampler
+    legit: Legit
 
 
 async def slow_bodies(run: Run) -> dict[str, object]:
@@ -519,10 +474,10 @@ async def stalled_readers(run: Run) -> dict[str, object]:
     for c in conns:
         c.write(b"GET /big HTTP/1.1\r\nHost: bench\r\n\r\n")
     await asyncio.sleep(2)
-    held_before = await upstream_open(run)
+    held_before = (await upstream_stats(run))["open"]
     # the server closes the stalled ones at send_timeout; unread, the close shows when read
     await asyncio.sleep(_limit("send_timeout") + run.opts.cap)
-    held_after = await upstream_open(run)
+    held_after = (await upstream_stats(run))["open"]
     for c in conns:
         assert c.reader is not None
         try:
@@ -549,17 +504,69 @@ async def stalled_readers(run: Run) -> dict[str, object]:
     }
 
 
+async def pipeline_flood(run: Run) -> dict[str, object]:
+    """One client pipelines 10,000 GETs of a 32 KiB answer and reads nothing, for --hold
+    seconds: how many the server sends upstream (one with backpressure stops when the socket
+    buffers are full)."""
+    pipelined = run.opts.n(10_000)
+    before = (await upstream_stats(run))["requests"]
+    sock = await raw_connection(run.front.addr)
+    if sock is None:
+        return {"abusive": 0, "closed_by_server": 0}
+    loop = asyncio.get_running_loop()
+    send = asyncio.create_task(
+        loop.sock_sendall(sock, b"GET /32k HTTP/1.1\r\nHost: b\r\n\r\n" * pipelined)
+    )
+    await asyncio.sleep(run.opts.hold)
+    sent = (await upstream_stats(run))["requests"] - before - run.legit.ok - run.legit.failed
+    closed = closed_by_peer(sock)
+    send.cancel()
+    with suppress(asyncio.CancelledError, OSError):
+        await send
+    sock.close()
+    return {
+        "pipelined": pipelined,
+        "sent_upstream": sent,
+        "abusive": 1,
+        "closed_by_server": int(closed),
+    }
+
+
+async def fd_limit(run: Run) -> dict[str, object]:
+    """Under `prlimit --nofile=256:256`, 400 connections that send nothing take every
+    descriptor for --hold seconds (not scaled: the count is the limit's). Legitimate clients
+    open a connection per request meanwhile."""
+    hoard: list[socket.socket] = []
+    for _ in range(400):
+        sock = await raw_connection(run.front.addr, timeout=2)
+        if sock is None:
+            break
+        hoard.append(sock)
+    await asyncio.sleep(run.opts.hold)
+    closed = sum(closed_by_peer(s) for s in hoard)
+    for s in hoard:
+        s.close()
+    return {"abusive": len(hoard), "closed_by_server": closed}
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
     run: Callable[[Run], Awaitable[dict[str, object]]]
     owner: str  # who maintains it (issue 13 split the work between two helpers)
+    nofile: int | None = None  # both servers started under `prlimit --nofile=N:N`
+    # upstream read timeout of both: 2 s, shorter than a run, shows a server that counts the
+    # time an answer waits on its client as the upstream's (as a failure, within the run)
+    read_timeout: int = READ_TIMEOUT
+    legit: Literal["keepalive", "per_request"] = "keepalive"
 
 
 SCENARIOS: list[Scenario] = [
     Scenario("slow_bodies", slow_bodies, "abusea"),
     Scenario("idle_connections", idle_connections, "abusea"),
     Scenario("stalled_readers", stalled_readers, "abusea"),
+    Scenario("pipeline_flood", pipeline_flood, "abuseb", read_timeout=2),
+    Scenario("fd_limit", fd_limit, "abuseb", nofile=256, read_timeout=2, legit="per_request"),
 ]
 
 
@@ -575,7 +582,7 @@ class Bench:
         self.tmp = tmp
         self.children = children
         self.opts = opts
-        self.fronts: dict[str, Callable[[list[int]], contextlib.AbstractContextManager[Front]]]
+        self.fronts: dict[str, Callable[[list[int], Scenario], AbstractContextManager[Front]]]
         self.fronts = {"nginx": self.nginx, "proxy": self.proxy}
         self.before = before
         if before is not None:
@@ -589,60 +596,60 @@ class Bench:
             for p in ports
         ]
         try:
-            for p in ports:
-                wait_port(p)
+            for p, proc in zip(ports, procs, strict=True):
+                wait_port(p, proc=proc)
             yield ports
         finally:
             for proc in procs:
                 self.children.stop(proc)
 
+    @staticmethod
+    def limit(sc: Scenario) -> list[str]:
+        return ["prlimit", f"--nofile={sc.nofile}:{sc.nofile}"] if sc.nofile else []
+
     @contextmanager
-    def nginx(self, ups: list[int]) -> Iterator[Front]:
+    def nginx(self, ups: list[int], sc: Scenario) -> Iterator[Front]:
         port = free_port()
-        conf = self.tmp / "nginx.conf"
-        conf.write_text(nginx_conf(self.tmp, port, ups))
-        proc = self.children.start(["nginx", "-p", str(self.tmp), "-c", str(conf)])
-        try:
-            wait_port(port)
-            yield Front("nginx", proc.pid, port, ups)
-        finally:
-            self.children.stop(proc)
+        tmp = Path(tempfile.mkdtemp(prefix="nginx-", dir=self.tmp))  # a fresh error log
+        conf = front_nginx_conf(tmp, port, ups, sc)
+        with running_nginx(tmp, conf, port, prefix=self.limit(sc)) as proc:
+            yield Front("nginx", proc.pid, port, ups, partial(upstream_errors, tmp))
 
     @contextmanager
     def _proxy(
-        self, name: str, proxy_dir: Path, ups: list[int], new_keys: bool
+        self, name: str, proxy_dir: Path, ups: list[int], sc: Scenario, new_keys: bool
     ) -> Iterator[Front]:
         port, admin = free_port(), free_port()
         conf = self.tmp / f"{name}.yaml"
-        conf.write_text(yaml.safe_dump(proxy_conf(port, admin, ups, new_keys)))
+        conf.write_text(yaml.safe_dump(proxy_conf(port, admin, ups, new_keys, sc.read_timeout)))
         proc = self.children.start(
-            [sys.executable, "-m", "quorum_proxy", "--config", str(conf)],
+            [*self.limit(sc), sys.executable, "-m", "quorum_proxy", "--config", str(conf)],
             cwd=proxy_dir,
             env={**os.environ, "PYTHONPATH": str(proxy_dir)},
         )
         try:
-            wait_port(port)
-            yield Front(name, proc.pid, port, ups)
+            wait_port(port, proc=proc)
+            yield Front(name, proc.pid, port, ups, partial(proxy_upstream_failures, admin))
         finally:
             self.children.stop(proc)
 
-    def proxy(self, ups: list[int]) -> contextlib.AbstractContextManager[Front]:
-        return self._proxy("proxy", PROXY_DIR, ups, True)
+    def proxy(self, ups: list[int], sc: Scenario) -> AbstractContextManager[Front]:
+        return self._proxy("proxy", PROXY_DIR, ups, sc, True)
 
-    def proxy_before(self, ups: list[int]) -> contextlib.AbstractContextManager[Front]:
+    def proxy_before(self, ups: list[int], sc: Scenario) -> AbstractContextManager[Front]:
         assert self.before is not None
-        return self._proxy("proxy_before", self.before, ups, False)
+        return self._proxy("proxy_before", self.before, ups, sc, False)
 
     def scenario(self, sc: Scenario, front_name: str) -> dict[str, object]:
-        with self.upstreams() as ups, self.fronts[front_name](ups) as front:
+        with self.upstreams() as ups, self.fronts[front_name](ups, sc) as front:
             rss = RssSampler(front.pid)
             idle_rss = rss.now()
 
             async def go() -> dict[str, object]:
-                legit = Legit(front.addr)
+                legit = Legit(front.addr, per_request=sc.legit == "per_request")
                 workers = [asyncio.create_task(legit.worker()) for _ in range(4)]
                 try:
-                    extra = await sc.run(Run(front, self.opts, rss))
+                    extra = await sc.run(Run(front, self.opts, rss, legit))
                 finally:
                     legit._stop = True
                     await asyncio.gather(*workers, return_exceptions=True)
@@ -650,7 +657,12 @@ class Bench:
 
             figures = asyncio.run(go())
             peak = rss.stop()
-            return {"rss_idle_mb": round(idle_rss, 1), "peak_rss_mb": round(peak, 1), **figures}
+            return {
+                "rss_idle_mb": round(idle_rss, 1),
+                "peak_rss_mb": round(peak, 1),
+                **figures,
+                "upstream_failures": front.upstream_failures(),
+            }
 
 
 def raise_fd_limit() -> None:
@@ -670,6 +682,9 @@ def main() -> int:
         "--cap", type=float, default=8.0, help="seconds allowed past the limit that should act"
     )
     parser.add_argument(
+        "--hold", type=float, default=8.0, help="seconds of abuse in pipeline_flood and fd_limit"
+    )
+    parser.add_argument(
         "--before", type=Path, help="a proxy_image dir of another checkout, run as proxy_before"
     )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
@@ -677,19 +692,20 @@ def main() -> int:
     if args.serve_upstream:
         serve_upstream(args.serve_upstream)
         return 0
-    if shutil.which("nginx") is None:
-        print("abuse: needs nginx on PATH (Debian: apt-get install -y nginx-light)")
+    chosen = [sc for sc in SCENARIOS if not args.only or sc.name in args.only]
+    needs = ["nginx"] + (["prlimit"] if any(sc.nofile for sc in chosen) else [])
+    missing = [tool for tool in needs if shutil.which(tool) is None]
+    if nginx_binary() is None or missing:
+        print(f"abuse: needs {', '.join(missing)} on PATH (Debian: {INSTALL} util-linux)")
         return 2
     raise_fd_limit()
-    opts = Options(scale=args.scale, cap=args.cap)
+    opts = Options(scale=args.scale, cap=args.cap, hold=args.hold)
     children = Children()
     results: dict[str, dict[str, object]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="abuse-") as tmp:
             bench = Bench(Path(tmp), children, opts, args.before)
-            for sc in SCENARIOS:
-                if args.only and sc.name not in args.only:
-                    continue
+            for sc in chosen:
                 results[sc.name] = {}
                 for front in bench.fronts:
                     row = bench.scenario(sc, front)

@@ -13,10 +13,15 @@ import asyncio
 import functools
 import json
 import sys
-from typing import Any, cast
+from pathlib import Path
+from typing import Any
 
-import httptools
 import uvloop
+
+if __package__ in (None, ""):  # run as a script: import bench.* from the repo
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.support import ParsingProtocol
 
 TX_HASH = "0x" + "ab" * 32
 RESULTS = {"eth_sendRawTransaction": TX_HASH, "eth_sendTransaction": TX_HASH, "eth_call": "0x"}
@@ -58,23 +63,12 @@ def jsonrpc_answer(body: bytes) -> bytes:
     return http_200(json.dumps(reply, separators=(",", ":")).encode())
 
 
-class FastUpstream(asyncio.Protocol):
+class FastUpstream(ParsingProtocol):
     """Answers every request on a keep-alive connection with the same bytes."""
 
     def __init__(self, reply: bytes) -> None:
+        super().__init__()
         self.reply = reply
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            if self.transport is not None:
-                self.transport.close()
 
     def on_message_complete(self) -> None:
         if self.transport is not None:

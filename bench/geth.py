@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from typing import Any
 
 from coincurve import PrivateKey
 from eth_utils import keccak
+
+from bench.support import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 GETH = Path(os.environ.get("QUORUM_HA_GETH", REPO / "build" / "bin" / "geth"))
@@ -124,12 +125,6 @@ def rpc_post(port: int, payload: Any, timeout: float = 10.0) -> Any:
         conn.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class GethNode:
     """geth --dev serving HTTP and WebSocket JSON-RPC on one loopback port."""
@@ -220,12 +215,7 @@ class GethNode:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(sig)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, sig, wait=30)
 
     def call(self, method: str, params: list[Any] | None = None) -> Any:
         return rpc_call(self.port, method, params)

@@ -44,6 +44,7 @@ from bench.rpc_load import (
     call_body,
 )
 from bench.rpc_load import run_load as rpc_load
+from bench.support import Children, free_port, wait_port
 from node_bootstrap.proxy import standalone_proxy_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,23 +70,6 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"bench: nothing listens on 127.0.0.1:{port} after {timeout}s")
-
-
 @dataclass
 class Ports:
     up_a: int
@@ -99,34 +83,11 @@ class Ports:
         return cls(*(free_port() for _ in range(5)))
 
 
-class Processes:
-    """Children of this script, all stopped (by pid) on exit."""
+class Processes(Children):
+    """Children of this script, each pinned to a core, all stopped (by pid) on exit."""
 
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, argv: list[str], core: int, **kw: object) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            ["taskset", "-c", str(core), *argv],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            **kw,  # type: ignore[call-overload]
-        )
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            self.stop(proc)
+    def start(self, argv: list[str], core: int, **kw: Any) -> subprocess.Popen[bytes]:  # type: ignore[override]
+        return super().start(["taskset", "-c", str(core), *argv], **kw)
 
 
 def stream_block(primary: str, backup: str, port: int) -> str:
@@ -137,14 +98,19 @@ def stream_block(primary: str, backup: str, port: int) -> str:
 }}"""
 
 
-def nginx_rpc_conf(tmp: Path, primary: int, backup: int, port: int) -> str:
-    """nginx for the RPC route only: the seed's `stream` block in front of two nodes."""
+def nginx_head(tmp: Path) -> str:
+    """The main context of both nginx configs: the stream module, one worker, files in tmp."""
     return f"""
 load_module {STREAM_MODULE};
 worker_processes 1;
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections 4096; }}"""
+
+
+def nginx_rpc_conf(tmp: Path, primary: int, backup: int, port: int) -> str:
+    """nginx for the RPC route only: the seed's `stream` block in front of two nodes."""
+    return f"""{nginx_head(tmp)}
 {stream_block(f"127.0.0.1:{primary}", f"127.0.0.1:{backup}", port)}
 """
 
@@ -205,12 +171,7 @@ def nginx_conf(tmp: Path, up: Ports, own: Ports) -> str:
     """The seed's standalone nginx config made valid, with upstream keep-alive (fairest nginx)."""
     a, b = f"127.0.0.1:{up.up_a}", f"127.0.0.1:{up.up_b}"
     proxy_http = 'proxy_http_version 1.1; proxy_set_header Connection "";'
-    return f"""
-load_module {STREAM_MODULE};
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
+    return f"""{nginx_head(tmp)}
 {stream_block(a, b, own.tcp)}
 http {{
     access_log off;

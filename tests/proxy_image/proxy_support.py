@@ -12,16 +12,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import httptools
+import pytest
 import uvloop
 import yaml
 from quorum_proxy.server import ProxyRuntime
+
+from bench.nginx import nginx_binary as nginx_on_path
+from bench.nginx import nginx_conf, running_nginx
+from bench.support import ParsingProtocol
 
 T = TypeVar("T")
 PROXY_DIR = Path(__file__).resolve().parents[2] / "proxy_image"
@@ -90,29 +95,21 @@ class Reply:
     interim: bool = False
 
 
-class _UpstreamProtocol(asyncio.Protocol):
+class _UpstreamProtocol(ParsingProtocol):
     def __init__(self, server: UpstreamServer) -> None:
+        super().__init__()
         self.server = server
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
         self.url = b""
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
+        super().connection_made(transport)
         self.server.conns.add(self)
         self.server.accepted += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.conns.discard(self)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            if self.transport is not None:
-                self.transport.close()
 
     def on_message_begin(self) -> None:
         self.url = b""
@@ -423,6 +420,42 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def nginx_binary() -> str:
+    """nginx's path; under CI its absence fails (./dev installs nginx-light), locally skips."""
+    path = nginx_on_path()
+    if path:
+        return path
+    reason = "nginx is not installed (apt-get install nginx-light; apt-packages.txt lists it)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason + "; CI is not set, so skipping locally")
+
+
+@contextlib.contextmanager
+def nginx_front(
+    tmp: Path, http: str, port: int, worker_connections: int = 64
+) -> Iterator[tuple[str, int]]:
+    """Debian's nginx on a private config (bench/nginx.py) with `http` as its http block,
+    listening on port (which http's server block names); its address."""
+    conf = nginx_conf(tmp, http, worker_connections=worker_connections)
+    with running_nginx(tmp, conf, port, binary=nginx_binary()):
+        yield ("127.0.0.1", port)
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes (a reset ends it too), and when it closed
+    (seconds from now)."""
+    start = time.monotonic()
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data, time.monotonic() - start
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = TIMEOUT, what: str = "") -> None:

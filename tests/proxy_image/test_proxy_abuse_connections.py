@@ -9,7 +9,6 @@ import contextlib
 import errno
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -32,10 +31,10 @@ from proxy_support import (
     _Collect,
     free_port,
     http_config,
+    nginx_front,
     request,
     wait_for,
 )
-from test_proxy_nginx_parity import nginx_binary
 
 ANSWER = b"x" * 32768
 GET = b"GET /p HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -143,24 +142,9 @@ def capped_fronts(
 ) -> Iterator[tuple[UpstreamServer, dict[str, Any]]]:
     """Debian's nginx (`keepalive_requests 3`) and the proxy (`limits.keepalive_requests: 3`)
     over one upstream stand-in."""
-    binary = nginx_binary()
     up = upstreams("a")
     port = free_port()
-    user = "user root;" if os.geteuid() == 0 else ""
-    temp = " ".join(
-        f"{k}_temp_path {tmp_path}/{k};" for k in ("proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(
-        f"""{user}
-worker_processes 1;
-daemon off;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp_path}/body; {temp}
+    http = f"""
     keepalive_requests 3;
     upstream up {{ server {up.address}; keepalive 4; }}
     server {{
@@ -170,31 +154,10 @@ http {{
             proxy_set_header Connection "";
             proxy_pass http://up;
         }}
-    }}
-}}
-"""
-    )
-    proc = subprocess.Popen(
-        [binary, "-p", str(tmp_path), "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    }}"""
     proxy = start_proxy(http_config([up.address], limits={"keepalive_requests": 3}))
-    try:
-
-        def listening() -> bool:
-            assert proc.poll() is None, "nginx exited"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            except OSError:
-                return False
-            return True
-
-        wait_for(listening, 10, "nginx listening")
-        yield up, {"nginx": ("127.0.0.1", port), "proxy": proxy.addr("p2p")}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+    with nginx_front(tmp_path, http, port) as nginx:
+        yield up, {"nginx": nginx, "proxy": proxy.addr("p2p")}
 
 
 @pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "one_by_one"])

@@ -8,86 +8,46 @@ the client can tell a timeout from a crash (proxy_image/README.md, "Bounded unde
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from proxy_support import Proxy, UpstreamServer, free_port, http_config, wait_for
-from test_proxy_nginx_parity import nginx_binary
+from proxy_support import (
+    Proxy,
+    UpstreamServer,
+    free_port,
+    http_config,
+    nginx_front,
+    read_until_closed,
+)
 
 SLACK = 8.0
-
-
-def _nginx_conf(tmp: Path, port: int, upstream: str) -> str:
-    temp = " ".join(f"{k}_temp_path {tmp}/{k};" for k in ("proxy", "fastcgi", "uwsgi", "scgi"))
-    user = "user root;" if os.geteuid() == 0 else ""
-    return f"""
-{user}
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body; {temp}
-    client_header_timeout 1s; client_body_timeout 1s;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{ proxy_pass http://{upstream}; }}
-    }}
-}}
-"""
 
 
 @pytest.fixture
 def fronts(
     tmp_path: Path, upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
 ) -> Iterator[dict[str, tuple[str, int]]]:
-    binary = nginx_binary()
     up = upstreams()
     port = free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(_nginx_conf(tmp_path, port, up.address))
-    proc = subprocess.Popen(
-        [binary, "-p", str(tmp_path), "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    http = f"""
+    client_header_timeout 1s; client_body_timeout 1s;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ proxy_pass http://{up.address}; }}
+    }}"""
     limits = {"header_timeout": "1s", "body_timeout": "1s"}
     proxy = start_proxy(http_config([up.address], limits=limits))
-    try:
-
-        def listening() -> bool:
-            assert proc.poll() is None, "nginx exited"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            except OSError:
-                return False
-            return True
-
-        wait_for(listening, 10, "nginx listening")
-        yield {"nginx": ("127.0.0.1", port), "proxy": proxy.addr("p2p")}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+    with nginx_front(tmp_path, http, port) as nginx:
+        yield {"nginx": nginx, "proxy": proxy.addr("p2p")}
 
 
 def _ending(addr: tuple[str, int], sent: bytes) -> str:
     """The status the front end answered before closing, or "close" if it said nothing."""
     with socket.create_connection(addr) as sock:
         sock.sendall(sent)
-        sock.settimeout(SLACK)
-        data = b""
-        try:
-            while chunk := sock.recv(65536):
-                data += chunk
-        except ConnectionResetError:
-            pass
+        data, _ = read_until_closed(sock, SLACK)
     return data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/1.1 ") else "close"
 
 

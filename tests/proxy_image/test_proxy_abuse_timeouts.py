@@ -11,7 +11,15 @@ import socket
 import time
 from collections.abc import Callable
 
-from proxy_support import Client, Proxy, Reply, UpstreamServer, http_config, wait_for
+from proxy_support import (
+    Client,
+    Proxy,
+    Reply,
+    UpstreamServer,
+    http_config,
+    read_until_closed,
+    wait_for,
+)
 
 # generous against a loaded machine: the tests assert behaviour, never speed
 SLACK = 8.0
@@ -22,26 +30,13 @@ def timeouts(proxy: Proxy, kind: str, listener: str = "p2p") -> float:
     return proxy.loop.call(lambda: proxy.runtime.metrics.client_timeouts.get((listener, kind)))
 
 
-def _read_until_closed(sock: socket.socket, timeout: float) -> tuple[bytes, float]:
-    """Everything the proxy sends until it closes, and when it closed (seconds from now)."""
-    start = time.monotonic()
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data, time.monotonic() - start
-
-
 def test_a_connection_that_sends_nothing_is_closed_at_the_header_timeout(
     upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
 ) -> None:
     proxy = start_proxy(http_config([upstreams().address], limits={"header_timeout": "500ms"}))
     with socket.create_connection(proxy.addr("p2p")) as sock:
         # before this change it was held for the 75 s keep-alive timeout: recv timed out
-        data, elapsed = _read_until_closed(sock, SLACK)
+        data, elapsed = read_until_closed(sock, SLACK)
     # as nginx: no request, so no answer; the close is the whole message
     assert data == b""
     assert elapsed < SLACK
@@ -59,22 +54,34 @@ def test_a_keep_alive_connection_between_requests_waits_longer_than_the_header_t
         assert client.request("GET", "/b").status == 200
 
 
-def test_a_client_that_stops_reading_is_closed_at_the_send_timeout_with_its_upstream(
-    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
-) -> None:
+def _small_window_reader(
+    body: bytes,
+    send_timeout: str,
+    upstreams: Callable[..., UpstreamServer],
+    start_proxy: Callable[..., Proxy],
+) -> tuple[UpstreamServer, Proxy, socket.socket]:
+    """An upstream answering body, the proxy with that send timeout, and a client connected
+    to it with a 4 KiB receive buffer (so that what it does not read stays in the proxy)."""
     up = upstreams()
-    big = b"x" * (16 << 20)  # far more than the socket buffers on both sides hold
-    up.handler = lambda seen: Reply(body=big)
-    proxy = start_proxy(http_config([up.address], limits={"send_timeout": "500ms"}))
+    up.handler = lambda seen: Reply(body=body)
+    proxy = start_proxy(http_config([up.address], limits={"send_timeout": send_timeout}))
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(proxy.addr("p2p"))
+    return up, proxy, sock
+
+
+def test_a_client_that_stops_reading_is_closed_at_the_send_timeout_with_its_upstream(
+    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+) -> None:
+    big = b"x" * (16 << 20)  # far more than the socket buffers on both sides hold
+    up, proxy, sock = _small_window_reader(big, "500ms", upstreams, start_proxy)
     try:
         sock.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
         wait_for(lambda: len(up.conns) == 1, what="the upstream connection")
         # the client reads nothing: the proxy closes both sides, the upstream one unpooled
         wait_for(lambda: not up.conns, SLACK, "the upstream connection closed")
-        data, _ = _read_until_closed(sock, SLACK)
+        data, _ = read_until_closed(sock, SLACK)
         assert len(data) < len(big)
     finally:
         sock.close()
@@ -84,13 +91,8 @@ def test_a_client_that_stops_reading_is_closed_at_the_send_timeout_with_its_upst
 def test_a_slow_reader_that_keeps_reading_is_not_cut_off(
     upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
 ) -> None:
-    up = upstreams()
     body = b"y" * (1 << 20)
-    up.handler = lambda seen: Reply(body=body)
-    proxy = start_proxy(http_config([up.address], limits={"send_timeout": "1s"}))
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(proxy.addr("p2p"))
+    *_, sock = _small_window_reader(body, "1s", upstreams, start_proxy)
     try:
         sock.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         got = b""
@@ -99,7 +101,7 @@ def test_a_slow_reader_that_keeps_reading_is_not_cut_off(
         while time.monotonic() - start < 2.5:
             got += sock.recv(16384)
             time.sleep(0.05)
-        data, _ = _read_until_closed(sock, SLACK)
+        data, _ = read_until_closed(sock, SLACK)
         got += data
     finally:
         sock.close()

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from quorum_proxy.config import parse_config
 
+from bench.abuse import SCENARIOS, TIMEOUTS, Scenario, front_nginx_conf
+from bench.abuse import proxy_conf as abuse_proxy_conf
 from bench.fast_upstream import jsonrpc_answer
 from bench.rpc_load import MIX, rpc_errors
 from bench.run_bench import (
@@ -23,6 +27,7 @@ from bench.run_bench import (
     proxy_rpc_conf,
     rpc_wrk_script,
 )
+from bench.support import free_port, stop_process, wait_port
 from node_bootstrap.proxy import standalone_proxy_config
 
 UP = Ports(up_a=41001, up_b=41002, tcp=0, third_party=0, p2p=0)
@@ -148,3 +153,46 @@ def test_the_json_rpc_stand_in_echoes_ids_and_answers_batches_as_batches() -> No
     head, body = jsonrpc_answer(json.dumps(request).encode()).split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 200 OK") and b"Content-Length: %d" % len(body) in head
     assert [(a["id"], "result" in a) for a in json.loads(body)] == [("a", True), (None, True)]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda sc: sc.name)
+def test_each_abuse_scenario_runs_both_servers_on_valid_configs_with_the_same_limits(
+    tmp_path: Path, scenario: Scenario
+) -> None:
+    text = front_nginx_conf(tmp_path, 42080, [41001, 41002], scenario)
+    nginx_accepts(tmp_path, text)
+    config = parse_config(
+        abuse_proxy_conf(42080, 42900, [41001, 41002], True, scenario.read_timeout)
+    )
+    (upstream,) = config.upstreams.values()
+    assert upstream.read_timeout == scenario.read_timeout
+    assert f"proxy_read_timeout {scenario.read_timeout}s;" in text
+    for directive, key, seconds in TIMEOUTS:
+        assert f"{directive} {seconds}s;" in text
+        assert getattr(config.limits, key) == seconds
+    if scenario.nofile:
+        # under the limit nginx must not lift it, and a proxied request takes two descriptors
+        assert "worker_rlimit_nofile" not in text
+        connections = int(re.findall(r"worker_connections (\d+);", text)[0])
+        assert 2 * connections < scenario.nofile
+
+
+def test_the_abuse_upstream_answers_32k_and_counts_the_requests(tmp_path: Path) -> None:
+    port = free_port()
+    script = Path(__file__).resolve().parents[2] / "bench" / "abuse.py"
+    proc = subprocess.Popen([sys.executable, str(script), "--serve-upstream", str(port)])
+    try:
+        wait_port(port, proc=proc)
+
+        def get(path: str) -> bytes:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", path)
+            body = conn.getresponse().read()
+            conn.close()
+            return body
+
+        assert get("/32k") == b"x" * 32768
+        assert len(get("/big")) == 4 << 20
+        assert json.loads(get("/_stats")) == {"open": 0, "requests": 2}
+    finally:
+        stop_process(proc)

@@ -8,50 +8,24 @@ upstream stand-ins. Each case states what both must observe.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from proxy_support import Client, Proxy, Reply, UpstreamServer, free_port, http_config, wait_for
+from proxy_support import Client, Proxy, Reply, UpstreamServer, free_port, http_config, nginx_front
 
 LIMIT = 4096
 BIG_404 = 150_000  # more than the proxy holds for a retry, more than nginx's proxy buffers
 RETRY_ALL = {"retry_on": ["error", "timeout", "http_404"], "retry_non_idempotent": True}
 
 
-def nginx_binary() -> str:
-    """nginx's path; under CI its absence fails (./dev installs nginx-light), locally skips."""
-    path = shutil.which("nginx")
-    if path:
-        return path
-    reason = "nginx is not installed (apt-get install nginx-light; apt-packages.txt lists it)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason + "; CI is not set, so skipping locally")
-
-
-def nginx_conf(tmp: Path, port: int, root: list[str], upcheck: str) -> str:
-    temp = " ".join(f"{kind}_temp_path {tmp}/{kind};" for kind in ("proxy", "fastcgi", "uwsgi"))
+def nginx_http(port: int, root: list[str], upcheck: str) -> str:
+    """nginx's http block equivalent to the proxy's config of the stack fixture."""
     servers = " ".join(f"server {s};" for s in root)
-    # as root, nginx's workers would be nobody, who cannot enter pytest's private tmp dir
-    user = "user root;" if os.geteuid() == 0 else ""
     return f"""
-{user}
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body; {temp} scgi_temp_path {tmp}/scgi;
     client_max_body_size {LIMIT};
     upstream tessera {{ {servers} keepalive 16; }}
     upstream upcheck {{ server {upcheck}; keepalive 16; }}
@@ -64,9 +38,7 @@ http {{
             proxy_pass http://tessera;
         }}
         location /upcheck {{ proxy_pass http://upcheck; }}
-    }}
-}}
-"""
+    }}"""
 
 
 @dataclass
@@ -89,16 +61,8 @@ def stack(
     upstreams: Callable[..., UpstreamServer],
     start_proxy: Callable[..., Proxy],
 ) -> Iterator[Stack]:
-    binary = nginx_binary()
     a, b, c = upstreams("a"), upstreams("b"), upstreams("c")
     port = free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(nginx_conf(tmp_path, port, [a.address, b.address], c.address))
-    proc = subprocess.Popen(
-        [binary, "-p", str(tmp_path), "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
     config = http_config(
         [a.address, b.address],
         routes=[
@@ -109,24 +73,9 @@ def stack(
     )
     config["upstreams"]["upcheck"] = {"servers": [c.address]}
     proxy = start_proxy(config)
-    try:
-
-        def listening() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"nginx exited: {proc.stderr.read()!r}")  # type: ignore[union-attr]
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            except OSError:
-                return False
-            return True
-
-        wait_for(listening, 10, "nginx listening")
-        yield Stack(a, b, c, {"nginx": ("127.0.0.1", port), "proxy": proxy.addr("p2p")})
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
-        if proc.stderr is not None:
-            proc.stderr.close()
+    http = nginx_http(port, [a.address, b.address], c.address)
+    with nginx_front(tmp_path, http, port, worker_connections=256) as nginx:
+        yield Stack(a, b, c, {"nginx": nginx, "proxy": proxy.addr("p2p")})
 
 
 def compare(stack: Stack, observe: Callable[[tuple[str, int]], Any]) -> dict[str, Any]:
