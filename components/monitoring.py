@@ -17,6 +17,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.base import Component
 from components.settings.alarms import ALARM_RATE_MINUTES, AlarmSettings
 from domain import metrics as m
 from domain.metrics import Metric
@@ -184,7 +185,7 @@ class Query:
     stat: str
 
 
-class Monitoring(pulumi.ComponentResource):
+class Monitoring(Component):
     """Alarms on every spare of the HA path, an RDS event subscription and one dashboard."""
 
     alarm_arns: list[pulumi.Output[str]]
@@ -216,9 +217,6 @@ class Monitoring(pulumi.ComponentResource):
         self.register_outputs({"alarmArns": self.alarm_arns, "dashboardName": self.dashboard_name})
 
     # --- helpers ----------------------------------------------------------------------------
-    def _opts(self) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self)
-
     def _alarm(
         self, key: str, title: str, what: str, runbook: str, **kwargs: Any
     ) -> aws.cloudwatch.MetricAlarm:

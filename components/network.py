@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.base import Component
 from components.settings.ingress import IngressSettings
 from domain.ports import (
     DB_PORT,
@@ -68,7 +69,7 @@ class NetworkArgs:
     instance_types: Sequence[str] = ()
 
 
-class Network(pulumi.ComponentResource):
+class Network(Component):
     """A VPC with private subnets over >= 2 AZs, egress, endpoints and a private DNS zone."""
 
     vpc_id: pulumi.Output[str]
@@ -107,9 +108,6 @@ class Network(pulumi.ComponentResource):
                 "zoneId": self.zone_id,
             }
         )
-
-    def _opts(self, **kwargs: object) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, **kwargs)  # type: ignore[arg-type]
 
     def _invoke_opts(self) -> pulumi.InvokeOptions:
         # The parent's explicit provider (the stack's region) answers the invoke.

@@ -22,6 +22,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
+from components.base import Component
 from components.settings.proxy import ProxySettings
 from components.settings.tls import TlsSettings
 from domain.metrics import metrics_agent_container
@@ -97,7 +98,7 @@ class ProxyServiceArgs:
     metrics_agent: bool = False
 
 
-class ProxyService(pulumi.ComponentResource):
+class ProxyService(Component):
     """ECR repository and image, ECS Fargate service (>= 2 tasks), NLB with three listeners
     (TCP, or TLS where `tls` says), and with `tls.hosted_zone_id` an alias record of the NLB."""
 
@@ -123,12 +124,8 @@ class ProxyService(pulumi.ComponentResource):
                 ecr_repository_arn(args.settings.image_uri)
             )
         self.image_uri = self._create_image(repository)
-        log_group = aws.cloudwatch.LogGroup(
-            f"{name}-logs",
-            name=args.log_group_name,
-            kms_key_id=args.kms_key_arn,
-            retention_in_days=args.log_retention_days,
-            opts=self._opts(),
+        log_group = self._log_group(
+            name, args.log_group_name, args.kms_key_arn, args.log_retention_days
         )
         nlb, target_groups, listeners = self._create_load_balancer()
         self.nlb_dns_name = nlb.dns_name
@@ -146,9 +143,6 @@ class ProxyService(pulumi.ComponentResource):
                 "serviceName": self.service_name,
             }
         )
-
-    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, **kwargs)
 
     def _create_repository(self) -> aws.ecr.Repository:
         args = self._args

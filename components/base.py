@@ -1,0 +1,32 @@
+"""What every component of the program shares: its children hang under it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+
+class Component(pulumi.ComponentResource):
+    """A component resource whose children it declares itself (the type token stays the caller's,
+    so URNs are those of a plain ComponentResource)."""
+
+    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, **kwargs)
+
+    def _log_group(
+        self,
+        name: str,
+        group_name: str,
+        kms_key_arn: pulumi.Input[str],
+        retention_days: int,
+    ) -> aws.cloudwatch.LogGroup:
+        """The component's CloudWatch log group (`<name>-logs`), encrypted with the stack's key."""
+        return aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            name=group_name,
+            kms_key_id=kms_key_arn,
+            retention_in_days=retention_days,
+            opts=self._opts(),
+        )
