@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pulumi
 import pulumi_aws as aws
 
+ArgsT = TypeVar("ArgsT")
 
-class Component(pulumi.ComponentResource):
-    """A component resource whose children it declares itself (the type token stays the caller's,
-    so URNs are those of a plain ComponentResource)."""
+
+class Component(pulumi.ComponentResource, Generic[ArgsT]):
+    """A component resource built from its args, whose children it declares itself (the type
+    token stays the subclass's, so URNs are those of a plain ComponentResource)."""
+
+    def __init__(
+        self, type_: str, name: str, args: ArgsT, opts: pulumi.ResourceOptions | None
+    ) -> None:
+        super().__init__(type_, name, None, opts)
+        self._name = name
+        self._args = args
 
     def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, **kwargs)

@@ -185,7 +185,7 @@ class Query:
     stat: str
 
 
-class Monitoring(Component):
+class Monitoring(Component[MonitoringArgs]):
     """Alarms on every spare of the HA path, an RDS event subscription and one dashboard."""
 
     alarm_arns: list[pulumi.Output[str]]
@@ -194,9 +194,7 @@ class Monitoring(Component):
     def __init__(
         self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("quorum-ha:monitoring:Monitoring", name, None, opts)
-        self._name = name
-        self._args = args
+        super().__init__("quorum-ha:monitoring:Monitoring", name, args, opts)
         self.alarm_arns = []
         self._load_balancer = pulumi.Output.from_input(args.nlb_arn).apply(load_balancer_dimension)
         self._target_groups = {

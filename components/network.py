@@ -69,7 +69,7 @@ class NetworkArgs:
     instance_types: Sequence[str] = ()
 
 
-class Network(Component):
+class Network(Component[NetworkArgs]):
     """A VPC with private subnets over >= 2 AZs, egress, endpoints and a private DNS zone."""
 
     vpc_id: pulumi.Output[str]
@@ -85,8 +85,7 @@ class Network(Component):
     def __init__(
         self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("quorum-ha:network:Network", name, None, opts)
-        self._name = name
+        super().__init__("quorum-ha:network:Network", name, args, opts)
         self._region = args.region
         self._instance_types = sorted(set(args.instance_types))
         self.zone_name = args.zone_name

@@ -70,7 +70,7 @@ class NodesArgs:
     alarm_topic_arn: pulumi.Input[str] | None = None
 
 
-class Nodes(Component):
+class Nodes(Component[NodesArgs]):
     """EC2 machines of one role, with their roles, volumes, DNS names and recovery alarms."""
 
     instance_ids: list[pulumi.Output[str]]
@@ -82,9 +82,7 @@ class Nodes(Component):
     def __init__(
         self, name: str, args: NodesArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("quorum-ha:nodes:Nodes", name, None, opts)
-        self._name = name
-        self._args = args
+        super().__init__("quorum-ha:nodes:Nodes", name, args, opts)
         ami = aws.ssm.get_parameter(name=AMI_PARAMETER, opts=pulumi.InvokeOptions(parent=self))
         self._ami = ami.value
         self._partition = aws.get_partition(opts=pulumi.InvokeOptions(parent=self)).partition

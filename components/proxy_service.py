@@ -98,7 +98,7 @@ class ProxyServiceArgs:
     metrics_agent: bool = False
 
 
-class ProxyService(Component):
+class ProxyService(Component[ProxyServiceArgs]):
     """ECR repository and image, ECS Fargate service (>= 2 tasks), NLB with three listeners
     (TCP, or TLS where `tls` says), and with `tls.hosted_zone_id` an alias record of the NLB."""
 
@@ -113,9 +113,7 @@ class ProxyService(Component):
     def __init__(
         self, name: str, args: ProxyServiceArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("quorum-ha:proxy_service:ProxyService", name, None, opts)
-        self._name = name
-        self._args = args
+        super().__init__("quorum-ha:proxy_service:ProxyService", name, args, opts)
         repository = self._create_repository()
         self.repository_arn = repository.arn
         if args.settings.image_uri is not None:

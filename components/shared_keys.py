@@ -45,7 +45,7 @@ class SharedKeysArgs:
     existing: ExistingKeys = field(default_factory=ExistingKeys)
 
 
-class SharedKeys(Component):
+class SharedKeys(Component[SharedKeysArgs]):
     """KMS customer key + Secrets Manager secrets for Tessera's key pair, the Quorum account,
     each Quorum node's devp2p key and the database credentials."""
 
@@ -66,9 +66,7 @@ class SharedKeys(Component):
     def __init__(
         self, name: str, args: SharedKeysArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("quorum-ha:shared_keys:SharedKeys", name, None, opts)
-        self._name = name
-        self._args = args
+        super().__init__("quorum-ha:shared_keys:SharedKeys", name, args, opts)
         self._recovery_days = args.secret_recovery_days
         key, policy = self._create_key()
         self.key_arn = key.arn
