@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Generic, TypeVar
 
 import pulumi
 import pulumi_aws as aws
 
 ArgsT = TypeVar("ArgsT")
+
+
+def trust_policy(service: str) -> str:
+    """An IAM role's trust policy: the AWS `service` (its principal name) may assume it."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": service},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+    )
 
 
 class Component(pulumi.ComponentResource, Generic[ArgsT]):

@@ -17,7 +17,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.base import Component
+from components.base import Component, trust_policy
 from domain.metrics import EC2_SYSTEM_CHECK, HOST_NAMESPACE
 from domain.paths import DATA_DEVICE_NAME
 from domain.user_data import UserDataTooLargeError
@@ -254,18 +254,7 @@ class Nodes(Component[NodesArgs]):
         role = aws.iam.Role(
             f"{node}-role",
             path=args.role_path,
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "ec2.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
-            ),
+            assume_role_policy=trust_policy("ec2.amazonaws.com"),
             opts=self._opts(),
         )
         aws.iam.RolePolicyAttachment(

@@ -22,7 +22,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
-from components.base import Component
+from components.base import Component, trust_policy
 from components.settings.proxy import ProxySettings
 from components.settings.tls import TlsSettings
 from domain.metrics import metrics_agent_container
@@ -286,18 +286,7 @@ class ProxyService(Component[ProxyServiceArgs]):
         self, repository: aws.ecr.Repository, log_group: aws.cloudwatch.LogGroup
     ) -> tuple[aws.iam.Role, aws.iam.Role]:
         args = self._args
-        trust = json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                    }
-                ],
-            }
-        )
+        trust = trust_policy("ecs-tasks.amazonaws.com")
         execution = aws.iam.Role(
             f"{self._name}-execution-role",
             path=args.role_path,
