@@ -17,6 +17,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.base import Component
 from components.settings.alarms import ALARM_RATE_MINUTES, AlarmSettings
 from domain import metrics as m
 from domain.metrics import Metric
@@ -184,7 +185,7 @@ class Query:
     stat: str
 
 
-class Monitoring(pulumi.ComponentResource):
+class Monitoring(Component[MonitoringArgs]):
     """Alarms on every spare of the HA path, an RDS event subscription and one dashboard."""
 
     alarm_arns: list[pulumi.Output[str]]
@@ -193,9 +194,7 @@ class Monitoring(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("quorum-ha:monitoring:Monitoring", name, None, opts)
-        self._name = name
-        self._args = args
+        super().__init__("quorum-ha:monitoring:Monitoring", name, args, opts)
         self.alarm_arns = []
         self._load_balancer = pulumi.Output.from_input(args.nlb_arn).apply(load_balancer_dimension)
         self._target_groups = {
@@ -216,9 +215,6 @@ class Monitoring(pulumi.ComponentResource):
         self.register_outputs({"alarmArns": self.alarm_arns, "dashboardName": self.dashboard_name})
 
     # --- helpers ----------------------------------------------------------------------------
-    def _opts(self) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self)
-
     def _alarm(
         self, key: str, title: str, what: str, runbook: str, **kwargs: Any
     ) -> aws.cloudwatch.MetricAlarm:
@@ -241,13 +237,17 @@ class Monitoring(pulumi.ComponentResource):
         dimensions: Mapping[str, pulumi.Input[str]],
         *,
         stat: str,
-        period: int,
+        period: int = MINUTE,
         periods: int,
         threshold: float,
         operator: str,
-        missing: str,
+        missing: str = "missing",
     ) -> dict[str, Any]:
-        """The arguments of an alarm on one catalog metric."""
+        """The arguments of an alarm on one catalog metric.
+
+        By default it reads one-minute periods, and a series not sent leaves it without a verdict
+        (INSUFFICIENT_DATA); an alarm that means otherwise says so.
+        """
         return {
             "namespace": metric.namespace,
             "metric_name": metric.name,
@@ -266,11 +266,11 @@ class Monitoring(pulumi.ComponentResource):
         expression: str,
         queries: Sequence[Query],
         *,
-        period: int,
+        period: int = MINUTE,
         periods: int,
         threshold: float,
         operator: str,
-        missing: str,
+        missing: str = "missing",
     ) -> dict[str, Any]:
         """The arguments of an alarm on a metric math expression over catalog metrics."""
         metric_queries = [
@@ -328,6 +328,30 @@ class Monitoring(pulumi.ComponentResource):
             missing="notBreaching",
         )
 
+    def _down(self, metric: Metric, dimensions: Mapping[str, pulumi.Input[str]]) -> dict[str, Any]:
+        """An alarm on a 1 (up) / 0 (down) gauge: down for two minutes; no series, no verdict."""
+        return self._single(
+            metric,
+            dimensions,
+            stat="Minimum",
+            periods=2,
+            threshold=1,
+            operator="LessThanThreshold",
+        )
+
+    def _spread(
+        self, queries: Sequence[Query], *, periods: int, threshold: float
+    ) -> dict[str, Any]:
+        """An alarm on the gap between the highest and the lowest of like gauges, each minute."""
+        ids = ", ".join(q.id for q in queries)
+        return self._math(
+            f"MAX([{ids}]) - MIN([{ids}])",
+            queries,
+            periods=periods,
+            threshold=threshold,
+            operator="GreaterThanThreshold",
+        )
+
     # --- the alarms ---------------------------------------------------------------------------
     def _target_group_alarms(self) -> None:
         for role, target_group in self._target_groups.items():
@@ -342,7 +366,6 @@ class Monitoring(pulumi.ComponentResource):
                     m.NLB_UNHEALTHY_HOSTS,
                     dims,
                     stat="Maximum",
-                    period=MINUTE,
                     periods=3,
                     threshold=1,
                     operator="GreaterThanOrEqualToThreshold",
@@ -359,7 +382,6 @@ class Monitoring(pulumi.ComponentResource):
                     m.NLB_HEALTHY_HOSTS,
                     dims,
                     stat="Minimum",
-                    period=MINUTE,
                     periods=2,
                     threshold=1,
                     operator="LessThanThreshold",
@@ -381,11 +403,9 @@ class Monitoring(pulumi.ComponentResource):
                     Query("desired", m.ECS_DESIRED_TASKS, dims, "Maximum"),
                     Query("running", m.ECS_RUNNING_TASKS, dims, "Minimum"),
                 ],
-                period=MINUTE,
                 periods=5,
                 threshold=1,
                 operator="GreaterThanOrEqualToThreshold",
-                missing="missing",
             ),
         )
 
@@ -399,16 +419,7 @@ class Monitoring(pulumi.ComponentResource):
                     f"{upstream} server {server} down",
                     f"The proxy marks {server} of upstream {upstream} down (health checks).",
                     RUNBOOK_UPSTREAM_DOWN,
-                    **self._single(
-                        m.PROXY_UPSTREAM_HEALTHY,
-                        dims,
-                        stat="Minimum",
-                        period=MINUTE,
-                        periods=2,
-                        threshold=1,
-                        operator="LessThanThreshold",
-                        missing="missing",
-                    ),
+                    **self._down(m.PROXY_UPSTREAM_HEALTHY, dims),
                 )
                 self._alarm(
                     f"{upstream}-{index}-failures",
@@ -510,15 +521,9 @@ class Monitoring(pulumi.ComponentResource):
                     f"The IPC proxy on {node} marks its Tessera {server} down (Q2T: private "
                     "transactions from this Quorum go to the other Tessera).",
                     RUNBOOK_UPSTREAM_DOWN,
-                    **self._single(
+                    **self._down(
                         m.Q2T_UPSTREAM_HEALTHY,
                         {m.NODE_LABEL: node, "upstream": Q2T_UPSTREAM, "server": server},
-                        stat="Minimum",
-                        period=MINUTE,
-                        periods=2,
-                        threshold=1,
-                        operator="LessThanThreshold",
-                        missing="missing",
                     ),
                 )
             if args.expected_peers > 0:
@@ -532,11 +537,9 @@ class Monitoring(pulumi.ComponentResource):
                         m.QUORUM_PEERS,
                         dims,
                         stat="Minimum",
-                        period=MINUTE,
                         periods=5,
                         threshold=args.expected_peers,
                         operator="LessThanThreshold",
-                        missing="missing",
                     ),
                 )
         if len(args.quorum_dns_names) > 1:
@@ -544,21 +547,12 @@ class Monitoring(pulumi.ComponentResource):
                 Query(f"h{i}", m.QUORUM_CHAIN_HEAD, {m.NODE_LABEL: node}, "Maximum")
                 for i, node in enumerate(args.quorum_dns_names)
             ]
-            ids = ", ".join(q.id for q in queries)
             self._alarm(
                 "quorum-behind",
                 "a Quorum node behind the other",
                 f"One HA Quorum node is more than {alarms.block_lag} blocks behind another.",
                 RUNBOOK_BEHIND,
-                **self._math(
-                    f"MAX([{ids}]) - MIN([{ids}])",
-                    queries,
-                    period=MINUTE,
-                    periods=3,
-                    threshold=alarms.block_lag,
-                    operator="GreaterThanThreshold",
-                    missing="missing",
-                ),
+                **self._spread(queries, periods=3, threshold=alarms.block_lag),
             )
 
     def _tessera_alarms(self) -> None:
@@ -571,38 +565,20 @@ class Monitoring(pulumi.ComponentResource):
                 f"Tessera {server} answers /upcheck but fails the deep check (database or "
                 "shared key).",
                 RUNBOOK_DEEP_CHECK,
-                **self._single(
-                    m.TESSERA_DEEP_CHECK,
-                    {"upstream": deep, "server": server},
-                    stat="Minimum",
-                    period=MINUTE,
-                    periods=2,
-                    threshold=1,
-                    operator="LessThanThreshold",
-                    missing="missing",
-                ),
+                **self._down(m.TESSERA_DEEP_CHECK, {"upstream": deep, "server": server}),
             )
         parties = m.TESSERA_PARTY_COUNT_UPSTREAM
         queries = [
             Query(f"p{i}", m.TESSERA_PARTY_COUNT, {"upstream": parties, "server": s}, "Minimum")
             for i, s in enumerate(self._upstreams[parties])
         ]
-        ids = ", ".join(q.id for q in queries)
         self._alarm(
             "tessera-parties",
             "Tessera party counts diverging",
             f"The HA Tessera processes know different numbers of parties for "
             f"{alarms.party_divergence_minutes} minutes (clients get 'Recipient not found').",
             RUNBOOK_PARTIES,
-            **self._math(
-                f"MAX([{ids}]) - MIN([{ids}])",
-                queries,
-                period=MINUTE,
-                periods=alarms.party_divergence_minutes,
-                threshold=0,
-                operator="GreaterThanThreshold",
-                missing="missing",
-            ),
+            **self._spread(queries, periods=alarms.party_divergence_minutes, threshold=0),
         )
 
     def _database_alarms(self) -> None:
@@ -640,11 +616,9 @@ class Monitoring(pulumi.ComponentResource):
                         metric,
                         dims,
                         stat=stat,
-                        period=MINUTE,
                         periods=5,
                         threshold=threshold,
                         operator=operator,
-                        missing="missing",
                     ),
                 )
         aws.rds.EventSubscription(
@@ -669,11 +643,9 @@ class Monitoring(pulumi.ComponentResource):
                     m.EC2_INSTANCE_CHECK,
                     {"InstanceId": machine.instance_id},
                     stat="Maximum",
-                    period=MINUTE,
                     periods=3,
                     threshold=1,
                     operator="GreaterThanOrEqualToThreshold",
-                    missing="missing",
                 ),
             )
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.base import Component
 from components.settings.ingress import IngressSettings
 from domain.ports import (
     DB_PORT,
@@ -68,7 +69,7 @@ class NetworkArgs:
     instance_types: Sequence[str] = ()
 
 
-class Network(pulumi.ComponentResource):
+class Network(Component[NetworkArgs]):
     """A VPC with private subnets over >= 2 AZs, egress, endpoints and a private DNS zone."""
 
     vpc_id: pulumi.Output[str]
@@ -84,8 +85,7 @@ class Network(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("quorum-ha:network:Network", name, None, opts)
-        self._name = name
+        super().__init__("quorum-ha:network:Network", name, args, opts)
         self._region = args.region
         self._instance_types = sorted(set(args.instance_types))
         self.zone_name = args.zone_name
@@ -107,9 +107,6 @@ class Network(pulumi.ComponentResource):
                 "zoneId": self.zone_id,
             }
         )
-
-    def _opts(self, **kwargs: object) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, **kwargs)  # type: ignore[arg-type]
 
     def _invoke_opts(self) -> pulumi.InvokeOptions:
         # The parent's explicit provider (the stack's region) answers the invoke.
@@ -196,17 +193,7 @@ class Network(pulumi.ComponentResource):
             ipaddress.ip_network(cidr).subnets(new_prefix=ipaddress.ip_network(cidr).prefixlen + 4)
         )
         private = [
-            aws.ec2.Subnet(
-                f"{self._name}-private-{i}",
-                vpc_id=vpc.id,
-                cidr_block=str(blocks[i]),
-                availability_zone=zone,
-                map_public_ip_on_launch=False,
-                region=self._region,
-                tags={"Name": f"{self._name}-private-{zone}", "quorum-ha/tier": "private"},
-                opts=self._opts(),
-            )
-            for i, zone in enumerate(zones)
+            self._subnet(vpc, "private", i, zone, str(blocks[i])) for i, zone in enumerate(zones)
         ]
         public: list[aws.ec2.Subnet] = []
         route_tables: list[aws.ec2.RouteTable] = []
@@ -222,13 +209,7 @@ class Network(pulumi.ComponentResource):
                 tags={"Name": f"{self._name}-private-rt-{i}"},
                 opts=self._opts(),
             )
-            aws.ec2.RouteTableAssociation(
-                f"{self._name}-private-rta-{i}",
-                route_table_id=table.id,
-                subnet_id=subnet.id,
-                region=self._region,
-                opts=self._opts(),
-            )
+            self._associate("private", i, table, subnet)
             route_tables.append(table)
         if with_egress:
             self._create_nat(public, route_tables)
@@ -256,26 +237,37 @@ class Network(pulumi.ComponentResource):
         )
         subnets = []
         for i, (zone, block) in enumerate(zip(zones, blocks, strict=True)):
-            subnet = aws.ec2.Subnet(
-                f"{self._name}-public-{i}",
-                vpc_id=vpc.id,
-                cidr_block=block,
-                availability_zone=zone,
-                # NAT gateways and NLB nodes get addresses explicitly; nothing else lives here.
-                map_public_ip_on_launch=False,
-                region=self._region,
-                tags={"Name": f"{self._name}-public-{zone}", "quorum-ha/tier": "public"},
-                opts=self._opts(),
-            )
-            aws.ec2.RouteTableAssociation(
-                f"{self._name}-public-rta-{i}",
-                route_table_id=table.id,
-                subnet_id=subnet.id,
-                region=self._region,
-                opts=self._opts(),
-            )
+            subnet = self._subnet(vpc, "public", i, zone, block)
+            self._associate("public", i, table, subnet)
             subnets.append(subnet)
         return subnets
+
+    def _subnet(
+        self, vpc: aws.ec2.Vpc, tier: str, index: int, zone: str, block: str
+    ) -> aws.ec2.Subnet:
+        return aws.ec2.Subnet(
+            f"{self._name}-{tier}-{index}",
+            vpc_id=vpc.id,
+            cidr_block=block,
+            availability_zone=zone,
+            # No address at launch in either tier: in the public one, NAT gateways and NLB
+            # nodes get theirs explicitly, and nothing else lives there.
+            map_public_ip_on_launch=False,
+            region=self._region,
+            tags={"Name": f"{self._name}-{tier}-{zone}", "quorum-ha/tier": tier},
+            opts=self._opts(),
+        )
+
+    def _associate(
+        self, tier: str, index: int, table: aws.ec2.RouteTable, subnet: aws.ec2.Subnet
+    ) -> None:
+        aws.ec2.RouteTableAssociation(
+            f"{self._name}-{tier}-rta-{index}",
+            route_table_id=table.id,
+            subnet_id=subnet.id,
+            region=self._region,
+            opts=self._opts(),
+        )
 
     def _create_nat(
         self, public: Sequence[aws.ec2.Subnet], route_tables: Sequence[aws.ec2.RouteTable]
@@ -587,17 +579,7 @@ class SecurityGroups(pulumi.ComponentResource):
         source: aws.ec2.SecurityGroup | None = None,
         protocol: str = "tcp",
     ) -> None:
-        aws.vpc.SecurityGroupIngressRule(
-            f"{self._name}-{rule}",
-            security_group_id=group.id,
-            ip_protocol=protocol,
-            from_port=port,
-            to_port=port,
-            cidr_ipv4=cidr,
-            referenced_security_group_id=source.id if source else None,
-            description=rule,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        self._rule(aws.vpc.SecurityGroupIngressRule, rule, group, port, protocol, cidr, source)
 
     def _egress(
         self,
@@ -608,14 +590,28 @@ class SecurityGroups(pulumi.ComponentResource):
         cidr: pulumi.Input[str] | None = None,
         target: aws.ec2.SecurityGroup | None = None,
     ) -> None:
-        aws.vpc.SecurityGroupEgressRule(
+        protocol = "tcp" if port is not None else "-1"
+        self._rule(aws.vpc.SecurityGroupEgressRule, rule, group, port, protocol, cidr, target)
+
+    def _rule(
+        self,
+        kind: type[aws.vpc.SecurityGroupIngressRule] | type[aws.vpc.SecurityGroupEgressRule],
+        rule: str,
+        group: aws.ec2.SecurityGroup,
+        port: int | None,
+        protocol: str,
+        cidr: pulumi.Input[str] | None,
+        peer: aws.ec2.SecurityGroup | None,
+    ) -> None:
+        """One rule of `group`, to or from a CIDR or another group (`peer`)."""
+        kind(
             f"{self._name}-{rule}",
             security_group_id=group.id,
-            ip_protocol="tcp" if port is not None else "-1",
+            ip_protocol=protocol,
             from_port=port,
             to_port=port,
             cidr_ipv4=cidr,
-            referenced_security_group_id=target.id if target else None,
+            referenced_security_group_id=peer.id if peer else None,
             description=rule,
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -17,6 +17,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.base import Component, trust_policy
 from domain.metrics import EC2_SYSTEM_CHECK, HOST_NAMESPACE
 from domain.paths import DATA_DEVICE_NAME
 from domain.user_data import UserDataTooLargeError
@@ -69,7 +70,7 @@ class NodesArgs:
     alarm_topic_arn: pulumi.Input[str] | None = None
 
 
-class Nodes(pulumi.ComponentResource):
+class Nodes(Component[NodesArgs]):
     """EC2 machines of one role, with their roles, volumes, DNS names and recovery alarms."""
 
     instance_ids: list[pulumi.Output[str]]
@@ -81,9 +82,7 @@ class Nodes(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: NodesArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("quorum-ha:nodes:Nodes", name, None, opts)
-        self._name = name
-        self._args = args
+        super().__init__("quorum-ha:nodes:Nodes", name, args, opts)
         ami = aws.ssm.get_parameter(name=AMI_PARAMETER, opts=pulumi.InvokeOptions(parent=self))
         self._ami = ami.value
         self._partition = aws.get_partition(opts=pulumi.InvokeOptions(parent=self)).partition
@@ -103,16 +102,10 @@ class Nodes(pulumi.ComponentResource):
             }
         )
 
-    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, **kwargs)
-
     def _create_log_group(self) -> pulumi.Output[str]:
-        group = aws.cloudwatch.LogGroup(
-            f"{self._name}-logs",
-            name=self._args.log_group_name,
-            kms_key_id=self._args.kms_key_arn,
-            retention_in_days=self._args.log_retention_days,
-            opts=self._opts(),
+        args = self._args
+        group = self._log_group(
+            self._name, args.log_group_name, args.kms_key_arn, args.log_retention_days
         )
         return group.arn
 
@@ -261,18 +254,7 @@ class Nodes(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{node}-role",
             path=args.role_path,
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "ec2.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
-            ),
+            assume_role_policy=trust_policy("ec2.amazonaws.com"),
             opts=self._opts(),
         )
         aws.iam.RolePolicyAttachment(

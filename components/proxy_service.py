@@ -22,6 +22,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
+from components.base import Component, trust_policy
 from components.settings.proxy import ProxySettings
 from components.settings.tls import TlsSettings
 from domain.metrics import metrics_agent_container
@@ -97,7 +98,7 @@ class ProxyServiceArgs:
     metrics_agent: bool = False
 
 
-class ProxyService(pulumi.ComponentResource):
+class ProxyService(Component[ProxyServiceArgs]):
     """ECR repository and image, ECS Fargate service (>= 2 tasks), NLB with three listeners
     (TCP, or TLS where `tls` says), and with `tls.hosted_zone_id` an alias record of the NLB."""
 
@@ -112,9 +113,7 @@ class ProxyService(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: ProxyServiceArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("quorum-ha:proxy_service:ProxyService", name, None, opts)
-        self._name = name
-        self._args = args
+        super().__init__("quorum-ha:proxy_service:ProxyService", name, args, opts)
         repository = self._create_repository()
         self.repository_arn = repository.arn
         if args.settings.image_uri is not None:
@@ -123,12 +122,8 @@ class ProxyService(pulumi.ComponentResource):
                 ecr_repository_arn(args.settings.image_uri)
             )
         self.image_uri = self._create_image(repository)
-        log_group = aws.cloudwatch.LogGroup(
-            f"{name}-logs",
-            name=args.log_group_name,
-            kms_key_id=args.kms_key_arn,
-            retention_in_days=args.log_retention_days,
-            opts=self._opts(),
+        log_group = self._log_group(
+            name, args.log_group_name, args.kms_key_arn, args.log_retention_days
         )
         nlb, target_groups, listeners = self._create_load_balancer()
         self.nlb_dns_name = nlb.dns_name
@@ -146,9 +141,6 @@ class ProxyService(pulumi.ComponentResource):
                 "serviceName": self.service_name,
             }
         )
-
-    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, **kwargs)
 
     def _create_repository(self) -> aws.ecr.Repository:
         args = self._args
@@ -294,18 +286,7 @@ class ProxyService(pulumi.ComponentResource):
         self, repository: aws.ecr.Repository, log_group: aws.cloudwatch.LogGroup
     ) -> tuple[aws.iam.Role, aws.iam.Role]:
         args = self._args
-        trust = json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                    }
-                ],
-            }
-        )
+        trust = trust_policy("ecs-tasks.amazonaws.com")
         execution = aws.iam.Role(
             f"{self._name}-execution-role",
             path=args.role_path,

@@ -11,12 +11,12 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from components.base import Component
 from components.settings.keys import ExistingKeys
 from domain.database import DB_USERNAME
 from domain.keys import account_keystore, keystore_address, node_public_key, tessera_key_pair
@@ -45,7 +45,7 @@ class SharedKeysArgs:
     existing: ExistingKeys = field(default_factory=ExistingKeys)
 
 
-class SharedKeys(pulumi.ComponentResource):
+class SharedKeys(Component[SharedKeysArgs]):
     """KMS customer key + Secrets Manager secrets for Tessera's key pair, the Quorum account,
     each Quorum node's devp2p key and the database credentials."""
 
@@ -66,9 +66,7 @@ class SharedKeys(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: SharedKeysArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("quorum-ha:shared_keys:SharedKeys", name, None, opts)
-        self._name = name
-        self._args = args
+        super().__init__("quorum-ha:shared_keys:SharedKeys", name, args, opts)
         self._recovery_days = args.secret_recovery_days
         key, policy = self._create_key()
         self.key_arn = key.arn
@@ -101,9 +99,6 @@ class SharedKeys(pulumi.ComponentResource):
                 "dbSecretArn": self.db_secret_arn,
             }
         )
-
-    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, **kwargs)
 
     def _create_key(self) -> tuple[aws.kms.Key, str]:
         args = self._args

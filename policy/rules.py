@@ -28,33 +28,33 @@ from pulumi_policy import (
 from pulumi_policy.proxy import UnknownValueError
 
 from domain import stacks
+
+# Resource types the rules read (the tests name them through this module too).
+from domain.resource_types import (
+    BUCKET,
+    BUCKET_SSE,
+    DB_CLUSTER,
+    DB_INSTANCE,
+    DEFAULT_SECURITY_GROUP,
+    ECR_REPOSITORY,
+    INGRESS_RULE,
+    INSTANCE,
+    KMS_KEY,
+    LAUNCH_TEMPLATE,
+    LISTENER,
+    LOAD_BALANCER,
+    LOG_GROUP,
+    SECRET,
+    SECURITY_GROUP,
+    SECURITY_GROUP_RULE,
+    VOLUME,
+    VPC,
+    VPC_CIDR_ASSOCIATION,
+)
 from domain.stacks import NON_PRODUCTION_STACKS
 from domain.user_data import user_data_texts
 
 PACK_NAME = "quorum-ha-guardrails"
-
-# Resource types the rules read.
-BUCKET = "aws:s3/bucket:Bucket"
-BUCKET_SSE = (
-    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
-)
-DB_INSTANCE = "aws:rds/instance:Instance"
-DB_CLUSTER = "aws:rds/cluster:Cluster"
-SECRET = "aws:secretsmanager/secret:Secret"  # noqa: S105 - a type token
-LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
-VOLUME = "aws:ebs/volume:Volume"
-INSTANCE = "aws:ec2/instance:Instance"
-LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
-ECR_REPOSITORY = "aws:ecr/repository:Repository"
-KMS_KEY = "aws:kms/key:Key"
-SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
-DEFAULT_SECURITY_GROUP = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
-SECURITY_GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
-INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
-LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
-LISTENER = "aws:lb/listener:Listener"
-VPC = "aws:ec2/vpc:Vpc"
-VPC_CIDR_ASSOCIATION = "aws:ec2/vpcIpv4CidrBlockAssociation:VpcIpv4CidrBlockAssociation"
 
 MIN_BACKUP_DAYS = 7
 

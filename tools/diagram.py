@@ -12,6 +12,17 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from domain.resource_types import DB_INSTANCE as DATABASE
+from domain.resource_types import ECR_REPOSITORY as REPOSITORY
+from domain.resource_types import ECS_SERVICE as SERVICE
+from domain.resource_types import (
+    INSTANCE,
+    KMS_KEY,
+    LISTENER,
+    LOAD_BALANCER,
+    SECRET,
+    TARGET_GROUP,
+)
 from domain.user_data import user_data_texts
 from tools.offline import DeclaredResource, OfflineRun, walk
 
@@ -20,16 +31,6 @@ SETUP_TITLES = {
     "full": "Setup 2: full HA (Quorum and Tessera machines apart)",
     "tessera": "Setup 3: Tessera-only HA",
 }
-
-LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
-LISTENER = "aws:lb/listener:Listener"
-TARGET_GROUP = "aws:lb/targetGroup:TargetGroup"
-SERVICE = "aws:ecs/service:Service"
-INSTANCE = "aws:ec2/instance:Instance"
-DATABASE = "aws:rds/instance:Instance"
-SECRET = "aws:secretsmanager/secret:Secret"  # noqa: S105 - a type token
-KMS_KEY = "aws:kms/key:Key"
-REPOSITORY = "aws:ecr/repository:Repository"
 
 # The program tags each machine with what runs on it; the Name tag is its stable DNS name.
 ROLE_TAG = "quorum-ha/role"

@@ -196,54 +196,46 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         if request.type == "pulumi:pulumi:Stack":
             self.real_urns[response.urn] = response.urn
             return response
-        secrets: set[str] = set()
-        inputs = _unwrap(rpc.deserialize_properties(request.object), "", secrets)
-        urn = self.make_urn(request.parent, request.type, request.name)
-        state = _unwrap(self.resources[urn].state, "", set())
-        self.declared.append(
-            DeclaredResource(
-                urn=urn,
-                type=request.type,
-                name=request.name,
-                parent_urn=request.parent,
-                custom=bool(request.custom),
-                inputs=inputs,
-                secret_paths=frozenset(secrets),
-                state=state,
-                provider=request.provider,
-                protect=bool(request.protect),
-                retain_on_delete=bool(request.retainOnDelete),
-                ignore_changes=tuple(request.ignoreChanges),
-                id=str(response.id or ""),
-                real_urn=self._real_urn(urn, request.parent, request.type, request.name),
-                aliases=tuple(_alias(a) for a in request.aliases),
-                dependencies=tuple(request.dependencies),
-            )
+        self._record(
+            request,
+            self.make_urn(request.parent, request.type, request.name),
+            request.object,
+            custom=bool(request.custom),
+            protect=bool(request.protect),
+            retain_on_delete=bool(request.retainOnDelete),
+            ignore_changes=tuple(request.ignoreChanges),
+            id=str(response.id or ""),
+            aliases=tuple(_alias(a) for a in request.aliases),
+            dependencies=tuple(request.dependencies),
         )
         return response
 
     def ReadResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
         """Reads (StackReferences, `get`s) are declarations too: record them."""
         response = super().ReadResource(request)
+        self._record(
+            request, response.urn, request.properties, custom=True, id=str(request.id or "")
+        )
+        return response
+
+    def _record(self, request: Any, urn: str, properties: Any, **options: Any) -> None:
+        """Keep what a registration or a read declared (`options`: what only one of them has)."""
         secrets: set[str] = set()
-        inputs = _unwrap(rpc.deserialize_properties(request.properties), "", secrets)
-        urn = response.urn
+        inputs = _unwrap(rpc.deserialize_properties(properties), "", secrets)
         self.declared.append(
             DeclaredResource(
                 urn=urn,
                 type=request.type,
                 name=request.name,
                 parent_urn=request.parent,
-                custom=True,
                 inputs=inputs,
                 secret_paths=frozenset(secrets),
                 state=_unwrap(self.resources[urn].state, "", set()),
                 provider=request.provider,
-                id=str(request.id or ""),
                 real_urn=self._real_urn(urn, request.parent, request.type, request.name),
+                **options,
             )
         )
-        return response
 
 
 def load_stack_config(stack: str, root: Path = ROOT) -> dict[str, Any]:

@@ -104,6 +104,16 @@ class PgPair:
     def _tool(self, name: str) -> str:
         return str(self.bin / name)
 
+    def _run_tool(self, name: str, *args: str) -> None:
+        """One of PostgreSQL's own programs, run as the cluster's user until it exits."""
+        run(
+            [self._tool(name), *args],
+            what=name,
+            env=self._env(),
+            run_as=self.run_as,
+            timeout=120,
+        )
+
     def start_primary(self) -> None:
         self.root.chmod(0o755)
         self._own(self.root)
@@ -114,23 +124,17 @@ class PgPair:
         pwfile.write_text(self.superuser_password + "\n")
         pwfile.chmod(0o600)
         self._own(pwfile)
-        run(
-            [
-                self._tool("initdb"),
-                "-D",
-                str(self.primary.data_dir),
-                "-U",
-                SUPERUSER,
-                "--pwfile",
-                str(pwfile),
-                "--auth=scram-sha-256",
-                "--encoding=UTF8",
-                "--no-instructions",
-            ],
-            what="initdb",
-            env=self._env(),
-            run_as=self.run_as,
-            timeout=120,
+        self._run_tool(
+            "initdb",
+            "-D",
+            str(self.primary.data_dir),
+            "-U",
+            SUPERUSER,
+            "--pwfile",
+            str(pwfile),
+            "--auth=scram-sha-256",
+            "--encoding=UTF8",
+            "--no-instructions",
         )
         pwfile.unlink()
         data = self.primary.data_dir
@@ -226,26 +230,20 @@ class PgPair:
         )
 
     def start_standby(self) -> None:
-        run(
-            [
-                self._tool("pg_basebackup"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.primary.port),
-                "-U",
-                SUPERUSER,
-                "-D",
-                str(self.standby.data_dir),
-                "-R",
-                "-X",
-                "stream",
-                "--checkpoint=fast",
-            ],
-            what="pg_basebackup",
-            env=self._env(),
-            run_as=self.run_as,
-            timeout=120,
+        self._run_tool(
+            "pg_basebackup",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.primary.port),
+            "-U",
+            SUPERUSER,
+            "-D",
+            str(self.standby.data_dir),
+            "-R",
+            "-X",
+            "stream",
+            "--checkpoint=fast",
         )
         self._start(self.standby)
         answer = self.psql(self.standby, "SELECT pg_is_in_recovery()")
