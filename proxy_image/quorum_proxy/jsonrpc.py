@@ -234,14 +234,15 @@ def _call(item: Any) -> Call:
     method = item.get("method")
     if not isinstance(method, str):
         return Call(id=call_id, has_id=has_id)
-    kind = classify(method)
-    raw_tx = None
-    if method == SEND_RAW_TRANSACTION:
-        raw_tx = raw_transaction(item.get("params"))
-        if raw_tx is None:
-            # the node answers "invalid params": harmless, but nothing identifies it
-            kind = UNSAFE
-    return Call(id=call_id, has_id=has_id, method=method, kind=kind, raw_tx=raw_tx)
+    raw_tx = raw_transaction(item.get("params")) if method == SEND_RAW_TRANSACTION else None
+    return Call(id=call_id, has_id=has_id, method=method, kind=_kind(method, item), raw_tx=raw_tx)
+
+
+def _kind(method: str, item: dict[str, Any]) -> str:
+    """The class of a call whose method is a string."""
+    if method == SEND_RAW_TRANSACTION and raw_transaction(item.get("params")) is None:
+        return UNSAFE  # the node answers "invalid params": harmless, but nothing identifies it
+    return classify(method)
 
 
 def parse_body(data: bytes) -> Body | None:
@@ -256,6 +257,27 @@ def parse_body(data: bytes) -> Body | None:
         return Body(calls=(_call(doc),), batch=False)
     if isinstance(doc, list) and doc:
         return Body(calls=tuple(_call(item) for item in doc), batch=True)
+    return None
+
+
+_ONE = {kind: (kind,) for kind in CLASSES}
+
+
+def call_kinds(data: bytes) -> tuple[str, ...] | None:
+    """The classes of a body's calls, as parse_body(data) finds them; None: not JSON-RPC.
+
+    The hot path: the same parse, but a single call is classified without building its Call
+    and Body (parse_body runs again only when a failure or a repeat needs the calls).
+    """
+    try:
+        doc = loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(doc, dict):
+        method = doc.get("method")
+        return _ONE[_kind(method, doc)] if isinstance(method, str) else None
+    if isinstance(doc, list) and doc:
+        return tuple(_call(item).kind for item in doc)
     return None
 
 

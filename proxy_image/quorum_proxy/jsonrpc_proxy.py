@@ -28,10 +28,12 @@ from .http_wire import Request, passed_head
 from .jsonrpc import (
     CLASSES,
     INVALID,
+    SAFE,
     Body,
     Call,
     Failure,
     as_success,
+    call_kinds,
     dumps,
     failure_answer,
     loads,
@@ -146,8 +148,11 @@ class JsonRpcClientProtocol(HttpClientProtocol):
 
     def __init__(self, listener: JsonRpcListener) -> None:
         super().__init__(listener)
-        # the request being served: its calls (None: not JSON-RPC, passed as is)
-        self.rpc: Body | None = None
+        # the request being served: its body, its calls' classes (None: not JSON-RPC, passed
+        # as is), and its calls, parsed from the body when a failure or a repeat needs them
+        self.rpc_data = b""
+        self.rpc_kinds: tuple[str, ...] | None = None
+        self.rpc_body: Body | None = None
         # an attempt sent it and failed: a further attempt is a repeat
         self.rpc_sent = False
         # a repeated eth_sendRawTransaction's answer, read whole to rewrite "already known"
@@ -166,22 +171,34 @@ class JsonRpcClientProtocol(HttpClientProtocol):
     def _dispatch(self, req: Request) -> None:
         data = b"".join(req.body)
         req.body = [data] if data else []
-        body = parse_body(data)
-        self.rpc = body
+        kinds = call_kinds(data)
+        self.rpc_data = data
+        self.rpc_kinds = kinds
+        self.rpc_body = None
         self.rpc_sent = False
         self.collecting = False
-        metrics = self.runtime.metrics
+        calls = self.runtime.metrics.jsonrpc_calls
         counts = self.listener.call_counts
-        if body is None:
-            metrics.jsonrpc_calls.inc(counts[INVALID])
+        if kinds is None:
+            calls.inc(counts[INVALID])
+            req.retryable = False  # not JSON-RPC: never repeated
         else:
-            for call in body.calls:
-                metrics.jsonrpc_calls.inc(counts[call.kind])
-        # never repeated once sent unless every call is safe; not JSON-RPC: never
-        req.retryable = body is not None and body.safe
+            for kind in kinds:
+                calls.inc(counts[kind])
+            # never repeated once sent unless every call is safe
+            req.retryable = all(kind == SAFE for kind in kinds)
         if not req.retryable:
             self._drop_old_idle()
         super()._dispatch(req)
+
+    @property
+    def rpc(self) -> Body | None:
+        """The request's calls (None: not JSON-RPC), parsed once when first asked."""
+        if self.rpc_kinds is None:
+            return None
+        if self.rpc_body is None:
+            self.rpc_body = parse_body(self.rpc_data)
+        return self.rpc_body
 
     def _drop_old_idle(self) -> None:
         """Close pooled connections idle past UNSAFE_MAX_IDLE (the newest is used first)."""
@@ -194,7 +211,7 @@ class JsonRpcClientProtocol(HttpClientProtocol):
 
     def _hold_for(self, req: Request, route: RouteState, more: bool) -> frozenset[int]:
         # a 502/503 is a failed call even when it cannot be repeated: answered as JSON-RPC
-        return HOLD_5XX if self.rpc is not None else HOLD_NONE
+        return HOLD_5XX if self.rpc_kinds is not None else HOLD_NONE
 
     def _fast_failed(self, reason: str, stale: bool) -> None:
         self.rpc_sent = True
@@ -209,12 +226,15 @@ class JsonRpcClientProtocol(HttpClientProtocol):
     async def _attempt(
         self, req: Request, server: Server, route: RouteState, more: bool
     ) -> UpstreamConnection:
-        rpc = self.rpc
         self.rpc_server = server.name
         self.rpc_server_obj = server
         repeat = self.rpc_sent
         # the node that failed may have passed the transaction on: "already known" here
-        self.collecting = repeat and rpc is not None and rpc.sends_raw
+        if repeat:
+            rpc = self.rpc
+            self.collecting = rpc is not None and rpc.sends_raw
+        else:
+            self.collecting = False
         try:
             conn = await super()._attempt(req, server, route, more)
         except _AttemptFailedError as e:

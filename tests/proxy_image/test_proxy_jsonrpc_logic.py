@@ -15,6 +15,7 @@ from quorum_proxy.jsonrpc import (
     SAFE,
     UNSAFE,
     Failure,
+    call_kinds,
     classify,
     dumps,
     failure_answer,
@@ -158,6 +159,85 @@ def test_parse_body_reads_calls_ids_and_classes(case: BodyCase) -> None:
     assert [(c.id_json, c.has_id, c.kind) for c in body.calls] == case.calls
     assert body.batch is case.batch
     assert body.safe is case.safe
+
+
+# Bodies where a shortcut could read a class the parse does not: call_kinds (the hot path)
+# must say what parse_body says, "not JSON-RPC" included.
+TRICKY_BODIES = [
+    *(case.body for case in BODY_CASES),
+    # "method" inside a params string, and as a key of a nested object
+    b'{"id":1,"params":["\\"method\\":\\"eth_call\\""],"method":"eth_sendTransaction"}',
+    b'{"id":1,"params":[{"method":"eth_call"}],"method":"personal_sign"}',
+    b'{"id":1,"params":[{"method":"eth_call"}]}',
+    b'{"id":1,"params":"\\"method\\":\\"eth_call\\""}',
+    # duplicate keys: json keeps the last
+    b'{"id":1,"method":"eth_call","method":"eth_sendTransaction"}',
+    b'{"id":1,"method":"eth_sendTransaction","method":"eth_call"}',
+    b'{"id":1,"method":"eth_call","method":7}',
+    b'{"id":1,"method":7,"method":"eth_call"}',
+    # whitespace everywhere JSON allows it, and where it does not (\v, \f)
+    b' \t\r\n{ "id" :\t1 ,\n"method"\r: "eth_call" , "params" : [ ] }\n ',
+    b'\x0b{"id":1,"method":"eth_call"}',
+    b'{"id":1,"method":"eth_call"}\x0c',
+    # escapes: a method spelled with them is that method; a broken escape is not JSON
+    b'{"id":1,"method":"eth\\u005fcall"}',
+    b'{"id":1,"\\u006dethod":"eth_sendTransaction"}',
+    b'{"id":"a\\"b","method":"eth_call"}',
+    b'{"id":1,"method":"eth_call\\q"}',
+    # not JSON: trailing data, truncation, a raw control character, bad UTF-8, leading zeros
+    b'{"id":1,"method":"eth_call"}{}',
+    b'{"id":1,"method":"eth_call"',
+    b'{"id":1,"method":"eth\x01call"}',
+    b'{"id":1,"method":"eth_call","x":"\xff"}',
+    b'{"id":01,"method":"eth_call"}',
+    b'{"id":Infinity,"method":"eth_call"}',
+    # an id of more digits than int() takes (kept as text, still JSON-RPC)
+    b'{"id":' + b"9" * 5000 + b',"method":"eth_call"}',
+    # non-ASCII in a method and in params
+    '{"id":1,"method":"eth_cäll"}'.encode(),
+    '{"id":1,"method":"eth_call","params":["ü"]}'.encode(),
+    # methods that are not strings, and prefixes
+    b'{"id":1,"method":null}',
+    b'{"id":1,"method":["eth_call"]}',
+    b'{"id":1,"method":"net_version"}',
+    b'{"id":1,"method":"personal_unlockAccount"}',
+    b'{"id":1,"method":""}',
+    # raw transactions: valid hex is safe, anything else unsafe
+    b'{"id":1,"method":"eth_sendRawTransaction","params":["0xf86c09"]}',
+    b'{"id":1,"method":"eth_sendRawTransaction","params":["0xzz"]}',
+    b'{"id":1,"method":"eth_sendRawTransaction","params":["0x"]}',
+    b'{"id":1,"method":"eth_sendRawTransaction","params":"0xf86c09"}',
+    b'{"id":1,"method":"eth_sendRawTransaction","params":["0xf86c09","x"]}',
+    # batches: mixed, nested, one invalid element, a batch of batches
+    b'[{"id":1,"method":"eth_call"},{"id":2,"method":"eth_sendTransaction"}]',
+    b'[{"id":1,"method":"eth_call"}, '
+    b'{"id":2,"method":"eth_sendRawTransaction","params":["0x01"]}]',
+    b'[[{"id":1,"method":"eth_call"}]]',
+    b'[{"id":1,"method":"eth_call"},"x",null]',
+    b" [ ] ",
+    b"{}",
+    b"null",
+    b"",
+    b"[" * 100000 + b"]" * 100000,
+]
+
+
+@pytest.mark.parametrize("raw", TRICKY_BODIES, ids=range(len(TRICKY_BODIES)))
+def test_call_kinds_classifies_as_the_full_parse(raw: bytes) -> None:
+    body = parse_body(raw)
+    expected = None if body is None else tuple(call.kind for call in body.calls)
+    assert call_kinds(raw) == expected
+
+
+def test_call_kinds_reads_the_classes_of_a_mixed_body() -> None:
+    # pins a few of the table's answers, so that both sides cannot drift together
+    assert call_kinds(TRICKY_BODIES[len(BODY_CASES) + 4]) == (UNSAFE,)
+    assert call_kinds(TRICKY_BODIES[len(BODY_CASES) + 5]) == (SAFE,)
+    assert call_kinds(b'{"id":1,"method":"eth\\u005fcall"}') == (SAFE,)
+    assert call_kinds(b'{"id":1,"method":"eth_call"}{}') is None
+    assert call_kinds(
+        b'[{"id":1,"method":"eth_call"},{"id":2,"method":"eth_sendTransaction"},5]'
+    ) == (SAFE, UNSAFE, INVALID)
 
 
 def test_raw_transaction_is_identified_by_its_keccak_hash() -> None:
