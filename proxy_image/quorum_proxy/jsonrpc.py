@@ -141,9 +141,36 @@ _DECODER = json.JSONDecoder(
 )
 
 
+# Deeper than this is not a JSON-RPC body (a call nests a few levels): refused before the C
+# decoder, which recurses once per level and, under a raised recursion limit (py_ecc sets
+# 100,000 on import), overflowed the C stack and killed the process.
+MAX_DEPTH = 128
+# strings as whole tokens (a bracket inside one does not nest), then brackets
+_NESTING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.S)
+
+
+def _nesting_depth_ok(text: str) -> bool:
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return True  # the common case: too few brackets to nest that deep
+    depth = 0
+    for match in _NESTING.finditer(text):
+        char = match.group()
+        if char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return False
+        elif char in "]}":
+            depth -= 1
+    return True
+
+
 def loads(data: bytes | str) -> Any:
-    """JSON with numbers kept as their text (RawNumber); NaN and Infinity refused."""
-    return _DECODER.decode(data.decode() if isinstance(data, bytes) else data)
+    """JSON with numbers kept as their text (RawNumber); NaN and Infinity refused, and nesting
+    deeper than MAX_DEPTH (ValueError)."""
+    text = data.decode() if isinstance(data, bytes) else data
+    if not _nesting_depth_ok(text):
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    return _DECODER.decode(text)
 
 
 def dumps(value: Any) -> str:

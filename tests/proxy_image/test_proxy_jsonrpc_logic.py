@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from quorum_proxy.config import ConfigError, parse_config
@@ -442,3 +445,39 @@ def test_bad_jsonrpc_listener_config_is_one_clear_error(
     with pytest.raises(ConfigError) as err:
         parse_config(_listener_config(listener))
     assert str(err.value) == message
+
+
+def test_a_deeply_nested_body_is_not_json_rpc_whatever_the_recursion_limit() -> None:
+    """The C JSON decoder recurses once per level: with the interpreter's recursion limit raised
+    (a library did it on import: py_ecc sets 100,000) a deep body overflowed the C stack and
+    killed the process (in a subprocess here: it was a segfault). Nesting is bounded before
+    parsing; such a body is passed as it is."""
+
+    script = (
+        "import sys; sys.setrecursionlimit(200_000)\n"
+        "from quorum_proxy.jsonrpc import call_kinds, parse_body\n"
+        "body = b'[' * 100_000 + b']' * 100_000\n"
+        'wrapped = b\'{"jsonrpc":"2.0","method":"eth_call","params":\' + body + b\'}\'\n'
+        "print(parse_body(body), call_kinds(body), parse_body(wrapped), call_kinds(wrapped))\n"
+    )
+    proxy_dir = Path(__file__).resolve().parents[2] / "proxy_image"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        check=False,
+        cwd=proxy_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.split() == ["None"] * 4
+
+
+def test_nesting_is_bounded_at_max_depth_and_brackets_in_strings_do_not_count() -> None:
+    from quorum_proxy.jsonrpc import MAX_DEPTH, loads
+
+    assert loads("[" * MAX_DEPTH + "]" * MAX_DEPTH) is not None
+    with pytest.raises(ValueError, match="nested deeper"):
+        loads("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1))
+    deep_text = '["' + "[{" * MAX_DEPTH + '\\"", 1]'
+    assert loads(deep_text)[1] == "1"
