@@ -37,7 +37,7 @@ from .http_wire import (
 from .metrics import LATENCY_BUCKETS
 
 if TYPE_CHECKING:
-    from .http_routes import HttpListener
+    from .http_routes import HttpListener, RouteState
 
 STREAM_BUFFER_HIGH = 65536
 # idle client connections between requests (nginx keepalive_timeout)
@@ -141,9 +141,13 @@ class HttpClientProtocol(UpstreamExchange):
         if self.active is None and self.queue and not self.closed:
             self._next()
 
+    def busy(self) -> bool:
+        """A request is being read, served or waits in line (draining waits for these)."""
+        return self.active is not None or self.partial or bool(self.queue)
+
     def idle_since(self) -> float | None:
         """When this connection went idle (between requests, or none yet); None when busy."""
-        if self.closed or self.active is not None or self.partial or self.queue:
+        if self.closed or self.busy():
             return None
         return self.waiting_since
 
@@ -346,12 +350,7 @@ class HttpClientProtocol(UpstreamExchange):
 
     def close_if_idle(self) -> None:
         """Draining: close a keep-alive connection between requests."""
-        if (
-            self.active is None
-            and not self.partial
-            and not self.queue
-            and self.transport is not None
-        ):
+        if not self.busy() and self.transport is not None:
             self.batch.flush()
             self.closed = True
             self.transport.close()
@@ -541,20 +540,30 @@ class HttpClientProtocol(UpstreamExchange):
             self._dispatch(req)
         # else: on_message_complete dispatches it, its body buffered meanwhile
 
-    def _finish(self, req: Request, status: int, upstream: str, keep: bool, retries: int) -> None:
+    def _count_answer(
+        self,
+        route: RouteState | None,
+        status: int,
+        start: float,
+        now: float,
+        method: bytes,
+        url: bytes,
+        upstream: str,
+        retries: int,
+    ) -> None:
+        """An answered request in the metrics (count, latency) and the access log."""
         listener = self.listener.name
         runtime = self.runtime
         metrics = runtime.metrics
-        keys = req.route.keys if req.route is not None else self.listener.no_route_keys
+        keys = route.keys if route is not None else self.listener.no_route_keys
         entry = keys.get(status)
         if entry is None:
-            key = (listener, req.route.label if req.route else "", str(status))
+            key = (listener, route.label if route else "", str(status))
             entry = keys[status] = (key, metrics.latency.series_for(key))
         key, series = entry
         counts = metrics.requests.values
         counts[key] = counts.get(key, 0.0) + 1.0
-        now = self.loop.time()
-        elapsed = now - req.start
+        elapsed = now - start
         # Histogram.observe on a series found once per route and status
         series[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
         series[-2] += elapsed
@@ -566,14 +575,20 @@ class HttpClientProtocol(UpstreamExchange):
                     "listener": listener,
                     "route": key[1],
                     "client": self.peer.decode(),
-                    "method": req.method.decode(),
-                    "path": req.url.decode("latin-1"),
+                    "method": method.decode(),
+                    "path": url.decode("latin-1"),
                     "status": status,
                     "upstream": upstream,
                     "retries": retries,
                     "duration_ms": round(elapsed * 1000, 3),
                 }
             )
+
+    def _finish(self, req: Request, status: int, upstream: str, keep: bool, retries: int) -> None:
+        now = self.loop.time()
+        self._count_answer(
+            req.route, status, req.start, now, req.method, req.url, upstream, retries
+        )
         self.active = None
         self.task = None
         self.streaming = False

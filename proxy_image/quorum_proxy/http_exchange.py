@@ -286,6 +286,12 @@ class UpstreamExchange(asyncio.Protocol):
         if stage == _STREAM_BODY:
             self._broken(req, server.name, 0)
             return
+        self._first_failed(req, server, reason, stale)
+
+    def _first_failed(self, req: Request, server: Server, reason: str, stale: bool) -> None:
+        """A first attempt sent on a pooled connection failed before its answer: retry per the
+        policy, or answer. stale: the connection died before any answer byte."""
+        assert req.route is not None
         outcome = _Outcome()
         outcome.sent = True
         if stale:

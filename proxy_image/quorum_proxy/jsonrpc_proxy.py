@@ -20,14 +20,12 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from .config import Listener, Route
-from .http_client import HttpClientProtocol
 from .http_exchange import HOLD_NONE, _AttemptFailedError, _Outcome
 from .http_probe import http_request
 from .http_routes import HttpListener, RouteState
 from .http_wire import Request, passed_head
 from .jsonrpc import (
     CLASSES,
-    INVALID,
     SAFE,
     Body,
     Call,
@@ -42,6 +40,7 @@ from .jsonrpc import (
     settle_raw_transactions,
     transaction_lookup,
 )
+from .jsonrpc_relay import _NONE_TRIED, HOLD_5XX, RelayClientProtocol
 from .tcp_proxy import TcpListener
 from .upstream import Server, UpstreamConnection, UpstreamGroup
 
@@ -50,17 +49,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("quorum_proxy")
 
-# what a node fails a request with: as the HTTP listener, plus a 502 or 503 (a node behind a
-# gateway, or one shutting down), each read whole and never streamed to the client
+# what a node fails a request with: as the HTTP listener, plus a 502 or 503 (HOLD_5XX), each
+# read whole and never streamed to the client
 RETRY_ON = ("error", "timeout", "http_502", "http_503")
-HOLD_5XX = frozenset({502, 503})
 # a repeat's answer is read whole to rewrite "already known" up to this; a bigger one (a batch
 # with large reads beside its transactions) streams on as it is
 MAX_COLLECTED = 1 << 20
-# An unsafe call does not go on a pooled connection idle longer than this: geth closes idle
-# HTTP connections after 120 s (GoQuorum rpc/http.go DefaultHTTPTimeouts.IdleTimeout), and a
-# call written as that close crosses it fails with an unknown outcome though never read.
-UNSAFE_MAX_IDLE = 60.0
 
 
 def pick_primary(group: UpstreamGroup, tried: list[Server]) -> Server | None:
@@ -99,6 +93,8 @@ class JsonRpcListener(HttpListener):
         state.picker = self._pick
         self.route: RouteState = state
         self.primary: Server | None = None
+        self.first = state.group.servers[0]
+        self.read_timeout = state.group.config.read_timeout
         # WebSocket upgrades: handed to a TCP pipe to the primary (tcp_proxy.py)
         self.streams = TcpListener(config, runtime)
         metrics = runtime.metrics
@@ -115,6 +111,14 @@ class JsonRpcListener(HttpListener):
 
     def protocol(self) -> JsonRpcClientProtocol:
         return JsonRpcClientProtocol(self)
+
+    def pick_primary(self) -> Server | None:
+        """The primary for a request's first attempt (a change is counted and logged)."""
+        primary = self.primary
+        # the steady state: the first server is primary and takes traffic
+        if primary is self.first and primary.available(time.monotonic()):
+            return primary
+        return self._pick(_NONE_TRIED)
 
     def _pick(self, tried: list[Server]) -> Server | None:
         server = pick_primary(self.route.group, tried)
@@ -141,8 +145,8 @@ def _upgrades_to_websocket(req: Request) -> bool:
     return upgrade and connection
 
 
-class JsonRpcClientProtocol(HttpClientProtocol):
-    """A client connection of the JSON-RPC listener."""
+class JsonRpcClientProtocol(RelayClientProtocol):
+    """A client connection of the JSON-RPC listener: the relay, else the engine's path."""
 
     listener: JsonRpcListener
 
@@ -177,16 +181,17 @@ class JsonRpcClientProtocol(HttpClientProtocol):
         self.rpc_body = None
         self.rpc_sent = False
         self.collecting = False
-        calls = self.runtime.metrics.jsonrpc_calls
-        counts = self.listener.call_counts
-        if kinds is None:
-            calls.inc(counts[INVALID])
-            req.retryable = False  # not JSON-RPC: never repeated
-        else:
-            for kind in kinds:
-                calls.inc(counts[kind])
-            # never repeated once sent unless every call is safe
-            req.retryable = all(kind == SAFE for kind in kinds)
+        # not JSON-RPC: never repeated; else never repeated once sent unless every call is safe
+        req.retryable = kinds is not None and all(kind == SAFE for kind in kinds)
+        failed = self.relay_failed
+        if failed is not None:
+            # the relay sent it (its calls counted) and the node failed it
+            self.relay_failed = None
+            server, reason, stale, req.start = failed
+            req.started = True
+            self._first_failed(req, server, reason, stale)
+            return
+        self._count_calls(kinds)
         if not req.retryable:
             self._drop_old_idle()
         super()._dispatch(req)
@@ -200,23 +205,14 @@ class JsonRpcClientProtocol(HttpClientProtocol):
             self.rpc_body = parse_body(self.rpc_data)
         return self.rpc_body
 
-    def _drop_old_idle(self) -> None:
-        """Close pooled connections idle past UNSAFE_MAX_IDLE (the newest is used first)."""
-        now = self.loop.time()
-        for server in self.listener.route.group.servers:
-            idle = server.idle
-            if idle and now - idle[-1].last_read > UNSAFE_MAX_IDLE:
-                for conn in list(idle):
-                    conn.abort()
-
     def _hold_for(self, req: Request, route: RouteState, more: bool) -> frozenset[int]:
         # a 502/503 is a failed call even when it cannot be repeated: answered as JSON-RPC
         return HOLD_5XX if self.rpc_kinds is not None else HOLD_NONE
 
-    def _fast_failed(self, reason: str, stale: bool) -> None:
+    def _first_failed(self, req: Request, server: Server, reason: str, stale: bool) -> None:
         self.rpc_sent = True
-        self.rpc_server = self.fast_server.name
-        super()._fast_failed(reason, stale)
+        self.rpc_server = server.name
+        super()._first_failed(req, server, reason, stale)
 
     def _fast_retry(self, req: Request, server: Server, outcome: _Outcome, reason: str) -> None:
         self.rpc_sent = True

@@ -521,9 +521,7 @@ class ProxyRuntime:
         total = 0
         for listener in self.listeners.values():
             if isinstance(listener, HttpListener):
-                total += sum(
-                    1 for c in listener.connections if c.active is not None or c.partial or c.queue
-                )
+                total += sum(1 for c in listener.connections if c.busy())
             else:
                 total += len(listener.connections)
         return total

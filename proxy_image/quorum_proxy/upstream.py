@@ -135,7 +135,9 @@ class UpstreamConnection(asyncio.Protocol):
         "last_read",
         "loop",
         "parser",
+        "raw",
         "reason",
+        "scan",
         "server",
         "transport",
     )
@@ -155,6 +157,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_data = False
         self.interim = False
         self.last_read = 0.0
+        # set by the JSON-RPC relay (jsonrpc_relay.py) for one response: the bytes go to it as
+        # they come, unparsed here; its own parser of this connection's answers
+        self.raw: Callable[[bytes], None] | None = None
+        self.scan: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -176,6 +182,10 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.got_data = True
         self.last_read = self.loop.time()
+        raw = self.raw
+        if raw is not None:
+            raw(data)
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -238,6 +248,7 @@ class UpstreamConnection(asyncio.Protocol):
     def release(self) -> None:
         """Back to the pool after a complete exchange; not if the name moved meanwhile."""
         self.handler = None
+        self.raw = None
         self.got_data = False
         if self.transport is not None:
             self.transport.resume_reading()
@@ -249,6 +260,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.handler = None
+        self.raw = None
         if not self.closed and self.transport is not None:
             self.closed = True
             self.transport.abort()

@@ -83,7 +83,12 @@ def test_runtime_requirements_are_pinned() -> None:
     assert lines and all(
         re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", line) for line in lines
     )
-    assert {line.split("==")[0].lower() for line in lines} == {"uvloop", "httptools", "pyyaml"}
+    assert {line.split("==")[0].lower() for line in lines} == {
+        "uvloop",
+        "httptools",
+        "pyyaml",
+        "orjson",
+    }
 
 
 def test_copied_sources_exist() -> None:

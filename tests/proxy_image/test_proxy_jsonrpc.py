@@ -32,7 +32,7 @@ from proxy_support import (
     request,
     wait_for,
 )
-from quorum_proxy import jsonrpc_proxy
+from quorum_proxy import jsonrpc_relay
 from quorum_proxy.jsonrpc import CODE_NO_ANSWER, CODE_OUTCOME_UNKNOWN
 from quorum_proxy.jsonrpc_keccak import keccak256
 from quorum_proxy.jsonrpc_proxy import MAX_COLLECTED
@@ -180,8 +180,8 @@ def test_unsafe_call_skips_a_pooled_connection_the_node_may_be_closing(
     fresh: bool,
 ) -> None:
     primary, _ = nodes
-    # stands for geth's 120 s idle timeout (jsonrpc_proxy.UNSAFE_MAX_IDLE: 60 s)
-    monkeypatch.setattr(jsonrpc_proxy, "UNSAFE_MAX_IDLE", 0.2)
+    # stands for geth's 120 s idle timeout (jsonrpc_relay.UNSAFE_MAX_IDLE: 60 s)
+    monkeypatch.setattr(jsonrpc_relay, "UNSAFE_MAX_IDLE", 0.2)
     with Client(proxy.addr(LISTENER)) as client:
         warm(client)
         time.sleep(0.5)

@@ -202,6 +202,8 @@ TRICKY_BODIES = [
     # methods that are not strings, and prefixes
     b'{"id":1,"method":null}',
     b'{"id":1,"method":["eth_call"]}',
+    b'{"id":1,"method":7}',
+    b'{"id":1,"method":"eth_call","method":7}',
     b'{"id":1,"method":"net_version"}',
     b'{"id":1,"method":"personal_unlockAccount"}',
     b'{"id":1,"method":""}',
@@ -211,6 +213,13 @@ TRICKY_BODIES = [
     b'{"id":1,"method":"eth_sendRawTransaction","params":["0x"]}',
     b'{"id":1,"method":"eth_sendRawTransaction","params":"0xf86c09"}',
     b'{"id":1,"method":"eth_sendRawTransaction","params":["0xf86c09","x"]}',
+    b'{"id":1,"method":"eth_sendRawTransaction","params":[1234]}',
+    # what orjson refuses and the standard parser reads: a BOM, a lone surrogate, NaN
+    b'\xef\xbb\xbf{"id":1,"method":"eth_call"}',
+    b'{"id":1,"method":"eth_call","params":["\\ud800"]}',
+    b'{"id":1,"method":"eth_call","params":[NaN]}',
+    # an id bigger than 64 bits (orjson reads it as a float; the class does not change)
+    b'{"id":123456789012345678901234567890,"method":"eth_call"}',
     # batches: mixed, nested, one invalid element, a batch of batches
     b'[{"id":1,"method":"eth_call"},{"id":2,"method":"eth_sendTransaction"}]',
     b'[{"id":1,"method":"eth_call"}, '
@@ -238,6 +247,15 @@ def test_call_kinds_reads_the_classes_of_a_mixed_body() -> None:
     assert call_kinds(TRICKY_BODIES[len(BODY_CASES) + 5]) == (SAFE,)
     assert call_kinds(b'{"id":1,"method":"eth\\u005fcall"}') == (SAFE,)
     assert call_kinds(b'{"id":1,"method":"eth_call"}{}') is None
+    # a number is not a method name, nor a signed transaction (the parser keeps numbers as
+    # text: they must not pass for strings)
+    assert call_kinds(b'{"id":1,"method":7}') is None
+    assert parse_body(b'{"id":1,"method":7}') is None
+    raw_number = b'{"id":1,"method":"eth_sendRawTransaction","params":[1234]}'
+    assert call_kinds(raw_number) == (UNSAFE,)
+    parsed = parse_body(raw_number)
+    assert parsed is not None and parsed.calls[0].kind == UNSAFE
+    assert call_kinds(b'{"id":1,"method":"eth_call","params":["\\ud800"]}') == (SAFE,)
     assert call_kinds(
         b'[{"id":1,"method":"eth_call"},{"id":2,"method":"eth_sendTransaction"},5]'
     ) == (SAFE, UNSAFE, INVALID)

@@ -1,0 +1,384 @@
+"""The JSON-RPC listener's relay: its steady state as bytes, without the HTTP engine.
+
+A plain request (a POST read whole in one read, HTTP/1.1 keep-alive, one Host, a body framed by
+Content-Length within limits.max_retry_body_bytes, no Expect) goes to a pooled connection of
+the primary as the client sent it, plus an X-Forwarded-For line (a second line of a field is
+the same as a comma and the value: RFC 9110 5.3); the answer goes back as the node sent it.
+Two small parsers only find where messages end and read the answer's status; the body is
+classified (calls counted, unsafe ones kept off old connections) and its bytes kept until the
+answer starts.
+
+Everything else is the engine's (http_client, http_exchange, jsonrpc_proxy): a request split
+over reads or pipelined, chunked, not a POST, no pooled connection, the last request of a
+connection, draining. So is every failure: the node failing the request before its answer
+starts (connection lost, garbage, no answer in read_timeout, a 502 or 503 to a JSON-RPC body)
+hands the request's bytes to the engine with the node and the reason (`relay_failed`), and the
+JSON-RPC policy goes on as if the engine had sent it: repeated on the next node when every
+call is safe, else answered with an unknown outcome. Once an answer streams, the client's
+connection ends with the node's: after an answer that says the node closes, or when the node's
+connection dies (the client sees the answer cut, as in the engine). See proxy_image/README.md,
+"JSON-RPC mode".
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import httptools
+
+from .http_client import HttpClientProtocol
+from .http_exchange import PAUSE_PIPELINE
+from .jsonrpc import INVALID, ONE_SAFE, SAFE, call_kinds
+
+if TYPE_CHECKING:
+    from .jsonrpc_proxy import JsonRpcListener
+    from .upstream import Server, UpstreamConnection
+
+# what a node fails a request with besides a broken connection: a 502 or 503 (a node behind a
+# gateway, or one shutting down), when the body is JSON-RPC (else passed on as it is)
+HOLD_5XX = frozenset({502, 503})
+# An unsafe call does not go on a pooled connection idle longer than this: geth closes idle
+# HTTP connections after 120 s (GoQuorum rpc/http.go DefaultHTTPTimeouts.IdleTimeout), and a
+# call written as that close crosses it fails with an unknown outcome though never read.
+UNSAFE_MAX_IDLE = 60.0
+# an answer's head longer than this is not a node's: the connection is dropped as broken
+MAX_ANSWER_HEAD = 65536
+_NONE_TRIED: list[Server] = []
+
+
+class RequestScan:
+    """httptools callbacks that only find where a request ends, and its body."""
+
+    __slots__ = ("begun", "body", "done", "parser")
+
+    def __init__(self) -> None:
+        self.begun = self.done = 0
+        self.body = b""
+        self.parser = httptools.HttpRequestParser(self)
+
+    def on_message_begin(self) -> None:
+        self.begun += 1
+        self.body = b""
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.done += 1
+
+
+def plain_head(head: bytes) -> bool:
+    """Whether a request head may go on as it came: `POST /... HTTP/1.1`, one Host line, no
+    Transfer-Encoding (the body is framed by its length) and no Expect (the proxy answers
+    100-continue). llhttp has checked its syntax: no space before a colon, no folded line."""
+    line_end = head.find(b"\r\n")
+    if head[line_end - 9 : line_end] != b" HTTP/1.1" or not head.startswith(b"POST /"):
+        return False
+    lower = head.lower()
+    return (
+        lower.count(b"\r\nhost:") == 1
+        and b"\r\ntransfer-encoding:" not in lower
+        and b"\r\nexpect:" not in lower
+    )
+
+
+class ResponseScan:
+    """httptools callbacks for an upstream connection's answers: status, end, keep-alive."""
+
+    __slots__ = ("begun", "done", "head", "keep", "parser", "status")
+
+    def __init__(self) -> None:
+        self.begun = self.status = 0
+        self.head = self.done = self.keep = False
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_message_begin(self) -> None:
+        self.begun += 1
+
+    def on_headers_complete(self) -> None:
+        self.head = True
+        self.status = self.parser.get_status_code()
+
+    def on_message_complete(self) -> None:
+        self.done = True
+        self.keep = self.parser.should_keep_alive()
+
+
+class RelayClientProtocol(HttpClientProtocol):
+    """A client connection of the JSON-RPC listener: the relay first, the engine otherwise."""
+
+    listener: JsonRpcListener
+
+    def __init__(self, listener: JsonRpcListener) -> None:
+        super().__init__(listener)
+        self.scan = RequestScan()
+        # the request being relayed: its connection (None: none), node, bytes as they came,
+        # calls' classes (None: not JSON-RPC), start and answer deadline
+        self.relay_conn: UpstreamConnection | None = None
+        self.relay_server: Server | None = None
+        self.relay_data = b""
+        self.relay_kinds: tuple[str, ...] | None = None
+        self.relay_start = 0.0
+        self.relay_deadline = 0.0
+        # its answer: bytes before the head is whole, then whether it streams to the client,
+        # and its status
+        self.relay_head = b""
+        self.relay_answering = False
+        self.relay_status = 0
+        self.relay_answer = self._relay_answer
+        # reads that came while an answer was relayed (a pipelining client)
+        self.backlog: list[bytes] = []
+        # a relayed request the node failed, handed to the engine: (node, reason, whether the
+        # connection died before any byte of an answer, when the request came)
+        self.relay_failed: tuple[Server, str, bool, float] | None = None
+
+    # the connection
+    def busy(self) -> bool:
+        return self.relay_conn is not None or super().busy()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay_conn = None  # the engine's _end_upstream aborts it (it is self.conn)
+        self.relay_failed = None
+        self.backlog.clear()
+        super().connection_lost(exc)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.backlog and not self.busy() and not self.closed:
+            self._relay_backlog()
+
+    def check_timeouts(self, now: float) -> None:
+        if self.relay_conn is not None and now >= self.relay_deadline:
+            self._relay_timeout(now)
+        super().check_timeouts(now)
+
+    def data_received(self, data: bytes) -> None:
+        if self.relay_conn is not None:
+            # the next request came while an answer is relayed: it waits, as pipelined ones
+            self.backlog.append(data)
+            self._pause(PAUSE_PIPELINE)
+            return
+        if (
+            self.active is not None
+            or self.partial
+            or self.queue
+            or self.closed
+            or self.last_request
+            or not self._relay(data)
+        ):
+            super().data_received(data)
+
+    # requests
+    def _relay(self, data: bytes) -> bool:
+        """Send data to the primary as it is, when it is one plain request; else False."""
+        scan = self.scan
+        scan.begun = scan.done = 0
+        parser = scan.parser
+        try:
+            parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self.scan = RequestScan()  # the engine reads it: an upgrade, or what is wrong
+            return False
+        if scan.done != 1 or scan.begun != 1:
+            if scan.begun != scan.done:
+                self.scan = RequestScan()  # mid-message: the engine reads it from its start
+            return False
+        body = scan.body
+        size = len(data) - len(body)
+        limits = self.limits
+        if (
+            size > limits.max_header_bytes
+            or len(body) > limits.max_retry_body_bytes
+            or self.requests + 1 >= limits.keepalive_requests
+            or not parser.should_keep_alive()
+            or self.runtime.draining
+            or not plain_head(data[:size])
+        ):
+            return False
+        kinds = call_kinds(body)
+        listener = self.listener
+        server = listener.pick_primary()
+        if server is None:
+            return False
+        if kinds is not ONE_SAFE and (kinds is None or any(k != SAFE for k in kinds)):
+            self._drop_old_idle()
+        conn = server.pooled()
+        if conn is None:
+            return False
+        self.requests += 1
+        self.fresh = False
+        self.waiting_since = None
+        self._count_calls(kinds)
+        self.relay_kinds = kinds
+        self.relay_data = data
+        self.relay_server = server
+        self.relay_start = now = self.loop.time()
+        self.relay_deadline = now + listener.read_timeout
+        self.relay_head = b""
+        self.relay_answering = False
+        answer = conn.scan
+        if answer is None:
+            answer = conn.scan = ResponseScan()
+        answer.begun = 0
+        answer.head = answer.done = False
+        self.conn = self.relay_conn = conn
+        conn.handler = self
+        conn.raw = self.relay_answer
+        size -= 2  # before the blank line that ends the head
+        conn.write(b"".join((data[:size], self.xff_line, data[size:])))
+        return True
+
+    def _count_calls(self, kinds: tuple[str, ...] | None) -> None:
+        values = self.runtime.metrics.jsonrpc_calls.values
+        counts = self.listener.call_counts
+        for kind in (INVALID,) if kinds is None else kinds:
+            key = counts[kind]
+            values[key] = values.get(key, 0.0) + 1.0
+
+    def _drop_old_idle(self) -> None:
+        """Close pooled connections idle past UNSAFE_MAX_IDLE (the newest is used first)."""
+        now = self.loop.time()
+        for server in self.listener.route.group.servers:
+            idle = server.idle
+            if idle and now - idle[-1].last_read > UNSAFE_MAX_IDLE:
+                for conn in list(idle):
+                    conn.abort()
+
+    # the answer
+    def _relay_answer(self, data: bytes) -> None:
+        conn = self.relay_conn
+        assert conn is not None
+        scan = conn.scan
+        try:
+            scan.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self._relay_lost(conn)
+            return
+        if not self.relay_answering:
+            if not scan.head:
+                self.relay_head += data
+                if len(self.relay_head) > MAX_ANSWER_HEAD:
+                    self._relay_lost(conn)
+                return
+            status = scan.status
+            if status < 200 or (status in HOLD_5XX and self.relay_kinds is not None):
+                # an interim answer to a request that asked for none is garbage here
+                self._relay_fail(f"http_{status}" if status in HOLD_5XX else "error", False)
+                return
+            self.relay_status = status
+            self.relay_answering = True
+            if self.relay_head:
+                data = self.relay_head + data
+                self.relay_head = b""
+        transport = self.transport
+        if not self.closed and transport is not None:
+            self.batch.write(transport, data)
+        if scan.done:
+            self._relay_done(scan.keep and scan.begun == 1)
+
+    def _relay_done(self, keep: bool) -> None:
+        """The answer is whole: the node's connection goes back to the pool, unless the node
+        closes it; then so does the client's (the answer, passed as it came, said so)."""
+        self.relay_conn = None
+        self._end_upstream(keep)
+        now = self.loop.time()
+        self._relay_count(now)
+        if self.closed or self.transport is None:
+            return
+        if not keep or self.runtime.draining:
+            self.batch.flush()
+            self.closed = True
+            self.transport.close()
+            return
+        self.waiting_since = now
+        if self.backlog and not self.write_paused:
+            self._relay_backlog()
+        # else resume_writing goes on: pipelined answers wait for the client
+
+    def _relay_count(self, now: float) -> None:
+        server = self.relay_server
+        assert server is not None
+        data = self.relay_data
+        self._count_answer(
+            self.listener.route,
+            self.relay_status,
+            self.relay_start,
+            now,
+            b"POST",
+            data[5 : data.find(b" ", 5)] if self.runtime.config.access_log else b"",
+            server.name,
+            0,
+        )
+        self.relay_data = b""
+
+    def _relay_backlog(self) -> None:
+        data = b"".join(self.backlog)
+        self.backlog.clear()
+        self._resume(PAUSE_PIPELINE)
+        self.data_received(data)
+
+    # failures
+    def on_upstream_lost(self, exc: BaseException | None) -> None:
+        conn = self.relay_conn
+        if conn is None:
+            super().on_upstream_lost(exc)
+        else:
+            self._relay_lost(conn)
+
+    def _relay_lost(self, conn: UpstreamConnection) -> None:
+        """The node's connection died or sent garbage."""
+        if self.relay_answering:
+            self._relay_broken()
+            return
+        kinds = self.relay_kinds
+        # as the engine's fast path: a pooled connection that died before any answer byte is
+        # not a try of the node, when the request may go again (every call safe)
+        stale = not conn.got_data and kinds is not None and all(k == SAFE for k in kinds)
+        self._relay_fail("error", stale)
+
+    def _relay_timeout(self, now: float) -> None:
+        conn = self.relay_conn
+        assert conn is not None
+        timeout = self.listener.read_timeout
+        if self.relay_answering:
+            if self._client_held(now - timeout) or now - conn.last_read < timeout:
+                self.relay_deadline = max(now, conn.last_read + timeout)
+                return
+            self._relay_broken()
+        elif self._client_held(self.relay_deadline - timeout):
+            # the node was not read while the client held its answers back
+            self.relay_deadline = now + timeout
+        else:
+            self._relay_fail("timeout", False)
+
+    def _relay_broken(self) -> None:
+        """The answer stopped after it started: the client's connection ends with what came.
+
+        A close, not a reset: an answer delimited by the node's close (no length, no chunks)
+        ends so; any other is cut short of its length or last chunk, which the client sees.
+        """
+        self.relay_conn = None
+        self._end_upstream(False)
+        self._relay_count(self.loop.time())
+        self.backlog.clear()
+        if self.transport is not None and not self.closed:
+            self.batch.flush()
+            self.closed = True
+            self.transport.close()
+
+    def _relay_fail(self, reason: str, stale: bool) -> None:
+        """Hand the request to the engine, which goes on as if its own first attempt failed."""
+        server = self.relay_server
+        assert server is not None
+        self.relay_conn = None
+        self._end_upstream(False)
+        data = self.relay_data
+        if self.backlog:
+            data += b"".join(self.backlog)
+            self.backlog.clear()
+        self.relay_data = b""
+        self.relay_failed = (server, reason, stale, self.relay_start)
+        self.requests -= 1  # the engine counts it as it reads it
+        self._resume(PAUSE_PIPELINE)
+        # the engine's next dispatch is this request's, now or once the client reads again
+        HttpClientProtocol.data_received(self, data)
