@@ -310,8 +310,11 @@ def call_kinds(data: bytes) -> tuple[str, ...] | None:
     integer a float), classes do not depend on it; whatever orjson refuses (a lone surrogate,
     a BOM, NaN) is decided by loads(), as parse_body decides it.
     """
-    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and not _nesting_depth_ok(
-        data.decode(errors="replace")
+    # orjson reads 1024 levels: deeper than MAX_DEPTH takes that many brackets, both ways
+    if (
+        len(data) > 2 * MAX_DEPTH
+        and data.count(b"[") + data.count(b"{") > MAX_DEPTH
+        and not _nesting_depth_ok(data.decode(errors="replace"))
     ):
         return None
     try:

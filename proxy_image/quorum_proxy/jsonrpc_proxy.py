@@ -407,11 +407,11 @@ class JsonRpcClientProtocol(RelayClientProtocol):
             return
         super().on_headers_complete()
 
-    def data_received(self, data: bytes) -> None:
+    def _received(self, data: bytes) -> None:
         if self.ws_req is not None:
             self.ws_rest.append(data)  # after the head, from the engine's upgrade handling
             return
-        super().data_received(data)
+        super()._received(data)
         if self.ws_req is not None and not self.closed:
             self._hand_over_stream()
 

@@ -1,6 +1,6 @@
 """The JSON-RPC listener's relay: its steady state as bytes, without the HTTP engine.
 
-A plain request (a POST read whole in one read, HTTP/1.1 keep-alive, one Host, a body framed by
+A plain request (a POST read whole in one read, keep-alive, one Host, a body framed by
 Content-Length within limits.max_retry_body_bytes, no Expect) goes to a pooled connection of
 the primary as the client sent it, plus an X-Forwarded-For line (a second line of a field is
 the same as a comma and the value: RFC 9110 5.3); the answer goes back as the node sent it.
@@ -22,6 +22,7 @@ connection dies (the client sees the answer cut, as in the engine). See proxy_im
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import httptools
@@ -31,6 +32,7 @@ from .http_exchange import PAUSE_PIPELINE
 from .jsonrpc import INVALID, ONE_SAFE, SAFE, call_kinds
 
 if TYPE_CHECKING:
+    from .http_wire import Request
     from .jsonrpc_proxy import JsonRpcListener
     from .upstream import Server, UpstreamConnection
 
@@ -68,12 +70,10 @@ class RequestScan:
 
 
 def plain_head(head: bytes) -> bool:
-    """Whether a request head may go on as it came: `POST /... HTTP/1.1`, one Host line, no
-    Transfer-Encoding (the body is framed by its length) and no Expect (the proxy answers
-    100-continue). llhttp has checked its syntax: no space before a colon, no folded line."""
-    line_end = head.find(b"\r\n")
-    if head[line_end - 9 : line_end] != b" HTTP/1.1" or not head.startswith(b"POST /"):
-        return False
+    """Whether a request head may go on as it came: one Host line (RFC 9112 3.2), no
+    Transfer-Encoding (the body is framed by its length) and no Expect (the engine answers
+    100-continue). llhttp has checked its syntax: no space before a colon, no folded line.
+    The request line is the client's: geth routes an absolute-form target by its path too."""
     lower = head.lower()
     return (
         lower.count(b"\r\nhost:") == 1
@@ -108,14 +108,15 @@ class RelayClientProtocol(HttpClientProtocol):
     """A client connection of the JSON-RPC listener: the relay first, the engine otherwise."""
 
     listener: JsonRpcListener
+    # a WebSocket upgrade being handed over (jsonrpc_proxy): what follows is not requests
+    ws_req: Request | None = None
 
     def __init__(self, listener: JsonRpcListener) -> None:
         super().__init__(listener)
         self.scan = RequestScan()
-        # the request being relayed: its connection (None: none), node, bytes as they came,
+        # the request being relayed: its connection (None: none), bytes as they came,
         # calls' classes (None: not JSON-RPC), start and answer deadline
         self.relay_conn: UpstreamConnection | None = None
-        self.relay_server: Server | None = None
         self.relay_data = b""
         self.relay_kinds: tuple[str, ...] | None = None
         self.relay_start = 0.0
@@ -128,6 +129,9 @@ class RelayClientProtocol(HttpClientProtocol):
         self.relay_answer = self._relay_answer
         # reads that came while an answer was relayed (a pipelining client)
         self.backlog: list[bytes] = []
+        # the calls counter's values, and the key of a safe call's count (the hot path's)
+        self.call_values = self.runtime.metrics.jsonrpc_calls.values
+        self.safe_key = listener.call_counts[SAFE]
         # a relayed request the node failed, handed to the engine: (node, reason, whether the
         # connection died before any byte of an answer, when the request came)
         self.relay_failed: tuple[Server, str, bool, float] | None = None
@@ -153,24 +157,30 @@ class RelayClientProtocol(HttpClientProtocol):
         super().check_timeouts(now)
 
     def data_received(self, data: bytes) -> None:
-        if self.relay_conn is not None:
-            # the next request came while an answer is relayed: it waits, as pipelined ones
-            self.backlog.append(data)
-            self._pause(PAUSE_PIPELINE)
-            return
         if (
-            self.active is not None
+            self.relay_conn is not None
+            or self.ws_req is not None
+            or self.active is not None
             or self.partial
             or self.queue
             or self.closed
             or self.last_request
             or not self._relay(data)
         ):
-            super().data_received(data)
+            self._received(data)
+
+    def _received(self, data: bytes) -> None:
+        """Bytes the relay does not send: the engine's, or the next request's."""
+        if self.relay_conn is not None:
+            # the next request came while an answer is relayed: it waits, as pipelined ones
+            self.backlog.append(data)
+            self._pause(PAUSE_PIPELINE)
+            return
+        HttpClientProtocol.data_received(self, data)
 
     # requests
-    def _relay(self, data: bytes) -> bool:
-        """Send data to the primary as it is, when it is one plain request; else False."""
+    def _plain_body(self, data: bytes) -> bytes | None:
+        """The body of data when data is one plain request the relay may send; else None."""
         scan = self.scan
         scan.begun = scan.done = 0
         parser = scan.parser
@@ -178,11 +188,11 @@ class RelayClientProtocol(HttpClientProtocol):
             parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             self.scan = RequestScan()  # the engine reads it: an upgrade, or what is wrong
-            return False
+            return None
         if scan.done != 1 or scan.begun != 1:
             if scan.begun != scan.done:
                 self.scan = RequestScan()  # mid-message: the engine reads it from its start
-            return False
+            return None
         body = scan.body
         size = len(data) - len(body)
         limits = self.limits
@@ -190,31 +200,47 @@ class RelayClientProtocol(HttpClientProtocol):
             size > limits.max_header_bytes
             or len(body) > limits.max_retry_body_bytes
             or self.requests + 1 >= limits.keepalive_requests
+            or parser.get_method() != b"POST"  # a HEAD's answer has no body: the engine's
             or not parser.should_keep_alive()
             or self.runtime.draining
             or not plain_head(data[:size])
         ):
+            return None
+        return body
+
+    def _relay(self, data: bytes) -> bool:
+        """Send data to the primary as it is, when it is one plain request; else False."""
+        body = self._plain_body(data)
+        if body is None:
             return False
         kinds = call_kinds(body)
         listener = self.listener
-        server = listener.pick_primary()
-        if server is None:
-            return False
+        server = listener.primary
+        if server is not listener.first or not server.available(time.monotonic()):
+            server = listener.pick_primary()
+            if server is None:
+                return False
         if kinds is not ONE_SAFE and (kinds is None or any(k != SAFE for k in kinds)):
             self._drop_old_idle()
-        conn = server.pooled()
-        if conn is None:
+        idle = server.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                break
+        else:
             return False
         self.requests += 1
         self.fresh = False
         self.waiting_since = None
-        self._count_calls(kinds)
+        if kinds is ONE_SAFE:
+            values = self.call_values
+            values[self.safe_key] += 1.0
+        else:
+            self._count_calls(kinds)
         self.relay_kinds = kinds
         self.relay_data = data
-        self.relay_server = server
         self.relay_start = now = self.loop.time()
         self.relay_deadline = now + listener.read_timeout
-        self.relay_head = b""
         self.relay_answering = False
         answer = conn.scan
         if answer is None:
@@ -224,8 +250,10 @@ class RelayClientProtocol(HttpClientProtocol):
         self.conn = self.relay_conn = conn
         conn.handler = self
         conn.raw = self.relay_answer
-        size -= 2  # before the blank line that ends the head
-        conn.write(b"".join((data[:size], self.xff_line, data[size:])))
+        transport = conn.transport
+        assert transport is not None
+        cut = len(data) - len(body) - 2  # before the blank line that ends the head
+        self.batch.write(transport, b"".join((data[:cut], self.xff_line, data[cut:])))
         return True
 
     def _count_calls(self, kinds: tuple[str, ...] | None) -> None:
@@ -273,31 +301,33 @@ class RelayClientProtocol(HttpClientProtocol):
         transport = self.transport
         if not self.closed and transport is not None:
             self.batch.write(transport, data)
-        if scan.done:
-            self._relay_done(scan.keep and scan.begun == 1)
-
-    def _relay_done(self, keep: bool) -> None:
-        """The answer is whole: the node's connection goes back to the pool, unless the node
-        closes it; then so does the client's (the answer, passed as it came, said so)."""
+        if not scan.done:
+            return
+        # the answer is whole: the node's connection goes back to the pool, unless the node
+        # closes it; then so does the client's (the answer, passed as it came, said so)
+        keep = scan.keep and scan.begun == 1
         self.relay_conn = None
         self._end_upstream(keep)
         now = self.loop.time()
-        self._relay_count(now)
-        if self.closed or self.transport is None:
+        self._relay_count(now, conn.server)
+        if self.closed:
             return
         if not keep or self.runtime.draining:
-            self.batch.flush()
-            self.closed = True
-            self.transport.close()
+            self._close()
             return
         self.waiting_since = now
         if self.backlog and not self.write_paused:
             self._relay_backlog()
         # else resume_writing goes on: pipelined answers wait for the client
 
-    def _relay_count(self, now: float) -> None:
-        server = self.relay_server
-        assert server is not None
+    def _close(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        self.batch.flush()
+        self.closed = True
+        transport.close()
+
+    def _relay_count(self, now: float, server: Server) -> None:
         data = self.relay_data
         self._count_answer(
             self.listener.route,
@@ -328,7 +358,7 @@ class RelayClientProtocol(HttpClientProtocol):
     def _relay_lost(self, conn: UpstreamConnection) -> None:
         """The node's connection died or sent garbage."""
         if self.relay_answering:
-            self._relay_broken()
+            self._relay_broken(conn)
             return
         kinds = self.relay_kinds
         # as the engine's fast path: a pooled connection that died before any answer byte is
@@ -344,14 +374,14 @@ class RelayClientProtocol(HttpClientProtocol):
             if self._client_held(now - timeout) or now - conn.last_read < timeout:
                 self.relay_deadline = max(now, conn.last_read + timeout)
                 return
-            self._relay_broken()
+            self._relay_broken(conn)
         elif self._client_held(self.relay_deadline - timeout):
             # the node was not read while the client held its answers back
             self.relay_deadline = now + timeout
         else:
             self._relay_fail("timeout", False)
 
-    def _relay_broken(self) -> None:
+    def _relay_broken(self, conn: UpstreamConnection) -> None:
         """The answer stopped after it started: the client's connection ends with what came.
 
         A close, not a reset: an answer delimited by the node's close (no length, no chunks)
@@ -359,18 +389,18 @@ class RelayClientProtocol(HttpClientProtocol):
         """
         self.relay_conn = None
         self._end_upstream(False)
-        self._relay_count(self.loop.time())
+        self._relay_count(self.loop.time(), conn.server)
         self.backlog.clear()
         if self.transport is not None and not self.closed:
-            self.batch.flush()
-            self.closed = True
-            self.transport.close()
+            self._close()
 
     def _relay_fail(self, reason: str, stale: bool) -> None:
         """Hand the request to the engine, which goes on as if its own first attempt failed."""
-        server = self.relay_server
-        assert server is not None
+        conn = self.relay_conn
+        assert conn is not None
+        server = conn.server
         self.relay_conn = None
+        self.relay_head = b""
         self._end_upstream(False)
         data = self.relay_data
         if self.backlog:
