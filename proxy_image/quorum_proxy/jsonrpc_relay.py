@@ -49,13 +49,14 @@ _NONE_TRIED: list[Server] = []
 
 
 class RequestScan:
-    """httptools callbacks that only find where a request ends, and its body."""
+    """httptools callbacks that only find where a request ends, its body and keep-alive."""
 
-    __slots__ = ("begun", "body", "done", "parser")
+    __slots__ = ("begun", "body", "done", "keep", "parser")
 
     def __init__(self) -> None:
         self.begun = self.done = 0
         self.body = b""
+        self.keep = False
         self.parser = httptools.HttpRequestParser(self)
 
     def on_message_begin(self) -> None:
@@ -67,6 +68,8 @@ class RequestScan:
 
     def on_message_complete(self) -> None:
         self.done += 1
+        # asked here: llhttp forgets it once the message is complete
+        self.keep = self.parser.should_keep_alive()
 
 
 def plain_head(head: bytes) -> bool:
@@ -83,23 +86,35 @@ def plain_head(head: bytes) -> bool:
 
 
 class ResponseScan:
-    """httptools callbacks for an upstream connection's answers: status, end, keep-alive."""
+    """httptools callbacks for an upstream connection's answers: status, end, keep-alive.
 
-    __slots__ = ("begun", "done", "head", "keep", "parser", "status")
+    Interim answers (1xx) before the final one are counted, not taken for it; the relay passes
+    them on, as a client must be able to read them (RFC 9110 15.2).
+    """
+
+    __slots__ = ("begun", "done", "head", "interim", "interims", "keep", "parser", "status")
 
     def __init__(self) -> None:
-        self.begun = self.status = 0
-        self.head = self.done = self.keep = False
+        self.begun = self.interims = self.status = 0
+        self.head = self.done = self.keep = self.interim = False
         self.parser = httptools.HttpResponseParser(self)
 
     def on_message_begin(self) -> None:
         self.begun += 1
 
     def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:
+            self.interim = True
+            self.interims += 1
+            return
         self.head = True
-        self.status = self.parser.get_status_code()
+        self.status = status
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self.done = True
         self.keep = self.parser.should_keep_alive()
 
@@ -201,7 +216,7 @@ class RelayClientProtocol(HttpClientProtocol):
             or len(body) > limits.max_retry_body_bytes
             or self.requests + 1 >= limits.keepalive_requests
             or parser.get_method() != b"POST"  # a HEAD's answer has no body: the engine's
-            or not parser.should_keep_alive()
+            or not scan.keep
             or self.runtime.draining
             or not plain_head(data[:size])
         ):
@@ -245,7 +260,7 @@ class RelayClientProtocol(HttpClientProtocol):
         answer = conn.scan
         if answer is None:
             answer = conn.scan = ResponseScan()
-        answer.begun = 0
+        answer.begun = answer.interims = 0
         answer.head = answer.done = False
         self.conn = self.relay_conn = conn
         conn.handler = self
@@ -289,9 +304,8 @@ class RelayClientProtocol(HttpClientProtocol):
                     self._relay_lost(conn)
                 return
             status = scan.status
-            if status < 200 or (status in HOLD_5XX and self.relay_kinds is not None):
-                # an interim answer to a request that asked for none is garbage here
-                self._relay_fail(f"http_{status}" if status in HOLD_5XX else "error", False)
+            if status in HOLD_5XX and self.relay_kinds is not None:
+                self._relay_fail(f"http_{status}", False)
                 return
             self.relay_status = status
             self.relay_answering = True
@@ -305,7 +319,7 @@ class RelayClientProtocol(HttpClientProtocol):
             return
         # the answer is whole: the node's connection goes back to the pool, unless the node
         # closes it; then so does the client's (the answer, passed as it came, said so)
-        keep = scan.keep and scan.begun == 1
+        keep = scan.keep and scan.begun == 1 + scan.interims  # nothing came after it
         self.relay_conn = None
         self._end_upstream(keep)
         now = self.loop.time()

@@ -1,0 +1,362 @@
+"""The JSON-RPC listener's relay (jsonrpc_relay.py) on real sockets: which requests it sends as
+they came and which go through the engine, the answers it passes as the node sent them, and
+the failures it hands to the engine (whose JSON-RPC policy test_proxy_jsonrpc.py proves)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from jsonrpc_standins import Chain, QuorumStandin, rpc
+from proxy_support import Client, Proxy, Reply, Seen, UpstreamServer, wait_for
+from quorum_proxy import jsonrpc_relay
+from quorum_proxy.jsonrpc import CODE_OUTCOME_UNKNOWN
+from test_proxy_jsonrpc import LISTENER, counter, jsonrpc_config, post
+
+CALL = json.dumps(rpc("eth_getBalance", 7, ["0x00", "latest"])).encode()
+EXPECTED = {"jsonrpc": "2.0", "id": 7, "result": "quorum-0:eth_getBalance"}
+
+
+@pytest.fixture
+def relayed(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What the relay decided for each read it was offered (True: sent as it came)."""
+    decisions: list[bool] = []
+    original = jsonrpc_relay.RelayClientProtocol._relay
+
+    def spy(self: jsonrpc_relay.RelayClientProtocol, data: bytes) -> bool:
+        decided = original(self, data)
+        decisions.append(decided)
+        return decided
+
+    monkeypatch.setattr(jsonrpc_relay.RelayClientProtocol, "_relay", spy)
+    return decisions
+
+
+@pytest.fixture
+def nodes(
+    upstreams: Callable[..., UpstreamServer], chain: Chain
+) -> tuple[QuorumStandin, QuorumStandin]:
+    return (
+        QuorumStandin(upstreams("quorum-0"), chain),
+        QuorumStandin(upstreams("quorum-1"), chain),
+    )
+
+
+@pytest.fixture
+def chain() -> Chain:
+    return Chain()
+
+
+@pytest.fixture
+def proxy(start_proxy: Callable[..., Proxy], nodes: tuple[QuorumStandin, QuorumStandin]) -> Proxy:
+    return start_proxy(jsonrpc_config([nodes[0].address, nodes[1].address]))
+
+
+def steady(proxy: Proxy, client: Client, times: int = 1) -> None:
+    """A pooled connection to the primary, and the client's connection idle: the relay's
+    steady state (the engine may still be counting the answer the client already read)."""
+    for i in range(times):
+        assert post(client, rpc("eth_blockNumber", 1000 + i)).status == 200
+    listener = proxy.runtime.listeners[LISTENER]
+
+    def idle() -> bool:
+        return proxy.loop.call(lambda: not any(c.busy() for c in listener.connections))  # type: ignore[union-attr]
+
+    wait_for(idle, what="the client's connection idle")
+
+
+def head(*lines: str, body: bytes = CALL, version: str = "1.1") -> bytes:
+    start = f"POST / HTTP/{version}"
+    return ("\r\n".join((start, *lines)) + "\r\n\r\n").encode() + body
+
+
+PLAIN = head("Host: q", "Content-Type: application/json", f"Content-Length: {len(CALL)}")
+CHUNKED = head(
+    "Host: q",
+    "Transfer-Encoding: chunked",
+    body=b"%x\r\n%s\r\n0\r\n\r\n" % (len(CALL), CALL),
+)
+
+
+# (what the client sends, in one write, whether the relay sends it, the answer's status)
+SHAPES: dict[str, tuple[bytes, bool, int]] = {
+    "plain": (PLAIN, True, 200),
+    "lowercase names, keep-alive named": (
+        head("host: q", "connection: keep-alive", f"content-length: {len(CALL)}"),
+        True,
+        200,
+    ),
+    "X-Forwarded-For from the client": (
+        head("Host: q", "X-Forwarded-For: 10.0.0.9", f"Content-Length: {len(CALL)}"),
+        True,
+        200,
+    ),
+    "chunked body": (CHUNKED, False, 200),
+    "Connection: close": (
+        head("Host: q", "Connection: close", f"Content-Length: {len(CALL)}"),
+        False,
+        200,
+    ),
+    "HTTP/1.0": (head("Host: q", f"Content-Length: {len(CALL)}", version="1.0"), False, 200),
+    "no Host": (head(f"Content-Length: {len(CALL)}"), False, 400),
+    "two Host lines": (head("Host: q", "Host: r", f"Content-Length: {len(CALL)}"), False, 400),
+    "GET": (b"GET / HTTP/1.1\r\nHost: q\r\n\r\n", False, 200),
+    "two requests in one write": (PLAIN + PLAIN, False, 200),
+}
+
+
+@pytest.mark.parametrize(("raw", "relays", "status"), SHAPES.values(), ids=SHAPES.keys())
+def test_only_a_plain_request_read_whole_is_relayed(
+    proxy: Proxy,
+    nodes: tuple[QuorumStandin, QuorumStandin],
+    relayed: list[bool],
+    raw: bytes,
+    relays: bool,
+    status: int,
+) -> None:
+    with Client(proxy.addr(LISTENER)) as client:
+        steady(proxy, client)
+        relayed.clear()
+        client.send(raw)
+        answer = client.read_response()
+        assert answer.status == status
+        if status == 200 and raw.startswith(b"POST"):
+            assert answer.json() == EXPECTED
+        if raw.count(b"POST") == 2:
+            assert client.read_response().json() == EXPECTED
+    assert relayed[:1] == [relays]
+
+
+def test_a_request_split_over_reads_goes_through_the_engine(
+    proxy: Proxy, nodes: tuple[QuorumStandin, QuorumStandin], relayed: list[bool]
+) -> None:
+    with Client(proxy.addr(LISTENER)) as client:
+        steady(proxy, client)
+        relayed.clear()
+        cut = PLAIN.index(b"\r\n\r\n") + 4
+        client.send(PLAIN[:cut])
+        time.sleep(0.1)
+        client.send(PLAIN[cut:])
+        assert client.read_response().json() == EXPECTED
+        # and the next one, whole, is relayed again
+        client.send(PLAIN)
+        assert client.read_response().json() == EXPECTED
+    assert relayed == [False, True]
+    assert counter(proxy, "jsonrpc_calls", LISTENER, "safe") == 3
+
+
+def test_a_relayed_request_reaches_the_node_as_sent_with_the_client_address(
+    proxy: Proxy, nodes: tuple[QuorumStandin, QuorumStandin], relayed: list[bool]
+) -> None:
+    primary, _ = nodes
+    with Client(proxy.addr(LISTENER)) as client:
+        steady(proxy, client)
+        client.send(head("Host: q", "X-Custom: 1", f"Content-Length: {len(CALL)}"))
+        assert client.read_response().json() == EXPECTED
+    seen = primary.server.seen[-1]
+    assert relayed[-1] is True
+    assert seen.body == CALL
+    assert seen.headers["x-custom"] == "1" and seen.headers["host"] == "q"
+    assert seen.headers["x-forwarded-for"] == "127.0.0.1"
+    assert counter(proxy, "requests", LISTENER, "/", "200") == 2
+
+
+def test_a_request_sent_while_an_answer_is_relayed_waits_its_turn(
+    proxy: Proxy, nodes: tuple[QuorumStandin, QuorumStandin], relayed: list[bool]
+) -> None:
+    primary, _ = nodes
+    handle = primary.server.handler
+
+    def slow_first(seen: Seen) -> Reply:
+        reply = handle(seen)
+        if b'"id": 1' in seen.body:
+            reply.delay = 0.3
+        return reply
+
+    primary.server.handler = slow_first
+    with Client(proxy.addr(LISTENER)) as client:
+        steady(proxy, client)
+        for call_id in (1, 2, 3):
+            body = json.dumps(rpc("eth_blockNumber", call_id)).encode()
+            client.send(head("Host: q", f"Content-Length: {len(body)}", body=body))
+            time.sleep(0.02)
+        assert [client.read_response().json()["id"] for _ in range(3)] == [1, 2, 3]
+
+
+def test_the_last_request_of_a_connection_goes_through_the_engine_and_closes_it(
+    start_proxy: Callable[..., Proxy],
+    nodes: tuple[QuorumStandin, QuorumStandin],
+    relayed: list[bool],
+) -> None:
+    config = jsonrpc_config([n.address for n in nodes], limits={"keepalive_requests": 3})
+    proxy = start_proxy(config)
+    with Client(proxy.addr(LISTENER)) as client:
+        answers = [post(client, rpc("eth_blockNumber", i)) for i in range(3)]
+        assert [a.json()["id"] for a in answers] == [0, 1, 2]
+        assert answers[-1].headers.get("connection") == "close"
+        assert client.sock.recv(1) == b""
+    assert relayed == [False, True, False]  # no pooled connection yet; relayed; the last
+
+
+# the answer, as the node sends it
+
+
+def node(upstreams: Callable[..., UpstreamServer], reply: Callable[[Seen], Reply]) -> str:
+    server = upstreams()
+    server.handler = reply
+    return server.address
+
+
+def answer_of(seen: Seen) -> bytes:
+    call = json.loads(seen.body)
+    return json.dumps({"jsonrpc": "2.0", "id": call["id"], "result": "0x1"}).encode()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_a_large_answer_streams_through_as_the_node_framed_it(
+    upstreams: Callable[..., UpstreamServer],
+    start_proxy: Callable[..., Proxy],
+    relayed: list[bool],
+    chunked: bool,
+) -> None:
+    result = "0x" + "ab" * 400_000  # 800 kB: many reads on the way
+
+    def big(seen: Seen) -> Reply:
+        call = json.loads(seen.body)
+        body = json.dumps({"jsonrpc": "2.0", "id": call["id"], "result": result}).encode()
+        return Reply(body=body, chunked=chunked)
+
+    proxy = start_proxy(jsonrpc_config([node(upstreams, big), node(upstreams, big)]))
+    with Client(proxy.addr(LISTENER)) as client:
+        for i in range(3):
+            answer = post(client, rpc("eth_getLogs", i, [{}]))
+            assert answer.json() == {"jsonrpc": "2.0", "id": i, "result": result}
+            assert ("transfer-encoding" in answer.headers) is chunked
+    assert relayed == [False, True, True]
+
+
+def test_an_answer_that_says_the_node_closes_ends_the_client_connection_too(
+    upstreams: Callable[..., UpstreamServer],
+    start_proxy: Callable[..., Proxy],
+    relayed: list[bool],
+) -> None:
+    closing = {"on": False}
+
+    def reply(seen: Seen) -> Reply:
+        headers = [("Connection", "close")] if closing["on"] else []
+        return Reply(body=answer_of(seen), headers=headers)
+
+    primary = upstreams()
+    primary.handler = reply
+    proxy = start_proxy(jsonrpc_config([primary.address, node(upstreams, reply)]))
+    with Client(proxy.addr(LISTENER)) as client:
+        steady(proxy, client)
+        closing["on"] = True
+        answer = post(client, rpc("eth_chainId", 5))
+        assert answer.json()["result"] == "0x1"
+        assert client.sock.recv(1) == b"", "the proxy closed after the answer"
+    assert relayed[-1] is True
+    closing["on"] = False
+    with Client(proxy.addr(LISTENER)) as client:
+        assert post(client, rpc("eth_chainId", 6)).json()["id"] == 6
+    assert primary.accepted == 2, "the closed connection was not pooled"
+
+
+def test_interim_answers_before_the_final_one_are_passed_on(
+    upstreams: Callable[..., UpstreamServer],
+    start_proxy: Callable[..., Proxy],
+    relayed: list[bool],
+) -> None:
+    def reply(seen: Seen) -> Reply:
+        return Reply(body=answer_of(seen), interim=True)
+
+    primary = upstreams()
+    primary.handler = reply
+    proxy = start_proxy(jsonrpc_config([primary.address, node(upstreams, reply)]))
+    with Client(proxy.addr(LISTENER)) as client:
+        steady(proxy, client)
+        raw = json.dumps(rpc("eth_chainId", 9)).encode()
+        client.send(head("Host: q", f"Content-Length: {len(raw)}", body=raw))
+        data = b""
+        while not data.endswith(b'"result": "0x1"}'):
+            chunk = client.sock.recv(65536)
+            assert chunk
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n")
+    assert relayed[-1] is True
+    assert primary.accepted == 1, "the connection stays pooled"
+
+
+def test_an_answer_cut_after_it_started_ends_the_client_connection_and_is_not_repeated(
+    start_proxy: Callable[..., Proxy],
+    nodes: tuple[QuorumStandin, QuorumStandin],
+    relayed: list[bool],
+) -> None:
+    primary, backup = nodes
+    config = jsonrpc_config([n.address for n in nodes], read_timeout=0.5)
+    proxy = start_proxy(config)
+    with Client(proxy.addr(LISTENER)) as client:
+        steady(proxy, client)
+        handle = primary.server.handler
+
+        def stall(seen: Seen) -> Reply:
+            reply = handle(seen)
+            reply.stall_body = True
+            return reply
+
+        primary.server.handler = stall
+        client.send(PLAIN)
+        data = b""
+        while chunk := client.sock.recv(65536):
+            data += chunk
+    head_part, _, body_part = data.partition(b"\r\n\r\n")
+    length = int(head_part.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    assert 0 < len(body_part) < length, "half an answer, then the close"
+    assert relayed[-1] is True
+    assert "eth_getBalance" not in backup.methods
+
+
+@pytest.mark.parametrize("failure", ["reset", "hang", "502"])
+def test_a_relayed_unsafe_call_the_node_fails_is_answered_once_with_an_unknown_outcome(
+    proxy: Proxy,
+    nodes: tuple[QuorumStandin, QuorumStandin],
+    chain: Chain,
+    relayed: list[bool],
+    failure: str,
+) -> None:
+    primary, backup = nodes
+    with Client(proxy.addr(LISTENER)) as client:
+        steady(proxy, client)
+        relayed.clear()
+        primary.fail = failure
+        reply = post(client, rpc("eth_sendTransaction", "u", [{}])).json()
+        # the engine answers what comes next on this connection
+        primary.fail = None
+        assert post(client, rpc("eth_blockNumber", 3)).json()["result"] == "0x10"
+    assert reply["id"] == "u" and reply["error"]["code"] == CODE_OUTCOME_UNKNOWN
+    assert relayed[0] is True
+    assert chain.sent_by_account == 1 and "eth_sendTransaction" not in backup.methods
+    assert counter(proxy, "jsonrpc_calls", LISTENER, "unsafe") == 1, "counted once"
+
+
+def test_requests_after_a_failed_relayed_one_wait_for_its_answer(
+    proxy: Proxy, nodes: tuple[QuorumStandin, QuorumStandin], relayed: list[bool]
+) -> None:
+    primary, backup = nodes
+    with Client(proxy.addr(LISTENER)) as client:
+        steady(proxy, client)
+        primary.fail = "hang"
+        calls: list[Any] = [
+            rpc("eth_getBalance", "a", ["0x00", "latest"]),
+            rpc("net_version", "b"),
+        ]
+        for call in calls:
+            raw = json.dumps(call).encode()
+            client.send(head("Host: q", f"Content-Length: {len(raw)}", body=raw))
+            time.sleep(0.05)
+        ids = [client.read_response().json()["id"] for _ in calls]
+    assert ids == ["a", "b"]
+    assert backup.methods[:1] == ["eth_getBalance"]
