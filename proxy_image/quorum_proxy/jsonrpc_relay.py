@@ -322,7 +322,7 @@ class RelayClientProtocol(HttpClientProtocol):
         keep = scan.keep and scan.begun == 1 + scan.interims  # nothing came after it
         self.relay_conn = None
         self._end_upstream(keep)
-        now = self.loop.time()
+        now = conn.last_read  # the loop's time as this read came
         self._relay_count(now, conn.server)
         if self.closed:
             return
