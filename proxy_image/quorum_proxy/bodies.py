@@ -53,12 +53,22 @@ class BodyBudget:
 
     def add(self, holder: BodyHolder, size: int) -> None:
         """holder keeps size more bytes; past the bound, the largest holders are refused."""
-        self.total += size
         self.holders.add(holder)
+        self.keep(size)
+
+    def keep(self, size: int) -> None:
+        """A whole request of size bytes is kept while it is served (the JSON-RPC relay's):
+        counted, never refused itself; past the bound, unfinished bodies are."""
+        self.total += size
         while self.total > self.limit and self.holders:
             victim = max(self.holders, key=lambda h: h.held_body_bytes())
             victim.refuse_body()
             self.holders.discard(victim)  # refused, or holding nothing: no longer a candidate
+
+    def give_back(self, size: int) -> None:
+        """What keep() counted is gone."""
+        self.total -= size
+        self.released += size
 
     def release(self, holder: BodyHolder, size: int) -> None:
         """holder's body is gone (answered, refused, or its connection closed)."""

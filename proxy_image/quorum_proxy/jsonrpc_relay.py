@@ -45,6 +45,10 @@ HOLD_5XX = frozenset({502, 503})
 UNSAFE_MAX_IDLE = 60.0
 # an answer's head longer than this is not a node's: the connection is dropped as broken
 MAX_ANSWER_HEAD = 65536
+# A relayed request from this size on counts in the process's body budget (bodies.py) while
+# it is served, as the engine's buffered bodies do; a smaller one (most calls) does not: at
+# most max_connections x 4 KiB uncounted, and no bookkeeping on the hot path.
+COUNTED_FROM = 4096
 _NONE_TRIED: list[Server] = []
 
 
@@ -156,6 +160,8 @@ class RelayClientProtocol(HttpClientProtocol):
         return self.relay_conn is not None or super().busy()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.relay_conn is not None:
+            self._relay_let_go()
         self.relay_conn = None  # the engine's _end_upstream aborts it (it is self.conn)
         self.relay_failed = None
         self.backlog.clear()
@@ -254,6 +260,8 @@ class RelayClientProtocol(HttpClientProtocol):
             self._count_calls(kinds)
         self.relay_kinds = kinds
         self.relay_data = data
+        if len(data) >= COUNTED_FROM:
+            self.budget.keep(len(data))
         self.relay_start = now = self.loop.time()
         self.relay_deadline = now + listener.read_timeout
         self.relay_answering = False
@@ -342,6 +350,7 @@ class RelayClientProtocol(HttpClientProtocol):
         transport.close()
 
     def _relay_count(self, now: float, server: Server) -> None:
+        """The relayed request is answered (or its answer broke): counted, its bytes let go."""
         data = self.relay_data
         self._count_answer(
             self.listener.route,
@@ -353,6 +362,12 @@ class RelayClientProtocol(HttpClientProtocol):
             server.name,
             0,
         )
+        self._relay_let_go()
+
+    def _relay_let_go(self) -> None:
+        size = len(self.relay_data)
+        if size >= COUNTED_FROM:
+            self.budget.give_back(size)
         self.relay_data = b""
 
     def _relay_backlog(self) -> None:
@@ -420,7 +435,7 @@ class RelayClientProtocol(HttpClientProtocol):
         if self.backlog:
             data += b"".join(self.backlog)
             self.backlog.clear()
-        self.relay_data = b""
+        self._relay_let_go()  # the engine counts the body again as it reads it
         self.relay_failed = (server, reason, stale, self.relay_start)
         self.requests -= 1  # the engine counts it as it reads it
         self._resume(PAUSE_PIPELINE)

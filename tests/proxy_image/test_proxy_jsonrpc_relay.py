@@ -360,3 +360,29 @@ def test_requests_after_a_failed_relayed_one_wait_for_its_answer(
         ids = [client.read_response().json()["id"] for _ in calls]
     assert ids == ["a", "b"]
     assert backup.methods[:1] == ["eth_getBalance"]
+
+
+def test_a_large_relayed_request_counts_in_the_body_budget_until_answered(
+    proxy: Proxy, nodes: tuple[QuorumStandin, QuorumStandin], relayed: list[bool]
+) -> None:
+    primary, _ = nodes
+    handle = primary.server.handler
+
+    def slow(seen: Seen) -> Reply:
+        reply = handle(seen)
+        reply.delay = 0.5
+        return reply
+
+    big = json.dumps(rpc("eth_call", 1, [{"data": "0x" + "ab" * 20_000}, "latest"])).encode()
+    budget = proxy.runtime.bodies
+    with Client(proxy.addr(LISTENER)) as client:
+        steady(proxy, client)
+        primary.server.handler = slow
+        relayed.clear()
+        client.send(head("Host: q", f"Content-Length: {len(big)}", body=big))
+        wait_for(lambda: bool(primary.server.seen) and b"ab" * 100 in primary.server.seen[-1].body)
+        in_service = proxy.loop.call(lambda: budget.total)
+        assert client.read_response().json()["id"] == 1
+    assert relayed == [True]
+    assert in_service >= len(big), "the request's bytes are held while it is served"
+    wait_for(lambda: proxy.loop.call(lambda: budget.total) == 0, what="the bytes let go")
