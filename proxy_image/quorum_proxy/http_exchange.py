@@ -42,7 +42,8 @@ LOCAL_CONNECT_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, err
 _WAIT_HEAD = 0
 _STREAM_BODY = 1
 _READ_404 = 2
-_NONE_TRIED: list[Server] = []
+# the servers tried before a request's first attempt (shared: never appended to)
+NONE_TRIED: list[Server] = []
 # answers read whole and held while the next server is asked (see UpstreamExchange._hold_for)
 HOLD_NONE: frozenset[int] = frozenset()
 HOLD_404 = frozenset({404})
@@ -186,7 +187,7 @@ class UpstreamExchange(asyncio.Protocol):
             self._answer_local(req, 404, {"error": "no route", "listener": self.listener.name})
         else:
             # the fast path's pick stands even when it hands over: round-robin stays fair
-            first = req.route.pick(_NONE_TRIED)
+            first = req.route.pick(NONE_TRIED)
             if first is None or not (req.complete and self._try_fast(req, first)):
                 self.task = self.loop.create_task(self._serve(req, [], _Outcome(), first))
 

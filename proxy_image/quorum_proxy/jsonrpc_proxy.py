@@ -3,9 +3,10 @@
 The HTTP engine (http_client, http_exchange) with a JSON-RPC policy on top: every request goes
 to one primary (the first healthy server, as the TCP listener picks it), a failed request goes
 to the next server only when every call in it is safe to repeat (jsonrpc.py), and a failed
-unsafe call is answered with a JSON-RPC error saying its outcome is unknown. WebSocket upgrades
-become a byte stream to the primary (tcp_proxy.py). See proxy_image/README.md, "JSON-RPC
-mode".
+unsafe call is answered with a JSON-RPC error saying its outcome is unknown. The steady state
+skips the engine (jsonrpc_relay.py relays plain requests as bytes and hands it every failure).
+WebSocket upgrades become a byte stream to the primary (tcp_proxy.py). See
+proxy_image/README.md, "JSON-RPC mode".
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from .config import Listener, Route
-from .http_exchange import HOLD_NONE, _AttemptFailedError, _Outcome
+from .http_exchange import HOLD_NONE, NONE_TRIED, _AttemptFailedError, _Outcome
 from .http_probe import http_request
 from .http_routes import HttpListener, RouteState
 from .http_wire import Request, passed_head
@@ -40,7 +41,7 @@ from .jsonrpc import (
     settle_raw_transactions,
     transaction_lookup,
 )
-from .jsonrpc_relay import _NONE_TRIED, HOLD_5XX, RelayClientProtocol
+from .jsonrpc_relay import HOLD_5XX, RelayClientProtocol
 from .tcp_proxy import TcpListener
 from .upstream import Server, UpstreamConnection, UpstreamGroup
 
@@ -118,7 +119,7 @@ class JsonRpcListener(HttpListener):
         # the steady state: the first server is primary and takes traffic
         if primary is self.first and primary.available(time.monotonic()):
             return primary
-        return self._pick(_NONE_TRIED)
+        return self._pick(NONE_TRIED)
 
     def _pick(self, tried: list[Server]) -> Server | None:
         server = pick_primary(self.route.group, tried)

@@ -49,7 +49,6 @@ MAX_ANSWER_HEAD = 65536
 # it is served, as the engine's buffered bodies do; a smaller one (most calls) does not: at
 # most max_connections x 4 KiB uncounted, and no bookkeeping on the hot path.
 COUNTED_FROM = 4096
-_NONE_TRIED: list[Server] = []
 
 
 class RequestScan:
