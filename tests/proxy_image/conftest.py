@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonrpc_standins import Chain, QuorumStandin, jsonrpc_config
 from proxy_support import LogSink, LoopThread, Proxy, ProxyProcess, UpstreamServer
 from quorum_proxy.config import parse_config
 from quorum_proxy.server import ProxyRuntime
@@ -106,3 +107,25 @@ def geth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GethNode]:
         yield node
     finally:
         node.stop()
+
+
+# the JSON-RPC listener's (test_proxy_jsonrpc*.py): two Quorum stand-ins on one chain, the
+# proxy in front of them
+@pytest.fixture
+def chain() -> Chain:
+    return Chain()
+
+
+@pytest.fixture
+def nodes(
+    upstreams: Callable[..., UpstreamServer], chain: Chain
+) -> tuple[QuorumStandin, QuorumStandin]:
+    return (
+        QuorumStandin(upstreams("quorum-0"), chain),
+        QuorumStandin(upstreams("quorum-1"), chain),
+    )
+
+
+@pytest.fixture
+def proxy(start_proxy: Callable[..., Proxy], nodes: tuple[QuorumStandin, QuorumStandin]) -> Proxy:
+    return start_proxy(jsonrpc_config([nodes[0].address, nodes[1].address]))

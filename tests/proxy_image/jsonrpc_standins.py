@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy_support import Reply, Seen, UpstreamServer
+from proxy_support import Client, Proxy, Reply, Response, Seen, UpstreamServer
 from quorum_proxy.jsonrpc_keccak import keccak256
 
 # EIP-155's example signed transaction and its hash (eips.ethereum.org/EIPS/eip-155)
@@ -122,3 +122,45 @@ class QuorumStandin:
 
 def rpc(method: str, call_id: Any = 1, params: list[Any] | None = None) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": call_id, "method": method, "params": params or []}
+
+
+# the listener under test and its config, and what tests ask it
+LISTENER = "rpc"
+
+
+def jsonrpc_config(
+    servers: list[str], limits: dict[str, Any] | None = None, **upstream: Any
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "upstreams": {
+            "quorum": {
+                "servers": servers,
+                # a hung node is given up on quickly (the machine is loaded: not too quickly)
+                "read_timeout": 1.5,
+                "connect_timeout": 2,
+                "max_fails": 1,
+                "fail_timeout": 30,
+                **upstream,
+            }
+        },
+        "listeners": [
+            {
+                "name": LISTENER,
+                "listen": "127.0.0.1:0",
+                "protocol": "jsonrpc",
+                "upstream": "quorum",
+            }
+        ],
+    }
+    if limits:
+        data["limits"] = limits
+    return data
+
+
+def post(client: Client, body: Any) -> Response:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return client.request("POST", "/", raw, headers={"Content-Type": "application/json"})
+
+
+def counter(proxy: Proxy, family: str, *labels: str) -> float:
+    return proxy.loop.call(lambda: getattr(proxy.runtime.metrics, family).get(labels))

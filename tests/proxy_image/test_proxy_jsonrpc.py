@@ -4,29 +4,30 @@ answer, die mid-request, reset, hang, answer 502/503 or "already known"."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from jsonrpc_standins import (
     ALREADY_KNOWN,
     FAILURES,
+    LISTENER,
     NONCE_TOO_LOW,
     SIGNED_TX,
     SIGNED_TX_HASH,
     Chain,
     QuorumStandin,
+    counter,
+    jsonrpc_config,
+    post,
     rpc,
 )
 from proxy_support import (
     Client,
     LoopThread,
     Proxy,
-    Response,
     UpstreamServer,
     free_port,
     request,
@@ -36,66 +37,6 @@ from quorum_proxy import jsonrpc_relay
 from quorum_proxy.jsonrpc import CODE_NO_ANSWER, CODE_OUTCOME_UNKNOWN
 from quorum_proxy.jsonrpc_keccak import keccak256
 from quorum_proxy.jsonrpc_proxy import MAX_COLLECTED
-
-LISTENER = "rpc"
-
-
-def jsonrpc_config(
-    servers: list[str], limits: dict[str, Any] | None = None, **upstream: Any
-) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "upstreams": {
-            "quorum": {
-                "servers": servers,
-                # a hung node is given up on quickly (the machine is loaded: not too quickly)
-                "read_timeout": 1.5,
-                "connect_timeout": 2,
-                "max_fails": 1,
-                "fail_timeout": 30,
-                **upstream,
-            }
-        },
-        "listeners": [
-            {
-                "name": LISTENER,
-                "listen": "127.0.0.1:0",
-                "protocol": "jsonrpc",
-                "upstream": "quorum",
-            }
-        ],
-    }
-    if limits:
-        data["limits"] = limits
-    return data
-
-
-@pytest.fixture
-def chain() -> Chain:
-    return Chain()
-
-
-@pytest.fixture
-def nodes(
-    upstreams: Callable[..., UpstreamServer], chain: Chain
-) -> tuple[QuorumStandin, QuorumStandin]:
-    return (
-        QuorumStandin(upstreams("quorum-0"), chain),
-        QuorumStandin(upstreams("quorum-1"), chain),
-    )
-
-
-@pytest.fixture
-def proxy(start_proxy: Callable[..., Proxy], nodes: tuple[QuorumStandin, QuorumStandin]) -> Proxy:
-    return start_proxy(jsonrpc_config([nodes[0].address, nodes[1].address]))
-
-
-def post(client: Client, body: Any) -> Response:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return client.request("POST", "/", raw, headers={"Content-Type": "application/json"})
-
-
-def counter(proxy: Proxy, family: str, *labels: str) -> float:
-    return proxy.loop.call(lambda: getattr(proxy.runtime.metrics, family).get(labels))
 
 
 def warm(client: Client, times: int = 1) -> None:

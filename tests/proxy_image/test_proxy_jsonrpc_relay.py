@@ -10,11 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from jsonrpc_standins import Chain, QuorumStandin, rpc
+from jsonrpc_standins import LISTENER, Chain, QuorumStandin, counter, jsonrpc_config, post, rpc
 from proxy_support import Client, Proxy, Reply, Seen, UpstreamServer, wait_for
 from quorum_proxy import jsonrpc_relay
 from quorum_proxy.jsonrpc import CODE_OUTCOME_UNKNOWN
-from test_proxy_jsonrpc import LISTENER, counter, jsonrpc_config, post
 
 CALL = json.dumps(rpc("eth_getBalance", 7, ["0x00", "latest"])).encode()
 EXPECTED = {"jsonrpc": "2.0", "id": 7, "result": "quorum-0:eth_getBalance"}
@@ -35,26 +34,6 @@ def relayed(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return decisions
 
 
-@pytest.fixture
-def nodes(
-    upstreams: Callable[..., UpstreamServer], chain: Chain
-) -> tuple[QuorumStandin, QuorumStandin]:
-    return (
-        QuorumStandin(upstreams("quorum-0"), chain),
-        QuorumStandin(upstreams("quorum-1"), chain),
-    )
-
-
-@pytest.fixture
-def chain() -> Chain:
-    return Chain()
-
-
-@pytest.fixture
-def proxy(start_proxy: Callable[..., Proxy], nodes: tuple[QuorumStandin, QuorumStandin]) -> Proxy:
-    return start_proxy(jsonrpc_config([nodes[0].address, nodes[1].address]))
-
-
 def steady(proxy: Proxy, client: Client, times: int = 1) -> None:
     """A pooled connection to the primary, and the client's connection idle: the relay's
     steady state (the engine may still be counting the answer the client already read)."""
@@ -66,6 +45,18 @@ def steady(proxy: Proxy, client: Client, times: int = 1) -> None:
         return proxy.loop.call(lambda: not any(c.busy() for c in listener.connections))  # type: ignore[union-attr]
 
     wait_for(idle, what="the client's connection idle")
+
+
+def alter(node: QuorumStandin, change: Callable[[Seen, Reply], None]) -> None:
+    """The node answers as before, then change() edits its reply (delays it, stalls it)."""
+    handle = node.server.handler
+
+    def altered(seen: Seen) -> Reply:
+        reply = handle(seen)
+        change(seen, reply)
+        return reply
+
+    node.server.handler = altered
 
 
 def head(*lines: str, body: bytes = CALL, version: str = "1.1") -> bytes:
@@ -168,15 +159,12 @@ def test_a_request_sent_while_an_answer_is_relayed_waits_its_turn(
     proxy: Proxy, nodes: tuple[QuorumStandin, QuorumStandin], relayed: list[bool]
 ) -> None:
     primary, _ = nodes
-    handle = primary.server.handler
 
-    def slow_first(seen: Seen) -> Reply:
-        reply = handle(seen)
+    def slow_first(seen: Seen, reply: Reply) -> None:
         if b'"id": 1' in seen.body:
             reply.delay = 0.3
-        return reply
 
-    primary.server.handler = slow_first
+    alter(primary, slow_first)
     with Client(proxy.addr(LISTENER)) as client:
         steady(proxy, client)
         for call_id in (1, 2, 3):
@@ -204,10 +192,15 @@ def test_the_last_request_of_a_connection_goes_through_the_engine_and_closes_it(
 # the answer, as the node sends it
 
 
-def node(upstreams: Callable[..., UpstreamServer], reply: Callable[[Seen], Reply]) -> str:
-    server = upstreams()
-    server.handler = reply
-    return server.address
+def answering(
+    upstreams: Callable[..., UpstreamServer],
+    start_proxy: Callable[..., Proxy],
+    reply: Callable[[Seen], Reply],
+) -> tuple[UpstreamServer, Proxy]:
+    """Two nodes that answer with reply, and the proxy in front of them; and the primary."""
+    primary, backup = upstreams(), upstreams()
+    primary.handler = backup.handler = reply
+    return primary, start_proxy(jsonrpc_config([primary.address, backup.address]))
 
 
 def answer_of(seen: Seen) -> bytes:
@@ -229,7 +222,7 @@ def test_a_large_answer_streams_through_as_the_node_framed_it(
         body = json.dumps({"jsonrpc": "2.0", "id": call["id"], "result": result}).encode()
         return Reply(body=body, chunked=chunked)
 
-    proxy = start_proxy(jsonrpc_config([node(upstreams, big), node(upstreams, big)]))
+    _, proxy = answering(upstreams, start_proxy, big)
     with Client(proxy.addr(LISTENER)) as client:
         for i in range(3):
             answer = post(client, rpc("eth_getLogs", i, [{}]))
@@ -249,9 +242,7 @@ def test_an_answer_that_says_the_node_closes_ends_the_client_connection_too(
         headers = [("Connection", "close")] if closing["on"] else []
         return Reply(body=answer_of(seen), headers=headers)
 
-    primary = upstreams()
-    primary.handler = reply
-    proxy = start_proxy(jsonrpc_config([primary.address, node(upstreams, reply)]))
+    primary, proxy = answering(upstreams, start_proxy, reply)
     with Client(proxy.addr(LISTENER)) as client:
         steady(proxy, client)
         closing["on"] = True
@@ -273,9 +264,7 @@ def test_interim_answers_before_the_final_one_are_passed_on(
     def reply(seen: Seen) -> Reply:
         return Reply(body=answer_of(seen), interim=True)
 
-    primary = upstreams()
-    primary.handler = reply
-    proxy = start_proxy(jsonrpc_config([primary.address, node(upstreams, reply)]))
+    primary, proxy = answering(upstreams, start_proxy, reply)
     with Client(proxy.addr(LISTENER)) as client:
         steady(proxy, client)
         raw = json.dumps(rpc("eth_chainId", 9)).encode()
@@ -300,14 +289,11 @@ def test_an_answer_cut_after_it_started_ends_the_client_connection_and_is_not_re
     proxy = start_proxy(config)
     with Client(proxy.addr(LISTENER)) as client:
         steady(proxy, client)
-        handle = primary.server.handler
 
-        def stall(seen: Seen) -> Reply:
-            reply = handle(seen)
+        def stall(seen: Seen, reply: Reply) -> None:
             reply.stall_body = True
-            return reply
 
-        primary.server.handler = stall
+        alter(primary, stall)
         client.send(PLAIN)
         data = b""
         while chunk := client.sock.recv(65536):
@@ -366,18 +352,15 @@ def test_a_large_relayed_request_counts_in_the_body_budget_until_answered(
     proxy: Proxy, nodes: tuple[QuorumStandin, QuorumStandin], relayed: list[bool]
 ) -> None:
     primary, _ = nodes
-    handle = primary.server.handler
 
-    def slow(seen: Seen) -> Reply:
-        reply = handle(seen)
+    def slow(seen: Seen, reply: Reply) -> None:
         reply.delay = 0.5
-        return reply
 
     big = json.dumps(rpc("eth_call", 1, [{"data": "0x" + "ab" * 20_000}, "latest"])).encode()
     budget = proxy.runtime.bodies
     with Client(proxy.addr(LISTENER)) as client:
         steady(proxy, client)
-        primary.server.handler = slow
+        alter(primary, slow)
         relayed.clear()
         client.send(head("Host: q", f"Content-Length: {len(big)}", body=big))
         wait_for(lambda: bool(primary.server.seen) and b"ab" * 100 in primary.server.seen[-1].body)
