@@ -65,13 +65,11 @@ class HttpClientProtocol(UpstreamExchange):
 
     # abuse bounds, set per connection as they change: no request yet (header_timeout counts
     # from the accept), the body's last read (body_timeout), the write buffer's size and since
-    # when it has not shrunk (send_timeout), a body refused at the global bound mid-callback
+    # when it has not shrunk (send_timeout)
     fresh = True
     body_last = 0.0
     send_size = 0
     send_since = 0.0
-    in_body = False
-    refused = False
 
     def __init__(self, listener: HttpListener) -> None:
         super().__init__(listener)
@@ -184,7 +182,10 @@ class HttpClientProtocol(UpstreamExchange):
         except httptools.HttpParserError:
             self._reject(400)
             return
-        if self.waiting_since is not None and self.partial:
+        cur = self.cur
+        if cur is not None and cur.unaccounted:
+            self._count_body_read(cur)
+        if self.waiting_since is not None and self.partial and not self.closed:
             self.head_bytes += len(data)
             if self.head_bytes > self.limits.max_header_bytes + self.limits.max_uri_bytes:
                 self._reject(431)
@@ -334,18 +335,26 @@ class HttpClientProtocol(UpstreamExchange):
         return self.cur.accounted if self.cur is not None else 0
 
     def refuse_body(self) -> None:
-        """The largest unfinished body at the global bound: 503 (see bodies.py)."""
+        """The largest unfinished body at the global bound: 503 (see bodies.py). Never inside
+        this connection's parser callbacks: a body still coming is counted after its read."""
         if self.cur is not None:
             self._release(self.cur)
-        if self.in_body:
-            self.refused = True  # on_body raises inside the parser's callback
-        else:
-            self._reject(503)
+        self._reject(503)
+
+    def _count_body_read(self, req: Request) -> None:
+        """A body still coming: what this read brought counts, and the body is a candidate."""
+        size = req.unaccounted
+        req.unaccounted = 0
+        req.accounted += size
+        self.budget.add(self, size)
 
     def _release(self, req: Request) -> None:
         if req.accounted:
             self.budget.release(self, req.accounted)
             req.accounted = 0
+            req.body.clear()
+        elif req.unaccounted:
+            req.unaccounted = 0
             req.body.clear()
 
     def close_if_idle(self) -> None:
@@ -500,14 +509,7 @@ class HttpClientProtocol(UpstreamExchange):
         if req.buffered:
             if req.body_size > self.limits.max_retry_body_bytes:
                 raise RejectError(413)
-            req.accounted += len(data)
-            self.in_body = True
-            try:
-                self.budget.add(self, len(data))
-            finally:
-                self.in_body = False
-            if self.refused:
-                raise RejectError(503)
+            req.unaccounted += len(data)  # counted as this read ends (data_received)
         elif req.body_size > STREAM_BUFFER_HIGH:
             self._pause(PAUSE_WAIT)
 
@@ -518,7 +520,12 @@ class HttpClientProtocol(UpstreamExchange):
         req.complete = True
         req.completed_at = self.now
         if req.accounted:
-            self.budget.done_reading(self)
+            self.budget.done_reading(self)  # counted on earlier reads: no longer a candidate
+        if req.unaccounted:
+            size = req.unaccounted
+            req.unaccounted = 0
+            req.accounted += size
+            self.budget.keep(size)  # whole: counted while it is served, never refused
         sink = req.sink
         if sink is not None and req.upstream_chunked and not sink.closed:
             sink.write(b"0\r\n\r\n")

@@ -32,7 +32,7 @@ class RouteState:
         "keys",
         "label",
         "mirror_group",
-        "picker",
+        "pick",
         "retry_404",
     )
 
@@ -48,19 +48,15 @@ class RouteState:
         # metric label values by status, made once: (listener, route, status), latency series
         self.keys: dict[int, tuple[tuple[str, str, str], list[float]]] = {}
         self.retry_404 = "http_404" in config.retry_on
-        # picks the server for a request's next attempt instead of the group's round-robin
-        # (the JSON-RPC listener's primary first, jsonrpc_proxy.py)
-        self.picker: Callable[[list[Server]], Server | None] | None = None
+        # picks the server for a request's next attempt, given those tried: the group's
+        # round-robin, or another rule (the JSON-RPC listener's primary first, jsonrpc_proxy.py)
+        self.pick: Callable[[list[Server]], Server | None] = group.pick
         # whether a request's body is kept for a retry or a mirror copy (per method)
         may_retry = len(group.servers) > 1 and bool(config.retry_on)
         self.buffer_all = mirror_group is not None or (may_retry and config.retry_non_idempotent)
         self.buffer_idempotent = may_retry
         # as nginx's default $proxy_host: the upstream's name
         self.host_line = b"Host: %s\r\n" % group.config.name.encode()
-
-    def pick(self, tried: list[Server]) -> Server | None:
-        picker = self.picker
-        return self.group.pick(tried) if picker is None else picker(tried)
 
 
 class HttpListener:

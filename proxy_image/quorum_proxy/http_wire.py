@@ -74,6 +74,7 @@ class Request:
         "sink",
         "start",
         "started",
+        "unaccounted",
         "upstream_chunked",
         "url",
     )
@@ -91,8 +92,10 @@ class Request:
         self.expect_continue = False
         self.body: list[bytes] = []
         self.body_size = 0
-        # bytes of body counted in the process's BodyBudget (bodies.py)
+        # bytes of body counted in the process's BodyBudget (bodies.py), and bytes read since
+        # (counted as the read ends: whole, or still coming and so a candidate for refusal)
         self.accounted = 0
+        self.unaccounted = 0
         self.buffered = False
         # may go to another server once sent: a mirror buffers a POST, it does not retry it
         self.retryable = False

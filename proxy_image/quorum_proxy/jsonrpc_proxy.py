@@ -91,7 +91,7 @@ class JsonRpcListener(HttpListener):
         # limits.max_retry_body_bytes
         state.buffer_all = True
         state.buffer_idempotent = True
-        state.picker = self._pick
+        state.pick = self._pick
         self.route: RouteState = state
         self.primary: Server | None = None
         self.first = state.group.servers[0]
