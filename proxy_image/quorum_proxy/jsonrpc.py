@@ -260,16 +260,38 @@ def raw_transaction(params: Any) -> bytes | None:
     return raw or None
 
 
+# the fields of geth's jsonrpcMessage (rpc/json.go)
+MESSAGE_FIELDS = frozenset({"jsonrpc", "id", "method", "params", "error", "result"})
+
+
+def read_alike(item: dict[str, Any]) -> bool:
+    """Whether geth reads a call's fields as this module does: no key is another spelling of
+    one. Go's encoding/json matches a key to a field ignoring case, with Unicode folding (the
+    long s, U+017F, ends "params" too), and the last key wins: to geth (checked with go run),
+    {"method":"eth_call","METHOD":"eth_sendTransaction"} is a send. casefold() folds at least
+    as much as Go does."""
+    return item.keys() <= MESSAGE_FIELDS or not any(
+        key not in MESSAGE_FIELDS and key.casefold() in MESSAGE_FIELDS for key in item
+    )
+
+
 def _call(item: Any) -> Call:
     if not isinstance(item, dict):
         return Call()
     has_id = "id" in item
     call_id = item.get("id")
     method = item.get("method")
+    if not read_alike(item):
+        # geth may run another method, with other params, than the ones read here
+        return Call(id=call_id, has_id=has_id, method=_text_or_none(method), kind=UNSAFE)
     if not _is_text(method):
         return Call(id=call_id, has_id=has_id)
     raw_tx = raw_transaction(item.get("params")) if method == SEND_RAW_TRANSACTION else None
     return Call(id=call_id, has_id=has_id, method=method, kind=_kind(method, item), raw_tx=raw_tx)
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if _is_text(value) else None
 
 
 def _kind(method: str, item: dict[str, Any]) -> str:
@@ -286,7 +308,7 @@ def parse_body(data: bytes) -> Body | None:
     except (ValueError, RecursionError):
         return None
     if isinstance(doc, dict):
-        if not _is_text(doc.get("method")):
+        if not _is_text(doc.get("method")) and read_alike(doc):
             return None
         return Body(calls=(_call(doc),), batch=False)
     if isinstance(doc, list) and doc:
@@ -325,6 +347,8 @@ def call_kinds(data: bytes) -> tuple[str, ...] | None:
         except (ValueError, RecursionError):
             return None
     if type(doc) is dict:
+        if not read_alike(doc):
+            return _ONE[UNSAFE]
         method = doc.get("method")
         if type(method) is not str:
             return None

@@ -75,17 +75,35 @@ class RequestScan:
         self.keep = self.parser.should_keep_alive()
 
 
-def plain_head(head: bytes) -> bool:
-    """Whether a request head may go on as it came: one Host line (RFC 9112 3.2), no
-    Transfer-Encoding (the body is framed by its length) and no Expect (the engine answers
-    100-continue). llhttp has checked its syntax: no space before a colon, no folded line.
-    The request line is the client's: geth routes an absolute-form target by its path too."""
+def plain_head(head: bytes, max_uri_bytes: int) -> bool:
+    """Whether a request head may go on as it came, as the engine would accept it: `POST /...
+    HTTP/1.1` (origin-form, the target within limits.max_uri_bytes, nothing before it), one
+    Host line (RFC 9112 3.2), no Transfer-Encoding (the body is framed by its length) and no
+    Expect (the engine answers 100-continue). llhttp has checked its syntax: no space before a
+    colon, no folded line."""
+    line_end = head.find(b"\r\n")
+    if (
+        not head.startswith(b"POST /")
+        or head[line_end - 9 : line_end] != b" HTTP/1.1"
+        or line_end - 14 > max_uri_bytes  # "POST " and " HTTP/1.1" around the target
+    ):
+        return False
     lower = head.lower()
     return (
         lower.count(b"\r\nhost:") == 1
         and b"\r\ntransfer-encoding:" not in lower
         and b"\r\nexpect:" not in lower
     )
+
+
+def closing(answer: bytes, interims: int) -> bytes:
+    """An answer's first bytes, its head saying the connection closes after it (draining, as
+    the engine says it); the interim answers before it (1xx, heads only) left as they are."""
+    start = 0
+    for _ in range(interims):
+        start = answer.find(b"\r\n\r\n", start) + 4
+    end = answer.find(b"\r\n\r\n", start) + 2
+    return answer[:end] + b"Connection: close\r\n" + answer[end:]
 
 
 class ResponseScan:
@@ -156,7 +174,8 @@ class RelayClientProtocol(HttpClientProtocol):
 
     # the connection
     def busy(self) -> bool:
-        return self.relay_conn is not None or super().busy()
+        # a request read while an answer was relayed is owed an answer too
+        return self.relay_conn is not None or bool(self.backlog) or super().busy()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.relay_conn is not None:
@@ -168,7 +187,7 @@ class RelayClientProtocol(HttpClientProtocol):
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        if self.backlog and not self.busy() and not self.closed:
+        if self.backlog and self.relay_conn is None and not super().busy() and not self.closed:
             self._relay_backlog()
 
     def check_timeouts(self, now: float) -> None:
@@ -214,16 +233,18 @@ class RelayClientProtocol(HttpClientProtocol):
                 self.scan = RequestScan()  # mid-message: the engine reads it from its start
             return None
         body = scan.body
-        size = len(data) - len(body)
+        # the head ends at the first blank line and the body ends the read: llhttp lets empty
+        # lines pass before and after a request, which would move the X-Forwarded-For line
+        size = data.find(b"\r\n\r\n") + 4
         limits = self.limits
         if (
-            size > limits.max_header_bytes
+            size + len(body) != len(data)
+            or size > limits.max_header_bytes
             or len(body) > limits.max_retry_body_bytes
             or self.requests + 1 >= limits.keepalive_requests
-            or parser.get_method() != b"POST"  # a HEAD's answer has no body: the engine's
             or not scan.keep
             or self.runtime.draining
-            or not plain_head(data[:size])
+            or not plain_head(data[:size], limits.max_uri_bytes)
         ):
             return None
         return body
@@ -274,7 +295,7 @@ class RelayClientProtocol(HttpClientProtocol):
         conn.raw = self.relay_answer
         transport = conn.transport
         assert transport is not None
-        cut = len(data) - len(body) - 2  # before the blank line that ends the head
+        cut = len(data) - len(body) - 2  # before the blank line that ends the head (as read)
         self.batch.write(transport, b"".join((data[:cut], self.xff_line, data[cut:])))
         return True
 
@@ -319,6 +340,8 @@ class RelayClientProtocol(HttpClientProtocol):
             if self.relay_head:
                 data = self.relay_head + data
                 self.relay_head = b""
+            if self.runtime.draining:
+                data = closing(data, scan.interims)
         transport = self.transport
         if not self.closed and transport is not None:
             self.batch.write(transport, data)
@@ -336,8 +359,9 @@ class RelayClientProtocol(HttpClientProtocol):
         if not keep or self.runtime.draining:
             self._close()
             return
-        self.waiting_since = now
-        if self.backlog and not self.write_paused:
+        if not self.backlog:
+            self.waiting_since = now
+        elif not self.write_paused:
             self._relay_backlog()
         # else resume_writing goes on: pipelined answers wait for the client
 

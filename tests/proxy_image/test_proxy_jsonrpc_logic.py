@@ -214,6 +214,12 @@ TRICKY_BODIES = [
     b'{"id":1,"method":"eth_sendRawTransaction","params":"0xf86c09"}',
     b'{"id":1,"method":"eth_sendRawTransaction","params":["0xf86c09","x"]}',
     b'{"id":1,"method":"eth_sendRawTransaction","params":[1234]}',
+    # keys Go's encoding/json matches to geth's fields case-insensitively (the last wins)
+    b'{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","METHOD":"eth_sendTransaction"}',
+    b'{"id":1,"Method":"eth_call"}',
+    b'{"id":1,"method":"eth_sendRawTransaction","params":["0xf86c09"],"PARAMS":["0x01"]}',
+    b'{"id":1,"method":"eth_call","param\xc5\xbf":[]}',
+    b'[{"id":1,"method":"eth_call"},{"id":2,"method":"eth_call","ID":3}]',
     # what orjson refuses and the standard parser reads: a BOM, a lone surrogate, NaN
     b'\xef\xbb\xbf{"id":1,"method":"eth_call"}',
     b'{"id":1,"method":"eth_call","params":["\\ud800"]}',
@@ -256,6 +262,24 @@ def test_call_kinds_reads_the_classes_of_a_mixed_body() -> None:
     parsed = parse_body(raw_number)
     assert parsed is not None and parsed.calls[0].kind == UNSAFE
     assert call_kinds(b'{"id":1,"method":"eth_call","params":["\\ud800"]}') == (SAFE,)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # geth runs eth_sendTransaction: Go's encoding/json (rpc/json.go's jsonrpcMessage)
+        # matches "METHOD" to `json:"method"` ignoring case, and the last key wins
+        b'{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","METHOD":"eth_sendTransaction"}',
+        b'{"jsonrpc":"2.0","id":1,"Method":"eth_sendTransaction"}',
+        # Go folds the long s (U+017F, UTF-8 c5 bf) to s: "param" and it is params to geth
+        b'{"id":1,"method":"eth_sendRawTransaction","params":["0x01"],"param\xc5\xbf":["0x02"]}',
+    ],
+    ids=["METHOD", "Method", "long-s"],
+)
+def test_a_call_go_reads_otherwise_than_python_is_never_safe(raw: bytes) -> None:
+    assert call_kinds(raw) == (UNSAFE,)
+    body = parse_body(raw)
+    assert body is not None and [call.kind for call in body.calls] == [UNSAFE]
     assert call_kinds(
         b'[{"id":1,"method":"eth_call"},{"id":2,"method":"eth_sendTransaction"},5]'
     ) == (SAFE, UNSAFE, INVALID)
