@@ -198,6 +198,7 @@ class RelayClientProtocol(HttpClientProtocol):
     def data_received(self, data: bytes) -> None:
         if (
             self.relay_conn is not None
+            or self.backlog
             or self.ws_req is not None
             or self.active is not None
             or self.partial
@@ -210,8 +211,9 @@ class RelayClientProtocol(HttpClientProtocol):
 
     def _received(self, data: bytes) -> None:
         """Bytes the relay does not send: the engine's, or the next request's."""
-        if self.relay_conn is not None:
-            # the next request came while an answer is relayed: it waits, as pipelined ones
+        if self.relay_conn is not None or self.backlog:
+            # the next request came while an answer is relayed (or before the ones read then
+            # are served): it waits in order, as pipelined ones
             self.backlog.append(data)
             self._pause(PAUSE_PIPELINE)
             return

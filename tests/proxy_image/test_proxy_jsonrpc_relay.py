@@ -520,23 +520,24 @@ def test_a_request_held_behind_a_paused_answer_keeps_the_connection_busy_until_s
     takes a race: the answer's last read must pause the writes. Found by review with a 10 MB
     answer; here the two steps are made directly on a real connection.)"""
     listener = proxy.runtime.listeners[LISTENER]
-    call = json.dumps(rpc("eth_blockNumber", 2)).encode()
+    calls = [json.dumps(rpc("eth_blockNumber", i)).encode() for i in (2, 3)]
+    second, third = (head("Host: q", f"Content-Length: {len(c)}", body=c) for c in calls)
     with Client(proxy.addr(LISTENER)) as client:
         steady(proxy, client)
         (conn,) = proxy.loop.call(lambda: list(listener.connections))
         assert isinstance(conn, jsonrpc_relay.RelayClientProtocol)
 
         def answer_ends_paused_with_a_request_behind() -> tuple[bool, float | None]:
-            conn.backlog.append(head("Host: q", f"Content-Length: {len(call)}", body=call))
+            conn.backlog.append(second)
             conn.pause_writing()
+            conn.data_received(third)  # a read already under way: after the second, not before
             conn.close_if_idle()  # draining's poll
             return conn.busy(), conn.idle_since()
 
         assert proxy.loop.call(answer_ends_paused_with_a_request_behind) == (True, None)
         relayed.clear()
         proxy.loop.call(conn.resume_writing)
-        assert client.read_response().json()["id"] == 2
-    assert relayed == [True]
+        assert [client.read_response().json()["id"] for _ in calls] == [2, 3]
 
 
 @pytest.mark.parametrize("interims", [0, 2])
