@@ -259,3 +259,21 @@ class GethNode:
                     raise RpcError(answer["error"])
         if last:
             self.wait_receipt(last, timeout=120.0)
+            self._wait_pool_caught_up(dev, nonce + len(addresses) - 1)
+
+    def _wait_pool_caught_up(self, sender: str, nonce: int, timeout: float = 10.0) -> None:
+        """Wait until the txpool has dropped sender's mined transactions up to nonce.
+
+        A receipt comes with the block; the txpool takes the new head in its reorg loop a
+        moment later (core/txpool/legacypool), and until then it judges new transactions by
+        the old state: a just-funded account has "insufficient funds", a mined transaction is
+        still "already known". Its content shows when that is done.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            content = self.call("txpool_contentFrom", [sender])
+            pending = content.get("pending") or {}
+            if all(int(n) > nonce for n in pending):
+                return
+            time.sleep(0.02)
+        raise TimeoutError(f"the txpool holds {sender}'s mined transactions after {timeout}s")
