@@ -57,8 +57,8 @@ class BodyBudget:
         self.keep(size)
 
     def keep(self, size: int) -> None:
-        """A whole request of size bytes is kept while it is served (the JSON-RPC relay's):
-        counted, never refused itself; past the bound, unfinished bodies are."""
+        """size bytes of a body read whole are kept while it is served: counted, never refused
+        themselves; past the bound, unfinished bodies are."""
         self.total += size
         while self.total > self.limit and self.holders:
             victim = max(self.holders, key=lambda h: h.held_body_bytes())
@@ -73,8 +73,7 @@ class BodyBudget:
     def release(self, holder: BodyHolder, size: int) -> None:
         """holder's body is gone (answered, refused, or its connection closed)."""
         self.holders.discard(holder)
-        self.total -= size
-        self.released += size
+        self.give_back(size)
 
     def done_reading(self, holder: BodyHolder) -> None:
         """holder's body is whole: it is being served, no longer a candidate for refusal."""

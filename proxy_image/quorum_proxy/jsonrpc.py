@@ -261,17 +261,17 @@ def raw_transaction(params: Any) -> bytes | None:
 
 
 # the fields of geth's jsonrpcMessage (rpc/json.go)
-MESSAGE_FIELDS = frozenset({"jsonrpc", "id", "method", "params", "error", "result"})
+_MESSAGE_FIELDS = frozenset({"jsonrpc", "id", "method", "params", "error", "result"})
 
 
-def read_alike(item: dict[str, Any]) -> bool:
+def _read_alike(item: dict[str, Any]) -> bool:
     """Whether geth reads a call's fields as this module does: no key is another spelling of
     one. Go's encoding/json matches a key to a field ignoring case, with Unicode folding (the
     long s, U+017F, ends "params" too), and the last key wins: to geth (checked with go run),
     {"method":"eth_call","METHOD":"eth_sendTransaction"} is a send. casefold() folds at least
     as much as Go does."""
-    return item.keys() <= MESSAGE_FIELDS or not any(
-        key not in MESSAGE_FIELDS and key.casefold() in MESSAGE_FIELDS for key in item
+    return item.keys() <= _MESSAGE_FIELDS or not any(
+        key not in _MESSAGE_FIELDS and key.casefold() in _MESSAGE_FIELDS for key in item
     )
 
 
@@ -281,7 +281,7 @@ def _call(item: Any) -> Call:
     has_id = "id" in item
     call_id = item.get("id")
     method = item.get("method")
-    if not read_alike(item):
+    if not _read_alike(item):
         # geth may run another method, with other params, than the ones read here
         return Call(id=call_id, has_id=has_id, method=_text_or_none(method), kind=UNSAFE)
     if not _is_text(method):
@@ -308,7 +308,7 @@ def parse_body(data: bytes) -> Body | None:
     except (ValueError, RecursionError):
         return None
     if isinstance(doc, dict):
-        if not _is_text(doc.get("method")) and read_alike(doc):
+        if not _is_text(doc.get("method")) and _read_alike(doc):
             return None
         return Body(calls=(_call(doc),), batch=False)
     if isinstance(doc, list) and doc:
@@ -347,7 +347,7 @@ def call_kinds(data: bytes) -> tuple[str, ...] | None:
         except (ValueError, RecursionError):
             return None
     if type(doc) is dict:
-        if not read_alike(doc):
+        if not _read_alike(doc):
             return _ONE[UNSAFE]
         method = doc.get("method")
         if type(method) is not str:
