@@ -17,6 +17,7 @@ from typing import Any, TypeGuard
 import orjson
 
 from .jsonrpc_keccak import keccak256
+from .relay_scan import one_call_method
 
 SAFE = "safe"
 UNSAFE = "unsafe"
@@ -332,6 +333,8 @@ def call_kinds(data: bytes) -> tuple[str, ...] | None:
     integer a float), classes do not depend on it; whatever orjson refuses (a lone surrogate,
     a BOM, NaN) is decided by loads(), as parse_body decides it.
     """
+    if one_call_method is not None and one_call_method(data, MAX_DEPTH) in _PLAIN_READS:
+        return ONE_SAFE  # strict JSON, the four fields spelled once each: as the parse finds
     # orjson reads 1024 levels: deeper than MAX_DEPTH takes that many brackets, both ways
     if (
         len(data) > 2 * MAX_DEPTH

@@ -30,8 +30,10 @@ import httptools
 from .http_client import HttpClientProtocol
 from .http_exchange import PAUSE_PIPELINE
 from .jsonrpc import INVALID, ONE_SAFE, SAFE, call_kinds
+from .relay_scan import plain_answer, plain_request
 
 if TYPE_CHECKING:
+    from .config import Limits
     from .http_wire import Request
     from .jsonrpc_proxy import JsonRpcListener
     from .upstream import Server, UpstreamConnection
@@ -73,6 +75,33 @@ class RequestScan:
         self.done += 1
         # asked here: llhttp forgets it once the message is complete
         self.keep = self.parser.should_keep_alive()
+
+    def plain_body(self, data: bytes, limits: Limits) -> bytes | None:
+        """The body of data when data is one plain request, read by llhttp; else None."""
+        self.begun = self.done = 0
+        try:
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self.parser = httptools.HttpRequestParser(self)  # the engine reads what is wrong
+            return None
+        if self.done != 1 or self.begun != 1:
+            if self.begun != self.done:
+                # mid-message: the engine reads it from its start
+                self.parser = httptools.HttpRequestParser(self)
+            return None
+        body = self.body
+        # the head ends at the first blank line and the body ends the read: llhttp lets empty
+        # lines pass before and after a request, which would move the X-Forwarded-For line
+        size = data.find(b"\r\n\r\n") + 4
+        if (
+            size + len(body) != len(data)
+            or size > limits.max_header_bytes
+            or len(body) > limits.max_retry_body_bytes
+            or not self.keep
+            or not plain_head(data[:size], limits.max_uri_bytes)
+        ):
+            return None
+        return body
 
 
 def plain_head(head: bytes, max_uri_bytes: int) -> bool:
@@ -222,34 +251,16 @@ class RelayClientProtocol(HttpClientProtocol):
     # requests
     def _plain_body(self, data: bytes) -> bytes | None:
         """The body of data when data is one plain request the relay may send; else None."""
-        scan = self.scan
-        scan.begun = scan.done = 0
-        parser = scan.parser
-        try:
-            parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            self.scan = RequestScan()  # the engine reads it: an upgrade, or what is wrong
-            return None
-        if scan.done != 1 or scan.begun != 1:
-            if scan.begun != scan.done:
-                self.scan = RequestScan()  # mid-message: the engine reads it from its start
-            return None
-        body = scan.body
-        # the head ends at the first blank line and the body ends the read: llhttp lets empty
-        # lines pass before and after a request, which would move the X-Forwarded-For line
-        size = data.find(b"\r\n\r\n") + 4
         limits = self.limits
-        if (
-            size + len(body) != len(data)
-            or size > limits.max_header_bytes
-            or len(body) > limits.max_retry_body_bytes
-            or self.requests + 1 >= limits.keepalive_requests
-            or not scan.keep
-            or self.runtime.draining
-            or not plain_head(data[:size], limits.max_uri_bytes)
-        ):
+        if self.requests + 1 >= limits.keepalive_requests or self.runtime.draining:
             return None
-        return body
+        if plain_request is not None:
+            size = plain_request(
+                data, limits.max_header_bytes, limits.max_uri_bytes, limits.max_retry_body_bytes
+            )
+            if size >= 0:
+                return data[size:]
+        return self.scan.plain_body(data, limits)
 
     def _relay(self, data: bytes) -> bool:
         """Send data to the primary as it is, when it is one plain request; else False."""
@@ -322,36 +333,50 @@ class RelayClientProtocol(HttpClientProtocol):
         conn = self.relay_conn
         assert conn is not None
         scan = conn.scan
-        try:
-            scan.parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            self._relay_lost(conn)
-            return
-        if not self.relay_answering:
-            if not scan.head:
-                self.relay_head += data
-                if len(self.relay_head) > MAX_ANSWER_HEAD:
-                    self._relay_lost(conn)
+        status = 0
+        if plain_answer is not None and not self.relay_answering and not self.relay_head:
+            # an answer's first read; the common one holds the whole answer, kept alive
+            status = plain_answer(data)
+        if status:
+            whole = keep = True
+            interims = 0
+        else:
+            try:
+                scan.parser.feed_data(data)
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+                self._relay_lost(conn)
                 return
-            status = scan.status
+            whole = scan.done
+            # nothing may come after the answer on the node's connection
+            keep = scan.keep and scan.begun == 1 + scan.interims
+            interims = scan.interims
+            if not self.relay_answering:
+                if not scan.head:
+                    self.relay_head += data
+                    if len(self.relay_head) > MAX_ANSWER_HEAD:
+                        self._relay_lost(conn)
+                    return
+                status = scan.status
+                if self.relay_head:
+                    data = self.relay_head + data
+                    self.relay_head = b""
+        if not self.relay_answering:
             if status in HOLD_5XX and self.relay_kinds is not None:
                 self._relay_fail(f"http_{status}", False)
                 return
             self.relay_status = status
             self.relay_answering = True
-            if self.relay_head:
-                data = self.relay_head + data
-                self.relay_head = b""
             if self.runtime.draining:
-                data = closing(data, scan.interims)
+                data = closing(data, interims)
         transport = self.transport
         if not self.closed and transport is not None:
             self.batch.write(transport, data)
-        if not scan.done:
-            return
-        # the answer is whole: the node's connection goes back to the pool, unless the node
-        # closes it; then so does the client's (the answer, passed as it came, said so)
-        keep = scan.keep and scan.begun == 1 + scan.interims  # nothing came after it
+        if whole:
+            self._relay_done(conn, keep)
+
+    def _relay_done(self, conn: UpstreamConnection, keep: bool) -> None:
+        """The answer is whole: the node's connection goes back to the pool, unless the node
+        closes it; then so does the client's (the answer, passed as it came, said so)."""
         self.relay_conn = None
         self._end_upstream(keep)
         now = conn.last_read  # the loop's time as this read came

@@ -31,8 +31,24 @@ def test_entrypoint_is_the_command_the_tests_run() -> None:
 
 
 def test_base_image_is_slim_python_311_pinned_by_version_and_digest() -> None:
-    (base,) = instruction("FROM")
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", base)
+    build, final = instruction("FROM")
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", final)
+    assert build == f"{final} AS relay-scan"  # the build stage's interpreter is the image's
+
+
+def test_the_relay_scans_are_built_in_a_stage_and_must_load_in_the_image() -> None:
+    runs = instruction("RUN")
+    assert "python build_relay_scan.py" in runs
+    copies = instruction("COPY")
+    assert "--from=relay-scan /build/quorum_proxy/ /app/quorum_proxy/" in copies
+    assert copies.index(
+        "--from=relay-scan /build/quorum_proxy/ /app/quorum_proxy/"
+    ) > copies.index("quorum_proxy/ /app/quorum_proxy/")
+    (check,) = [run for run in runs if "relay_scan.COMPILED" in run]
+    # the check run against the modules here: it passes where they are built, fails where not
+    argv = ["python", "-c", check.split('-c "', 1)[1].rstrip('"')]
+    env = {"PYTHONPATH": str(PROXY_DIR)}
+    assert subprocess.run([sys.executable, *argv[1:]], env=env, check=False).returncode == 0
 
 
 def test_image_runs_as_a_non_root_user() -> None:
@@ -94,6 +110,8 @@ def test_runtime_requirements_are_pinned() -> None:
 def test_copied_sources_exist() -> None:
     for copy in instruction("COPY"):
         source = copy.split()[0]
+        if source.startswith("--from="):
+            continue  # from the build stage
         assert (PROXY_DIR / source).exists(), source
 
 

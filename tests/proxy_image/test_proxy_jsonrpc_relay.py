@@ -12,11 +12,23 @@ from typing import Any
 import pytest
 from jsonrpc_standins import LISTENER, Chain, QuorumStandin, counter, jsonrpc_config, post, rpc
 from proxy_support import Client, Proxy, Reply, Seen, UpstreamServer, wait_for
-from quorum_proxy import jsonrpc_relay
+from quorum_proxy import jsonrpc, jsonrpc_relay, relay_scan
 from quorum_proxy.jsonrpc import CODE_OUTCOME_UNKNOWN
 
 CALL = json.dumps(rpc("eth_getBalance", 7, ["0x00", "latest"])).encode()
 EXPECTED = {"jsonrpc": "2.0", "id": 7, "result": "quorum-0:eth_getBalance"}
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def scans(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test on both paths: with the compiled scans (relay_scan.py) and without them."""
+    if request.param == "python":
+        monkeypatch.setattr(jsonrpc_relay, "plain_request", None)
+        monkeypatch.setattr(jsonrpc_relay, "plain_answer", None)
+        monkeypatch.setattr(jsonrpc, "one_call_method", None)
+    else:
+        assert relay_scan.COMPILED, "run proxy_image/build_relay_scan.py (./dev test does)"
+    return str(request.param)
 
 
 @pytest.fixture
@@ -154,6 +166,37 @@ def test_a_relayed_request_reaches_the_node_as_sent_with_the_client_address(
     assert seen.headers["x-custom"] == "1" and seen.headers["host"] == "q"
     assert seen.headers["x-forwarded-for"] == "127.0.0.1"
     assert counter(proxy, "requests", LISTENER, "/", "200") == 2
+
+
+def test_a_plain_call_and_its_answer_are_read_by_the_compiled_scans_when_built(
+    proxy: Proxy,
+    nodes: tuple[QuorumStandin, QuorumStandin],
+    relayed: list[bool],
+    scans: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken: list[tuple[str, int]] = []
+    for name in ("plain_request", "plain_answer"):
+        scan = getattr(jsonrpc_relay, name)
+        if scan is not None:
+
+            def spy(*args: Any, scan: Any = scan, name: str = name) -> int:
+                found: int = scan(*args)
+                taken.append((name, found))
+                return found
+
+            monkeypatch.setattr(jsonrpc_relay, name, spy)
+    with Client(proxy.addr(LISTENER)) as client:
+        steady(proxy, client)
+        taken.clear()
+        relayed.clear()
+        assert post(client, rpc("eth_getBalance", 7, ["0x00", "latest"])).json() == EXPECTED
+    assert relayed == [True]
+    if scans == "compiled":
+        assert [name for name, _ in taken] == ["plain_request", "plain_answer"]
+        assert taken[0][1] > 0 and taken[1][1] == 200
+    else:
+        assert taken == []
 
 
 def test_a_request_sent_while_an_answer_is_relayed_waits_its_turn(
