@@ -1,6 +1,6 @@
 """Build quorum_proxy/_relay_scan.c into an extension module next to it.
 
-Usage: python build_relay_scan.py [--cc CC]
+Usage: python build_relay_scan.py [--cc CC] [--target]
 
 One C file and the running interpreter's headers: no setuptools, the same command in `./dev`
 and in the image's build stage. Exits 1 with the compiler's message when it fails; the proxy
@@ -46,7 +46,13 @@ def command(cc: str) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--cc", default=os.environ.get("CC", "cc"))
+    parser.add_argument(
+        "--target", action="store_true", help="print the module's path for this interpreter"
+    )
     args = parser.parse_args()
+    if args.target:
+        print(target())
+        return 0
     argv = command(args.cc)
     try:
         built = subprocess.run(argv, capture_output=True, text=True, check=False)

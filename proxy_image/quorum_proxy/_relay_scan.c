@@ -100,8 +100,10 @@ static int scan_fields(ptr start, ptr p, ptr end, Head *h) {
     }
 }
 
+/* a limit; one past what a Py_ssize_t holds (the config bounds limits from below only) is
+   as good as none: clipped, not an error */
 static int to_ssize(PyObject *o, Py_ssize_t *out) {
-    *out = PyLong_AsSsize_t(o);
+    *out = PyNumber_AsSsize_t(o, NULL);
     return !(*out == -1 && PyErr_Occurred());
 }
 

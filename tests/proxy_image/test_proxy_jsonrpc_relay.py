@@ -199,6 +199,25 @@ def test_a_plain_call_and_its_answer_are_read_by_the_compiled_scans_when_built(
         assert taken == []
 
 
+@pytest.mark.parametrize("limit", ["max_header_bytes", "max_uri_bytes", "max_retry_body_bytes"])
+def test_a_limit_past_a_c_integer_still_relays_calls(
+    start_proxy: Callable[..., Proxy],
+    nodes: tuple[QuorumStandin, QuorumStandin],
+    relayed: list[bool],
+    limit: str,
+) -> None:
+    """(Found in review: the compiled scan raised OverflowError, the client's connection died.)"""
+    limits = {limit: 2**63}
+    if limit == "max_retry_body_bytes":
+        limits["max_buffered_body_bytes"] = 2**63
+    proxy = start_proxy(jsonrpc_config([n.address for n in nodes], limits=limits))
+    with Client(proxy.addr(LISTENER)) as client:
+        steady(proxy, client)
+        relayed.clear()
+        assert post(client, rpc("eth_getBalance", 7, ["0x00", "latest"])).json() == EXPECTED
+    assert relayed == [True]
+
+
 def test_a_request_sent_while_an_answer_is_relayed_waits_its_turn(
     proxy: Proxy, nodes: tuple[QuorumStandin, QuorumStandin], relayed: list[bool]
 ) -> None:

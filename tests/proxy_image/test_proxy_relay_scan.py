@@ -193,6 +193,17 @@ def test_a_mutated_request_the_compiled_scan_takes_llhttp_takes_with_the_same_bo
     assert taken > MUTATIONS // 50  # the mutations reach accepted requests, not only refusals
 
 
+@pytest.mark.parametrize("limit", ["max_header_bytes", "max_uri_bytes", "max_retry_body_bytes"])
+def test_a_limit_past_a_c_integer_reads_as_no_limit_not_an_error(limit: str) -> None:
+    """config.py bounds the limits from below only: 2**63 is a valid limit."""
+    plain_request = compiled()[0]
+    data = PLAIN_REQUESTS["curl"]
+    limits = {"max_header_bytes": 1024, "max_uri_bytes": 64, "max_retry_body_bytes": 512}
+    limits[limit] = 2**63
+    size = plain_request(data, *limits.values())
+    assert data[size:] == BODY
+
+
 # --- answers ---
 
 RESULT = b'{"jsonrpc":"2.0","id":1,"result":"0x10"}'
