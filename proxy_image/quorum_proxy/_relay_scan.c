@@ -43,11 +43,13 @@ typedef struct {
     Py_ssize_t head;           /* bytes up to and with the blank line */
     long long content_length;  /* -1: none */
     int hosts;
+    Py_ssize_t lines;          /* header lines */
 } Head;
 
 static int scan_fields(ptr start, ptr p, ptr end, Head *h) {
     h->content_length = -1;
     h->hosts = 0;
+    h->lines = 0;
     for (;;) {
         if (end - p >= 2 && p[0] == '\r' && p[1] == '\n') {
             h->head = (p + 2) - start;
@@ -65,6 +67,7 @@ static int scan_fields(ptr start, ptr p, ptr end, Head *h) {
         while (value_end > value && (value_end[-1] == ' ' || value_end[-1] == '\t')) value_end--;
         if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return 0;
         p += 2;
+        h->lines++;
         Py_ssize_t value_len = value_end - value;
         switch (name[0] | 0x20) {
         case 'h':
@@ -127,8 +130,11 @@ static PyObject *plain_request(PyObject *self, PyObject *const *args, Py_ssize_t
     if (p - target > max_uri || end - p < 11 || memcmp(p, " HTTP/1.1\r\n", 11) != 0)
         return PyLong_FromLong(-1);
     Head h;
+    /* the engine counts a header as its name, its value and 4 bytes, one more than `a:b`
+       takes: a head within max_header_bytes counted so is within it as the engine reads it
+       again after a failure */
     if (!scan_fields(start, p + 11, end, &h) || h.hosts != 1 || h.content_length < 0 ||
-        h.head > max_header || h.content_length > max_body ||
+        h.head + h.lines > max_header || h.content_length > max_body ||
         h.head + h.content_length != size)
         return PyLong_FromLong(-1);
     return PyLong_FromSsize_t(h.head);

@@ -425,14 +425,22 @@ def test_a_large_relayed_request_counts_in_the_body_budget_until_answered(
 
     big = json.dumps(rpc("eth_call", 1, [{"data": "0x" + "ab" * 20_000}, "latest"])).encode()
     budget = proxy.runtime.bodies
-    with Client(proxy.addr(LISTENER)) as client:
-        steady(proxy, client)
-        alter(primary, slow)
-        relayed.clear()
-        client.send(head("Host: q", f"Content-Length: {len(big)}", body=big))
-        wait_for(lambda: bool(primary.server.seen) and b"ab" * 100 in primary.server.seen[-1].body)
-        in_service = proxy.loop.call(lambda: budget.total)
-        assert client.read_response().json()["id"] == 1
+    # 40 KB reach the proxy in one read most times, not always (a loaded machine reads what
+    # has come): a request split over reads is the engine's; tried until one is relayed
+    alter(primary, slow)
+    for _ in range(5):
+        with Client(proxy.addr(LISTENER)) as client:
+            steady(proxy, client)
+            relayed.clear()
+            primary.server.seen.clear()
+            client.send(head("Host: q", f"Content-Length: {len(big)}", body=big))
+            wait_for(
+                lambda: bool(primary.server.seen) and b"ab" * 100 in primary.server.seen[-1].body
+            )
+            in_service = proxy.loop.call(lambda: budget.total)
+            assert client.read_response().json()["id"] == 1
+        if relayed == [True]:
+            break
     assert relayed == [True]
     assert in_service >= len(big), "the request's bytes are held while it is served"
     wait_for(lambda: proxy.loop.call(lambda: budget.total) == 0, what="the bytes let go")
@@ -509,6 +517,33 @@ def test_a_target_longer_than_max_uri_bytes_is_not_sent_by_the_relay(
     # the engine answers 414 and sends nothing; the relay sent it, and on the node's failure
     # the engine answered 414 for a call the node had run: now the relay declines it
     assert (answer.status, chain.sent_by_account, relayed) == (414, 0, [False])
+
+
+def test_a_head_the_engine_would_count_over_max_header_bytes_is_not_sent_by_the_relay(
+    start_proxy: Callable[..., Proxy],
+    nodes: tuple[QuorumStandin, QuorumStandin],
+    relayed: list[bool],
+    chain: Chain,
+) -> None:
+    """(Found in review.) The engine counts each header as name, value and 4 bytes: one more
+    than a line `a:b` takes. A head within max_header_bytes as read can be over it as counted."""
+    primary, _ = nodes
+    proxy = start_proxy(
+        jsonrpc_config([n.address for n in nodes], limits={"max_header_bytes": 1024})
+    )
+    call = json.dumps(rpc("eth_sendTransaction", "u", [{}])).encode()
+    short = ["a:b"] * 190
+    raw = head("Host: q", *short, f"Content-Length: {len(call)}", body=call)
+    assert len(raw) - len(call) <= 1024 < len(raw) - len(call) + len(short)
+    with Client(proxy.addr(LISTENER)) as client:
+        steady(proxy, client)
+        relayed.clear()
+        primary.fail = "reset"  # acts on it, then the connection dies
+        client.send(raw)
+        answer = client.read_response()
+    # the engine answers 431 and sends nothing; the relay sent it, and on the node's failure
+    # the engine answered 431 for a call the node had run
+    assert (answer.status, chain.sent_by_account, relayed) == (431, 0, [False])
 
 
 def test_a_target_the_engine_has_no_route_for_is_not_relayed(
