@@ -300,11 +300,6 @@ class RelayClientProtocol(HttpClientProtocol):
         self.relay_start = now = self.loop.time()
         self.relay_deadline = now + listener.read_timeout
         self.relay_answering = False
-        answer = conn.scan
-        if answer is None:
-            answer = conn.scan = ResponseScan()
-        answer.begun = answer.interims = 0
-        answer.head = answer.done = False
         self.conn = self.relay_conn = conn
         conn.handler = self
         conn.raw = self.relay_answer
@@ -334,15 +329,19 @@ class RelayClientProtocol(HttpClientProtocol):
     def _relay_answer(self, data: bytes) -> None:
         conn = self.relay_conn
         assert conn is not None
-        scan = conn.scan
-        status = 0
-        if plain_answer is not None and not self.relay_answering and not self.relay_head:
-            # an answer's first read; the common one holds the whole answer, kept alive
-            status = plain_answer(data)
+        first = not self.relay_answering and not self.relay_head  # the answer's first read
+        # the common one holds the whole answer, kept alive
+        status = plain_answer(data) if first and plain_answer is not None else 0
         if status:
             whole = keep = True
             interims = 0
         else:
+            scan = conn.scan
+            if first:
+                if scan is None:
+                    scan = conn.scan = ResponseScan()
+                scan.begun = scan.interims = 0
+                scan.head = scan.done = False
             try:
                 scan.parser.feed_data(data)
             except (httptools.HttpParserError, httptools.HttpParserUpgrade):
