@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from jsonrpc_standins import jsonrpc_config
 from proxy_support import (
+    PROXY_DIR,
     Client,
     LogSink,
     Proxy,
@@ -246,3 +252,42 @@ def test_readyz_is_503_while_draining(
     assert request(proxy.addr("admin"), "GET", "/readyz").status == 200
     proxy.loop.call(lambda: setattr(proxy.runtime, "draining", True))
     assert request(proxy.addr("admin"), "GET", "/readyz").status == 503
+
+
+@pytest.mark.parametrize("built", [True, False], ids=["compiled", "not-built"])
+def test_a_json_rpc_listener_says_at_start_whether_its_relay_scans_are_compiled(
+    tmp_path: Path, built: bool
+) -> None:
+    """An operator sees from the log whether the relay runs at its speed (the image refuses to
+    build without the scans; a proxy run from source may lack them)."""
+    admin = free_port()
+    config = jsonrpc_config([f"127.0.0.1:{free_port()}"])
+    config["admin"] = {"listen": f"127.0.0.1:{admin}"}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    # a module set to None in sys.modules fails to import, as a module never built does
+    hide = "" if built else "sys.modules['quorum_proxy._relay_scan'] = None; "
+    code = f"import sys; {hide}from quorum_proxy.main import main; sys.exit(main())"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--config", str(path)],
+        cwd=PROXY_DIR,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(PROXY_DIR)},
+    )
+
+    def up() -> bool:
+        try:
+            return request(("127.0.0.1", admin), "GET", "/healthz").status == 200
+        except OSError:
+            return proc.poll() is not None  # exited: its log says why
+
+    try:
+        wait_for(up, 10, "the proxy's admin port")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    log = err.decode()
+    if built:
+        assert "JSON-RPC relay: compiled scans" in log and "not built" not in log
+    else:
+        assert "JSON-RPC relay: compiled scans not built (proxy_image/build_relay_scan.py)" in log
