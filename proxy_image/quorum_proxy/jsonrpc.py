@@ -333,8 +333,12 @@ def call_kinds(data: bytes) -> tuple[str, ...] | None:
     integer a float), classes do not depend on it; whatever orjson refuses (a lone surrogate,
     a BOM, NaN) is decided by loads(), as parse_body decides it.
     """
-    if one_call_method is not None and one_call_method(data, MAX_DEPTH) in _PLAIN_READS:
-        return ONE_SAFE  # strict JSON, the four fields spelled once each: as the parse finds
+    if one_call_method is not None:
+        method = one_call_method(data, MAX_DEPTH)
+        if method is not None and method != SEND_RAW_TRANSACTION:
+            # one call in strict JSON, its four fields spelled once each: its class is its
+            # method's, as below (only a raw transaction's params matter)
+            return ONE_SAFE if method in _PLAIN_READS else _ONE[classify(method)]
     # orjson reads 1024 levels: deeper than MAX_DEPTH takes that many brackets, both ways
     if (
         len(data) > 2 * MAX_DEPTH

@@ -276,7 +276,7 @@ class RelayClientProtocol(HttpClientProtocol):
             server = listener.pick_primary()
             if server is None:
                 return False
-        if kinds is not ONE_SAFE and (kinds is None or any(k != SAFE for k in kinds)):
+        if kinds is not ONE_SAFE and (kinds is None or kinds.count(SAFE) != len(kinds)):
             self._drop_old_idle()
         idle = server.idle
         while idle:

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 
 import httptools
 import pytest
-from quorum_proxy import relay_scan
+from quorum_proxy import jsonrpc, relay_scan
 from quorum_proxy.config import Limits
-from quorum_proxy.jsonrpc import MAX_DEPTH, SAFE_METHODS, parse_body
+from quorum_proxy.jsonrpc import MAX_DEPTH, SAFE_METHODS, call_kinds, parse_body
 from quorum_proxy.jsonrpc_relay import RequestScan, ResponseScan
 
 LIMITS = Limits(max_header_bytes=1024, max_uri_bytes=64, max_retry_body_bytes=512)
@@ -372,3 +372,30 @@ def test_a_mutated_call_the_compiled_scan_reads_the_parse_reads_as_that_one_call
             assert parsed is not None and not parsed.batch, body
             assert [call.method for call in parsed.calls] == [method], body
     assert taken > MUTATIONS // 50
+
+
+def test_a_body_is_classified_alike_with_and_without_the_compiled_scan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """call_kinds takes a call's class from its method when the compiled scan reads one call
+    (every method but a raw transaction's, whose params decide): as the full parse does."""
+    compiled()
+    methods = [
+        "eth_call",
+        "net_version",
+        "web3_clientVersion",
+        "eth_sendTransaction",
+        "personal_unlockAccount",
+        "eth_sendRawTransaction",
+        "eth_getLogs",
+        "no_such",
+    ]
+    seeds = [body for body, _ in CALLS.values()] + list(UNKNOWN_CALLS.values())
+    seeds += [
+        json.dumps({"jsonrpc": "2.0", "method": m, "params": [], "id": 1}).encode()
+        for m in methods
+    ]
+    bodies = [*seeds, *mutations(seeds, MUTATIONS, 4)]
+    with_scan = [call_kinds(body) for body in bodies]
+    monkeypatch.setattr(jsonrpc, "one_call_method", None)
+    assert [call_kinds(body) for body in bodies] == with_scan
