@@ -333,12 +333,16 @@ def call_kinds(data: bytes) -> tuple[str, ...] | None:
     integer a float), classes do not depend on it; whatever orjson refuses (a lone surrogate,
     a BOM, NaN) is decided by loads(), as parse_body decides it.
     """
-    if one_call_method is not None:
-        method = one_call_method(data, MAX_DEPTH)
-        if method is not None and method != SEND_RAW_TRANSACTION:
-            # one call in strict JSON, its four fields spelled once each: its class is its
-            # method's, as below (only a raw transaction's params matter)
+    method = one_call_method(data, MAX_DEPTH) if one_call_method is not None else None
+    if method is not None:
+        # one call in strict JSON within MAX_DEPTH, its four fields spelled once each: its
+        # class is its method's, as below; a raw transaction's params are read for it
+        if method != SEND_RAW_TRANSACTION:
             return ONE_SAFE if method in _PLAIN_READS else _ONE[classify(method)]
+        try:
+            return _ONE[_kind(method, orjson.loads(data))]
+        except orjson.JSONDecodeError:
+            pass  # a number past a double (1e400): loads() below decides
     # orjson reads 1024 levels: deeper than MAX_DEPTH takes that many brackets, both ways
     if (
         len(data) > 2 * MAX_DEPTH

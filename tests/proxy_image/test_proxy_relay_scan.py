@@ -395,6 +395,12 @@ def test_a_body_is_classified_alike_with_and_without_the_compiled_scan(
         json.dumps({"jsonrpc": "2.0", "method": m, "params": [], "id": 1}).encode()
         for m in methods
     ]
+    raw = "0x" + bytes(range(110)).hex()  # a raw transaction's params are read
+    seeds += [
+        json.dumps({"method": "eth_sendRawTransaction", "params": [raw], "id": 2}).encode(),
+        b'{"method":"eth_sendRawTransaction","params":["0x"],"id":1e400}',
+        b'{"method":"eth_sendRawTransaction","params":["0xzz", 1]}',
+    ]
     bodies = [*seeds, *mutations(seeds, MUTATIONS, 4)]
     with_scan = [call_kinds(body) for body in bodies]
     monkeypatch.setattr(jsonrpc, "one_call_method", None)
