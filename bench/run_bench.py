@@ -356,10 +356,10 @@ class Bench:
 
     def start_upstream(self, name: str) -> None:
         port = self.up.up_a if name == "a" else self.up.up_b
-        self.upstreams[name] = self.procs.start(
+        proc = self.upstreams[name] = self.procs.start(
             [sys.executable, str(REPO / "bench" / "fast_upstream.py"), str(port), name], core=1
         )
-        wait_port(port)
+        wait_port(port, proc=proc)
 
     def kill_upstream(self, name: str) -> None:
         self.procs.stop(self.upstreams[name], signal.SIGKILL)
@@ -372,7 +372,7 @@ class Bench:
             ["nginx", "-p", str(self.tmp), "-c", str(conf), "-g", "daemon off;"], core=0
         )
         try:
-            wait_port(self.nginx_ports.p2p)
+            wait_port(self.nginx_ports.p2p, proc=proc)
             yield self.nginx_ports, proc.pid
         finally:
             self.procs.stop(proc, signal.SIGQUIT)
@@ -389,7 +389,7 @@ class Bench:
             env={**os.environ, "PYTHONPATH": str(PROXY_DIR)},
         )
         try:
-            wait_port(admin)
+            wait_port(admin, proc=proc)
             yield self.proxy_ports, proc.pid
         finally:
             self.procs.stop(proc)
@@ -519,7 +519,7 @@ class Bench:
             argv = ["nginx", "-p", str(self.tmp), "-c", str(conf), "-g", "daemon off;"]
             proc = self.procs.start(argv, core=0)
             try:
-                wait_port(port)
+                wait_port(port, proc=proc)
                 yield port, proc.pid, 0
             finally:
                 self.procs.stop(proc, signal.SIGQUIT)
@@ -531,8 +531,8 @@ class Bench:
         env = {**os.environ, "PYTHONPATH": str(PROXY_DIR)}
         proc = self.procs.start(argv, core=0, cwd=PROXY_DIR, env=env)
         try:
-            wait_port(port)
-            wait_port(admin)
+            wait_port(port, proc=proc)
+            wait_port(admin, proc=proc)
             yield port, proc.pid, admin
         finally:
             self.procs.stop(proc)
@@ -562,7 +562,7 @@ class Bench:
         script.write_text(rpc_wrk_script())
         ports = (free_port(), free_port())
         for port, name in zip(ports, "ab", strict=True):
-            self.procs.start(
+            proc = self.procs.start(
                 [
                     sys.executable,
                     str(REPO / "bench" / "fast_upstream.py"),
@@ -572,7 +572,7 @@ class Bench:
                 ],
                 core=1,
             )
-            wait_port(port)
+            wait_port(port, proc=proc)
         direct = wrk(f"http://127.0.0.1:{ports[0]}/", script, 32, min(self.seconds, 3))
         # the ceiling of every row: a row near it measures the stand-in, not the proxy
         print(f"direct to one JSON-RPC stand-in: {direct.rps:.0f} req/s", flush=True)

@@ -8,6 +8,7 @@ import contextlib
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,16 +27,30 @@ def wait_port(
     port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None
 ) -> None:
     """Until something accepts on 127.0.0.1:port; exits with a message when nothing does
-    (or when proc, the process that should listen, has exited)."""
+    (or when proc, the process that should listen, has exited), with the end of what proc
+    wrote to stderr when a Children started it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise SystemExit(f"{proc.args!r} exited ({proc.returncode}) before listening")
+            raise SystemExit(
+                f"{proc.args!r} exited ({proc.returncode}) before listening{said(proc)}"
+            )
         with contextlib.suppress(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return
         time.sleep(0.05)
-    raise SystemExit(f"bench: nothing listens on 127.0.0.1:{port} after {timeout}s")
+    who = f" ({proc.args!r}{said(proc)})" if proc is not None else ""
+    raise SystemExit(f"bench: nothing listens on 127.0.0.1:{port} after {timeout}s{who}")
+
+
+def said(proc: subprocess.Popen[bytes], limit: int = 2000) -> str:
+    """The end of what a child Children started wrote to stderr, as ': ...', or ''."""
+    log = getattr(proc, "stderr_log", None)
+    if log is None:
+        return ""
+    log.seek(0)
+    text = log.read()[-limit:].decode(errors="replace").strip()
+    return f": {text}" if text else ""
 
 
 def stop_process(
@@ -58,8 +73,12 @@ class Children:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
-        kw.setdefault("stderr", subprocess.DEVNULL)
+        # stderr kept in a file (said() reads its end): why a child did not start
+        log = None if "stderr" in kw else tempfile.TemporaryFile()  # noqa: SIM115 - stop() closes it
+        if log is not None:
+            kw["stderr"] = log
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, **kw)
+        proc.stderr_log = log  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc
 
@@ -67,6 +86,9 @@ class Children:
         stop_process(proc, sig)
         if proc in self.procs:
             self.procs.remove(proc)
+        log = getattr(proc, "stderr_log", None)
+        if log is not None:
+            log.close()
 
     def stop_all(self) -> None:
         for proc in reversed(list(self.procs)):

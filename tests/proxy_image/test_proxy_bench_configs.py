@@ -27,7 +27,7 @@ from bench.run_bench import (
     proxy_rpc_conf,
     rpc_wrk_script,
 )
-from bench.support import free_port, stop_process, wait_port
+from bench.support import Children, free_port, stop_process, wait_port
 from node_bootstrap.proxy import standalone_proxy_config
 
 UP = Ports(up_a=41001, up_b=41002, tcp=0, third_party=0, p2p=0)
@@ -196,3 +196,16 @@ def test_the_abuse_upstream_answers_32k_and_counts_the_requests(tmp_path: Path) 
         assert json.loads(get("/_stats")) == {"open": 0, "requests": 2}
     finally:
         stop_process(proc)
+
+
+def test_a_bench_child_that_does_not_start_is_reported_with_what_it_said() -> None:
+    """(A full run once stopped with only 'nothing listens on 127.0.0.1:51003 after 10.0s'.)"""
+    children = Children()
+    proc = children.start(
+        [sys.executable, "-c", "import sys; sys.exit('startup error: port 1 in use')"]
+    )
+    try:
+        with pytest.raises(SystemExit, match="exited \\(1\\) before listening: startup error"):
+            wait_port(free_port(), timeout=10, proc=proc)
+    finally:
+        children.stop_all()
