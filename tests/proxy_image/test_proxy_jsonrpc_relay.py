@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from jsonrpc_standins import LISTENER, Chain, QuorumStandin, counter, jsonrpc_config, post, rpc
-from proxy_support import Client, Proxy, Reply, Seen, UpstreamServer, wait_for
+from proxy_support import Client, Proxy, Reply, Response, Seen, UpstreamServer, wait_for
 from quorum_proxy import jsonrpc, jsonrpc_relay, relay_scan
 from quorum_proxy.jsonrpc import CODE_OUTCOME_UNKNOWN
 
@@ -500,6 +500,19 @@ def test_a_crlf_after_the_body_smuggles_a_request_whose_answer_another_client_ge
     assert "GET" not in [s.method for s in primary.server.seen], "a request smuggled"
 
 
+def sent_as_the_node_fails(
+    proxy: Proxy, primary: QuorumStandin, relayed: list[bool], raw: bytes, fail: str
+) -> Response:
+    """raw sent from the steady state while the primary fails what it gets next (a "reset":
+    it acts on the call, then its connection dies); the client's answer."""
+    with Client(proxy.addr(LISTENER)) as client:
+        steady(proxy, client)
+        relayed.clear()
+        primary.fail = fail
+        client.send(raw)
+        return client.read_response()
+
+
 def test_a_target_longer_than_max_uri_bytes_is_not_sent_by_the_relay(
     proxy: Proxy, nodes: tuple[QuorumStandin, QuorumStandin], relayed: list[bool], chain: Chain
 ) -> None:
@@ -508,12 +521,7 @@ def test_a_target_longer_than_max_uri_bytes_is_not_sent_by_the_relay(
     raw = (
         f"POST /{'a' * 9000} HTTP/1.1\r\nHost: q\r\nContent-Length: {len(call)}\r\n\r\n"
     ).encode() + call
-    with Client(proxy.addr(LISTENER)) as client:
-        steady(proxy, client)
-        relayed.clear()
-        primary.fail = "reset"  # acts on it, then the connection dies
-        client.send(raw)
-        answer = client.read_response()
+    answer = sent_as_the_node_fails(proxy, primary, relayed, raw, "reset")
     # the engine answers 414 and sends nothing; the relay sent it, and on the node's failure
     # the engine answered 414 for a call the node had run: now the relay declines it
     assert (answer.status, chain.sent_by_account, relayed) == (414, 0, [False])
@@ -535,12 +543,7 @@ def test_a_head_the_engine_would_count_over_max_header_bytes_is_not_sent_by_the_
     short = ["a:b"] * 190
     raw = head("Host: q", *short, f"Content-Length: {len(call)}", body=call)
     assert len(raw) - len(call) <= 1024 < len(raw) - len(call) + len(short)
-    with Client(proxy.addr(LISTENER)) as client:
-        steady(proxy, client)
-        relayed.clear()
-        primary.fail = "reset"  # acts on it, then the connection dies
-        client.send(raw)
-        answer = client.read_response()
+    answer = sent_as_the_node_fails(proxy, primary, relayed, raw, "reset")
     # the engine answers 431 and sends nothing; the relay sent it, and on the node's failure
     # the engine answered 431 for a call the node had run
     assert (answer.status, chain.sent_by_account, relayed) == (431, 0, [False])
@@ -552,12 +555,7 @@ def test_a_target_the_engine_has_no_route_for_is_not_relayed(
     primary, _ = nodes
     call = json.dumps(rpc("eth_sendTransaction", "u", [{}])).encode()
     raw = (f"POST ftp://x/ HTTP/1.1\r\nHost: q\r\nContent-Length: {len(call)}\r\n\r\n").encode()
-    with Client(proxy.addr(LISTENER)) as client:
-        steady(proxy, client)
-        relayed.clear()
-        primary.fail = "502"
-        client.send(raw + call)
-        answer = client.read_response()
+    answer = sent_as_the_node_fails(proxy, primary, relayed, raw + call, "502")
     # relayed, then failed, it reached an engine with no route for it (an assertion inside
     # the parser's callback, the connection reset); the engine alone answers 404, sends nothing
     assert relayed == [False]
