@@ -343,10 +343,7 @@ class HttpClientProtocol(UpstreamExchange):
 
     def _count_body_read(self, req: Request) -> None:
         """A body still coming: what this read brought counts, and the body is a candidate."""
-        size = req.unaccounted
-        req.unaccounted = 0
-        req.accounted += size
-        self.budget.add(self, size)
+        self.budget.add(self, req.take_unaccounted())
 
     def _release(self, req: Request) -> None:
         if req.accounted:
@@ -522,10 +519,8 @@ class HttpClientProtocol(UpstreamExchange):
         if req.accounted:
             self.budget.done_reading(self)  # counted on earlier reads: no longer a candidate
         if req.unaccounted:
-            size = req.unaccounted
-            req.unaccounted = 0
-            req.accounted += size
-            self.budget.keep(size)  # whole: counted while it is served, never refused
+            # whole: counted while it is served, never refused
+            self.budget.keep(req.take_unaccounted())
         sink = req.sink
         if sink is not None and req.upstream_chunked and not sink.closed:
             sink.write(b"0\r\n\r\n")

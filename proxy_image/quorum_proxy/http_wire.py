@@ -110,6 +110,13 @@ class Request:
         self.head_prefix = b""
         self.start = 0.0
 
+    def take_unaccounted(self) -> int:
+        """The body bytes read since the last count, now counted (accounted)."""
+        size = self.unaccounted
+        self.unaccounted = 0
+        self.accounted += size
+        return size
+
 
 def simple_response(status: int, body: bytes, close: bool = True) -> bytes:
     head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n" % (

@@ -22,7 +22,6 @@ connection dies (the client sees the answer cut, as in the engine). See proxy_im
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import httptools
@@ -227,6 +226,7 @@ class RelayClientProtocol(HttpClientProtocol):
         super().check_timeouts(now)
 
     def data_received(self, data: bytes) -> None:
+        # busy() spelled out (both classes' parts): this runs for every read
         if (
             self.relay_conn is not None
             or self.backlog
@@ -271,11 +271,9 @@ class RelayClientProtocol(HttpClientProtocol):
             return False
         kinds = call_kinds(body)
         listener = self.listener
-        server = listener.primary
-        if server is not listener.first or not server.available(time.monotonic()):
-            server = listener.pick_primary()
-            if server is None:
-                return False
+        server = listener.pick_primary()
+        if server is None:
+            return False
         if kinds is not ONE_SAFE and (kinds is None or kinds.count(SAFE) != len(kinds)):
             self._drop_old_idle()
         idle = server.idle
@@ -310,11 +308,10 @@ class RelayClientProtocol(HttpClientProtocol):
         return True
 
     def _count_calls(self, kinds: tuple[str, ...] | None) -> None:
-        values = self.runtime.metrics.jsonrpc_calls.values
+        calls = self.runtime.metrics.jsonrpc_calls
         counts = self.listener.call_counts
         for kind in (INVALID,) if kinds is None else kinds:
-            key = counts[kind]
-            values[key] = values.get(key, 0.0) + 1.0
+            calls.inc(counts[kind])
 
     def _drop_old_idle(self) -> None:
         """Close pooled connections idle past UNSAFE_MAX_IDLE (the newest is used first)."""
@@ -337,9 +334,9 @@ class RelayClientProtocol(HttpClientProtocol):
             interims = 0
         else:
             scan = conn.scan
-            if first:
-                if scan is None:
-                    scan = conn.scan = ResponseScan()
+            if scan is None:  # this connection's first answer read here: a new scan
+                scan = conn.scan = ResponseScan()
+            elif first:
                 scan.begun = scan.interims = 0
                 scan.head = scan.done = False
             try:

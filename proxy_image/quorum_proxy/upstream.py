@@ -11,7 +11,7 @@ import socket
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import httptools
 
@@ -19,6 +19,9 @@ from .config import HealthCheck, Upstream
 from .http_probe import http_request
 from .metrics import Metrics
 from .tessera_check import run_tessera_check
+
+if TYPE_CHECKING:
+    from .jsonrpc_relay import ResponseScan
 
 log = logging.getLogger("quorum_proxy")
 
@@ -160,7 +163,7 @@ class UpstreamConnection(asyncio.Protocol):
         # set by the JSON-RPC relay (jsonrpc_relay.py) for one response: the bytes go to it as
         # they come, unparsed here; its own parser of this connection's answers
         self.raw: Callable[[bytes], None] | None = None
-        self.scan: Any = None
+        self.scan: ResponseScan | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
