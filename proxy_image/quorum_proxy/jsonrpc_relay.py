@@ -251,24 +251,29 @@ class RelayClientProtocol(HttpClientProtocol):
         HttpClientProtocol.data_received(self, data)
 
     # requests
-    def _plain_body(self, data: bytes) -> bytes | None:
-        """The body of data when data is one plain request the relay may send; else None."""
+    def _relay(self, data: bytes) -> bool:
+        """Send data to the primary as it is, when it is one plain request; else False.
+
+        Written for speed (it runs for every call): what a request may be is the compiled
+        scan's, else RequestScan's; its calls' classes are call_kinds'.
+        """
         limits = self.limits
         if self.requests + 1 >= limits.keepalive_requests or self.runtime.draining:
-            return None
-        if plain_request is not None:
-            size = plain_request(
+            return False
+        size = (
+            plain_request(
                 data, limits.max_header_bytes, limits.max_uri_bytes, limits.max_retry_body_bytes
             )
-            if size >= 0:
-                return data[size:]
-        return self.scan.plain_body(data, limits)
-
-    def _relay(self, data: bytes) -> bool:
-        """Send data to the primary as it is, when it is one plain request; else False."""
-        body = self._plain_body(data)
-        if body is None:
-            return False
+            if plain_request is not None
+            else -1
+        )
+        if size >= 0:
+            body = data[size:]
+        else:
+            plain = self.scan.plain_body(data, limits)
+            if plain is None:
+                return False
+            body = plain
         kinds = call_kinds(body)
         listener = self.listener
         server = listener.pick_primary()
@@ -304,7 +309,7 @@ class RelayClientProtocol(HttpClientProtocol):
         transport = conn.transport
         assert transport is not None
         cut = len(data) - len(body) - 2  # before the blank line that ends the head (as read)
-        self.batch.write(transport, b"".join((data[:cut], self.xff_line, data[cut:])))
+        self.batch.write_now(transport, b"".join((data[:cut], self.xff_line, data[cut:])))
         return True
 
     def _count_calls(self, kinds: tuple[str, ...] | None) -> None:
@@ -326,9 +331,29 @@ class RelayClientProtocol(HttpClientProtocol):
     def _relay_answer(self, data: bytes) -> None:
         conn = self.relay_conn
         assert conn is not None
+        status = 0
+        if not self.relay_answering and not self.relay_head and plain_answer is not None:
+            # an answer's first read; the common one holds the whole answer, kept alive
+            status = plain_answer(data)
+            if (
+                status
+                and (status not in HOLD_5XX or self.relay_kinds is None)
+                and not self.runtime.draining
+            ):
+                # passed on as it came, and done (written for speed: this runs for every call)
+                self.relay_status = status
+                transport = self.transport
+                if not self.closed and transport is not None:
+                    self.batch.write_now(transport, data)
+                self._relay_done(conn, True)
+                return
+        self._relay_read(conn, data, status)
+
+    def _relay_read(self, conn: UpstreamConnection, data: bytes, status: int) -> None:
+        """A read of an answer other than the common one: in parts, 1xx first, held (a 502
+        or 503 the request may be repeated after), or while draining. status: the compiled
+        scan's, when it read the whole answer."""
         first = not self.relay_answering and not self.relay_head  # the answer's first read
-        # the common one holds the whole answer, kept alive
-        status = plain_answer(data) if first and plain_answer is not None else 0
         if status:
             whole = keep = True
             interims = 0
@@ -375,8 +400,11 @@ class RelayClientProtocol(HttpClientProtocol):
     def _relay_done(self, conn: UpstreamConnection, keep: bool) -> None:
         """The answer is whole: the node's connection goes back to the pool, unless the node
         closes it; then so does the client's (the answer, passed as it came, said so)."""
-        self.relay_conn = None
-        self._end_upstream(keep)
+        self.relay_conn = self.conn = None  # _end_upstream's, spelled out
+        if keep:
+            conn.release()
+        else:
+            conn.abort()
         now = conn.last_read  # the loop's time as this read came
         self._relay_count(now, conn.server)
         if self.closed:
@@ -410,7 +438,9 @@ class RelayClientProtocol(HttpClientProtocol):
             server.name,
             0,
         )
-        self._relay_let_go()
+        if len(data) >= COUNTED_FROM:  # _relay_let_go's, spelled out
+            self.budget.give_back(len(data))
+        self.relay_data = b""
 
     def _relay_let_go(self) -> None:
         size = len(self.relay_data)

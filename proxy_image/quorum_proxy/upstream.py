@@ -82,6 +82,15 @@ class WriteBatch:
         items.append((transport, data))
         self.size = size
 
+    def write_now(self, transport: asyncio.Transport, data: bytes) -> None:
+        """Write at once (the JSON-RPC relay: one write per call, nothing to gather), unless
+        earlier writes wait here (they go first) or the transport closes (dropped, as flush
+        drops them)."""
+        if self.items or transport.is_closing():
+            self.write(transport, data)
+        else:
+            transport.write(data)
+
     def flush(self) -> None:
         items = self.items
         if items:
