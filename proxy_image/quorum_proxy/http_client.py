@@ -63,16 +63,42 @@ class _StopParsingError(Exception):
 class HttpClientProtocol(UpstreamExchange):
     """A client connection: parses requests, serves one at a time (pipelined ones queue)."""
 
-    # abuse bounds, set per connection as they change: no request yet (header_timeout counts
-    # from the accept), the body's last read (body_timeout), the write buffer's size and since
-    # when it has not shrunk (send_timeout)
-    fresh = True
-    body_last = 0.0
-    send_size = 0
-    send_since = 0.0
+    # see UpstreamExchange
+    __slots__ = (
+        "body_last",
+        "budget",
+        "cur",
+        "fresh",
+        "head_bytes",
+        "head_start",
+        "header_bytes",
+        "last_request",
+        "limits",
+        "linger_bytes",
+        "linger_last",
+        "linger_until",
+        "now",
+        "parser",
+        "partial",
+        "peer",
+        "queue",
+        "requests",
+        "send_since",
+        "send_size",
+        "url_bytes",
+        "waiting_since",
+        "xff_line",
+    )
 
     def __init__(self, listener: HttpListener) -> None:
         super().__init__(listener)
+        # abuse bounds, set per connection as they change: no request yet (header_timeout
+        # counts from the accept), the body's last read (body_timeout), the write buffer's
+        # size and since when it has not shrunk (send_timeout)
+        self.fresh = True
+        self.body_last = 0.0
+        self.send_size = 0
+        self.send_since = 0.0
         self.limits = listener.limits
         self.parser = httptools.HttpRequestParser(self)
         self.peer = b""

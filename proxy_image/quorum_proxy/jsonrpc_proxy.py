@@ -149,6 +149,20 @@ def _upgrades_to_websocket(req: Request) -> bool:
 class JsonRpcClientProtocol(RelayClientProtocol):
     """A client connection of the JSON-RPC listener: the relay, else the engine's path."""
 
+    # see UpstreamExchange
+    __slots__ = (
+        "collected",
+        "collected_head",
+        "collected_size",
+        "collecting",
+        "rpc_body",
+        "rpc_data",
+        "rpc_kinds",
+        "rpc_sent",
+        "rpc_server",
+        "rpc_server_obj",
+        "ws_rest",
+    )
     listener: JsonRpcListener
 
     def __init__(self, listener: JsonRpcListener) -> None:
@@ -168,8 +182,7 @@ class JsonRpcClientProtocol(RelayClientProtocol):
         # the server the last attempt went to, named in a failure answer
         self.rpc_server = ""
         self.rpc_server_obj: Server | None = None
-        # a WebSocket upgrade: the request, and bytes that came after its head
-        self.ws_req: Request | None = None
+        # a WebSocket upgrade (ws_req, RelayClientProtocol's): bytes that came after its head
         self.ws_rest: list[bytes] = []
 
     # requests

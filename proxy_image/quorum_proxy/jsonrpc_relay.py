@@ -173,12 +173,30 @@ class ResponseScan:
 class RelayClientProtocol(HttpClientProtocol):
     """A client connection of the JSON-RPC listener: the relay first, the engine otherwise."""
 
+    # see UpstreamExchange
+    __slots__ = (
+        "backlog",
+        "call_values",
+        "relay_answer",
+        "relay_answering",
+        "relay_conn",
+        "relay_data",
+        "relay_deadline",
+        "relay_failed",
+        "relay_head",
+        "relay_kinds",
+        "relay_start",
+        "relay_status",
+        "safe_key",
+        "scan",
+        "ws_req",
+    )
     listener: JsonRpcListener
-    # a WebSocket upgrade being handed over (jsonrpc_proxy): what follows is not requests
-    ws_req: Request | None = None
 
     def __init__(self, listener: JsonRpcListener) -> None:
         super().__init__(listener)
+        # a WebSocket upgrade being handed over (jsonrpc_proxy): what follows is not requests
+        self.ws_req: Request | None = None
         self.scan = RequestScan()
         # the request being relayed: its connection (None: none), bytes as they came,
         # calls' classes (None: not JSON-RPC), start and answer deadline

@@ -649,3 +649,11 @@ def test_an_answer_relayed_while_draining_says_the_connection_closes(interims: i
     assert closing == (interim if interims else b"") + (
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
     )
+
+
+def test_a_client_connection_keeps_its_attributes_in_slots() -> None:
+    # a class without __slots__ anywhere in the chain gives every connection a dict again
+    from quorum_proxy.jsonrpc_proxy import JsonRpcClientProtocol
+
+    assert JsonRpcClientProtocol.__dictoffset__ == 0
+    assert all("__slots__" in vars(cls) for cls in JsonRpcClientProtocol.__mro__[:-1])
