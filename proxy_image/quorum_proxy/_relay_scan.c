@@ -14,17 +14,26 @@ Built by proxy_image/build_relay_scan.py; without it the Python path runs alone.
 
 typedef const unsigned char *ptr;
 
-/* RFC 9110 5.6.2 tchar */
-static int is_tchar(unsigned char c) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return 1;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
+/* Character classes, one table lookup per byte (filled once, by fill_classes) */
+enum {
+    TCHAR = 1,      /* RFC 9110 5.6.2 tchar */
+    TARGET = 2,     /* an origin-form target's: RFC 3986 unreserved, sub-delims, ':', '@', '/',
+                       '?' and '%' (no fragment, nothing llhttp's strict mode might refuse) */
+    FIELD = 4,      /* a header value's: printable ASCII and tab */
+    JSON_PLAIN = 8, /* a JSON string's, as it stands: ASCII from 0x20 but '"' and '\\' */
+};
+static unsigned char classes[256];
 
-/* an origin-form target's characters: RFC 3986 unreserved, sub-delims, ':', '@', '/', '?'
-   and '%' (no fragment, nothing llhttp's strict mode might refuse) */
-static int is_target_char(unsigned char c) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return 1;
-    return c != 0 && strchr("-._~!$&'()*+,;=:@/?%", c) != NULL;
+static void fill_classes(void) {
+    for (int c = 0; c < 256; c++) {
+        int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        unsigned char k = 0;
+        if (alnum || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL)) k |= TCHAR;
+        if (alnum || (c != 0 && strchr("-._~!$&'()*+,;=:@/?%", c) != NULL)) k |= TARGET;
+        if ((c >= 0x20 && c < 0x7f) || c == '\t') k |= FIELD;
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') k |= JSON_PLAIN;
+        classes[c] = k;
+    }
 }
 
 static int name_is(ptr name, Py_ssize_t n, const char *lower) {
@@ -56,13 +65,13 @@ static int scan_fields(ptr start, ptr p, ptr end, Head *h) {
             return 1;
         }
         ptr name = p;
-        while (p < end && is_tchar(*p)) p++;
+        while (p < end && (classes[*p] & TCHAR)) p++;
         Py_ssize_t name_len = p - name;
         if (name_len == 0 || p >= end || *p != ':') return 0;
         p++;
         while (p < end && (*p == ' ' || *p == '\t')) p++;
         ptr value = p;
-        while (p < end && ((*p >= 0x20 && *p < 0x7f) || *p == '\t')) p++;
+        while (p < end && (classes[*p] & FIELD)) p++;
         ptr value_end = p;
         while (value_end > value && (value_end[-1] == ' ' || value_end[-1] == '\t')) value_end--;
         if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return 0;
@@ -126,7 +135,7 @@ static PyObject *plain_request(PyObject *self, PyObject *const *args, Py_ssize_t
     if (size < 6 || memcmp(p, "POST /", 6) != 0) return PyLong_FromLong(-1);
     p += 5;
     ptr target = p;
-    while (p < end && is_target_char(*p)) p++;
+    while (p < end && (classes[*p] & TARGET)) p++;
     if (p - target > max_uri || end - p < 11 || memcmp(p, " HTTP/1.1\r\n", 11) != 0)
         return PyLong_FromLong(-1);
     Head h;
@@ -158,7 +167,7 @@ static PyObject *plain_answer(PyObject *self, PyObject *data) {
     long status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
     if (status == 204 || status == 304) return PyLong_FromLong(0);
     p += 4;
-    while (p < end && ((*p >= 0x20 && *p < 0x7f) || *p == '\t')) p++;
+    while (p < end && (classes[*p] & FIELD)) p++;
     if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return PyLong_FromLong(0);
     Head h;
     if (!scan_fields(start, p + 2, end, &h) || h.content_length < 0 ||
@@ -199,6 +208,8 @@ static int string(J *j, ptr *s, Py_ssize_t *n, int *escaped) {
     *escaped = 0;
     ptr begin = p;
     while (p < j->end) {
+        while (p < j->end && (classes[*p] & JSON_PLAIN)) p++;
+        if (p >= j->end) return 0;
         unsigned char c = *p;
         if (c == '"') {
             *s = begin;
@@ -395,4 +406,7 @@ static struct PyModuleDef module = {
     -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__relay_scan(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__relay_scan(void) {
+    fill_classes();
+    return PyModule_Create(&module);
+}
