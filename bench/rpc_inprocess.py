@@ -27,8 +27,10 @@ if __package__ in (None, ""):  # run as a script: import bench.* and the proxy f
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "proxy_image"))
 
+from quorum_proxy import jsonrpc_relay
 from quorum_proxy.config import parse_config
 from quorum_proxy.jsonrpc_relay import RelayClientProtocol
+from quorum_proxy.relay_scan import Lane
 from quorum_proxy.server import ProxyRuntime
 from quorum_proxy.upstream import UpstreamConnection
 
@@ -126,11 +128,23 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     relay = uvloop.run(measure(args.calls, args.repeats))
-    print(f"relay:  {relay:6.2f} us of Python per call", flush=True)
+    lane = Lane is not None
+    print(f"relay:        {relay:6.2f} us per call (compiled lane: {lane})", flush=True)
+    jsonrpc_relay.Lane = None  # the relay's Python path (_read, _relay)
+    python = uvloop.run(measure(args.calls, args.repeats))
+    print(f"relay, Python: {python:6.2f} us per call", flush=True)
     RelayClientProtocol._relay = lambda self, data: False  # type: ignore[method-assign]
     engine = uvloop.run(measure(args.calls, args.repeats))
-    print(f"engine: {engine:6.2f} us of Python per call", flush=True)
-    print(json.dumps({"relay_us": round(relay, 2), "engine_us": round(engine, 2)}))
+    print(f"engine:       {engine:6.2f} us per call", flush=True)
+    print(
+        json.dumps(
+            {
+                "relay_us": round(relay, 2),
+                "relay_python_us": round(python, 2),
+                "engine_us": round(engine, 2),
+            }
+        )
+    )
     return 0
 
 

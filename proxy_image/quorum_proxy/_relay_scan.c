@@ -11,6 +11,7 @@ Built by proxy_image/build_relay_scan.py; without it the Python path runs alone.
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
+#include <structmember.h>
 
 typedef const unsigned char *ptr;
 
@@ -119,6 +120,26 @@ static int to_ssize(PyObject *o, Py_ssize_t *out) {
     return !(*out == -1 && PyErr_Occurred());
 }
 
+/* the head's size when start..size is one plain request, else -1 */
+static Py_ssize_t scan_request(ptr start, Py_ssize_t size, Py_ssize_t max_header,
+                               Py_ssize_t max_uri, Py_ssize_t max_body) {
+    ptr end = start + size, p = start;
+    if (size < 6 || memcmp(p, "POST /", 6) != 0) return -1;
+    p += 5;
+    ptr target = p;
+    while (p < end && (classes[*p] & TARGET)) p++;
+    if (p - target > max_uri || end - p < 11 || memcmp(p, " HTTP/1.1\r\n", 11) != 0) return -1;
+    Head h;
+    /* the engine counts a header as its name, its value and 4 bytes, one more than `a:b`
+       takes: a head within max_header_bytes counted so is within it as the engine reads it
+       again after a failure */
+    if (!scan_fields(start, p + 11, end, &h) || h.hosts != 1 || h.content_length < 0 ||
+        h.head + h.lines > max_header || h.content_length > max_body ||
+        h.head + h.content_length != size)
+        return -1;
+    return h.head;
+}
+
 /* plain_request(data, max_header_bytes, max_uri_bytes, max_body_bytes) -> head size or -1 */
 static PyObject *plain_request(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_ssize_t max_header, max_uri, max_body;
@@ -129,24 +150,9 @@ static PyObject *plain_request(PyObject *self, PyObject *const *args, Py_ssize_t
     if (!to_ssize(args[1], &max_header) || !to_ssize(args[2], &max_uri) ||
         !to_ssize(args[3], &max_body))
         return NULL;
-    ptr start = (ptr)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
-    ptr end = start + size, p = start;
-    if (size < 6 || memcmp(p, "POST /", 6) != 0) return PyLong_FromLong(-1);
-    p += 5;
-    ptr target = p;
-    while (p < end && (classes[*p] & TARGET)) p++;
-    if (p - target > max_uri || end - p < 11 || memcmp(p, " HTTP/1.1\r\n", 11) != 0)
-        return PyLong_FromLong(-1);
-    Head h;
-    /* the engine counts a header as its name, its value and 4 bytes, one more than `a:b`
-       takes: a head within max_header_bytes counted so is within it as the engine reads it
-       again after a failure */
-    if (!scan_fields(start, p + 11, end, &h) || h.hosts != 1 || h.content_length < 0 ||
-        h.head + h.lines > max_header || h.content_length > max_body ||
-        h.head + h.content_length != size)
-        return PyLong_FromLong(-1);
-    return PyLong_FromSsize_t(h.head);
+    return PyLong_FromSsize_t(scan_request((ptr)PyBytes_AS_STRING(args[0]),
+                                           PyBytes_GET_SIZE(args[0]), max_header, max_uri,
+                                           max_body));
 }
 
 /* plain_answer(data) -> status, or 0: data is not one whole final answer of the subset
@@ -331,6 +337,60 @@ static int value(J *j) {
 
 static const char *const FIELDS[] = {"jsonrpc", "method", "params", "id"};
 
+/* 1 with the method when p..end is one call of the subset, else 0 */
+static int one_call_method_at(ptr p, ptr end, int max_depth, ptr *method_out,
+                              Py_ssize_t *method_len_out) {
+    J j = {p, end, 1, max_depth};
+    ws(&j);
+    if (j.p >= j.end || *j.p != '{') return 0;
+    j.p++;
+    ws(&j);
+    int seen = 0;
+    ptr method = NULL;
+    Py_ssize_t method_len = 0;
+    if (j.p < j.end && *j.p == '}') return 0; /* no method */
+    for (;;) {
+        ptr key;
+        Py_ssize_t key_len;
+        int escaped;
+        if (j.p >= j.end || *j.p != '"' || !string(&j, &key, &key_len, &escaped) || escaped)
+            return 0;
+        int field = -1;
+        for (int i = 0; i < 4; i++) {
+            if ((Py_ssize_t)strlen(FIELDS[i]) == key_len &&
+                memcmp(key, FIELDS[i], (size_t)key_len) == 0)
+                field = i;
+        }
+        if (field < 0 || (seen & (1 << field))) return 0;
+        seen |= 1 << field;
+        ws(&j);
+        if (j.p >= j.end || *j.p != ':') return 0;
+        j.p++;
+        ws(&j);
+        if (field == 1) {
+            if (j.p >= j.end || *j.p != '"' || !string(&j, &method, &method_len, &escaped) ||
+                escaped)
+                return 0;
+        } else if (!value(&j)) {
+            return 0;
+        }
+        ws(&j);
+        if (j.p < j.end && *j.p == ',') {
+            j.p++;
+            ws(&j);
+            continue;
+        }
+        break;
+    }
+    if (j.p >= j.end || *j.p != '}' || method == NULL) return 0;
+    j.p++;
+    ws(&j);
+    if (j.p != j.end) return 0;
+    *method_out = method;
+    *method_len_out = method_len;
+    return 1;
+}
+
 /* one_call_method(body, max_depth) -> str or None: the method of a body that is one JSON-RPC
    call object whose keys are only jsonrpc, method, params and id, each once and spelled
    exactly so, the method a string without escapes; None: not known (the full parse decides) */
@@ -341,55 +401,388 @@ static PyObject *one_call_method(PyObject *self, PyObject *const *args, Py_ssize
         return NULL;
     }
     if (!to_ssize(args[1], &max_depth)) return NULL;
-    J j = {(ptr)PyBytes_AS_STRING(args[0]), NULL, 1, (int)(max_depth > 1000 ? 1000 : max_depth)};
-    j.end = j.p + PyBytes_GET_SIZE(args[0]);
-    ws(&j);
-    if (j.p >= j.end || *j.p != '{') Py_RETURN_NONE;
-    j.p++;
-    ws(&j);
-    int seen = 0;
-    ptr method = NULL;
-    Py_ssize_t method_len = 0;
-    if (j.p < j.end && *j.p == '}') Py_RETURN_NONE; /* no method */
-    for (;;) {
-        ptr key;
-        Py_ssize_t key_len;
-        int escaped;
-        if (j.p >= j.end || *j.p != '"' || !string(&j, &key, &key_len, &escaped) || escaped)
-            Py_RETURN_NONE;
-        int field = -1;
-        for (int i = 0; i < 4; i++) {
-            if ((Py_ssize_t)strlen(FIELDS[i]) == key_len &&
-                memcmp(key, FIELDS[i], (size_t)key_len) == 0)
-                field = i;
-        }
-        if (field < 0 || (seen & (1 << field))) Py_RETURN_NONE;
-        seen |= 1 << field;
-        ws(&j);
-        if (j.p >= j.end || *j.p != ':') Py_RETURN_NONE;
-        j.p++;
-        ws(&j);
-        if (field == 1) {
-            if (j.p >= j.end || *j.p != '"' || !string(&j, &method, &method_len, &escaped) ||
-                escaped)
-                Py_RETURN_NONE;
-        } else if (!value(&j)) {
-            Py_RETURN_NONE;
-        }
-        ws(&j);
-        if (j.p < j.end && *j.p == ',') {
-            j.p++;
-            ws(&j);
-            continue;
-        }
-        break;
-    }
-    if (j.p >= j.end || *j.p != '}' || method == NULL) Py_RETURN_NONE;
-    j.p++;
-    ws(&j);
-    if (j.p != j.end) Py_RETURN_NONE;
+    ptr p = (ptr)PyBytes_AS_STRING(args[0]), method;
+    Py_ssize_t method_len;
+    if (!one_call_method_at(p, p + PyBytes_GET_SIZE(args[0]),
+                            (int)(max_depth > 1000 ? 1000 : max_depth), &method, &method_len))
+        Py_RETURN_NONE;
     return PyUnicode_FromStringAndSize((const char *)method, method_len);
 }
+
+
+/* --- the lane: a plain single safe call relayed without Python frames --- */
+
+/* A client connection's data_received (jsonrpc_relay.RelayClientProtocol sets it as its
+   instance's): the common request, one plain POST of one call whose method is in
+   plain_reads, is sent here to a pooled connection of the primary as RelayClientProtocol._relay
+   sends it, the protocol's state set as _relay sets it. Anything else goes to the Python path
+   as before: the gate to proto._received, the rest to proto._relay (which decides it all over
+   again, from the bytes). The two paths are held to the same behaviour by the relay's tests,
+   which run every case on both (tests/proxy_image/test_proxy_jsonrpc_relay.py). */
+
+/* the slots read or set, found once per class (member descriptors of __slots__) */
+enum {
+    P_RELAY_CONN, P_BACKLOG, P_WS_REQ, P_ACTIVE, P_PARTIAL, P_QUEUE, P_CLOSED, P_LAST_REQUEST,
+    P_REQUESTS, P_RUNTIME, P_LISTENER, P_FRESH, P_WAITING_SINCE, P_CALL_VALUES, P_SAFE_KEY,
+    P_RELAY_KINDS, P_RELAY_DATA, P_RELAY_START, P_RELAY_DEADLINE, P_RELAY_ANSWERING, P_CONN,
+    P_RELAY_ANSWER, P_XFF_LINE, P_BATCH, P_LOOP, P_COUNT
+};
+static const char *const PROTO_SLOTS[P_COUNT] = {
+    "relay_conn", "backlog", "ws_req", "active", "partial", "queue", "closed", "last_request",
+    "requests", "runtime", "listener", "fresh", "waiting_since", "call_values", "safe_key",
+    "relay_kinds", "relay_data", "relay_start", "relay_deadline", "relay_answering", "conn",
+    "relay_answer", "xff_line", "batch", "loop",
+};
+enum { C_CLOSED, C_HANDLER, C_RAW, C_TRANSPORT, C_COUNT };
+static const char *const CONN_SLOTS[C_COUNT] = {"closed", "handler", "raw", "transport"};
+
+typedef struct {
+    PyTypeObject *type; /* borrowed: kept alive by the lanes' protocols */
+    Py_ssize_t off[P_COUNT];
+} Offsets;
+static Offsets proto_offsets, conn_offsets;
+
+static int find_offsets(PyTypeObject *type, const char *const *names, int n, Offsets *out) {
+    if (out->type == type) return 1;
+    for (int i = 0; i < n; i++) {
+        PyObject *d = PyObject_GetAttrString((PyObject *)type, names[i]);
+        if (d == NULL) return 0;
+        int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+                 ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
+                 !(((PyMemberDescrObject *)d)->d_member->flags & READONLY);
+        if (ok) out->off[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_DECREF(d);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", type->tp_name, names[i]);
+            return 0;
+        }
+    }
+    out->type = type;
+    return 1;
+}
+
+/* a slot's value, borrowed; NULL (no exception) when unset */
+static inline PyObject *get(PyObject *o, Py_ssize_t off) {
+    return *(PyObject **)((char *)o + off);
+}
+
+/* v stolen */
+static inline void put(PyObject *o, Py_ssize_t off, PyObject *v) {
+    PyObject **p = (PyObject **)((char *)o + off);
+    PyObject *old = *p;
+    *p = v;
+    Py_XDECREF(old);
+}
+
+static inline void put_borrowed(PyObject *o, Py_ssize_t off, PyObject *v) {
+    Py_INCREF(v);
+    put(o, off, v);
+}
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *proto;       /* the client connection */
+    PyObject *plain_reads; /* jsonrpc.PLAIN_READS: methods safe whatever their params */
+    PyObject *one_safe;    /* jsonrpc.ONE_SAFE */
+    Py_ssize_t max_header, max_uri, max_body, keepalive_requests, counted_from, max_depth;
+} Lane;
+
+static PyObject *s_draining, *s_pick_primary, *s_idle, *s_read_timeout, *s_time, *s_items,
+    *s_is_closing, *s_write, *s_relay, *s_received;
+
+
+/* 1: relayed; 0: not taken (nothing changed but closed pooled connections dropped, as
+   _relay drops them); -1: error */
+static int lane_relay(Lane *l, PyObject *data) {
+    PyObject *proto = l->proto;
+    Py_ssize_t *po = proto_offsets.off, *co = conn_offsets.off;
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
+    if (size >= l->counted_from) return 0; /* counted in the body budget: _relay's */
+    PyObject *requests = get(proto, po[P_REQUESTS]);
+    if (requests == NULL || !PyLong_CheckExact(requests)) return 0;
+    Py_ssize_t served = PyLong_AsSsize_t(requests);
+    if (served == -1 && PyErr_Occurred()) return -1;
+    if (served + 1 >= l->keepalive_requests) return 0;
+    PyObject *runtime = get(proto, po[P_RUNTIME]);
+    if (runtime == NULL) return 0;
+    PyObject *draining = PyObject_GetAttr(runtime, s_draining);
+    if (draining == NULL) return -1;
+    int drains = PyObject_IsTrue(draining);
+    Py_DECREF(draining);
+    if (drains) return drains < 0 ? -1 : 0;
+
+    ptr start = (ptr)PyBytes_AS_STRING(data);
+    Py_ssize_t head = scan_request(start, size, l->max_header, l->max_uri, l->max_body);
+    if (head < 0) return 0;
+    ptr method;
+    Py_ssize_t method_len;
+    if (!one_call_method_at(start + head, start + size, (int)l->max_depth, &method, &method_len))
+        return 0;
+    PyObject *name = PyUnicode_DecodeASCII((const char *)method, method_len, NULL);
+    if (name == NULL) return -1;
+    int plain = PySet_Contains(l->plain_reads, name);
+    Py_DECREF(name);
+    if (plain <= 0) return plain;
+
+    PyObject *listener = get(proto, po[P_LISTENER]);
+    if (listener == NULL) return 0;
+    PyObject *server = PyObject_CallMethodNoArgs(listener, s_pick_primary);
+    if (server == NULL) return -1;
+    if (server == Py_None) {
+        Py_DECREF(server);
+        return 0;
+    }
+    PyObject *idle = PyObject_GetAttr(server, s_idle);
+    Py_DECREF(server);
+    if (idle == NULL) return -1;
+    if (!PyList_CheckExact(idle)) {
+        Py_DECREF(idle);
+        return 0;
+    }
+    PyObject *conn = NULL; /* owned */
+    while (PyList_GET_SIZE(idle) > 0) {
+        Py_ssize_t last = PyList_GET_SIZE(idle) - 1;
+        conn = PyList_GET_ITEM(idle, last);
+        Py_INCREF(conn);
+        if (PyList_SetSlice(idle, last, last + 1, NULL) < 0 ||
+            !find_offsets(Py_TYPE(conn), CONN_SLOTS, C_COUNT, &conn_offsets)) {
+            Py_DECREF(conn);
+            Py_DECREF(idle);
+            return -1;
+        }
+        PyObject *closed = get(conn, co[C_CLOSED]);
+        if (closed == Py_False) break;
+        Py_CLEAR(conn);
+    }
+    if (conn == NULL) {
+        Py_DECREF(idle);
+        return 0;
+    }
+    PyObject *transport = get(conn, co[C_TRANSPORT]);
+    PyObject *loop = get(proto, po[P_LOOP]);
+    PyObject *values = get(proto, po[P_CALL_VALUES]);
+    PyObject *safe_key = get(proto, po[P_SAFE_KEY]);
+    PyObject *xff = get(proto, po[P_XFF_LINE]);
+    PyObject *batch = get(proto, po[P_BATCH]);
+    PyObject *answer = get(proto, po[P_RELAY_ANSWER]);
+    if (transport == NULL || transport == Py_None || loop == NULL || values == NULL ||
+        !PyDict_CheckExact(values) || safe_key == NULL || xff == NULL || !PyBytes_CheckExact(xff) ||
+        batch == NULL || answer == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "relay lane: a connection's state is not set");
+        goto fail;
+    }
+    /* what may fail first: the clock, the timeout, the sent bytes */
+    PyObject *now = PyObject_CallMethodNoArgs(loop, s_time);
+    if (now == NULL) goto fail;
+    double start_time = PyFloat_AsDouble(now);
+    Py_DECREF(now);
+    if (start_time == -1.0 && PyErr_Occurred()) goto fail;
+    PyObject *timeout = PyObject_GetAttr(listener, s_read_timeout);
+    if (timeout == NULL) goto fail;
+    double read_timeout = PyFloat_AsDouble(timeout);
+    Py_DECREF(timeout);
+    if (read_timeout == -1.0 && PyErr_Occurred()) goto fail;
+    /* before the blank line that ends the head, the X-Forwarded-For line */
+    Py_ssize_t cut = head - 2, xff_size = PyBytes_GET_SIZE(xff);
+    PyObject *sent = PyBytes_FromStringAndSize(NULL, size + xff_size);
+    if (sent == NULL) goto fail;
+    char *out = PyBytes_AS_STRING(sent);
+    memcpy(out, start, (size_t)cut);
+    memcpy(out + cut, PyBytes_AS_STRING(xff), (size_t)xff_size);
+    memcpy(out + cut + xff_size, start + cut, (size_t)(size - cut));
+    PyObject *count = PyDict_GetItemWithError(values, safe_key);
+    if (count == NULL && PyErr_Occurred()) {
+        Py_DECREF(sent);
+        goto fail;
+    }
+    PyObject *counted = PyFloat_FromDouble((count ? PyFloat_AsDouble(count) : 0.0) + 1.0);
+    PyObject *start_obj = PyFloat_FromDouble(start_time);
+    PyObject *deadline = PyFloat_FromDouble(start_time + read_timeout);
+    PyObject *next = PyLong_FromSsize_t(served + 1);
+    if (counted == NULL || start_obj == NULL || deadline == NULL || next == NULL ||
+        PyDict_SetItem(values, safe_key, counted) < 0) {
+        Py_XDECREF(counted);
+        Py_XDECREF(start_obj);
+        Py_XDECREF(deadline);
+        Py_XDECREF(next);
+        Py_DECREF(sent);
+        goto fail;
+    }
+    Py_DECREF(counted);
+    /* nothing fails from here to the write: the state as _relay sets it */
+    put(proto, po[P_REQUESTS], next);
+    put_borrowed(proto, po[P_FRESH], Py_False);
+    put_borrowed(proto, po[P_WAITING_SINCE], Py_None);
+    put_borrowed(proto, po[P_RELAY_KINDS], l->one_safe);
+    put_borrowed(proto, po[P_RELAY_DATA], data);
+    put(proto, po[P_RELAY_START], start_obj);
+    put(proto, po[P_RELAY_DEADLINE], deadline);
+    put_borrowed(proto, po[P_RELAY_ANSWERING], Py_False);
+    put_borrowed(proto, po[P_CONN], conn);
+    put_borrowed(proto, po[P_RELAY_CONN], conn);
+    put_borrowed(conn, co[C_HANDLER], proto);
+    put_borrowed(conn, co[C_RAW], answer);
+    /* WriteBatch.write_now: at once, unless earlier writes wait in the batch or it closes */
+    PyObject *items = PyObject_GetAttr(batch, s_items);
+    PyObject *result = NULL;
+    if (items != NULL) {
+        int waiting = PyObject_IsTrue(items);
+        Py_DECREF(items);
+        PyObject *closing = waiting ? NULL : PyObject_CallMethodNoArgs(transport, s_is_closing);
+        int closes = closing == NULL ? 0 : PyObject_IsTrue(closing);
+        Py_XDECREF(closing);
+        if (waiting < 0 || (!waiting && closing == NULL) || closes < 0)
+            result = NULL;
+        else if (waiting || closes)
+            result = PyObject_CallMethod(batch, "write", "OO", transport, sent);
+        else
+            result = PyObject_CallMethodOneArg(transport, s_write, sent);
+    }
+    Py_DECREF(sent);
+    Py_DECREF(conn);
+    Py_DECREF(idle);
+    if (result == NULL) return -1;
+    Py_DECREF(result);
+    return 1;
+fail:
+    /* before any state was set: the connection goes back to the pool, the error is raised */
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "relay lane failed");
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (PyList_Append(idle, conn) < 0) PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+    Py_DECREF(conn);
+    Py_DECREF(idle);
+    return -1;
+}
+
+static PyObject *lane_call(PyObject *self, PyObject *const *args, size_t nargsf,
+                           PyObject *kwnames) {
+    Lane *l = (Lane *)self;
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL || !PyBytes_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "lane(data: bytes)");
+        return NULL;
+    }
+    PyObject *data = args[0], *proto = l->proto;
+    Py_ssize_t *po = proto_offsets.off;
+    /* RelayClientProtocol.data_received's gate: busy() spelled out */
+    static const int gate[] = {P_BACKLOG, P_PARTIAL, P_QUEUE, P_CLOSED, P_LAST_REQUEST};
+    int busy = get(proto, po[P_RELAY_CONN]) != Py_None || get(proto, po[P_WS_REQ]) != Py_None ||
+               get(proto, po[P_ACTIVE]) != Py_None;
+    for (size_t i = 0; !busy && i < sizeof gate / sizeof gate[0]; i++) {
+        PyObject *v = get(proto, po[gate[i]]);
+        busy = v == NULL ? -1 : PyObject_IsTrue(v);
+    }
+    if (busy < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "relay lane: unset slot");
+        return NULL;
+    }
+    if (!busy) {
+        Py_INCREF(proto); /* the lane may be let go by what it calls */
+        int sent = lane_relay(l, data);
+        if (sent != 0) {
+            Py_DECREF(proto);
+            if (sent < 0) return NULL;
+            Py_RETURN_TRUE;
+        }
+        PyObject *relayed = PyObject_CallMethodOneArg(proto, s_relay, data);
+        int done = relayed == NULL ? -1 : PyObject_IsTrue(relayed);
+        Py_XDECREF(relayed);
+        if (done != 0) {
+            Py_DECREF(proto);
+            if (done < 0) return NULL;
+            Py_RETURN_FALSE;
+        }
+        PyObject *r = PyObject_CallMethodOneArg(proto, s_received, data);
+        Py_DECREF(proto);
+        if (r == NULL) return NULL;
+        Py_DECREF(r);
+        Py_RETURN_FALSE;
+    }
+    PyObject *r = PyObject_CallMethodOneArg(proto, s_received, data);
+    if (r == NULL) return NULL;
+    Py_DECREF(r);
+    Py_RETURN_FALSE;
+}
+
+static int lane_limit(PyObject *limits, const char *name, Py_ssize_t *out) {
+    PyObject *v = PyObject_GetAttrString(limits, name);
+    if (v == NULL) return 0;
+    int ok = to_ssize(v, out);
+    Py_DECREF(v);
+    return ok;
+}
+
+/* Lane(proto, plain_reads, one_safe, counted_from, max_depth) */
+static PyObject *lane_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *proto, *plain_reads, *one_safe;
+    Py_ssize_t counted_from, max_depth;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
+        PyErr_SetString(PyExc_TypeError, "Lane takes no keywords");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "OO!O!nn", &proto, &PyFrozenSet_Type, &plain_reads,
+                          &PyTuple_Type, &one_safe, &counted_from, &max_depth))
+        return NULL;
+    if (!find_offsets(Py_TYPE(proto), PROTO_SLOTS, P_COUNT, &proto_offsets)) return NULL;
+    PyObject *limits = PyObject_GetAttrString(proto, "limits");
+    if (limits == NULL) return NULL;
+    Lane *l = (Lane *)type->tp_alloc(type, 0);
+    if (l == NULL) {
+        Py_DECREF(limits);
+        return NULL;
+    }
+    l->vectorcall = lane_call;
+    l->proto = Py_NewRef(proto);
+    l->plain_reads = Py_NewRef(plain_reads);
+    l->one_safe = Py_NewRef(one_safe);
+    l->counted_from = counted_from;
+    l->max_depth = max_depth > 1000 ? 1000 : max_depth;
+    int ok = lane_limit(limits, "max_header_bytes", &l->max_header) &&
+             lane_limit(limits, "max_uri_bytes", &l->max_uri) &&
+             lane_limit(limits, "max_retry_body_bytes", &l->max_body) &&
+             lane_limit(limits, "keepalive_requests", &l->keepalive_requests);
+    Py_DECREF(limits);
+    if (!ok) {
+        Py_DECREF(l);
+        return NULL;
+    }
+    return (PyObject *)l;
+}
+
+static int lane_traverse(Lane *l, visitproc visit, void *arg) {
+    Py_VISIT(l->proto);
+    Py_VISIT(l->plain_reads);
+    Py_VISIT(l->one_safe);
+    return 0;
+}
+
+static int lane_clear(Lane *l) {
+    Py_CLEAR(l->proto);
+    Py_CLEAR(l->plain_reads);
+    Py_CLEAR(l->one_safe);
+    return 0;
+}
+
+static void lane_dealloc(Lane *l) {
+    PyObject_GC_UnTrack(l);
+    lane_clear(l);
+    Py_TYPE(l)->tp_free((PyObject *)l);
+}
+
+static PyTypeObject LaneType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "quorum_proxy._relay_scan.Lane",
+    .tp_basicsize = sizeof(Lane),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "A client connection's data_received with the relay's common case in C.",
+    .tp_new = lane_new,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Lane, vectorcall),
+    .tp_traverse = (traverseproc)lane_traverse,
+    .tp_clear = (inquiry)lane_clear,
+    .tp_dealloc = (destructor)lane_dealloc,
+};
 
 static PyMethodDef methods[] = {
     {"plain_request", (PyCFunction)(void (*)(void))plain_request, METH_FASTCALL,
@@ -408,5 +801,23 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__relay_scan(void) {
     fill_classes();
-    return PyModule_Create(&module);
+    struct {
+        PyObject **s;
+        const char *text;
+    } names[] = {
+        {&s_draining, "draining"}, {&s_pick_primary, "pick_primary"}, {&s_idle, "idle"},
+        {&s_read_timeout, "read_timeout"}, {&s_time, "time"}, {&s_items, "items"},
+        {&s_is_closing, "is_closing"}, {&s_write, "write"}, {&s_relay, "_relay"},
+        {&s_received, "_received"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if ((*names[i].s = PyUnicode_InternFromString(names[i].text)) == NULL) return NULL;
+    if (PyType_Ready(&LaneType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "Lane", (PyObject *)&LaneType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

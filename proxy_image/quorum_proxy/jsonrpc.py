@@ -321,7 +321,7 @@ _ONE = {kind: (kind,) for kind in CLASSES}
 # what call_kinds gives for a single safe call (callers may compare by identity)
 ONE_SAFE = _ONE[SAFE]
 # safe whatever their params: one set lookup on the hot path
-_PLAIN_READS = SAFE_METHODS - {SEND_RAW_TRANSACTION}
+PLAIN_READS = SAFE_METHODS - {SEND_RAW_TRANSACTION}
 
 
 def call_kinds(data: bytes) -> tuple[str, ...] | None:
@@ -338,7 +338,7 @@ def call_kinds(data: bytes) -> tuple[str, ...] | None:
         # one call in strict JSON within MAX_DEPTH, its four fields spelled once each: its
         # class is its method's, as below; a raw transaction's params are read for it
         if method != SEND_RAW_TRANSACTION:
-            return ONE_SAFE if method in _PLAIN_READS else _ONE[classify(method)]
+            return ONE_SAFE if method in PLAIN_READS else _ONE[classify(method)]
         try:
             return _ONE[_kind(method, orjson.loads(data))]
         except orjson.JSONDecodeError:
@@ -363,7 +363,7 @@ def call_kinds(data: bytes) -> tuple[str, ...] | None:
         method = doc.get("method")
         if type(method) is not str:
             return None
-        if method in _PLAIN_READS:
+        if method in PLAIN_READS:
             return ONE_SAFE
         return _ONE[_kind(method, doc)]
     if isinstance(doc, list) and doc:

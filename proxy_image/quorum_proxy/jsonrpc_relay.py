@@ -22,14 +22,15 @@ connection dies (the client sees the answer cut, as in the engine). See proxy_im
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httptools
 
 from .http_client import HttpClientProtocol
 from .http_exchange import PAUSE_PIPELINE
-from .jsonrpc import INVALID, ONE_SAFE, SAFE, call_kinds
-from .relay_scan import plain_answer, plain_request
+from .jsonrpc import INVALID, MAX_DEPTH, ONE_SAFE, PLAIN_READS, SAFE, call_kinds
+from .relay_scan import Lane, plain_answer, plain_request
 
 if TYPE_CHECKING:
     from .config import Limits
@@ -177,6 +178,7 @@ class RelayClientProtocol(HttpClientProtocol):
     __slots__ = (
         "backlog",
         "call_values",
+        "data_received",
         "relay_answer",
         "relay_answering",
         "relay_conn",
@@ -219,6 +221,16 @@ class RelayClientProtocol(HttpClientProtocol):
         # a relayed request the node failed, handed to the engine: (node, reason, whether the
         # connection died before any byte of an answer, when the request came)
         self.relay_failed: tuple[Server, str, bool, float] | None = None
+        # What the loop calls with each read (a slot: the transport looks it up once; mypy
+        # sees HttpClientProtocol's method, which the slot shadows). The compiled lane relays
+        # the common request (one plain call of a PLAIN_READS method) as _relay does and
+        # hands every other read to _read's path; without it, _read.
+        read: Callable[[bytes], object] = (
+            Lane(self, PLAIN_READS, ONE_SAFE, COUNTED_FROM, MAX_DEPTH)
+            if Lane is not None
+            else self._read
+        )
+        self.data_received = read  # type: ignore[method-assign,assignment]
 
     # the connection
     def busy(self) -> bool:
@@ -243,7 +255,8 @@ class RelayClientProtocol(HttpClientProtocol):
             self._relay_timeout(now)
         super().check_timeouts(now)
 
-    def data_received(self, data: bytes) -> None:
+    def _read(self, data: bytes) -> None:
+        """A read from the client (data_received without the compiled lane)."""
         # busy() spelled out (both classes' parts): this runs for every read
         if (
             self.relay_conn is not None

@@ -7,13 +7,15 @@ them, so the proxy behaves the same either way, only slower without (bench/rpc_i
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 plain_request: Callable[[bytes, int, int, int], int] | None
 plain_answer: Callable[[bytes], int] | None
 one_call_method: Callable[[bytes, int], str | None] | None
+Lane: Callable[[Any, frozenset[str], tuple[str, ...], int, int], Callable[[bytes], bool]] | None
 try:
-    from ._relay_scan import one_call_method, plain_answer, plain_request
+    from ._relay_scan import Lane, one_call_method, plain_answer, plain_request
 except ImportError:  # not built: proxy_image/build_relay_scan.py
-    plain_request = plain_answer = one_call_method = None
+    plain_request = plain_answer = one_call_method = Lane = None
 
 COMPILED = plain_request is not None
