@@ -157,29 +157,31 @@ static PyObject *plain_request(PyObject *self, PyObject *const *args, Py_ssize_t
 
 /* plain_answer(data) -> status, or 0: data is not one whole final answer of the subset
    (HTTP/1.1, framed by Content-Length, kept alive, a status with a body: not 1xx, 204, 304) */
+static long scan_answer(ptr start, Py_ssize_t size) {
+    ptr end = start + size, p = start;
+    if (size < 13 || memcmp(p, "HTTP/1.1 ", 9) != 0) return 0;
+    p += 9;
+    if (p[0] < '2' || p[0] > '5' || p[1] < '0' || p[1] > '9' || p[2] < '0' || p[2] > '9' ||
+        p[3] != ' ')
+        return 0;
+    long status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+    if (status == 204 || status == 304) return 0;
+    p += 4;
+    while (p < end && (classes[*p] & FIELD)) p++;
+    if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return 0;
+    Head h;
+    if (!scan_fields(start, p + 2, end, &h) || h.content_length < 0 ||
+        h.head + h.content_length != size)
+        return 0;
+    return status;
+}
+
 static PyObject *plain_answer(PyObject *self, PyObject *data) {
     if (!PyBytes_CheckExact(data)) {
         PyErr_SetString(PyExc_TypeError, "plain_answer(bytes)");
         return NULL;
     }
-    ptr start = (ptr)PyBytes_AS_STRING(data);
-    Py_ssize_t size = PyBytes_GET_SIZE(data);
-    ptr end = start + size, p = start;
-    if (size < 13 || memcmp(p, "HTTP/1.1 ", 9) != 0) return PyLong_FromLong(0);
-    p += 9;
-    if (p[0] < '2' || p[0] > '5' || p[1] < '0' || p[1] > '9' || p[2] < '0' || p[2] > '9' ||
-        p[3] != ' ')
-        return PyLong_FromLong(0);
-    long status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
-    if (status == 204 || status == 304) return PyLong_FromLong(0);
-    p += 4;
-    while (p < end && (classes[*p] & FIELD)) p++;
-    if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return PyLong_FromLong(0);
-    Head h;
-    if (!scan_fields(start, p + 2, end, &h) || h.content_length < 0 ||
-        h.head + h.content_length != size)
-        return PyLong_FromLong(0);
-    return PyLong_FromLong(status);
+    return PyLong_FromLong(scan_answer((ptr)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)));
 }
 
 /* --- one JSON-RPC call: strict RFC 8259, ASCII strings, no lone surrogates --- */
@@ -425,16 +427,19 @@ enum {
     P_RELAY_CONN, P_BACKLOG, P_WS_REQ, P_ACTIVE, P_PARTIAL, P_QUEUE, P_CLOSED, P_LAST_REQUEST,
     P_REQUESTS, P_RUNTIME, P_LISTENER, P_FRESH, P_WAITING_SINCE, P_CALL_VALUES, P_SAFE_KEY,
     P_RELAY_KINDS, P_RELAY_DATA, P_RELAY_START, P_RELAY_DEADLINE, P_RELAY_ANSWERING, P_CONN,
-    P_RELAY_ANSWER, P_XFF_LINE, P_BATCH, P_LOOP, P_COUNT
+    P_RELAY_ANSWER, P_XFF_LINE, P_BATCH, P_LOOP, P_TRANSPORT, P_RELAY_HEAD, P_RELAY_STATUS,
+    P_WRITE_PAUSED, P_COUNT
 };
 static const char *const PROTO_SLOTS[P_COUNT] = {
     "relay_conn", "backlog", "ws_req", "active", "partial", "queue", "closed", "last_request",
     "requests", "runtime", "listener", "fresh", "waiting_since", "call_values", "safe_key",
     "relay_kinds", "relay_data", "relay_start", "relay_deadline", "relay_answering", "conn",
-    "relay_answer", "xff_line", "batch", "loop",
+    "relay_answer", "xff_line", "batch", "loop", "transport", "relay_head", "relay_status",
+    "write_paused",
 };
-enum { C_CLOSED, C_HANDLER, C_RAW, C_TRANSPORT, C_COUNT };
-static const char *const CONN_SLOTS[C_COUNT] = {"closed", "handler", "raw", "transport"};
+enum { C_CLOSED, C_HANDLER, C_RAW, C_TRANSPORT, C_LAST_READ, C_SERVER, C_COUNT };
+static const char *const CONN_SLOTS[C_COUNT] = {"closed",    "handler",   "raw",
+                                                "transport", "last_read", "server"};
 
 typedef struct {
     PyTypeObject *type; /* borrowed: kept alive by the lanes' protocols */
@@ -485,11 +490,36 @@ typedef struct {
     PyObject *proto;       /* the client connection */
     PyObject *plain_reads; /* jsonrpc.PLAIN_READS: methods safe whatever their params */
     PyObject *one_safe;    /* jsonrpc.ONE_SAFE */
+    PyObject *hold;        /* jsonrpc_relay.HOLD_5XX: statuses a JSON-RPC request is failed on */
     Py_ssize_t max_header, max_uri, max_body, keepalive_requests, counted_from, max_depth;
 } Lane;
 
 static PyObject *s_draining, *s_pick_primary, *s_idle, *s_read_timeout, *s_time, *s_items,
-    *s_is_closing, *s_write, *s_relay, *s_received;
+    *s_is_closing, *s_write, *s_relay, *s_received, *s_release, *s_relay_count, *s_close,
+    *s_relay_backlog, *s_relay_read, *s_relay_answer;
+
+/* WriteBatch.write_now: at once, unless earlier writes wait in the batch or the transport
+   closes (then the batch's write, which keeps the order and drops them for a closing one) */
+static int write_now(PyObject *batch, PyObject *transport, PyObject *data) {
+    PyObject *items = PyObject_GetAttr(batch, s_items);
+    if (items == NULL) return -1;
+    int waiting = PyObject_IsTrue(items);
+    Py_DECREF(items);
+    if (waiting < 0) return -1;
+    int closes = 0;
+    if (!waiting) {
+        PyObject *closing = PyObject_CallMethodNoArgs(transport, s_is_closing);
+        if (closing == NULL) return -1;
+        closes = PyObject_IsTrue(closing);
+        Py_DECREF(closing);
+        if (closes < 0) return -1;
+    }
+    PyObject *r = waiting || closes ? PyObject_CallMethod(batch, "write", "OO", transport, data)
+                                    : PyObject_CallMethodOneArg(transport, s_write, data);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
 
 
 /* 1: relayed; 0: not taken (nothing changed but closed pooled connections dropped, as
@@ -623,28 +653,15 @@ static int lane_relay(Lane *l, PyObject *data) {
     put_borrowed(proto, po[P_RELAY_CONN], conn);
     put_borrowed(conn, co[C_HANDLER], proto);
     put_borrowed(conn, co[C_RAW], answer);
-    /* WriteBatch.write_now: at once, unless earlier writes wait in the batch or it closes */
-    PyObject *items = PyObject_GetAttr(batch, s_items);
-    PyObject *result = NULL;
-    if (items != NULL) {
-        int waiting = PyObject_IsTrue(items);
-        Py_DECREF(items);
-        PyObject *closing = waiting ? NULL : PyObject_CallMethodNoArgs(transport, s_is_closing);
-        int closes = closing == NULL ? 0 : PyObject_IsTrue(closing);
-        Py_XDECREF(closing);
-        if (waiting < 0 || (!waiting && closing == NULL) || closes < 0)
-            result = NULL;
-        else if (waiting || closes)
-            result = PyObject_CallMethod(batch, "write", "OO", transport, sent);
-        else
-            result = PyObject_CallMethodOneArg(transport, s_write, sent);
-    }
+    Py_INCREF(transport); /* borrowed from conn, which the write's callbacks may change */
+    Py_INCREF(batch);
+    int written = write_now(batch, transport, sent);
+    Py_DECREF(batch);
+    Py_DECREF(transport);
     Py_DECREF(sent);
     Py_DECREF(conn);
     Py_DECREF(idle);
-    if (result == NULL) return -1;
-    Py_DECREF(result);
-    return 1;
+    return written < 0 ? -1 : 1;
 fail:
     /* before any state was set: the connection goes back to the pool, the error is raised */
     if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "relay lane failed");
@@ -706,6 +723,135 @@ static PyObject *lane_call(PyObject *self, PyObject *const *args, size_t nargsf,
     Py_RETURN_FALSE;
 }
 
+
+/* an answer's read (the lane's answer method is the client connection's relay_answer, the
+   upstream connection's raw hook): the common answer, whole in its first read, kept alive,
+   neither held (HOLD_5XX) nor while draining, is passed on and done as _relay_answer and
+   _relay_done do; any other read is _relay_read's, as in _relay_answer */
+static PyObject *lane_answer(PyObject *self, PyObject *data) {
+    Lane *l = (Lane *)self;
+    PyObject *proto = l->proto;
+    Py_ssize_t *po = proto_offsets.off, *co = conn_offsets.off;
+    if (!PyBytes_CheckExact(data)) {
+        PyErr_SetString(PyExc_TypeError, "answer(data: bytes)");
+        return NULL;
+    }
+    PyObject *conn = get(proto, po[P_RELAY_CONN]);
+    PyObject *head = get(proto, po[P_RELAY_HEAD]);
+    if (conn == NULL || conn == Py_None || head == NULL)
+        return PyObject_CallMethodOneArg(proto, s_relay_answer, data); /* as the Python path */
+    if (!find_offsets(Py_TYPE(conn), CONN_SLOTS, C_COUNT, &conn_offsets)) return NULL;
+    Py_INCREF(proto);
+    Py_INCREF(conn);
+    PyObject *result = NULL;
+    long status = 0;
+    if (get(proto, po[P_RELAY_ANSWERING]) == Py_False && PyBytes_CheckExact(head) &&
+        PyBytes_GET_SIZE(head) == 0) {
+        status = scan_answer((ptr)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data));
+        if (status) {
+            PyObject *code = PyLong_FromLong(status);
+            if (code == NULL) goto done;
+            int held = get(proto, po[P_RELAY_KINDS]) != Py_None ? PySet_Contains(l->hold, code) : 0;
+            int drains = -1;
+            PyObject *runtime = get(proto, po[P_RUNTIME]);
+            PyObject *draining = runtime ? PyObject_GetAttr(runtime, s_draining) : NULL;
+            if (draining != NULL) {
+                drains = PyObject_IsTrue(draining);
+                Py_DECREF(draining);
+            }
+            if (held < 0 || drains < 0) {
+                Py_DECREF(code);
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "relay lane: no runtime");
+                goto done;
+            }
+            if (!held && !drains) {
+                put(proto, po[P_RELAY_STATUS], code);
+                PyObject *transport = get(proto, po[P_TRANSPORT]);
+                if (get(proto, po[P_CLOSED]) == Py_False && transport != NULL &&
+                    transport != Py_None) {
+                    PyObject *batch = get(proto, po[P_BATCH]);
+                    if (batch == NULL) {
+                        PyErr_SetString(PyExc_RuntimeError, "relay lane: no write batch");
+                        goto done;
+                    }
+                    Py_INCREF(transport);
+                    Py_INCREF(batch);
+                    int written = write_now(batch, transport, data);
+                    Py_DECREF(batch);
+                    Py_DECREF(transport);
+                    if (written < 0) goto done;
+                }
+                /* _relay_done(conn, keep=True) */
+                put_borrowed(proto, po[P_RELAY_CONN], Py_None);
+                put_borrowed(proto, po[P_CONN], Py_None);
+                PyObject *r = PyObject_CallMethodNoArgs(conn, s_release);
+                if (r == NULL) goto done;
+                Py_DECREF(r);
+                PyObject *now = get(conn, co[C_LAST_READ]);
+                PyObject *server = get(conn, co[C_SERVER]);
+                if (now == NULL || server == NULL) {
+                    PyErr_SetString(PyExc_RuntimeError, "relay lane: an upstream connection's state is not set");
+                    goto done;
+                }
+                Py_INCREF(now);
+                r = PyObject_CallMethodObjArgs(proto, s_relay_count, now, server, NULL);
+                if (r == NULL) {
+                    Py_DECREF(now);
+                    goto done;
+                }
+                Py_DECREF(r);
+                if (get(proto, po[P_CLOSED]) != Py_False) {
+                    Py_DECREF(now);
+                    result = Py_NewRef(Py_None);
+                    goto done;
+                }
+                runtime = get(proto, po[P_RUNTIME]);
+                draining = runtime ? PyObject_GetAttr(runtime, s_draining) : NULL;
+                drains = draining ? PyObject_IsTrue(draining) : -1;
+                Py_XDECREF(draining);
+                if (drains < 0) {
+                    Py_DECREF(now);
+                    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "relay lane: no runtime");
+                    goto done;
+                }
+                PyObject *backlog = get(proto, po[P_BACKLOG]);
+                int waiting = backlog == NULL ? -1 : PyObject_IsTrue(backlog);
+                if (drains)
+                    result = PyObject_CallMethodNoArgs(proto, s_close);
+                else if (waiting == 0) {
+                    put(proto, po[P_WAITING_SINCE], now);
+                    now = NULL;
+                    result = Py_NewRef(Py_None);
+                } else if (waiting < 0) {
+                    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "relay lane: no backlog");
+                } else if (get(proto, po[P_WRITE_PAUSED]) == Py_False)
+                    result = PyObject_CallMethodNoArgs(proto, s_relay_backlog);
+                else
+                    result = Py_NewRef(Py_None); /* resume_writing goes on */
+                Py_XDECREF(now);
+                goto done;
+            }
+            Py_DECREF(code);
+        }
+    }
+    {
+        PyObject *code = PyLong_FromLong(status);
+        if (code != NULL) {
+            result = PyObject_CallMethodObjArgs(proto, s_relay_read, conn, data, code, NULL);
+            Py_DECREF(code);
+        }
+    }
+done:
+    Py_DECREF(conn);
+    Py_DECREF(proto);
+    return result;
+}
+
+static PyMethodDef lane_methods[] = {
+    {"answer", lane_answer, METH_O, "answer(data): a read of the relayed request's answer"},
+    {NULL, NULL, 0, NULL},
+};
+
 static int lane_limit(PyObject *limits, const char *name, Py_ssize_t *out) {
     PyObject *v = PyObject_GetAttrString(limits, name);
     if (v == NULL) return 0;
@@ -714,16 +860,17 @@ static int lane_limit(PyObject *limits, const char *name, Py_ssize_t *out) {
     return ok;
 }
 
-/* Lane(proto, plain_reads, one_safe, counted_from, max_depth) */
+/* Lane(proto, plain_reads, one_safe, hold, counted_from, max_depth) */
 static PyObject *lane_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    PyObject *proto, *plain_reads, *one_safe;
+    PyObject *proto, *plain_reads, *one_safe, *hold;
     Py_ssize_t counted_from, max_depth;
     if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
         PyErr_SetString(PyExc_TypeError, "Lane takes no keywords");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "OO!O!nn", &proto, &PyFrozenSet_Type, &plain_reads,
-                          &PyTuple_Type, &one_safe, &counted_from, &max_depth))
+    if (!PyArg_ParseTuple(args, "OO!O!O!nn", &proto, &PyFrozenSet_Type, &plain_reads,
+                          &PyTuple_Type, &one_safe, &PyFrozenSet_Type, &hold, &counted_from,
+                          &max_depth))
         return NULL;
     if (!find_offsets(Py_TYPE(proto), PROTO_SLOTS, P_COUNT, &proto_offsets)) return NULL;
     PyObject *limits = PyObject_GetAttrString(proto, "limits");
@@ -737,6 +884,7 @@ static PyObject *lane_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     l->proto = Py_NewRef(proto);
     l->plain_reads = Py_NewRef(plain_reads);
     l->one_safe = Py_NewRef(one_safe);
+    l->hold = Py_NewRef(hold);
     l->counted_from = counted_from;
     l->max_depth = max_depth > 1000 ? 1000 : max_depth;
     int ok = lane_limit(limits, "max_header_bytes", &l->max_header) &&
@@ -755,6 +903,7 @@ static int lane_traverse(Lane *l, visitproc visit, void *arg) {
     Py_VISIT(l->proto);
     Py_VISIT(l->plain_reads);
     Py_VISIT(l->one_safe);
+    Py_VISIT(l->hold);
     return 0;
 }
 
@@ -762,6 +911,7 @@ static int lane_clear(Lane *l) {
     Py_CLEAR(l->proto);
     Py_CLEAR(l->plain_reads);
     Py_CLEAR(l->one_safe);
+    Py_CLEAR(l->hold);
     return 0;
 }
 
@@ -777,6 +927,7 @@ static PyTypeObject LaneType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "A client connection's data_received with the relay's common case in C.",
     .tp_new = lane_new,
+    .tp_methods = lane_methods,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Lane, vectorcall),
     .tp_traverse = (traverseproc)lane_traverse,
@@ -808,7 +959,9 @@ PyMODINIT_FUNC PyInit__relay_scan(void) {
         {&s_draining, "draining"}, {&s_pick_primary, "pick_primary"}, {&s_idle, "idle"},
         {&s_read_timeout, "read_timeout"}, {&s_time, "time"}, {&s_items, "items"},
         {&s_is_closing, "is_closing"}, {&s_write, "write"}, {&s_relay, "_relay"},
-        {&s_received, "_received"},
+        {&s_received, "_received"}, {&s_release, "release"}, {&s_relay_count, "_relay_count"},
+        {&s_close, "_close"}, {&s_relay_backlog, "_relay_backlog"},
+        {&s_relay_read, "_relay_read"}, {&s_relay_answer, "_relay_answer"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i].s = PyUnicode_InternFromString(names[i].text)) == NULL) return NULL;

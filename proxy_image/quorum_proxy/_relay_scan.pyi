@@ -12,8 +12,10 @@ class Lane:
         proto: Any,
         plain_reads: frozenset[str],
         one_safe: tuple[str, ...],
+        hold: frozenset[int],
         counted_from: int,
         max_depth: int,
         /,
     ) -> None: ...
     def __call__(self, data: bytes, /) -> bool: ...
+    def answer(self, data: bytes, /) -> None: ...

@@ -212,7 +212,7 @@ class RelayClientProtocol(HttpClientProtocol):
         self.relay_head = b""
         self.relay_answering = False
         self.relay_status = 0
-        self.relay_answer = self._relay_answer
+        self.relay_answer: Callable[[bytes], None] = self._relay_answer
         # reads that came while an answer was relayed (a pipelining client)
         self.backlog: list[bytes] = []
         # the calls counter's values, and the key of a safe call's count (the hot path's)
@@ -224,12 +224,14 @@ class RelayClientProtocol(HttpClientProtocol):
         # What the loop calls with each read (a slot: the transport looks it up once; mypy
         # sees HttpClientProtocol's method, which the slot shadows). The compiled lane relays
         # the common request (one plain call of a PLAIN_READS method) as _relay does and
-        # hands every other read to _read's path; without it, _read.
-        read: Callable[[bytes], object] = (
-            Lane(self, PLAIN_READS, ONE_SAFE, COUNTED_FROM, MAX_DEPTH)
-            if Lane is not None
-            else self._read
-        )
+        # hands every other read to _read's path; its answer method passes the common answer
+        # on as _relay_answer does, and every other read to _relay_read. Without it, _read
+        # and _relay_answer.
+        read: Callable[[bytes], object] = self._read
+        if Lane is not None:
+            lane = Lane(self, PLAIN_READS, ONE_SAFE, HOLD_5XX, COUNTED_FROM, MAX_DEPTH)
+            read = lane
+            self.relay_answer = lane.answer
         self.data_received = read  # type: ignore[method-assign,assignment]
 
     # the connection

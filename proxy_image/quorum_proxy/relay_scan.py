@@ -7,12 +7,15 @@ them, so the proxy behaves the same either way, only slower without (bench/rpc_i
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from . import _relay_scan
 
 plain_request: Callable[[bytes, int, int, int], int] | None
 plain_answer: Callable[[bytes], int] | None
 one_call_method: Callable[[bytes, int], str | None] | None
-Lane: Callable[[Any, frozenset[str], tuple[str, ...], int, int], Callable[[bytes], bool]] | None
+Lane: type[_relay_scan.Lane] | None
 try:
     from ._relay_scan import Lane, one_call_method, plain_answer, plain_request
 except ImportError:  # not built: proxy_image/build_relay_scan.py
