@@ -412,17 +412,20 @@ static PyObject *one_call_method(PyObject *self, PyObject *const *args, Py_ssize
 }
 
 
-/* --- the lane: a plain single safe call relayed without Python frames --- */
+/* --- the lane: the common call relayed without Python frames --- */
 
 /* A client connection's data_received (jsonrpc_relay.RelayClientProtocol sets it as its
-   instance's): the common request, one plain POST of one call whose method is in
-   plain_reads, is sent here to a pooled connection of the primary as RelayClientProtocol._relay
-   sends it, the protocol's state set as _relay sets it. Anything else goes to the Python path
-   as before: the gate to proto._received, the rest to proto._relay (which decides it all over
-   again, from the bytes). The two paths are held to the same behaviour by the relay's tests,
-   which run every case on both (tests/proxy_image/test_proxy_jsonrpc_relay.py). */
+   instance's) and its relayed answers' reader (Lane.answer, its relay_answer). The common
+   request, one plain POST of one call whose method is in plain_reads, is sent to a pooled
+   connection of the primary as RelayClientProtocol._relay sends it, the connection's state set
+   as _relay sets it; the common answer, whole in its first read, is passed on and done as
+   _relay_answer and _relay_done do. Every other read goes to the Python path as before: the
+   gate's to proto._received, a request's to proto._relay (which decides it all over again
+   from the bytes), an answer's to proto._relay_read. The two paths are held to the same
+   behaviour by the relay's tests, which run every case on both
+   (tests/proxy_image/test_proxy_jsonrpc_relay.py). */
 
-/* the slots read or set, found once per class (member descriptors of __slots__) */
+/* the slots read or set, found once per lane (member descriptors of __slots__) */
 enum {
     P_RELAY_CONN, P_BACKLOG, P_WS_REQ, P_ACTIVE, P_PARTIAL, P_QUEUE, P_CLOSED, P_LAST_REQUEST,
     P_REQUESTS, P_RUNTIME, P_LISTENER, P_FRESH, P_WAITING_SINCE, P_CALL_VALUES, P_SAFE_KEY,
@@ -441,34 +444,40 @@ enum { C_CLOSED, C_HANDLER, C_RAW, C_TRANSPORT, C_LAST_READ, C_SERVER, C_COUNT }
 static const char *const CONN_SLOTS[C_COUNT] = {"closed",    "handler",   "raw",
                                                 "transport", "last_read", "server"};
 
-typedef struct {
-    PyTypeObject *type; /* borrowed: kept alive by the lanes' protocols */
-    Py_ssize_t off[P_COUNT];
-} Offsets;
-static Offsets proto_offsets, conn_offsets;
-
-static int find_offsets(PyTypeObject *type, const char *const *names, int n, Offsets *out) {
-    if (out->type == type) return 1;
+/* each name's slot offset in type into out, all or none */
+static int find_offsets(PyTypeObject *type, const char *const *names, int n, Py_ssize_t *out) {
+    Py_ssize_t found[P_COUNT];
     for (int i = 0; i < n; i++) {
         PyObject *d = PyObject_GetAttrString((PyObject *)type, names[i]);
         if (d == NULL) return 0;
         int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
                  ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
-                 !(((PyMemberDescrObject *)d)->d_member->flags & READONLY);
-        if (ok) out->off[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+                 !(((PyMemberDescrObject *)d)->d_member->flags & READONLY) &&
+                 PyType_IsSubtype(type, PyDescr_TYPE(d));
+        if (ok) found[i] = ((PyMemberDescrObject *)d)->d_member->offset;
         Py_DECREF(d);
         if (!ok) {
             PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", type->tp_name, names[i]);
             return 0;
         }
     }
-    out->type = type;
+    memcpy(out, found, sizeof(Py_ssize_t) * (size_t)n);
     return 1;
 }
 
 /* a slot's value, borrowed; NULL (no exception) when unset */
 static inline PyObject *get(PyObject *o, Py_ssize_t off) {
     return *(PyObject **)((char *)o + off);
+}
+
+/* a slot's value, a new reference; NULL with AttributeError when unset */
+static PyObject *get_ref(PyObject *o, Py_ssize_t off, const char *name) {
+    PyObject *v = get(o, off);
+    if (v == NULL) {
+        PyErr_Format(PyExc_AttributeError, "relay lane: %s is not set", name);
+        return NULL;
+    }
+    return Py_NewRef(v);
 }
 
 /* v stolen */
@@ -480,31 +489,55 @@ static inline void put(PyObject *o, Py_ssize_t off, PyObject *v) {
 }
 
 static inline void put_borrowed(PyObject *o, Py_ssize_t off, PyObject *v) {
-    Py_INCREF(v);
-    put(o, off, v);
+    put(o, off, Py_NewRef(v));
 }
 
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    PyObject *proto;       /* the client connection */
-    PyObject *plain_reads; /* jsonrpc.PLAIN_READS: methods safe whatever their params */
-    PyObject *one_safe;    /* jsonrpc.ONE_SAFE */
-    PyObject *hold;        /* jsonrpc_relay.HOLD_5XX: statuses a JSON-RPC request is failed on */
+    PyObject *proto;          /* the client connection */
+    PyTypeObject *proto_type; /* its class, whose slots po are */
+    PyTypeObject *conn_type;  /* the pooled connections' class, whose slots co are; or NULL */
+    PyObject *plain_reads;    /* jsonrpc.PLAIN_READS: methods safe whatever their params */
+    PyObject *one_safe;       /* jsonrpc.ONE_SAFE */
+    PyObject *hold;           /* jsonrpc_relay.HOLD_5XX: statuses a JSON-RPC request fails on */
     Py_ssize_t max_header, max_uri, max_body, keepalive_requests, counted_from, max_depth;
+    Py_ssize_t po[P_COUNT], co[C_COUNT];
 } Lane;
 
 static PyObject *s_draining, *s_pick_primary, *s_idle, *s_read_timeout, *s_time, *s_items,
     *s_is_closing, *s_write, *s_relay, *s_received, *s_release, *s_relay_count, *s_close,
     *s_relay_backlog, *s_relay_read, *s_relay_answer;
 
+/* the lane's connection (a new reference), as it was made for; NULL with an error if not */
+static PyObject *lane_proto(Lane *l) {
+    if (l->proto == NULL || Py_TYPE(l->proto) != l->proto_type) {
+        PyErr_SetString(PyExc_RuntimeError, "relay lane: no connection of its class");
+        return NULL;
+    }
+    return Py_NewRef(l->proto);
+}
+
+/* conn's slots found (once per class) */
+static int lane_conn_offsets(Lane *l, PyObject *conn) {
+    if (Py_TYPE(conn) == l->conn_type) return 1;
+    if (!find_offsets(Py_TYPE(conn), CONN_SLOTS, C_COUNT, l->co)) return 0;
+    Py_XSETREF(l->conn_type, (PyTypeObject *)Py_NewRef(Py_TYPE(conn)));
+    return 1;
+}
+
+static int truth(PyObject *o, PyObject *name) {
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL) return -1;
+    int t = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return t;
+}
+
 /* WriteBatch.write_now: at once, unless earlier writes wait in the batch or the transport
    closes (then the batch's write, which keeps the order and drops them for a closing one) */
 static int write_now(PyObject *batch, PyObject *transport, PyObject *data) {
-    PyObject *items = PyObject_GetAttr(batch, s_items);
-    if (items == NULL) return -1;
-    int waiting = PyObject_IsTrue(items);
-    Py_DECREF(items);
+    int waiting = truth(batch, s_items);
     if (waiting < 0) return -1;
     int closes = 0;
     if (!waiting) {
@@ -521,126 +554,131 @@ static int write_now(PyObject *batch, PyObject *transport, PyObject *data) {
     return 0;
 }
 
+enum { RELAYED = 1, NOT_TAKEN = 0, DECLINED = 2, FAILED = -1 };
 
-/* 1: relayed; 0: not taken (nothing changed but closed pooled connections dropped, as
-   _relay drops them); -1: error */
-static int lane_relay(Lane *l, PyObject *data) {
-    PyObject *proto = l->proto;
-    Py_ssize_t *po = proto_offsets.off, *co = conn_offsets.off;
+/* RELAYED; NOT_TAKEN (nothing changed: _relay decides); DECLINED (after picking the primary:
+   none, or no open pooled connection of it, closed ones dropped, where _relay would return
+   False having done the same); FAILED (an exception) */
+static int lane_relay(Lane *l, PyObject *proto, PyObject *data) {
+    Py_ssize_t *po = l->po;
     Py_ssize_t size = PyBytes_GET_SIZE(data);
-    if (size >= l->counted_from) return 0; /* counted in the body budget: _relay's */
+    if (size >= l->counted_from) return NOT_TAKEN; /* counted in the body budget: _relay's */
     PyObject *requests = get(proto, po[P_REQUESTS]);
-    if (requests == NULL || !PyLong_CheckExact(requests)) return 0;
+    if (requests == NULL || !PyLong_CheckExact(requests)) return NOT_TAKEN;
     Py_ssize_t served = PyLong_AsSsize_t(requests);
-    if (served == -1 && PyErr_Occurred()) return -1;
-    if (served + 1 >= l->keepalive_requests) return 0;
+    if (served == -1 && PyErr_Occurred()) return FAILED;
+    if (served + 1 >= l->keepalive_requests) return NOT_TAKEN;
     PyObject *runtime = get(proto, po[P_RUNTIME]);
-    if (runtime == NULL) return 0;
-    PyObject *draining = PyObject_GetAttr(runtime, s_draining);
-    if (draining == NULL) return -1;
-    int drains = PyObject_IsTrue(draining);
-    Py_DECREF(draining);
-    if (drains) return drains < 0 ? -1 : 0;
+    if (runtime == NULL) return NOT_TAKEN;
+    int drains = truth(runtime, s_draining);
+    if (drains) return drains < 0 ? FAILED : NOT_TAKEN;
 
     ptr start = (ptr)PyBytes_AS_STRING(data);
     Py_ssize_t head = scan_request(start, size, l->max_header, l->max_uri, l->max_body);
-    if (head < 0) return 0;
+    if (head < 0) return NOT_TAKEN;
     ptr method;
     Py_ssize_t method_len;
     if (!one_call_method_at(start + head, start + size, (int)l->max_depth, &method, &method_len))
-        return 0;
+        return NOT_TAKEN;
     PyObject *name = PyUnicode_DecodeASCII((const char *)method, method_len, NULL);
-    if (name == NULL) return -1;
+    if (name == NULL) return FAILED;
     int plain = PySet_Contains(l->plain_reads, name);
     Py_DECREF(name);
-    if (plain <= 0) return plain;
+    if (plain <= 0) return plain < 0 ? FAILED : NOT_TAKEN;
 
-    PyObject *listener = get(proto, po[P_LISTENER]);
-    if (listener == NULL) return 0;
+    PyObject *listener = get_ref(proto, po[P_LISTENER], "listener");
+    if (listener == NULL) return FAILED;
     PyObject *server = PyObject_CallMethodNoArgs(listener, s_pick_primary);
-    if (server == NULL) return -1;
-    if (server == Py_None) {
-        Py_DECREF(server);
-        return 0;
+    if (server == NULL || server == Py_None) {
+        Py_DECREF(listener);
+        Py_XDECREF(server);
+        return server == NULL ? FAILED : DECLINED;
     }
     PyObject *idle = PyObject_GetAttr(server, s_idle);
     Py_DECREF(server);
-    if (idle == NULL) return -1;
-    if (!PyList_CheckExact(idle)) {
+    if (idle == NULL || !PyList_CheckExact(idle)) {
+        Py_DECREF(listener);
+        if (idle == NULL) return FAILED;
         Py_DECREF(idle);
-        return 0;
+        PyErr_SetString(PyExc_TypeError, "relay lane: a server's idle connections not a list");
+        return FAILED;
     }
     PyObject *conn = NULL; /* owned */
     while (PyList_GET_SIZE(idle) > 0) {
         Py_ssize_t last = PyList_GET_SIZE(idle) - 1;
-        conn = PyList_GET_ITEM(idle, last);
-        Py_INCREF(conn);
-        if (PyList_SetSlice(idle, last, last + 1, NULL) < 0 ||
-            !find_offsets(Py_TYPE(conn), CONN_SLOTS, C_COUNT, &conn_offsets)) {
-            Py_DECREF(conn);
-            Py_DECREF(idle);
-            return -1;
+        PyObject *candidate = PyList_GET_ITEM(idle, last);
+        if (!lane_conn_offsets(l, candidate)) goto fail; /* nothing popped */
+        PyObject *closed = get(candidate, l->co[C_CLOSED]);
+        int shut = closed == NULL ? -1 : PyObject_IsTrue(closed);
+        if (shut < 0) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "relay lane: closed");
+            goto fail;
         }
-        PyObject *closed = get(conn, co[C_CLOSED]);
-        if (closed == Py_False) break;
+        conn = Py_NewRef(candidate);
+        if (PyList_SetSlice(idle, last, last + 1, NULL) < 0) {
+            Py_CLEAR(conn);
+            goto fail;
+        }
+        if (!shut) break;
         Py_CLEAR(conn);
     }
     if (conn == NULL) {
         Py_DECREF(idle);
-        return 0;
+        Py_DECREF(listener);
+        return DECLINED;
     }
-    PyObject *transport = get(conn, co[C_TRANSPORT]);
-    PyObject *loop = get(proto, po[P_LOOP]);
-    PyObject *values = get(proto, po[P_CALL_VALUES]);
-    PyObject *safe_key = get(proto, po[P_SAFE_KEY]);
-    PyObject *xff = get(proto, po[P_XFF_LINE]);
-    PyObject *batch = get(proto, po[P_BATCH]);
-    PyObject *answer = get(proto, po[P_RELAY_ANSWER]);
-    if (transport == NULL || transport == Py_None || loop == NULL || values == NULL ||
-        !PyDict_CheckExact(values) || safe_key == NULL || xff == NULL || !PyBytes_CheckExact(xff) ||
-        batch == NULL || answer == NULL) {
+    /* what may fail, before any state is set: the clock, the timeout, the counter, the bytes */
+    PyObject *loop = get_ref(proto, po[P_LOOP], "loop");
+    PyObject *now = loop ? PyObject_CallMethodNoArgs(loop, s_time) : NULL;
+    Py_XDECREF(loop);
+    double start_time = now ? PyFloat_AsDouble(now) : -1.0;
+    Py_XDECREF(now);
+    if (start_time == -1.0 && PyErr_Occurred()) goto fail;
+    PyObject *timeout = PyObject_GetAttr(listener, s_read_timeout);
+    double read_timeout = timeout ? PyFloat_AsDouble(timeout) : -1.0;
+    Py_XDECREF(timeout);
+    if (read_timeout == -1.0 && PyErr_Occurred()) goto fail;
+    /* from here no Python code runs until the write: the slots read are used as they are */
+    PyObject *values = get(proto, po[P_CALL_VALUES]), *safe_key = get(proto, po[P_SAFE_KEY]);
+    PyObject *xff = get(proto, po[P_XFF_LINE]), *answer = get(proto, po[P_RELAY_ANSWER]);
+    PyObject *transport = get(conn, l->co[C_TRANSPORT]);
+    if (values == NULL || !PyDict_CheckExact(values) || safe_key == NULL || xff == NULL ||
+        !PyBytes_CheckExact(xff) || answer == NULL || transport == NULL || transport == Py_None) {
         PyErr_SetString(PyExc_RuntimeError, "relay lane: a connection's state is not set");
         goto fail;
     }
-    /* what may fail first: the clock, the timeout, the sent bytes */
-    PyObject *now = PyObject_CallMethodNoArgs(loop, s_time);
-    if (now == NULL) goto fail;
-    double start_time = PyFloat_AsDouble(now);
-    Py_DECREF(now);
-    if (start_time == -1.0 && PyErr_Occurred()) goto fail;
-    PyObject *timeout = PyObject_GetAttr(listener, s_read_timeout);
-    if (timeout == NULL) goto fail;
-    double read_timeout = PyFloat_AsDouble(timeout);
-    Py_DECREF(timeout);
-    if (read_timeout == -1.0 && PyErr_Occurred()) goto fail;
+    PyObject *count = PyDict_GetItemWithError(values, safe_key);
+    if (count == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, safe_key);
+        goto fail;
+    }
+    double calls = PyFloat_AsDouble(count);
+    if (calls == -1.0 && PyErr_Occurred()) goto fail;
     /* before the blank line that ends the head, the X-Forwarded-For line */
     Py_ssize_t cut = head - 2, xff_size = PyBytes_GET_SIZE(xff);
     PyObject *sent = PyBytes_FromStringAndSize(NULL, size + xff_size);
-    if (sent == NULL) goto fail;
-    char *out = PyBytes_AS_STRING(sent);
-    memcpy(out, start, (size_t)cut);
-    memcpy(out + cut, PyBytes_AS_STRING(xff), (size_t)xff_size);
-    memcpy(out + cut + xff_size, start + cut, (size_t)(size - cut));
-    PyObject *count = PyDict_GetItemWithError(values, safe_key);
-    if (count == NULL && PyErr_Occurred()) {
-        Py_DECREF(sent);
-        goto fail;
-    }
-    PyObject *counted = PyFloat_FromDouble((count ? PyFloat_AsDouble(count) : 0.0) + 1.0);
+    PyObject *counted = PyFloat_FromDouble(calls + 1.0);
     PyObject *start_obj = PyFloat_FromDouble(start_time);
     PyObject *deadline = PyFloat_FromDouble(start_time + read_timeout);
     PyObject *next = PyLong_FromSsize_t(served + 1);
-    if (counted == NULL || start_obj == NULL || deadline == NULL || next == NULL ||
-        PyDict_SetItem(values, safe_key, counted) < 0) {
+    if (sent == NULL || counted == NULL || start_obj == NULL || deadline == NULL ||
+        next == NULL || PyDict_SetItem(values, safe_key, counted) < 0) {
+        Py_XDECREF(sent);
         Py_XDECREF(counted);
         Py_XDECREF(start_obj);
         Py_XDECREF(deadline);
         Py_XDECREF(next);
-        Py_DECREF(sent);
         goto fail;
     }
     Py_DECREF(counted);
-    /* nothing fails from here to the write: the state as _relay sets it */
+    char *out = PyBytes_AS_STRING(sent);
+    memcpy(out, start, (size_t)cut);
+    memcpy(out + cut, PyBytes_AS_STRING(xff), (size_t)xff_size);
+    memcpy(out + cut + xff_size, start + cut, (size_t)(size - cut));
+    Py_INCREF(transport);
+    PyObject *batch = get_ref(proto, po[P_BATCH], "batch");
+    Py_INCREF(answer);
+    /* the state as _relay sets it */
     put(proto, po[P_REQUESTS], next);
     put_borrowed(proto, po[P_FRESH], Py_False);
     put_borrowed(proto, po[P_WAITING_SINCE], Py_None);
@@ -651,27 +689,35 @@ static int lane_relay(Lane *l, PyObject *data) {
     put_borrowed(proto, po[P_RELAY_ANSWERING], Py_False);
     put_borrowed(proto, po[P_CONN], conn);
     put_borrowed(proto, po[P_RELAY_CONN], conn);
-    put_borrowed(conn, co[C_HANDLER], proto);
-    put_borrowed(conn, co[C_RAW], answer);
-    Py_INCREF(transport); /* borrowed from conn, which the write's callbacks may change */
-    Py_INCREF(batch);
-    int written = write_now(batch, transport, sent);
-    Py_DECREF(batch);
+    put_borrowed(conn, l->co[C_HANDLER], proto);
+    put(conn, l->co[C_RAW], answer);
+    int written = batch == NULL ? -1 : write_now(batch, transport, sent);
+    Py_XDECREF(batch);
     Py_DECREF(transport);
     Py_DECREF(sent);
     Py_DECREF(conn);
     Py_DECREF(idle);
-    return written < 0 ? -1 : 1;
+    Py_DECREF(listener);
+    return written < 0 ? FAILED : RELAYED;
 fail:
-    /* before any state was set: the connection goes back to the pool, the error is raised */
-    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "relay lane failed");
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    if (PyList_Append(idle, conn) < 0) PyErr_Clear();
-    PyErr_Restore(type, value, tb);
-    Py_DECREF(conn);
+    /* before any state was set: a connection taken goes back to the pool */
+    if (conn != NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (PyList_Append(idle, conn) < 0) PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+        Py_DECREF(conn);
+    }
     Py_DECREF(idle);
-    return -1;
+    Py_DECREF(listener);
+    return FAILED;
+}
+
+static PyObject *call_one(PyObject *o, PyObject *name, PyObject *arg) {
+    PyObject *r = PyObject_CallMethodOneArg(o, name, arg);
+    if (r == NULL) return NULL;
+    Py_DECREF(r);
+    Py_RETURN_FALSE;
 }
 
 static PyObject *lane_call(PyObject *self, PyObject *const *args, size_t nargsf,
@@ -681,167 +727,146 @@ static PyObject *lane_call(PyObject *self, PyObject *const *args, size_t nargsf,
         PyErr_SetString(PyExc_TypeError, "lane(data: bytes)");
         return NULL;
     }
-    PyObject *data = args[0], *proto = l->proto;
-    Py_ssize_t *po = proto_offsets.off;
-    /* RelayClientProtocol.data_received's gate: busy() spelled out */
+    PyObject *data = args[0], *proto = lane_proto(l);
+    if (proto == NULL) return NULL;
+    Py_ssize_t *po = l->po;
+    /* RelayClientProtocol._read's gate: busy() spelled out */
     static const int gate[] = {P_BACKLOG, P_PARTIAL, P_QUEUE, P_CLOSED, P_LAST_REQUEST};
-    int busy = get(proto, po[P_RELAY_CONN]) != Py_None || get(proto, po[P_WS_REQ]) != Py_None ||
-               get(proto, po[P_ACTIVE]) != Py_None;
-    for (size_t i = 0; !busy && i < sizeof gate / sizeof gate[0]; i++) {
+    PyObject *relay_conn = get(proto, po[P_RELAY_CONN]), *ws_req = get(proto, po[P_WS_REQ]);
+    PyObject *active = get(proto, po[P_ACTIVE]);
+    int busy = relay_conn == NULL || ws_req == NULL || active == NULL
+                   ? -1
+                   : relay_conn != Py_None || ws_req != Py_None || active != Py_None;
+    for (size_t i = 0; busy == 0 && i < sizeof gate / sizeof gate[0]; i++) {
         PyObject *v = get(proto, po[gate[i]]);
         busy = v == NULL ? -1 : PyObject_IsTrue(v);
     }
+    PyObject *result = NULL;
     if (busy < 0) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "relay lane: unset slot");
-        return NULL;
-    }
-    if (!busy) {
-        Py_INCREF(proto); /* the lane may be let go by what it calls */
-        int sent = lane_relay(l, data);
-        if (sent != 0) {
-            Py_DECREF(proto);
-            if (sent < 0) return NULL;
-            Py_RETURN_TRUE;
+    } else if (busy) {
+        result = call_one(proto, s_received, data);
+    } else {
+        int sent = lane_relay(l, proto, data);
+        if (sent == RELAYED) {
+            result = Py_NewRef(Py_True);
+        } else if (sent == DECLINED) {
+            result = call_one(proto, s_received, data);
+        } else if (sent == NOT_TAKEN) {
+            PyObject *relayed = PyObject_CallMethodOneArg(proto, s_relay, data);
+            int done = relayed == NULL ? -1 : PyObject_IsTrue(relayed);
+            Py_XDECREF(relayed);
+            if (done > 0)
+                result = Py_NewRef(Py_False);
+            else if (done == 0)
+                result = call_one(proto, s_received, data);
         }
-        PyObject *relayed = PyObject_CallMethodOneArg(proto, s_relay, data);
-        int done = relayed == NULL ? -1 : PyObject_IsTrue(relayed);
-        Py_XDECREF(relayed);
-        if (done != 0) {
-            Py_DECREF(proto);
-            if (done < 0) return NULL;
-            Py_RETURN_FALSE;
-        }
-        PyObject *r = PyObject_CallMethodOneArg(proto, s_received, data);
-        Py_DECREF(proto);
-        if (r == NULL) return NULL;
-        Py_DECREF(r);
-        Py_RETURN_FALSE;
     }
-    PyObject *r = PyObject_CallMethodOneArg(proto, s_received, data);
-    if (r == NULL) return NULL;
-    Py_DECREF(r);
-    Py_RETURN_FALSE;
+    Py_DECREF(proto);
+    return result;
 }
 
+/* _relay_done(conn, keep=True) after the answer was passed on; conn and proto owned by the
+   caller */
+static PyObject *lane_done(Lane *l, PyObject *proto, PyObject *conn) {
+    Py_ssize_t *po = l->po;
+    put_borrowed(proto, po[P_RELAY_CONN], Py_None);
+    put_borrowed(proto, po[P_CONN], Py_None);
+    PyObject *r = PyObject_CallMethodNoArgs(conn, s_release);
+    if (r == NULL) return NULL;
+    Py_DECREF(r);
+    PyObject *now = get_ref(conn, l->co[C_LAST_READ], "last_read");
+    PyObject *server = now ? get_ref(conn, l->co[C_SERVER], "server") : NULL;
+    r = server ? PyObject_CallMethodObjArgs(proto, s_relay_count, now, server, NULL) : NULL;
+    Py_XDECREF(server);
+    if (r == NULL) {
+        Py_XDECREF(now);
+        return NULL;
+    }
+    Py_DECREF(r);
+    PyObject *result = NULL;
+    PyObject *closed = get(proto, po[P_CLOSED]), *runtime = get(proto, po[P_RUNTIME]);
+    int shut = closed == NULL ? -1 : PyObject_IsTrue(closed);
+    int drains = shut != 0 ? 0 : runtime == NULL ? -1 : truth(runtime, s_draining);
+    PyObject *backlog = get(proto, po[P_BACKLOG]), *paused = get(proto, po[P_WRITE_PAUSED]);
+    if (shut < 0 || drains < 0 || backlog == NULL || paused == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "relay lane: unset slot");
+    } else if (shut) {
+        result = Py_NewRef(Py_None);
+    } else if (drains) {
+        result = PyObject_CallMethodNoArgs(proto, s_close);
+    } else {
+        int waiting = PyObject_IsTrue(backlog);
+        int held = waiting > 0 ? PyObject_IsTrue(paused) : 0;
+        if (waiting == 0) {
+            put_borrowed(proto, po[P_WAITING_SINCE], now);
+            result = Py_NewRef(Py_None);
+        } else if (waiting > 0 && held == 0) {
+            result = PyObject_CallMethodNoArgs(proto, s_relay_backlog);
+        } else if (waiting > 0 && held > 0) {
+            result = Py_NewRef(Py_None); /* resume_writing goes on */
+        }
+    }
+    Py_DECREF(now);
+    return result;
+}
 
-/* an answer's read (the lane's answer method is the client connection's relay_answer, the
-   upstream connection's raw hook): the common answer, whole in its first read, kept alive,
-   neither held (HOLD_5XX) nor while draining, is passed on and done as _relay_answer and
-   _relay_done do; any other read is _relay_read's, as in _relay_answer */
+/* Lane.answer(data): a read of the relayed request's answer (the upstream connection's raw
+   hook). The common answer, whole in the answer's first read, kept alive, neither held
+   (HOLD_5XX) nor while draining, is passed on and done as _relay_answer and _relay_done do;
+   any other read is _relay_read's, as in _relay_answer. */
 static PyObject *lane_answer(PyObject *self, PyObject *data) {
     Lane *l = (Lane *)self;
-    PyObject *proto = l->proto;
-    Py_ssize_t *po = proto_offsets.off, *co = conn_offsets.off;
     if (!PyBytes_CheckExact(data)) {
         PyErr_SetString(PyExc_TypeError, "answer(data: bytes)");
         return NULL;
     }
-    PyObject *conn = get(proto, po[P_RELAY_CONN]);
-    PyObject *head = get(proto, po[P_RELAY_HEAD]);
-    if (conn == NULL || conn == Py_None || head == NULL)
-        return PyObject_CallMethodOneArg(proto, s_relay_answer, data); /* as the Python path */
-    if (!find_offsets(Py_TYPE(conn), CONN_SLOTS, C_COUNT, &conn_offsets)) return NULL;
-    Py_INCREF(proto);
+    PyObject *proto = lane_proto(l);
+    if (proto == NULL) return NULL;
+    Py_ssize_t *po = l->po;
+    PyObject *conn = get(proto, po[P_RELAY_CONN]), *head = get(proto, po[P_RELAY_HEAD]);
+    if (conn == NULL || conn == Py_None || head == NULL) {
+        PyObject *r = PyObject_CallMethodOneArg(proto, s_relay_answer, data); /* as Python does */
+        Py_DECREF(proto);
+        return r;
+    }
     Py_INCREF(conn);
-    PyObject *result = NULL;
+    PyObject *result = NULL, *code = NULL;
     long status = 0;
+    if (!lane_conn_offsets(l, conn)) goto done;
     if (get(proto, po[P_RELAY_ANSWERING]) == Py_False && PyBytes_CheckExact(head) &&
-        PyBytes_GET_SIZE(head) == 0) {
+        PyBytes_GET_SIZE(head) == 0)
         status = scan_answer((ptr)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data));
-        if (status) {
-            PyObject *code = PyLong_FromLong(status);
-            if (code == NULL) goto done;
-            int held = get(proto, po[P_RELAY_KINDS]) != Py_None ? PySet_Contains(l->hold, code) : 0;
-            int drains = -1;
-            PyObject *runtime = get(proto, po[P_RUNTIME]);
-            PyObject *draining = runtime ? PyObject_GetAttr(runtime, s_draining) : NULL;
-            if (draining != NULL) {
-                drains = PyObject_IsTrue(draining);
-                Py_DECREF(draining);
+    code = PyLong_FromLong(status);
+    if (code == NULL) goto done;
+    if (status) {
+        PyObject *kinds = get(proto, po[P_RELAY_KINDS]), *runtime = get(proto, po[P_RUNTIME]);
+        if (kinds == NULL || runtime == NULL) {
+            PyErr_SetString(PyExc_AttributeError, "relay lane: unset slot");
+            goto done;
+        }
+        int held = kinds != Py_None ? PySet_Contains(l->hold, code) : 0;
+        int drains = held ? 0 : truth(runtime, s_draining);
+        if (held < 0 || drains < 0) goto done;
+        if (!held && !drains) {
+            put_borrowed(proto, po[P_RELAY_STATUS], code);
+            PyObject *closed = get(proto, po[P_CLOSED]);
+            PyObject *transport = get(proto, po[P_TRANSPORT]);
+            if (closed == Py_False && transport != NULL && transport != Py_None) {
+                Py_INCREF(transport);
+                PyObject *batch = get_ref(proto, po[P_BATCH], "batch");
+                int written = batch == NULL ? -1 : write_now(batch, transport, data);
+                Py_XDECREF(batch);
+                Py_DECREF(transport);
+                if (written < 0) goto done;
             }
-            if (held < 0 || drains < 0) {
-                Py_DECREF(code);
-                if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "relay lane: no runtime");
-                goto done;
-            }
-            if (!held && !drains) {
-                put(proto, po[P_RELAY_STATUS], code);
-                PyObject *transport = get(proto, po[P_TRANSPORT]);
-                if (get(proto, po[P_CLOSED]) == Py_False && transport != NULL &&
-                    transport != Py_None) {
-                    PyObject *batch = get(proto, po[P_BATCH]);
-                    if (batch == NULL) {
-                        PyErr_SetString(PyExc_RuntimeError, "relay lane: no write batch");
-                        goto done;
-                    }
-                    Py_INCREF(transport);
-                    Py_INCREF(batch);
-                    int written = write_now(batch, transport, data);
-                    Py_DECREF(batch);
-                    Py_DECREF(transport);
-                    if (written < 0) goto done;
-                }
-                /* _relay_done(conn, keep=True) */
-                put_borrowed(proto, po[P_RELAY_CONN], Py_None);
-                put_borrowed(proto, po[P_CONN], Py_None);
-                PyObject *r = PyObject_CallMethodNoArgs(conn, s_release);
-                if (r == NULL) goto done;
-                Py_DECREF(r);
-                PyObject *now = get(conn, co[C_LAST_READ]);
-                PyObject *server = get(conn, co[C_SERVER]);
-                if (now == NULL || server == NULL) {
-                    PyErr_SetString(PyExc_RuntimeError, "relay lane: an upstream connection's state is not set");
-                    goto done;
-                }
-                Py_INCREF(now);
-                r = PyObject_CallMethodObjArgs(proto, s_relay_count, now, server, NULL);
-                if (r == NULL) {
-                    Py_DECREF(now);
-                    goto done;
-                }
-                Py_DECREF(r);
-                if (get(proto, po[P_CLOSED]) != Py_False) {
-                    Py_DECREF(now);
-                    result = Py_NewRef(Py_None);
-                    goto done;
-                }
-                runtime = get(proto, po[P_RUNTIME]);
-                draining = runtime ? PyObject_GetAttr(runtime, s_draining) : NULL;
-                drains = draining ? PyObject_IsTrue(draining) : -1;
-                Py_XDECREF(draining);
-                if (drains < 0) {
-                    Py_DECREF(now);
-                    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "relay lane: no runtime");
-                    goto done;
-                }
-                PyObject *backlog = get(proto, po[P_BACKLOG]);
-                int waiting = backlog == NULL ? -1 : PyObject_IsTrue(backlog);
-                if (drains)
-                    result = PyObject_CallMethodNoArgs(proto, s_close);
-                else if (waiting == 0) {
-                    put(proto, po[P_WAITING_SINCE], now);
-                    now = NULL;
-                    result = Py_NewRef(Py_None);
-                } else if (waiting < 0) {
-                    if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "relay lane: no backlog");
-                } else if (get(proto, po[P_WRITE_PAUSED]) == Py_False)
-                    result = PyObject_CallMethodNoArgs(proto, s_relay_backlog);
-                else
-                    result = Py_NewRef(Py_None); /* resume_writing goes on */
-                Py_XDECREF(now);
-                goto done;
-            }
-            Py_DECREF(code);
+            result = lane_done(l, proto, conn);
+            goto done;
         }
     }
-    {
-        PyObject *code = PyLong_FromLong(status);
-        if (code != NULL) {
-            result = PyObject_CallMethodObjArgs(proto, s_relay_read, conn, data, code, NULL);
-            Py_DECREF(code);
-        }
-    }
+    result = PyObject_CallMethodObjArgs(proto, s_relay_read, conn, data, code, NULL);
 done:
+    Py_XDECREF(code);
     Py_DECREF(conn);
     Py_DECREF(proto);
     return result;
@@ -860,7 +885,8 @@ static int lane_limit(PyObject *limits, const char *name, Py_ssize_t *out) {
     return ok;
 }
 
-/* Lane(proto, plain_reads, one_safe, hold, counted_from, max_depth) */
+/* Lane(proto, plain_reads, one_safe, hold, counted_from, max_depth): limits are proto's
+   (RelayClientProtocol sets them once, as it is made) */
 static PyObject *lane_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *proto, *plain_reads, *one_safe, *hold;
     Py_ssize_t counted_from, max_depth;
@@ -872,26 +898,26 @@ static PyObject *lane_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
                           &PyTuple_Type, &one_safe, &PyFrozenSet_Type, &hold, &counted_from,
                           &max_depth))
         return NULL;
-    if (!find_offsets(Py_TYPE(proto), PROTO_SLOTS, P_COUNT, &proto_offsets)) return NULL;
-    PyObject *limits = PyObject_GetAttrString(proto, "limits");
-    if (limits == NULL) return NULL;
     Lane *l = (Lane *)type->tp_alloc(type, 0);
-    if (l == NULL) {
-        Py_DECREF(limits);
+    if (l == NULL) return NULL;
+    l->vectorcall = lane_call;
+    if (!find_offsets(Py_TYPE(proto), PROTO_SLOTS, P_COUNT, l->po)) {
+        Py_DECREF(l);
         return NULL;
     }
-    l->vectorcall = lane_call;
     l->proto = Py_NewRef(proto);
+    l->proto_type = (PyTypeObject *)Py_NewRef(Py_TYPE(proto));
     l->plain_reads = Py_NewRef(plain_reads);
     l->one_safe = Py_NewRef(one_safe);
     l->hold = Py_NewRef(hold);
     l->counted_from = counted_from;
     l->max_depth = max_depth > 1000 ? 1000 : max_depth;
-    int ok = lane_limit(limits, "max_header_bytes", &l->max_header) &&
+    PyObject *limits = PyObject_GetAttrString(proto, "limits");
+    int ok = limits != NULL && lane_limit(limits, "max_header_bytes", &l->max_header) &&
              lane_limit(limits, "max_uri_bytes", &l->max_uri) &&
              lane_limit(limits, "max_retry_body_bytes", &l->max_body) &&
              lane_limit(limits, "keepalive_requests", &l->keepalive_requests);
-    Py_DECREF(limits);
+    Py_XDECREF(limits);
     if (!ok) {
         Py_DECREF(l);
         return NULL;
@@ -901,6 +927,8 @@ static PyObject *lane_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
 
 static int lane_traverse(Lane *l, visitproc visit, void *arg) {
     Py_VISIT(l->proto);
+    Py_VISIT(l->proto_type);
+    Py_VISIT(l->conn_type);
     Py_VISIT(l->plain_reads);
     Py_VISIT(l->one_safe);
     Py_VISIT(l->hold);
@@ -909,6 +937,8 @@ static int lane_traverse(Lane *l, visitproc visit, void *arg) {
 
 static int lane_clear(Lane *l) {
     Py_CLEAR(l->proto);
+    Py_CLEAR(l->proto_type);
+    Py_CLEAR(l->conn_type);
     Py_CLEAR(l->plain_reads);
     Py_CLEAR(l->one_safe);
     Py_CLEAR(l->hold);

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from jsonrpc_standins import LISTENER, Chain, QuorumStandin, counter, jsonrpc_config, post, rpc
 from proxy_support import Client, Proxy, Reply, Response, Seen, UpstreamServer, wait_for
-from quorum_proxy import jsonrpc, jsonrpc_relay, relay_scan
+from quorum_proxy import jsonrpc, jsonrpc_proxy, jsonrpc_relay, relay_scan
 from quorum_proxy.jsonrpc import CODE_OUTCOME_UNKNOWN
 
 CALL = json.dumps(rpc("eth_getBalance", 7, ["0x00", "latest"])).encode()
@@ -712,3 +712,25 @@ def test_a_client_connection_keeps_its_attributes_in_slots() -> None:
 
     assert JsonRpcClientProtocol.__dictoffset__ == 0
     assert all("__slots__" in vars(cls) for cls in JsonRpcClientProtocol.__mro__[:-1])
+
+
+def test_a_plain_read_without_a_pooled_connection_picks_the_primary_once(
+    proxy: Proxy,
+    nodes: tuple[QuorumStandin, QuorumStandin],
+    scans: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # picking counts and logs a change of primary: the compiled lane, having picked, must not
+    # have the Python relay pick again
+    picks: list[str] = []
+    original = jsonrpc_proxy.JsonRpcListener.pick_primary
+
+    def pick(self: jsonrpc_proxy.JsonRpcListener) -> Any:
+        picks.append("pick")
+        return original(self)
+
+    monkeypatch.setattr(jsonrpc_proxy.JsonRpcListener, "pick_primary", pick)
+    with Client(proxy.addr(LISTENER)) as client:  # a new proxy: nothing pooled yet
+        client.send(PLAIN)
+        assert client.read_response().json() == EXPECTED
+    assert picks == ["pick"]
