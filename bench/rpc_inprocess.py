@@ -6,9 +6,11 @@ Drives one JSON-RPC listener's client protocol and one pooled upstream connectio
 transports on a uvloop loop: each call is a plain request handed to data_received, then the
 node's answer handed to the upstream connection's data_received. No syscalls, no peer: what is
 left is the interpreter's share of a call (what the RPC rows of run_bench.py pay on top of the
-kernel's), steadier than req/s on a shared machine. The engine row forces every request
-through the HTTP engine (the relay declines it). The best of R repeats of N calls; a client
-connection is replaced every 500 calls (under limits.keepalive_requests). Last line: JSON.
+kernel's), steadier than req/s on a shared machine. Three rows: the relay as built (its
+compiled lane, _relay_scan.c, when the module is built), the relay's Python path (the lane
+off), and the engine (every request through the HTTP engine: the relay declines it). The best
+of R repeats of N calls; a client connection is replaced every 500 calls (under
+limits.keepalive_requests). Last line: JSON.
 """
 
 from __future__ import annotations
