@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,24 @@ def upstreams(backend_loop: LoopThread) -> Iterator[Callable[..., UpstreamServer
     finally:
         for server in made:
             server.kill()
+
+
+@pytest.fixture
+def refused_address() -> Iterator[Callable[[], str]]:
+    """host:port of a server that is down: each port is held by a bound socket that never
+    listens, until the test ends, so connections are refused and no later bind (the proxy's
+    own listeners on port 0) is given it."""
+    held: list[socket.socket] = []
+
+    def make() -> str:
+        sock = socket.socket()
+        held.append(sock)
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+    yield make
+    for sock in held:
+        sock.close()
 
 
 @pytest.fixture

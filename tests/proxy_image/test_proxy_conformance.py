@@ -14,7 +14,6 @@ from proxy_support import (
     Proxy,
     Reply,
     UpstreamServer,
-    free_port,
     http_config,
     request,
     wait_for,
@@ -73,12 +72,14 @@ def test_when_every_server_says_a_big_404_the_last_one_is_answered_whole(
 
 
 def test_a_404_too_big_to_hold_is_not_kept_when_the_next_server_fails(
-    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+    upstreams: Callable[..., UpstreamServer],
+    start_proxy: Callable[..., Proxy],
+    refused_address: Callable[[], str],
 ) -> None:
     # the memory held for a 404 is bounded for chunked answers too; nginx answers 502 here
     a = upstreams("a")
     a.handler = lambda seen: Reply(status=404, body=b"n" * BIG, chunked=True)
-    dead = f"127.0.0.1:{free_port()}"
+    dead = refused_address()
     # round robin starts on the second server: a, then the dead one
     proxy = start_proxy(http_config([dead, a.address], route=RETRY_ALL, upstream={"max_fails": 0}))
     r = request(proxy.addr("p2p"), "POST", "/send", b"{}")

@@ -29,7 +29,6 @@ from proxy_support import (
     LoopThread,
     Proxy,
     UpstreamServer,
-    free_port,
     request,
     wait_for,
 )
@@ -131,9 +130,12 @@ def test_unsafe_call_skips_a_pooled_connection_the_node_may_be_closing(
 
 
 def test_unsafe_call_moves_on_when_the_primary_refuses_the_connection(
-    start_proxy: Callable[..., Proxy], nodes: tuple[QuorumStandin, QuorumStandin], chain: Chain
+    start_proxy: Callable[..., Proxy],
+    nodes: tuple[QuorumStandin, QuorumStandin],
+    chain: Chain,
+    refused_address: Callable[[], str],
 ) -> None:
-    dead = f"127.0.0.1:{free_port()}"
+    dead = refused_address()
     proxy = start_proxy(jsonrpc_config([dead, nodes[1].address]))
     with Client(proxy.addr(LISTENER)) as client:
         answer = post(client, rpc("eth_sendTransaction", "x", [{}]))
@@ -143,9 +145,9 @@ def test_unsafe_call_moves_on_when_the_primary_refuses_the_connection(
 
 
 def test_unsafe_call_gets_not_sent_when_no_node_can_be_reached(
-    start_proxy: Callable[..., Proxy],
+    start_proxy: Callable[..., Proxy], refused_address: Callable[[], str]
 ) -> None:
-    dead = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    dead = [refused_address(), refused_address()]
     proxy = start_proxy(jsonrpc_config(dead))
     with Client(proxy.addr(LISTENER)) as client:
         reply = post(client, rpc("eth_sendTransaction", None, [{}])).json()

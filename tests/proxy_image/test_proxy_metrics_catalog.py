@@ -15,7 +15,6 @@ from proxy_support import (
     Reply,
     Seen,
     UpstreamServer,
-    free_port,
     request,
     wait_for,
 )
@@ -57,13 +56,17 @@ def _checked_tessera(seen: Seen) -> Reply:
 
 
 @pytest.fixture
-def scrape(upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]) -> str:
+def scrape(
+    upstreams: Callable[..., UpstreamServer],
+    start_proxy: Callable[..., Proxy],
+    refused_address: Callable[[], str],
+) -> str:
     """/metrics of a proxy that served, retried, mirrored and failed over: every series set."""
     flaky, good = upstreams("flaky"), upstreams("good")
     flaky.handler = lambda seen: Reply(status=404)
     checked = upstreams("checked")
     checked.handler = _checked_tessera
-    dead = f"127.0.0.1:{free_port()}"
+    dead = refused_address()
     proxy = start_proxy(
         {
             # one idle connection too many is shed (quorum_proxy_shed_connections_total); room

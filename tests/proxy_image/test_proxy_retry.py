@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from proxy_support import Client, Proxy, Reply, UpstreamServer, free_port, http_config, request
+from proxy_support import Client, Proxy, Reply, UpstreamServer, http_config, request
 
 RETRY_ALL = {"retry_on": ["error", "timeout", "http_404"], "retry_non_idempotent": True}
 FAST = {"read_timeout": "300ms", "connect_timeout": "1s", "max_fails": 0}
@@ -30,10 +30,13 @@ FAULTS = [
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.id for f in FAULTS])
 def test_post_goes_to_the_next_server_on_each_retry_reason(
-    fault: Fault, upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+    fault: Fault,
+    upstreams: Callable[..., UpstreamServer],
+    start_proxy: Callable[..., Proxy],
+    refused_address: Callable[[], str],
 ) -> None:
     good = upstreams("good")
-    bad_address = f"127.0.0.1:{free_port()}"
+    bad_address = refused_address()
     if fault.reply is not None:
         bad = upstreams("bad")
         reply = fault.reply
@@ -93,9 +96,10 @@ def test_when_every_server_fails_the_client_gets_a_json_error_naming_the_route(
     failure: str,
     upstreams: Callable[..., UpstreamServer],
     start_proxy: Callable[..., Proxy],
+    refused_address: Callable[[], str],
 ) -> None:
     if reply is None:
-        addresses = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+        addresses = [refused_address(), refused_address()]
     else:
         servers = [upstreams(), upstreams()]
         for s in servers:
@@ -138,10 +142,12 @@ def test_get_is_retried_without_retry_non_idempotent(
 
 
 def test_connect_error_moves_on_even_when_the_body_streams(
-    upstreams: Callable[..., UpstreamServer], start_proxy: Callable[..., Proxy]
+    upstreams: Callable[..., UpstreamServer],
+    start_proxy: Callable[..., Proxy],
+    refused_address: Callable[[], str],
 ) -> None:
     good = upstreams("good")
-    dead = f"127.0.0.1:{free_port()}"
+    dead = refused_address()
     route = {"retry_on": ["error"]}  # POST without non_idempotent: the body streams
     proxy = start_proxy(http_config([dead, good.address], route=route, upstream=FAST))
     with Client(proxy.addr("p2p")) as client:
