@@ -1,14 +1,15 @@
 """CPU per JSON-RPC call of two proxy trees, served at the same time: paired under one load.
 
-Usage: python bench/rpc_paired.py TREE_A TREE_B [--seconds S] [--rounds N]
+Usage: python bench/rpc_paired.py A B [--seconds S] [--rounds N]
 
 This VM's speed swings by up to 2x within minutes, more than most changes to the proxy's
 data path move its cost, so runs one after the other (run_bench.py's rounds) hide a 10%
 change. Here both trees' JSON-RPC listeners run at once, pinned to core 0 (the two JSON-RPC
 stand-ins and two wrk, 16 connections each, on core 1), so both see the same machine: each
 round prints both trees' CPU per call (user + system, cpu-us) and B's over A's. Rounds swap
-which tree starts first. A tree is a checkout with its C module built
-(proxy_image/build_relay_scan.py); loopback only, every child stopped by its pid.
+which starts first. A side is a checkout (its JSON-RPC mode; its C module built by
+proxy_image/build_relay_scan.py) or `nginx` (Debian's, the seed's `stream` block, as in
+run_bench.py's RPC rows: its worker's CPU). Loopback only, every child stopped by its pid.
 Last line: JSON.
 """
 
@@ -33,17 +34,19 @@ from bench.run_bench import (
     Processes,
     WrkResult,
     cpu_seconds,
+    nginx_rpc_conf,
     proxy_rpc_conf,
     rpc_wrk_script,
     wrk,
 )
 from bench.support import free_port, wait_port
 
-CONNECTIONS = 16  # per tree: the 32 of run_bench.py's RPC rows, shared
+CONNECTIONS = 16  # per side: the 32 of run_bench.py's RPC rows, shared
+NGINX = "nginx"
 
 
-def measure(trees: list[Path], seconds: float, rounds: int) -> list[list[float]]:
-    """Each round's CPU per call, one list per tree."""
+def measure(trees: list[Path | str], seconds: float, rounds: int) -> list[list[float]]:
+    """Each round's CPU per call, one list per side (a checkout, or NGINX)."""
     procs = Processes()
     per_tree: list[list[float]] = [[] for _ in trees]
     try:
@@ -59,15 +62,24 @@ def measure(trees: list[Path], seconds: float, rounds: int) -> list[list[float]]
                 served = {}
                 for i in order:
                     port, admin = free_port(), free_port()
-                    conf = Path(tmp) / f"proxy-{i}.yaml"
-                    conf.write_text(yaml.safe_dump(proxy_rpc_conf("jsonrpc", *nodes, port, admin)))
-                    proxy_dir = trees[i] / "proxy_image"
-                    proc = procs.start(
-                        [sys.executable, "-m", "quorum_proxy", "--config", str(conf)],
-                        core=0,
-                        cwd=proxy_dir,
-                        env={**os.environ, "PYTHONPATH": str(proxy_dir)},
-                    )
+                    tree = trees[i]
+                    if tree == NGINX:
+                        conf = Path(tmp) / f"nginx-{i}.conf"
+                        conf.write_text(nginx_rpc_conf(Path(tmp), *nodes, port))
+                        argv = ["nginx", "-p", tmp, "-c", str(conf), "-g", "daemon off;"]
+                        proc = procs.start(argv, core=0)
+                    else:
+                        conf = Path(tmp) / f"proxy-{i}.yaml"
+                        conf.write_text(
+                            yaml.safe_dump(proxy_rpc_conf("jsonrpc", *nodes, port, admin))
+                        )
+                        proxy_dir = Path(tree) / "proxy_image"
+                        proc = procs.start(
+                            [sys.executable, "-m", "quorum_proxy", "--config", str(conf)],
+                            core=0,
+                            cwd=proxy_dir,
+                            env={**os.environ, "PYTHONPATH": str(proxy_dir)},
+                        )
                     served[i] = (proc, port)
                 for proc, port in served.values():
                     wait_port(port, proc=proc)
@@ -102,16 +114,27 @@ def measure(trees: list[Path], seconds: float, rounds: int) -> list[list[float]]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("tree_a", type=Path)
-    parser.add_argument("tree_b", type=Path)
+    parser.add_argument("a", help="a checkout, or nginx")
+    parser.add_argument("b", help="a checkout, or nginx")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
-    trees = [args.tree_a.resolve(), args.tree_b.resolve()]
-    for tree in trees:
+    if args.a == args.b == NGINX:
+        print("rpc_paired: nginx against itself shares one pid file", file=sys.stderr)
+        return 2
+    trees: list[Path | str] = []
+    for side in (args.a, args.b):
+        if side == NGINX:
+            trees.append(NGINX)
+            continue
+        tree = Path(side).resolve()
         if not (tree / "proxy_image" / "quorum_proxy").is_dir():
-            print(f"rpc_paired: {tree} has no proxy_image/quorum_proxy", file=sys.stderr)
+            print(
+                f"rpc_paired: {side} is not nginx nor a checkout with proxy_image/quorum_proxy",
+                file=sys.stderr,
+            )
             return 2
+        trees.append(tree)
     a, b = measure(trees, args.seconds, args.rounds)
     ratios = [round(y / x, 3) for x, y in zip(a, b, strict=True)]
     print(
