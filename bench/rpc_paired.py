@@ -17,29 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
 import threading
+from contextlib import ExitStack
 from pathlib import Path
-
-import yaml
 
 if __package__ in (None, ""):  # run as a script: import bench.* from the repo
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.run_bench import (
-    REPO,
-    Processes,
-    WrkResult,
-    cpu_seconds,
-    nginx_rpc_conf,
-    proxy_rpc_conf,
-    rpc_wrk_script,
-    wrk,
-)
-from bench.support import free_port, wait_port
+from bench.run_bench import Bench, WrkResult, cpu_seconds, rpc_wrk_script, wrk
 
 CONNECTIONS = 16  # per side: the 32 of run_bench.py's RPC rows, shared
 NGINX = "nginx"
@@ -47,68 +35,52 @@ NGINX = "nginx"
 
 def measure(trees: list[Path | str], seconds: float, rounds: int) -> list[list[float]]:
     """Each round's CPU per call, one list per side (a checkout, or NGINX)."""
-    procs = Processes()
     per_tree: list[list[float]] = [[] for _ in trees]
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
+        bench = Bench(Path(tmp), seconds, rounds, ("rpc",))
+        try:
             script = Path(tmp) / "rpc.lua"
             script.write_text(rpc_wrk_script())
-            nodes = (free_port(), free_port())
-            for port, name in zip(nodes, "ab", strict=True):
-                node = [sys.executable, str(REPO / "bench" / "fast_upstream.py"), str(port)]
-                wait_port(port, proc=procs.start([*node, name, "jsonrpc"], core=1))
+            nodes = bench.rpc_stand_ins()
             for n in range(rounds):
                 order = list(range(len(trees)))[:: 1 if n % 2 == 0 else -1]
-                served = {}
-                for i in order:
-                    port, admin = free_port(), free_port()
-                    tree = trees[i]
-                    if tree == NGINX:
-                        conf = Path(tmp) / f"nginx-{i}.conf"
-                        conf.write_text(nginx_rpc_conf(Path(tmp), *nodes, port))
-                        argv = ["nginx", "-p", tmp, "-c", str(conf), "-g", "daemon off;"]
-                        proc = procs.start(argv, core=0)
-                    else:
-                        conf = Path(tmp) / f"proxy-{i}.yaml"
-                        conf.write_text(
-                            yaml.safe_dump(proxy_rpc_conf("jsonrpc", *nodes, port, admin))
+                with ExitStack() as served_now:
+                    served: dict[int, tuple[int, int]] = {}  # side: (pid, port)
+                    for i in order:
+                        tree = trees[i]
+                        server = (
+                            bench.rpc_server(NGINX, *nodes)
+                            if tree == NGINX
+                            else bench.rpc_server("jsonrpc", *nodes, Path(tree) / "proxy_image")
                         )
-                        proxy_dir = Path(tree) / "proxy_image"
-                        proc = procs.start(
-                            [sys.executable, "-m", "quorum_proxy", "--config", str(conf)],
-                            core=0,
-                            cwd=proxy_dir,
-                            env={**os.environ, "PYTHONPATH": str(proxy_dir)},
-                        )
-                    served[i] = (proc, port)
-                for proc, port in served.values():
-                    wait_port(port, proc=proc)
-                    wrk(f"http://127.0.0.1:{port}/", script, CONNECTIONS, 1)  # warm the pools
-                before = {i: cpu_seconds(proc.pid) for i, (proc, _) in served.items()}
-                results: dict[int, WrkResult] = {}
+                        port, pid, _ = served_now.enter_context(server)
+                        served[i] = (pid, port)
+                    for _, port in served.values():
+                        wrk(f"http://127.0.0.1:{port}/", script, CONNECTIONS, 1)  # warm the pools
+                    before = {i: cpu_seconds(pid) for i, (pid, _) in served.items()}
+                    results: dict[int, WrkResult] = {}
 
-                def load(i: int, port: int, results: dict[int, WrkResult] = results) -> None:
-                    results[i] = wrk(f"http://127.0.0.1:{port}/", script, CONNECTIONS, seconds)
+                    def load(i: int, port: int, results: dict[int, WrkResult] = results) -> None:
+                        results[i] = wrk(f"http://127.0.0.1:{port}/", script, CONNECTIONS, seconds)
 
-                loads = [
-                    threading.Thread(target=load, args=(i, port))
-                    for i, (_, port) in served.items()
-                ]
-                for thread in loads:
-                    thread.start()
-                for thread in loads:
-                    thread.join()
-                for i, (proc, _) in served.items():
-                    used = cpu_seconds(proc.pid) - before[i]
-                    per_tree[i].append(round(used * 1e6 / max(1, results[i].requests), 2))
-                    procs.stop(proc)
+                    loads = [
+                        threading.Thread(target=load, args=(i, port))
+                        for i, (_, port) in served.items()
+                    ]
+                    for thread in loads:
+                        thread.start()
+                    for thread in loads:
+                        thread.join()
+                    for i, (pid, _) in served.items():
+                        used = cpu_seconds(pid) - before[i]
+                        per_tree[i].append(round(used * 1e6 / max(1, results[i].requests), 2))
                 cells = ", ".join(
                     f"{trees[i]}: {per_tree[i][-1]:5.1f} cpu-us/call ({results[i].rps:.0f} req/s)"
                     for i in range(len(trees))
                 )
                 print(f"round {n + 1}: {cells}", flush=True)
-    finally:
-        procs.stop_all()
+        finally:
+            bench.stop_all()
     return per_tree
 
 

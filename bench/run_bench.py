@@ -510,8 +510,11 @@ class Bench:
     # --- the RPC route (issue 13): nginx stream, the proxy's L4 mode, its JSON-RPC mode ---
 
     @contextmanager
-    def rpc_server(self, mode: str, primary: int, backup: int) -> Iterator[tuple[int, int, int]]:
-        """nginx or the proxy in front of two nodes; yields (port, pid, admin port or 0)."""
+    def rpc_server(
+        self, mode: str, primary: int, backup: int, proxy_dir: Path = PROXY_DIR
+    ) -> Iterator[tuple[int, int, int]]:
+        """nginx or the proxy (from proxy_dir) in front of two nodes; yields (port, pid, admin
+        port or 0)."""
         port = free_port()
         if mode == "nginx":
             conf = self.tmp / "nginx-rpc.conf"
@@ -525,11 +528,11 @@ class Bench:
                 self.procs.stop(proc, signal.SIGQUIT)
             return
         admin = free_port()
-        conf = self.tmp / f"proxy-{mode}.yaml"
+        conf = self.tmp / f"proxy-{mode}-{port}.yaml"
         conf.write_text(yaml.safe_dump(proxy_rpc_conf(mode, primary, backup, port, admin)))
         argv = [sys.executable, "-m", "quorum_proxy", "--config", str(conf)]
-        env = {**os.environ, "PYTHONPATH": str(PROXY_DIR)}
-        proc = self.procs.start(argv, core=0, cwd=PROXY_DIR, env=env)
+        env = {**os.environ, "PYTHONPATH": str(proxy_dir)}
+        proc = self.procs.start(argv, core=0, cwd=proxy_dir, env=env)
         try:
             wait_port(port, proc=proc)
             wait_port(admin, proc=proc)
@@ -556,10 +559,8 @@ class Bench:
             return None
         return (check.stderr.strip() or check.stdout.strip()).splitlines()[-1]
 
-    def rpc_throughput(self, modes: tuple[str, ...]) -> dict[str, list[float]]:
-        """req/s of the RPC mix through each mode, to two fast JSON-RPC stand-ins (not geth)."""
-        script = self.tmp / "rpc.lua"
-        script.write_text(rpc_wrk_script())
+    def rpc_stand_ins(self) -> tuple[int, int]:
+        """Two fast JSON-RPC stand-ins (not geth) on core 1: their ports."""
         ports = (free_port(), free_port())
         for port, name in zip(ports, "ab", strict=True):
             proc = self.procs.start(
@@ -573,6 +574,13 @@ class Bench:
                 core=1,
             )
             wait_port(port, proc=proc)
+        return ports
+
+    def rpc_throughput(self, modes: tuple[str, ...]) -> dict[str, list[float]]:
+        """req/s of the RPC mix through each mode, to two fast JSON-RPC stand-ins (not geth)."""
+        script = self.tmp / "rpc.lua"
+        script.write_text(rpc_wrk_script())
+        ports = self.rpc_stand_ins()
         direct = wrk(f"http://127.0.0.1:{ports[0]}/", script, 32, min(self.seconds, 3))
         # the ceiling of every row: a row near it measures the stand-in, not the proxy
         print(f"direct to one JSON-RPC stand-in: {direct.rps:.0f} req/s", flush=True)

@@ -418,8 +418,9 @@ static PyObject *one_call_method(PyObject *self, PyObject *const *args, Py_ssize
    instance's) and its relayed answers' reader (Lane.answer, its relay_answer). The common
    request, one plain POST of one call whose method is in plain_reads, is sent to a pooled
    connection of the primary as RelayClientProtocol._relay sends it, the connection's state set
-   as _relay sets it; the common answer, whole in its first read, is passed on and done as
-   _relay_answer and _relay_done do. Every other read goes to the Python path as before: the
+   as _relay sets it; the common answer, whole in its first read, is passed on as
+   _relay_answer passes it, then done by _relay_done. Writes are WriteBatch.write_now's, the
+   primary's choice pick_primary's. Every other read goes to the Python path as before: the
    gate's to proto._received, a request's to proto._relay (which decides it all over again
    from the bytes), an answer's to proto._relay_read. The two paths are held to the same
    behaviour by the relay's tests, which run every case on both
@@ -431,18 +432,16 @@ enum {
     P_REQUESTS, P_RUNTIME, P_LISTENER, P_FRESH, P_WAITING_SINCE, P_CALL_VALUES, P_SAFE_KEY,
     P_RELAY_KINDS, P_RELAY_DATA, P_RELAY_START, P_RELAY_DEADLINE, P_RELAY_ANSWERING, P_CONN,
     P_RELAY_ANSWER, P_XFF_LINE, P_BATCH, P_LOOP, P_TRANSPORT, P_RELAY_HEAD, P_RELAY_STATUS,
-    P_WRITE_PAUSED, P_COUNT
+    P_COUNT
 };
 static const char *const PROTO_SLOTS[P_COUNT] = {
     "relay_conn", "backlog", "ws_req", "active", "partial", "queue", "closed", "last_request",
     "requests", "runtime", "listener", "fresh", "waiting_since", "call_values", "safe_key",
     "relay_kinds", "relay_data", "relay_start", "relay_deadline", "relay_answering", "conn",
     "relay_answer", "xff_line", "batch", "loop", "transport", "relay_head", "relay_status",
-    "write_paused",
 };
-enum { C_CLOSED, C_HANDLER, C_RAW, C_TRANSPORT, C_LAST_READ, C_SERVER, C_COUNT };
-static const char *const CONN_SLOTS[C_COUNT] = {"closed",    "handler",   "raw",
-                                                "transport", "last_read", "server"};
+enum { C_CLOSED, C_HANDLER, C_RAW, C_TRANSPORT, C_COUNT };
+static const char *const CONN_SLOTS[C_COUNT] = {"closed", "handler", "raw", "transport"};
 
 /* each name's slot offset in type into out, all or none */
 static int find_offsets(PyTypeObject *type, const char *const *names, int n, Py_ssize_t *out) {
@@ -505,9 +504,8 @@ typedef struct {
     Py_ssize_t po[P_COUNT], co[C_COUNT];
 } Lane;
 
-static PyObject *s_draining, *s_pick_primary, *s_idle, *s_read_timeout, *s_time, *s_items,
-    *s_is_closing, *s_write, *s_relay, *s_received, *s_release, *s_relay_count, *s_close,
-    *s_relay_backlog, *s_relay_read, *s_relay_answer;
+static PyObject *s_draining, *s_pick_primary, *s_idle, *s_read_timeout, *s_time, *s_write_now,
+    *s_relay, *s_received, *s_relay_done, *s_relay_read, *s_relay_answer;
 
 /* the lane's connection (a new reference), as it was made for; NULL with an error if not */
 static PyObject *lane_proto(Lane *l) {
@@ -534,21 +532,9 @@ static int truth(PyObject *o, PyObject *name) {
     return t;
 }
 
-/* WriteBatch.write_now: at once, unless earlier writes wait in the batch or the transport
-   closes (then the batch's write, which keeps the order and drops them for a closing one) */
+/* the batch's write_now (upstream.py: at once unless earlier writes wait or it closes) */
 static int write_now(PyObject *batch, PyObject *transport, PyObject *data) {
-    int waiting = truth(batch, s_items);
-    if (waiting < 0) return -1;
-    int closes = 0;
-    if (!waiting) {
-        PyObject *closing = PyObject_CallMethodNoArgs(transport, s_is_closing);
-        if (closing == NULL) return -1;
-        closes = PyObject_IsTrue(closing);
-        Py_DECREF(closing);
-        if (closes < 0) return -1;
-    }
-    PyObject *r = waiting || closes ? PyObject_CallMethod(batch, "write", "OO", transport, data)
-                                    : PyObject_CallMethodOneArg(transport, s_write, data);
+    PyObject *r = PyObject_CallMethodObjArgs(batch, s_write_now, transport, data, NULL);
     if (r == NULL) return -1;
     Py_DECREF(r);
     return 0;
@@ -766,55 +752,10 @@ static PyObject *lane_call(PyObject *self, PyObject *const *args, size_t nargsf,
     return result;
 }
 
-/* _relay_done(conn, keep=True) after the answer was passed on; conn and proto owned by the
-   caller */
-static PyObject *lane_done(Lane *l, PyObject *proto, PyObject *conn) {
-    Py_ssize_t *po = l->po;
-    put_borrowed(proto, po[P_RELAY_CONN], Py_None);
-    put_borrowed(proto, po[P_CONN], Py_None);
-    PyObject *r = PyObject_CallMethodNoArgs(conn, s_release);
-    if (r == NULL) return NULL;
-    Py_DECREF(r);
-    PyObject *now = get_ref(conn, l->co[C_LAST_READ], "last_read");
-    PyObject *server = now ? get_ref(conn, l->co[C_SERVER], "server") : NULL;
-    r = server ? PyObject_CallMethodObjArgs(proto, s_relay_count, now, server, NULL) : NULL;
-    Py_XDECREF(server);
-    if (r == NULL) {
-        Py_XDECREF(now);
-        return NULL;
-    }
-    Py_DECREF(r);
-    PyObject *result = NULL;
-    PyObject *closed = get(proto, po[P_CLOSED]), *runtime = get(proto, po[P_RUNTIME]);
-    int shut = closed == NULL ? -1 : PyObject_IsTrue(closed);
-    int drains = shut != 0 ? 0 : runtime == NULL ? -1 : truth(runtime, s_draining);
-    PyObject *backlog = get(proto, po[P_BACKLOG]), *paused = get(proto, po[P_WRITE_PAUSED]);
-    if (shut < 0 || drains < 0 || backlog == NULL || paused == NULL) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "relay lane: unset slot");
-    } else if (shut) {
-        result = Py_NewRef(Py_None);
-    } else if (drains) {
-        result = PyObject_CallMethodNoArgs(proto, s_close);
-    } else {
-        int waiting = PyObject_IsTrue(backlog);
-        int held = waiting > 0 ? PyObject_IsTrue(paused) : 0;
-        if (waiting == 0) {
-            put_borrowed(proto, po[P_WAITING_SINCE], now);
-            result = Py_NewRef(Py_None);
-        } else if (waiting > 0 && held == 0) {
-            result = PyObject_CallMethodNoArgs(proto, s_relay_backlog);
-        } else if (waiting > 0 && held > 0) {
-            result = Py_NewRef(Py_None); /* resume_writing goes on */
-        }
-    }
-    Py_DECREF(now);
-    return result;
-}
-
 /* Lane.answer(data): a read of the relayed request's answer (the upstream connection's raw
    hook). The common answer, whole in the answer's first read, kept alive, neither held
-   (HOLD_5XX) nor while draining, is passed on and done as _relay_answer and _relay_done do;
-   any other read is _relay_read's, as in _relay_answer. */
+   (HOLD_5XX) nor while draining, is passed on as _relay_answer passes it, then done by
+   _relay_done; any other read is _relay_read's, as in _relay_answer. */
 static PyObject *lane_answer(PyObject *self, PyObject *data) {
     Lane *l = (Lane *)self;
     if (!PyBytes_CheckExact(data)) {
@@ -860,7 +801,7 @@ static PyObject *lane_answer(PyObject *self, PyObject *data) {
                 Py_DECREF(transport);
                 if (written < 0) goto done;
             }
-            result = lane_done(l, proto, conn);
+            result = PyObject_CallMethodObjArgs(proto, s_relay_done, conn, Py_True, NULL);
             goto done;
         }
     }
@@ -987,10 +928,8 @@ PyMODINIT_FUNC PyInit__relay_scan(void) {
         const char *text;
     } names[] = {
         {&s_draining, "draining"}, {&s_pick_primary, "pick_primary"}, {&s_idle, "idle"},
-        {&s_read_timeout, "read_timeout"}, {&s_time, "time"}, {&s_items, "items"},
-        {&s_is_closing, "is_closing"}, {&s_write, "write"}, {&s_relay, "_relay"},
-        {&s_received, "_received"}, {&s_release, "release"}, {&s_relay_count, "_relay_count"},
-        {&s_close, "_close"}, {&s_relay_backlog, "_relay_backlog"},
+        {&s_read_timeout, "read_timeout"}, {&s_time, "time"}, {&s_write_now, "write_now"},
+        {&s_relay, "_relay"}, {&s_received, "_received"}, {&s_relay_done, "_relay_done"},
         {&s_relay_read, "_relay_read"}, {&s_relay_answer, "_relay_answer"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)

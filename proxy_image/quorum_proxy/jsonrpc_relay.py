@@ -225,8 +225,8 @@ class RelayClientProtocol(HttpClientProtocol):
         # sees HttpClientProtocol's method, which the slot shadows). The compiled lane relays
         # the common request (one plain call of a PLAIN_READS method) as _relay does and
         # hands every other read to _read's path; its answer method passes the common answer
-        # on as _relay_answer does, and every other read to _relay_read. Without it, _read
-        # and _relay_answer.
+        # on as _relay_answer does (then _relay_done), and every other read to _relay_read.
+        # Without it, _read and _relay_answer.
         read: Callable[[bytes], object] = self._read
         if Lane is not None:
             lane = Lane(self, PLAIN_READS, ONE_SAFE, HOLD_5XX, COUNTED_FROM, MAX_DEPTH)
@@ -433,11 +433,8 @@ class RelayClientProtocol(HttpClientProtocol):
     def _relay_done(self, conn: UpstreamConnection, keep: bool) -> None:
         """The answer is whole: the node's connection goes back to the pool, unless the node
         closes it; then so does the client's (the answer, passed as it came, said so)."""
-        self.relay_conn = self.conn = None  # _end_upstream's, spelled out
-        if keep:
-            conn.release()
-        else:
-            conn.abort()
+        self.relay_conn = None
+        self._end_upstream(keep)
         now = conn.last_read  # the loop's time as this read came
         self._relay_count(now, conn.server)
         if self.closed:
@@ -471,9 +468,7 @@ class RelayClientProtocol(HttpClientProtocol):
             server.name,
             0,
         )
-        if len(data) >= COUNTED_FROM:  # _relay_let_go's, spelled out
-            self.budget.give_back(len(data))
-        self.relay_data = b""
+        self._relay_let_go()
 
     def _relay_let_go(self) -> None:
         size = len(self.relay_data)
