@@ -604,19 +604,73 @@ class Bench:
                 )
         return rps
 
-    def rpc_failover(self, modes: tuple[str, ...]) -> dict[str, LoadResult]:
+    def rpc_nodes(
+        self, labels: list[str]
+    ) -> tuple[GethNode, GethNode, dict[str, RawTransactions]]:
+        """Two real geth --dev nodes on core 1 (primary, backup), 32 raw senders per label
+        funded on both."""
+        primary = GethNode(self.tmp / "geth-a", core=1, period=1)
+        backup = GethNode(self.tmp / "geth-b", core=1, period=1)
+        senders = {label: RawTransactions(label, 32) for label in labels}
+        for node in (primary, backup):
+            node.start()
+            self.geth.append(node)
+            node.fund([a for raw in senders.values() for a in raw.senders], 10**18)
+        return primary, backup, senders
+
+    @contextmanager
+    def on_core_1(self) -> Iterator[None]:
+        """This process (the load client) on core 1, with the nodes, as wrk is."""
+        affinity = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {1})
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, affinity)
+
+    def rpc_through_geth(
+        self,
+        modes: tuple[str, ...],
+        primary: int,
+        backup: int,
+        senders: dict[str, RawTransactions],
+    ) -> dict[str, list[tuple[LoadResult, float]]]:
+        """Each mode in front of the real nodes, no kill: the RPC route when the node, not the
+        proxy, sets the pace. Two rounds, the second in reverse order (a node's pace drifts as
+        its chain and pool grow), after a warm-up; per mode, each run's result and the
+        server's CPU per call (us)."""
+        seconds = self.rpc_seconds / 4
+        runs: dict[str, list[tuple[LoadResult, float]]] = {mode: [] for mode in modes}
+        with self.on_core_1():
+            uvloop.run(rpc_load(primary, 32, 0.3 * self.rpc_seconds, senders["warm-up"]))
+            for n in range(2):
+                for mode in modes[:: 1 if n == 0 else -1]:
+                    with self.rpc_server(mode, primary, backup) as (port, pid, _):
+                        cpu = cpu_seconds(pid)
+                        result = uvloop.run(rpc_load(port, 32, seconds, senders[f"geth {mode}"]))
+                        cpu = cpu_seconds(pid) - cpu
+                    per_call = cpu * 1e6 / max(1, result.requests)
+                    runs[mode].append((result, per_call))
+                    print(
+                        f"round {n + 1} rpc geth {mode:7} {result.rps:7.0f} req/s "
+                        f"{per_call:6.1f} cpu-us/req, {cpu / result.seconds * 100:4.1f}% of a "
+                        f"core; safe calls: {result.safe.describe()}",
+                        flush=True,
+                    )
+        return runs
+
+    def rpc_failover(
+        self,
+        modes: tuple[str, ...],
+        primary: GethNode,
+        backup: GethNode,
+        senders: dict[str, RawTransactions],
+    ) -> dict[str, LoadResult]:
         """Client-visible errors while the primary geth is killed and restarted twice."""
         seconds = self.rpc_seconds
         # The second kill comes once the restarted primary serves again: after nginx's and
         # the proxy's fail_timeout (10 s) and the stack's health check (rise 2 x 5 s).
         kills = (0.1 * seconds, 0.75 * seconds)
-        primary = GethNode(self.tmp / "geth-a", core=1, period=1)
-        backup = GethNode(self.tmp / "geth-b", core=1, period=1)
-        senders = {mode: RawTransactions(f"failover {mode}", 32) for mode in modes}
-        for node in (primary, backup):
-            node.start()
-            self.geth.append(node)
-            node.fund([a for raw in senders.values() for a in raw.senders], 10**18)
         print(
             f"rpc failover: real geth --dev (primary :{primary.port}, backup :{backup.port}), "
             f"32 connections for {seconds:.0f} s, primary killed (SIGKILL) and restarted at "
@@ -629,13 +683,12 @@ class Bench:
             primary.start()
 
         results: dict[str, LoadResult] = {}
-        affinity = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, {1})  # the load client shares core 1 with the nodes, as wrk does
-        try:
+        with self.on_core_1():
             for mode in modes:
                 with self.rpc_server(mode, primary.port, backup.port) as (port, _, admin):
                     events = [(at, kill_and_restart) for at in kills]
-                    result = uvloop.run(rpc_load(port, 32, seconds, senders[mode], events))
+                    load = rpc_load(port, 32, seconds, senders[f"failover {mode}"], events)
+                    result = uvloop.run(load)
                     counters = self.metric_sums(admin, "quorum_proxy_jsonrpc_") if admin else {}
                 results[mode] = result
                 per_kill = [
@@ -650,8 +703,6 @@ class Bench:
                 )
                 if counters:
                     print(f"  proxy JSON-RPC counters: {counters}", flush=True)
-        finally:
-            os.sched_setaffinity(0, affinity)
         return results
 
     def rpc(self) -> dict[str, object]:
@@ -663,7 +714,17 @@ class Bench:
                     f"rpc {mode}: unavailable: the proxy refuses it: {refused[mode]}", flush=True
                 )
         rps = self.rpc_throughput(modes)
-        failover = self.rpc_failover(modes)
+        labels = [
+            "warm-up",
+            *(f"{kind} {mode}" for kind in ("geth", "failover") for mode in modes),
+        ]
+        primary, backup, senders = self.rpc_nodes(labels)
+        through_geth = self.rpc_through_geth(modes, primary.port, backup.port, senders)
+        failover = self.rpc_failover(modes, primary, backup, senders)
+        geth_rps = {
+            mode: statistics.median(result.rps for result, _ in runs)
+            for mode, runs in through_geth.items()
+        }
         nginx = statistics.median(rps["nginx"])
         return {
             "rpc_failover_errors": {
@@ -674,6 +735,19 @@ class Bench:
                 round(statistics.median(rps["jsonrpc"]) / nginx, 3) if "jsonrpc" in rps else None
             ),
             "rpc_l4_rps_ratio": round(statistics.median(rps["l4"]) / nginx, 3),
+            "rpc_geth_rps_ratio": (
+                round(geth_rps["jsonrpc"] / geth_rps["nginx"], 3)
+                if "jsonrpc" in geth_rps
+                else None
+            ),
+            "rpc_geth_cpu_us": {
+                mode: (
+                    round(statistics.median(cpu for _, cpu in through_geth[mode]), 1)
+                    if mode in through_geth
+                    else None
+                )
+                for mode in RPC_MODES
+            },
         }
 
     def stop_all(self) -> None:

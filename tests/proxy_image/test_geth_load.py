@@ -7,9 +7,15 @@ would refuse anyway (bench/rpc_load.py, bench/README.md).
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from bench.geth import GethNode, free_port
 from bench.rpc_load import RawTransactions, run_load
+from bench.run_bench import RPC_MODES, Bench
 
 GETH_NONCE_RACE = "replacement transaction underpriced"
 
@@ -34,3 +40,31 @@ def test_the_load_client_counts_a_closed_port_as_transport_errors() -> None:
     result = asyncio.run(run_load(free_port(), 2, 0.5, raw))
     assert result.safe.ok == 0 and result.safe.transport > 0
     assert result.safe.errors == result.safe.transport
+
+
+@pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2 or 1 not in os.sched_getaffinity(0),
+    reason="the benchmark pins its load client and nodes to core 1: needs cores 0 and 1",
+)
+def test_the_benchmarks_run_through_real_geth_carries_the_mix_in_every_mode(
+    geth: GethNode, tmp_path: Path, refused_address: Callable[[], str]
+) -> None:
+    # bench/run_bench.py's "rpc geth" rows, shortened: nginx `stream`, the L4 and JSON-RPC
+    # modes in front of real geth, its backup down
+    bench = Bench(tmp_path, 1, 1, ("rpc",), rpc_seconds=2)
+    senders = {
+        label: RawTransactions(f"test {label}", 32)
+        for label in ("warm-up", *(f"geth {mode}" for mode in RPC_MODES))
+    }
+    geth.fund([a for raw in senders.values() for a in raw.senders], 10**18)
+    try:
+        backup = int(refused_address().rsplit(":", 1)[1])
+        runs = bench.rpc_through_geth(RPC_MODES, geth.port, backup, senders)
+    finally:
+        bench.stop_all()
+    assert list(runs) == list(RPC_MODES)
+    for mode, results in runs.items():
+        assert len(results) == 2, mode  # two rounds
+        for result, cpu_per_call in results:
+            assert result.safe.ok > 0 and result.safe.errors == 0, (mode, result.safe.describe())
+            assert cpu_per_call > 0, mode  # the server's own CPU, read from /proc
