@@ -9,13 +9,16 @@ stand-ins and two wrk, 16 connections each, on core 1), so both see the same mac
 round prints both trees' CPU per call (user + system, cpu-us) and B's over A's. Rounds swap
 which starts first. A side is a checkout (its JSON-RPC mode; its C module built by
 proxy_image/build_relay_scan.py) or `nginx` (Debian's, the seed's `stream` block, as in
-run_bench.py's RPC rows: its worker's CPU). Loopback only, every child stopped by its pid.
-Last line: JSON.
+run_bench.py's RPC rows: its worker's CPU). With --geth the upstreams are two real geth --dev
+nodes (build/bin/geth) and the load is run_bench.py's own client (16 connections a side, the
+same mix, one call at a time per connection): the node sets the pace, and each side's req/s
+is paired too. Loopback only, every child stopped by its pid. Last line: JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import sys
@@ -24,24 +27,39 @@ import threading
 from contextlib import ExitStack
 from pathlib import Path
 
+import uvloop
+
 if __package__ in (None, ""):  # run as a script: import bench.* from the repo
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.run_bench import Bench, WrkResult, cpu_seconds, rpc_wrk_script, wrk
+from bench.geth import GETH
+from bench.rpc_load import RawTransactions
+from bench.rpc_load import run_load as rpc_load
+from bench.run_bench import Bench, cpu_seconds, rpc_wrk_script, wrk
 
 CONNECTIONS = 16  # per side: the 32 of run_bench.py's RPC rows, shared
 NGINX = "nginx"
 
 
-def measure(trees: list[Path | str], seconds: float, rounds: int) -> list[list[float]]:
-    """Each round's CPU per call, one list per side (a checkout, or NGINX)."""
+def measure(
+    trees: list[Path | str], seconds: float, rounds: int, geth: bool = False
+) -> tuple[list[list[float]], list[list[float]]]:
+    """Each round's CPU per call and req/s, one list per side (a checkout, or NGINX)."""
     per_tree: list[list[float]] = [[] for _ in trees]
+    rps: list[list[float]] = [[] for _ in trees]
     with tempfile.TemporaryDirectory() as tmp:
         bench = Bench(Path(tmp), seconds, rounds, ("rpc",))
         try:
             script = Path(tmp) / "rpc.lua"
             script.write_text(rpc_wrk_script())
-            nodes = bench.rpc_stand_ins()
+            if geth:
+                labels = [f"paired {i}" for i in range(len(trees))]
+                primary, backup, senders = bench.rpc_nodes([*labels, "warm-up"])
+                nodes = (primary.port, backup.port)
+                with bench.on_core_1():  # a node is slow at first: warm it
+                    uvloop.run(rpc_load(primary.port, 32, 2 * seconds, senders["warm-up"]))
+            else:
+                nodes = bench.rpc_stand_ins()
             for n in range(rounds):
                 order = list(range(len(trees)))[:: 1 if n % 2 == 0 else -1]
                 with ExitStack() as served_now:
@@ -55,33 +73,64 @@ def measure(trees: list[Path | str], seconds: float, rounds: int) -> list[list[f
                         )
                         port, pid, _ = served_now.enter_context(server)
                         served[i] = (pid, port)
-                    for _, port in served.values():
-                        wrk(f"http://127.0.0.1:{port}/", script, CONNECTIONS, 1)  # warm the pools
+                    if not geth:
+                        for _, port in served.values():
+                            wrk(f"http://127.0.0.1:{port}/", script, CONNECTIONS, 1)  # the pools
                     before = {i: cpu_seconds(pid) for i, (pid, _) in served.items()}
-                    results: dict[int, WrkResult] = {}
-
-                    def load(i: int, port: int, results: dict[int, WrkResult] = results) -> None:
-                        results[i] = wrk(f"http://127.0.0.1:{port}/", script, CONNECTIONS, seconds)
-
-                    loads = [
-                        threading.Thread(target=load, args=(i, port))
-                        for i, (_, port) in served.items()
-                    ]
-                    for thread in loads:
-                        thread.start()
-                    for thread in loads:
-                        thread.join()
+                    if geth:
+                        done = load_through_geth(bench, served, senders, seconds)
+                    else:
+                        done = load_with_wrk(served, script, seconds)
                     for i, (pid, _) in served.items():
                         used = cpu_seconds(pid) - before[i]
-                        per_tree[i].append(round(used * 1e6 / max(1, results[i].requests), 2))
+                        calls, rate = done[i]
+                        per_tree[i].append(round(used * 1e6 / max(1, calls), 2))
+                        rps[i].append(round(rate))
                 cells = ", ".join(
-                    f"{trees[i]}: {per_tree[i][-1]:5.1f} cpu-us/call ({results[i].rps:.0f} req/s)"
+                    f"{trees[i]}: {per_tree[i][-1]:5.1f} cpu-us/call ({rps[i][-1]:.0f} req/s)"
                     for i in range(len(trees))
                 )
                 print(f"round {n + 1}: {cells}", flush=True)
         finally:
             bench.stop_all()
-    return per_tree
+    return per_tree, rps
+
+
+def load_with_wrk(
+    served: dict[int, tuple[int, int]], script: Path, seconds: float
+) -> dict[int, tuple[int, float]]:
+    """Each side's calls and req/s: one wrk per side at once."""
+    results: dict[int, tuple[int, float]] = {}
+
+    def load(i: int, port: int) -> None:
+        result = wrk(f"http://127.0.0.1:{port}/", script, CONNECTIONS, seconds)
+        results[i] = (result.requests, result.rps)
+
+    threads = [threading.Thread(target=load, args=(i, port)) for i, (_, port) in served.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def load_through_geth(
+    bench: Bench,
+    served: dict[int, tuple[int, int]],
+    senders: dict[str, RawTransactions],
+    seconds: float,
+) -> dict[int, tuple[int, float]]:
+    """Each side's calls and req/s: the load client on both sides at once, on core 1."""
+
+    async def both() -> list[tuple[int, float]]:
+        loads = [
+            rpc_load(port, CONNECTIONS, seconds, senders[f"paired {i}"])
+            for i, (_, port) in served.items()
+        ]
+        return [(r.requests, r.rps) for r in await asyncio.gather(*loads)]
+
+    with bench.on_core_1():
+        return dict(zip(served, uvloop.run(both()), strict=True))
 
 
 def main() -> int:
@@ -90,7 +139,13 @@ def main() -> int:
     parser.add_argument("b", help="a checkout, or nginx")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument(
+        "--geth", action="store_true", help="two real geth --dev nodes upstream, not stand-ins"
+    )
     args = parser.parse_args()
+    if args.geth and not GETH.exists():
+        print(f"rpc_paired: --geth needs {GETH} (`./dev test` builds it)", file=sys.stderr)
+        return 2
     if args.a == args.b == NGINX:
         print("rpc_paired: nginx against itself shares one pid file", file=sys.stderr)
         return 2
@@ -107,8 +162,9 @@ def main() -> int:
             )
             return 2
         trees.append(tree)
-    a, b = measure(trees, args.seconds, args.rounds)
+    (a, b), (a_rps, b_rps) = measure(trees, args.seconds, args.rounds, args.geth)
     ratios = [round(y / x, 3) for x, y in zip(a, b, strict=True)]
+    rps_ratios = [round(y / x, 3) for x, y in zip(a_rps, b_rps, strict=True)]
     print(
         json.dumps(
             {
@@ -116,6 +172,10 @@ def main() -> int:
                 "b_cpu_us": b,
                 "b_over_a": ratios,
                 "b_over_a_median": statistics.median(ratios),
+                "a_rps": a_rps,
+                "b_rps": b_rps,
+                "b_over_a_rps": rps_ratios,
+                "b_over_a_rps_median": statistics.median(rps_ratios),
             }
         )
     )

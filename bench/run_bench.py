@@ -266,18 +266,21 @@ class WrkResult:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its direct children (nginx's worker)."""
-    ticks = os.sysconf("SC_CLK_TCK")
+    """CPU time of a process and its direct children (nginx's worker): the scheduler's run
+    time of each of their threads (/proc/PID/task/TID/schedstat, in ns; user + system ticks of
+    10 ms would round a short run's share away)."""
     total = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry.name) == pid or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / ticks
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if int(entry.name) != pid and parent != pid:
+                continue
+            for task in (entry / "task").iterdir():
+                total += int((task / "schedstat").read_text().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
     return total
 
 

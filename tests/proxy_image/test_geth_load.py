@@ -15,9 +15,15 @@ import pytest
 
 from bench.geth import GethNode, free_port
 from bench.rpc_load import RawTransactions, run_load
-from bench.run_bench import RPC_MODES, Bench
+from bench.rpc_paired import NGINX, measure
+from bench.run_bench import REPO, RPC_MODES, Bench
 
 GETH_NONCE_RACE = "replacement transaction underpriced"
+# the benchmark pins its servers to core 0, its load client and nodes to core 1
+NEEDS_CORES_0_AND_1 = pytest.mark.skipif(
+    not {0, 1} <= os.sched_getaffinity(0),
+    reason="the benchmark pins servers to core 0 and its load and nodes to core 1",
+)
 
 
 def test_the_benchmark_mix_is_answered_without_error_by_real_geth(geth: GethNode) -> None:
@@ -42,10 +48,7 @@ def test_the_load_client_counts_a_closed_port_as_transport_errors() -> None:
     assert result.safe.errors == result.safe.transport
 
 
-@pytest.mark.skipif(
-    len(os.sched_getaffinity(0)) < 2 or 1 not in os.sched_getaffinity(0),
-    reason="the benchmark pins its load client and nodes to core 1: needs cores 0 and 1",
-)
+@NEEDS_CORES_0_AND_1
 def test_the_benchmarks_run_through_real_geth_carries_the_mix_in_every_mode(
     geth: GethNode, tmp_path: Path, refused_address: Callable[[], str]
 ) -> None:
@@ -68,3 +71,14 @@ def test_the_benchmarks_run_through_real_geth_carries_the_mix_in_every_mode(
         for result, cpu_per_call in results:
             assert result.safe.ok > 0 and result.safe.errors == 0, (mode, result.safe.describe())
             assert cpu_per_call > 0, mode  # the server's own CPU, read from /proc
+
+
+@NEEDS_CORES_0_AND_1
+def test_the_paired_benchmark_through_real_geth_measures_both_sides_every_round() -> None:
+    # bench/rpc_paired.py --geth, shortened: nginx `stream` and this checkout served at once
+    # in front of two real geth nodes
+    (cpu_nginx, cpu_proxy), (rps_nginx, rps_proxy) = measure(
+        [NGINX, REPO], seconds=0.5, rounds=2, geth=True
+    )
+    for figures in (cpu_nginx, cpu_proxy, rps_nginx, rps_proxy):
+        assert len(figures) == 2 and all(f > 0 for f in figures), figures
