@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import statistics
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -50,16 +52,19 @@ def measure(
     with tempfile.TemporaryDirectory() as tmp:
         bench = Bench(Path(tmp), seconds, rounds, ("rpc",))
         try:
-            script = Path(tmp) / "rpc.lua"
-            script.write_text(rpc_wrk_script())
+            load: Callable[[dict[int, tuple[int, int]]], dict[int, tuple[int, float]]]
             if geth:
                 labels = [f"paired {i}" for i in range(len(trees))]
-                primary, backup, senders = bench.rpc_nodes([*labels, "warm-up"])
+                primary, backup, senders = bench.rpc_nodes(labels, warm_up=2 * seconds)
                 nodes = (primary.port, backup.port)
-                with bench.on_core_1():  # a node is slow at first: warm it
-                    uvloop.run(rpc_load(primary.port, 32, 2 * seconds, senders["warm-up"]))
+                load = functools.partial(
+                    load_through_geth, bench, senders=senders, seconds=seconds
+                )
             else:
+                script = Path(tmp) / "rpc.lua"
+                script.write_text(rpc_wrk_script())
                 nodes = bench.rpc_stand_ins()
+                load = functools.partial(load_with_wrk, script=script, seconds=seconds)
             for n in range(rounds):
                 order = list(range(len(trees)))[:: 1 if n % 2 == 0 else -1]
                 with ExitStack() as served_now:
@@ -77,10 +82,7 @@ def measure(
                         for _, port in served.values():
                             wrk(f"http://127.0.0.1:{port}/", script, CONNECTIONS, 1)  # the pools
                     before = {i: cpu_seconds(pid) for i, (pid, _) in served.items()}
-                    if geth:
-                        done = load_through_geth(bench, served, senders, seconds)
-                    else:
-                        done = load_with_wrk(served, script, seconds)
+                    done = load(served)
                     for i, (pid, _) in served.items():
                         used = cpu_seconds(pid) - before[i]
                         calls, rate = done[i]

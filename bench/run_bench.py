@@ -608,17 +608,20 @@ class Bench:
         return rps
 
     def rpc_nodes(
-        self, labels: list[str]
+        self, labels: list[str], warm_up: float
     ) -> tuple[GethNode, GethNode, dict[str, RawTransactions]]:
         """Two real geth --dev nodes on core 1 (primary, backup), 32 raw senders per label
-        funded on both."""
+        funded on both; the primary given warm_up seconds of the mix first (a node is slow at
+        first)."""
         primary = GethNode(self.tmp / "geth-a", core=1, period=1)
         backup = GethNode(self.tmp / "geth-b", core=1, period=1)
-        senders = {label: RawTransactions(label, 32) for label in labels}
+        senders = {label: RawTransactions(label, 32) for label in [*labels, "warm-up"]}
         for node in (primary, backup):
             node.start()
             self.geth.append(node)
             node.fund([a for raw in senders.values() for a in raw.senders], 10**18)
+        with self.on_core_1():
+            uvloop.run(rpc_load(primary.port, 32, warm_up, senders.pop("warm-up")))
         return primary, backup, senders
 
     @contextmanager
@@ -640,12 +643,11 @@ class Bench:
     ) -> dict[str, list[tuple[LoadResult, float]]]:
         """Each mode in front of the real nodes, no kill: the RPC route when the node, not the
         proxy, sets the pace. Two rounds, the second in reverse order (a node's pace drifts as
-        its chain and pool grow), after a warm-up; per mode, each run's result and the
-        server's CPU per call (us)."""
+        its chain and pool grow); per mode, each run's result and the server's CPU per call
+        (us)."""
         seconds = self.rpc_seconds / 4
         runs: dict[str, list[tuple[LoadResult, float]]] = {mode: [] for mode in modes}
         with self.on_core_1():
-            uvloop.run(rpc_load(primary, 32, 0.3 * self.rpc_seconds, senders["warm-up"]))
             for n in range(2):
                 for mode in modes[:: 1 if n == 0 else -1]:
                     with self.rpc_server(mode, primary, backup) as (port, pid, _):
@@ -717,11 +719,8 @@ class Bench:
                     f"rpc {mode}: unavailable: the proxy refuses it: {refused[mode]}", flush=True
                 )
         rps = self.rpc_throughput(modes)
-        labels = [
-            "warm-up",
-            *(f"{kind} {mode}" for kind in ("geth", "failover") for mode in modes),
-        ]
-        primary, backup, senders = self.rpc_nodes(labels)
+        labels = [f"{kind} {mode}" for kind in ("geth", "failover") for mode in modes]
+        primary, backup, senders = self.rpc_nodes(labels, warm_up=0.3 * self.rpc_seconds)
         through_geth = self.rpc_through_geth(modes, primary.port, backup.port, senders)
         failover = self.rpc_failover(modes, primary, backup, senders)
         geth_rps = {

@@ -57,7 +57,7 @@ def test_the_benchmarks_run_through_real_geth_carries_the_mix_in_every_mode(
     bench = Bench(tmp_path, 1, 1, ("rpc",), rpc_seconds=2)
     senders = {
         label: RawTransactions(f"test {label}", 32)
-        for label in ("warm-up", *(f"geth {mode}" for mode in RPC_MODES))
+        for label in (f"geth {mode}" for mode in RPC_MODES)
     }
     geth.fund([a for raw in senders.values() for a in raw.senders], 10**18)
     try:
